@@ -1,0 +1,155 @@
+"""The bot SDK: how a bot tells Longrun what it is doing.
+
+Two reporters with the same four calls — ``progress``, ``otp_required``,
+``completed``, ``failed``:
+
+- :class:`RedisReporter` writes straight into Redis through the record's
+  atomic update script (one round trip per call), for bots that share
+  Longrun's Redis;
+- :class:`HttpReporter` sends Standard Webhooks-signed events to
+  ``POST /api/bot/requests/{hash}/events``, for bots that run elsewhere.
+
+Example::
+
+    async with RedisReporter.connect(settings) as report:
+        await report.progress(request_hash, 40, step="captcha", message="Solving the captcha")
+        await report.completed(request_hash, {"score": 712})
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from jobs.queues import Dispatcher
+from server.catalog import find_service
+from server.errors import LongrunError
+from server.lifecycle import Lifecycle
+from server.protocol import (
+    BotEvent,
+    CompletedEvent,
+    FailedEvent,
+    OtpPrompt,
+    OtpRequiredEvent,
+    ProgressEvent,
+)
+from server.record import Keys, RecordStore, UpdateResult
+from server.settings import Settings
+from server.webhooks import sign
+
+
+class ReportError(LongrunError):
+    """Longrun refused an event (the message says why)."""
+
+
+class Reporter(Protocol):
+    async def report(self, request_hash: str, event: BotEvent) -> bool: ...
+
+
+class _Calls:
+    """The four calls, on top of :meth:`report`."""
+
+    async def report(self, request_hash: str, event: BotEvent) -> bool:
+        raise NotImplementedError
+
+    async def progress(
+        self, request_hash: str, progress: int, *, step: str | None = None, message: str | None = None
+    ) -> bool:
+        """Report how far along the bot is (0-100; Longrun never lets the bar go back)."""
+        return await self.report(request_hash, ProgressEvent(max(0, min(100, int(progress))), step, message))
+
+    async def otp_required(self, request_hash: str, otp: OtpPrompt | Mapping[str, Any]) -> bool:
+        """The bot sent a code to the person's phone and now waits for it."""
+        prompt = otp if isinstance(otp, OtpPrompt) else OtpPrompt.parse(dict(otp))
+        return await self.report(request_hash, OtpRequiredEvent(prompt))
+
+    async def completed(self, request_hash: str, result: Mapping[str, Any]) -> bool:
+        return await self.report(request_hash, CompletedEvent(dict(result)))
+
+    async def failed(self, request_hash: str, error: str) -> bool:
+        return await self.report(request_hash, FailedEvent(error))
+
+
+class RedisReporter(_Calls):
+    """Reports through the record's Lua script; returns False when the update was ignored
+    (the request already finished or expired)."""
+
+    def __init__(self, lifecycle: Lifecycle):
+        self.lifecycle = lifecycle
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, settings: Settings) -> AsyncIterator[RedisReporter]:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl)
+        sync = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+
+        async def otp_ready(h: str, seq: int) -> None:
+            # A code typed before the bot asked: hand it to a worker like the server would.
+            rec = await store.get(h)
+            service = find_service(str((rec or {}).get("service_slug", "")))
+            if service is not None:
+                await asyncio.to_thread(Dispatcher(sync, settings).check_otp, h, service, seq)
+
+        life = Lifecycle(
+            store,
+            otp_max_attempts=settings.otp_max_attempts,
+            otp_resend_interval=settings.otp_resend_interval,
+            on_otp_ready=otp_ready,
+        )
+        try:
+            yield cls(life)
+        finally:
+            await redis.aclose()
+            sync.close()
+
+    async def report(self, request_hash: str, event: BotEvent) -> bool:
+        result: UpdateResult = await self.lifecycle.apply_event(request_hash, event)
+        return result.applied
+
+
+class HttpReporter(_Calls):
+    """Reports over signed HTTP events to a Longrun server."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, secret: str, *, timeout: float = 10.0):
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.secret = secret
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, settings: Settings) -> AsyncIterator[HttpReporter]:
+        async with aiohttp.ClientSession() as session:
+            yield cls(session, settings.public_url, settings.signing_secret)
+
+    async def report(self, request_hash: str, event: BotEvent) -> bool:
+        body = orjson.dumps(event.serialize())
+        headers = {"Content-Type": "application/json", **sign(self.secret, body)}
+        url = f"{self.base_url}/api/bot/requests/{request_hash}/events"
+        async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
+            answer = await resp.json(content_type=None) if resp.content_length != 0 else {}
+            if resp.status == 202:
+                return bool(answer.get("applied", True))
+            message = (
+                (answer.get("error") or {}).get("message", resp.reason) if isinstance(answer, dict) else resp.reason
+            )
+            raise ReportError(f"{resp.status}: {message}")
+
+
+@asynccontextmanager
+async def reporter_for(settings: Settings) -> AsyncIterator[RedisReporter | HttpReporter]:
+    """The reporter ``BOT_REPORT_MODE`` asks for."""
+    if settings.bot_report_mode == "http":
+        async with HttpReporter.connect(settings) as http:
+            yield http
+    else:
+        async with RedisReporter.connect(settings) as direct:
+            yield direct

@@ -1,0 +1,100 @@
+"""HTTP client for the bot API (DESIGN.md, "Bot API").
+
+Maps transport trouble onto two exceptions the jobs act on:
+:class:`BotUnavailable` (connection refused, 5xx: worth retrying) and
+:class:`BotTimeout` (the bot did not answer before the request's deadline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from server.errors import LongrunError, ProtocolError
+from server.protocol import BotAnswer, parse_bot_answer
+
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+class BotUnavailable(LongrunError):
+    """The bot API could not be reached or answered 5xx; the call may be retried."""
+
+
+class BotRetryableError(LongrunError):
+    """The bot answered ``{"status": "error", "retryable": true}``."""
+
+
+class BotTimeout(LongrunError):
+    """The bot did not answer before the request's deadline."""
+
+
+class BotClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str):
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+
+    async def _post(
+        self, path: str, body: Mapping[str, Any], *, idempotency_key: str, timeout: float
+    ) -> tuple[int, Any]:
+        url = f"{self.base_url}{path}"
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
+        try:
+            async with self.session.post(
+                url,
+                data=orjson.dumps(dict(body)),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=max(0.1, timeout)),
+            ) as resp:
+                if resp.status >= 500:
+                    raise BotUnavailable(f"the bot API answered {resp.status}")
+                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise ProtocolError("the bot's answer is larger than 1 MiB")
+                if resp.status == 202 and not raw.strip():
+                    return 202, None
+                try:
+                    return resp.status, orjson.loads(raw) if raw.strip() else None
+                except orjson.JSONDecodeError:
+                    raise ProtocolError("the bot's answer is not JSON") from None
+        except TimeoutError:
+            raise BotTimeout(f"no answer from {path} within {timeout:.0f} s") from None
+        except aiohttp.ClientError as exc:
+            raise BotUnavailable(f"cannot reach the bot API: {exc.__class__.__name__}") from None
+
+    async def run(
+        self,
+        slug: str,
+        request_hash: str,
+        data: Mapping[str, Any],
+        *,
+        otp: str | None = None,
+        idempotency_key: str,
+        timeout: float,
+    ) -> BotAnswer:
+        body: dict[str, Any] = {"requestHash": request_hash, "data": dict(data)}
+        if otp is not None:
+            body["otp"] = otp
+        status, answer = await self._post(
+            f"/services/{slug}/run", body, idempotency_key=idempotency_key, timeout=timeout
+        )
+        return parse_bot_answer(status, answer)
+
+    async def resend_otp(self, slug: str, request_hash: str, *, idempotency_key: str, timeout: float) -> BotAnswer:
+        status, answer = await self._post(
+            f"/services/{slug}/resend-otp",
+            {"requestHash": request_hash},
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+        return parse_bot_answer(status, answer)
+
+    async def cancel(self, slug: str, request_hash: str, *, timeout: float = 10.0) -> None:
+        await self._post(
+            f"/services/{slug}/cancel",
+            {"requestHash": request_hash},
+            idempotency_key=f"{request_hash}:cancel",
+            timeout=timeout,
+        )

@@ -1,0 +1,68 @@
+"""What a job needs while it runs: settings, Redis, the record store, the bot client.
+
+RQ forks a work horse per job, so each job opens its own async clients and
+closes them when done; settings are read once per worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
+
+import aiohttp
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from jobs.botclient import BotClient
+from jobs.queues import Dispatcher
+from server.catalog import find_service
+from server.lifecycle import Lifecycle
+from server.record import Keys, RecordStore
+from server.settings import Settings
+
+
+@cache
+def settings() -> Settings:
+    """The worker's settings, from its environment (read once per process)."""
+    return Settings.from_env()
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    redis: Redis
+    store: RecordStore
+    life: Lifecycle
+    bot: BotClient
+    dispatcher: Dispatcher
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, config: Settings, sync_connection: SyncRedis | None = None) -> AsyncIterator[JobContext]:
+        redis = Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        connection = sync_connection or SyncRedis.from_url(config.redis_url)
+        dispatcher = Dispatcher(connection, config)
+        store = RecordStore(redis, Keys(config.key_prefix), ttl=config.request_ttl)
+
+        async def otp_ready(h: str, seq: int) -> None:
+            rec = await store.get(h)
+            service = find_service(str((rec or {}).get("service_slug", "")))
+            if service is not None:
+                await asyncio.to_thread(dispatcher.check_otp, h, service, seq)
+
+        life = Lifecycle(
+            store,
+            otp_max_attempts=config.otp_max_attempts,
+            otp_resend_interval=config.otp_resend_interval,
+            on_otp_ready=otp_ready,
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield cls(config, redis, store, life, BotClient(session, config.bot_api_url), dispatcher)
+        finally:
+            await redis.aclose()
+            if sync_connection is None:
+                connection.close()

@@ -1,0 +1,282 @@
+"""The RQ jobs: one per phase of a request, each carrying only the request hash.
+
+- ``run_request``: mark the record processing, call the bot's ``/run``, map its answer.
+- ``check_otp``: read the submitted code once (GETDEL) and relay it to the bot.
+- ``resend_otp``: ask the bot for a new code.
+- ``cancel_bot``: tell the bot to stop.
+
+Transport failures raise, so RQ's ``Retry`` (with growing intervals) takes
+over for phases that are safe to repeat; ``on_job_failure`` tells the person
+"retrying" or, after the last attempt, fails the request with a message a
+person understands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any
+
+from redis import Redis as SyncRedis
+from rq import get_current_job
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from jobs.botclient import BotRetryableError, BotTimeout, BotUnavailable
+from jobs.context import JobContext, settings
+from server.catalog import Service, find_service
+from server.errors import ProtocolError
+from server.protocol import Accepted, BotFailure, NeedsOtp, OtpPrompt
+from server.record import is_terminal, private_view
+from server.status import Status
+
+log = logging.getLogger("longrun.jobs")
+
+
+def short(h: str) -> str:
+    return h[:12]
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+def _connection() -> SyncRedis | None:
+    job = get_current_job()
+    return job.connection if job is not None else None
+
+
+def _attempt() -> tuple[int, int]:
+    """(this attempt, all attempts) of the current job under its Retry policy."""
+    job = get_current_job()
+    total = len(settings().retry_intervals) + 1
+    if job is None or job.retries_left is None:
+        return 1, total
+    return total - int(job.retries_left), total
+
+
+def _time_left(record: dict[str, Any], service: Service) -> float:
+    deadline = private_view(record).get("deadline")
+    if isinstance(deadline, int | float):
+        return float(deadline) - time.time()
+    return service.bot_timeout
+
+
+async def _load(ctx: JobContext, h: str) -> tuple[dict[str, Any], Service] | None:
+    rec = await ctx.store.get(h)
+    if rec is None:
+        log.info("request %s expired before its job ran", short(h))
+        return None
+    if is_terminal(rec.get("status")):
+        return None
+    service = find_service(str(rec.get("service_slug", "")))
+    if service is None:
+        await ctx.life.fail(h, "This service is no longer offered.")
+        return None
+    return rec, service
+
+
+async def _timed_out(ctx: JobContext, h: str, service: Service) -> None:
+    await ctx.life.fail(h, "The service did not finish in time. Please try again later.")
+    try:
+        await ctx.bot.cancel(service.slug, h)
+    except (BotUnavailable, BotTimeout, ProtocolError):
+        log.warning("could not tell the bot to cancel %s", short(h))
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_request(request_hash: str) -> None:
+    _run(_run_request(request_hash))
+
+
+async def _run_request(h: str) -> None:
+    attempt, total = _attempt()
+    async with JobContext.open(settings(), _connection()) as ctx:
+        loaded = await _load(ctx, h)
+        if loaded is None:
+            return
+        rec, service = loaded
+        started = await ctx.life.start(h, service, attempt=attempt, max_attempts=total)
+        if not started.applied:
+            return
+        fresh = await ctx.store.get(h) or rec
+        left = _time_left(fresh, service)
+        if left <= 0:
+            await _timed_out(ctx, h, service)
+            return
+        log.info("run %s on %s (attempt %d of %d)", short(h), service.slug, attempt, total)
+        try:
+            answer = await ctx.bot.run(
+                service.slug, h, rec.get("request_data") or {}, idempotency_key=f"{h}:run", timeout=left
+            )
+        except BotTimeout:
+            await _timed_out(ctx, h, service)
+            return
+        except ProtocolError as exc:
+            log.warning("bot answer for %s unreadable: %s", short(h), exc)
+            await ctx.life.fail(h, "The service sent an answer we could not understand.")
+            return
+        result = await ctx.life.apply_answer(h, answer, service)
+        if result is None:
+            assert isinstance(answer, BotFailure)
+            raise BotRetryableError(answer.error)
+
+
+# --------------------------------------------------------------------------- OTP
+
+
+def check_otp(request_hash: str) -> None:
+    _run(_check_otp(request_hash))
+
+
+async def _check_otp(h: str) -> None:
+    async with JobContext.open(settings(), _connection()) as ctx:
+        loaded = await _load(ctx, h)
+        if loaded is None:
+            return
+        rec, service = loaded
+        code = await ctx.store.take_otp(h)
+        if code is None:
+            # The code outlived its key (a very slow queue): ask the person again.
+            prompt = _prompt_of(rec, error="The code expired before we could check it. Please enter it again.")
+            await ctx.life.ask_otp(h, prompt, service)
+            return
+        left = _time_left(rec, service)
+        log.info("relaying a code for %s", short(h))
+        try:
+            answer = await ctx.bot.run(
+                service.slug,
+                h,
+                rec.get("request_data") or {},
+                otp=code,
+                idempotency_key=f"{h}:otp:{int(rec.get('seq') or 0)}",
+                timeout=max(1.0, left),
+            )
+        except BotTimeout:
+            await _timed_out(ctx, h, service)
+            return
+        except BotUnavailable:
+            await ctx.life.fail(h, "We could not reach the service to check your code. Please start again.")
+            return
+        except ProtocolError:
+            await ctx.life.fail(h, "The service sent an answer we could not understand.")
+            return
+        finally:
+            del code
+        if isinstance(answer, BotFailure) and answer.retryable:
+            await ctx.life.fail(h, f"The service could not check the code: {answer.error}")
+            return
+        await ctx.life.apply_answer(h, answer, service)
+
+
+def _prompt_of(rec: dict[str, Any], *, error: str | None = None) -> OtpPrompt:
+    od = rec.get("otp_data") if isinstance(rec.get("otp_data"), dict) else {}
+    assert isinstance(od, dict)
+    return OtpPrompt(
+        length=int(od.get("length") or 6),
+        destination_hint=str(od.get("destination_hint") or ""),
+        expires_in=120,
+        attempts_left=od.get("attempts_left") if isinstance(od.get("attempts_left"), int) else None,
+        error=error,
+    )
+
+
+def resend_otp(request_hash: str) -> None:
+    _run(_resend_otp(request_hash))
+
+
+async def _resend_otp(h: str) -> None:
+    async with JobContext.open(settings(), _connection()) as ctx:
+        loaded = await _load(ctx, h)
+        if loaded is None:
+            return
+        rec, service = loaded
+        if rec.get("status") != Status.WAITING_OTP.value:
+            return
+        job = get_current_job()
+        answer = await ctx.bot.resend_otp(
+            service.slug, h, idempotency_key=f"{h}:{job.id if job else 'resend'}", timeout=30
+        )
+        if isinstance(answer, NeedsOtp):
+            await ctx.life.ask_otp(h, answer.otp, service)
+        elif isinstance(answer, Accepted):
+            await ctx.life.ask_otp(h, _prompt_of(rec), service)
+        elif isinstance(answer, BotFailure):
+            if answer.retryable:
+                raise BotRetryableError(answer.error)
+            await ctx.life.ask_otp(h, _prompt_of(rec, error=f"Could not send a new code: {answer.error}"), service)
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+def cancel_bot(request_hash: str) -> None:
+    _run(_cancel_bot(request_hash))
+
+
+async def _cancel_bot(h: str) -> None:
+    async with JobContext.open(settings(), _connection()) as ctx:
+        rec = await ctx.store.get(h)
+        service = find_service(str((rec or {}).get("service_slug", "")))
+        if service is None:
+            return
+        await ctx.bot.cancel(service.slug, h)
+        log.info("told the bot to cancel %s", short(h))
+
+
+# --------------------------------------------------------------------------- failures
+
+_FINAL_MESSAGES: dict[type[BaseException], str] = {
+    BotUnavailable: "The service is not available right now. Please try again in a few minutes.",
+    BotRetryableError: "The service could not finish the request. Please try again later.",
+    AbandonedJobError: "The worker running your request stopped unexpectedly. Please start again.",
+    JobTimeoutException: "The service did not finish in time. Please try again later.",
+}
+
+
+def on_job_failure(
+    job: Job,
+    connection: SyncRedis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
+    """RQ failure callback, for raised errors and for jobs abandoned by a dead worker.
+
+    Runs before RQ decides to retry: with retries left the person sees "retrying
+    (attempt n of m)", otherwise the request fails with a message for people.
+    """
+    h = str(job.args[0]) if job.args else ""
+    if not h:
+        return
+    will_retry = bool(job.retries_left)
+    total = len(settings().retry_intervals) + 1
+    next_attempt = total - int(job.retries_left or 0) + 1
+    text = next(
+        (m for t, m in _FINAL_MESSAGES.items() if exc_type is not None and issubclass(exc_type, t)),
+        "Something went wrong on our side. Please try again.",
+    )
+    if exc_type is BotRetryableError and exc_value is not None and str(exc_value):
+        text = f"The service could not finish the request: {exc_value}"
+    log.warning(
+        "job %s for %s failed (%s); %s",
+        job.id.rsplit("-", 1)[-1],
+        short(h),
+        exc_type.__name__ if exc_type else "?",
+        "retrying" if will_retry else "giving up",
+    )
+    _run(_after_failure(connection, h, will_retry, next_attempt, total, text))
+
+
+async def _after_failure(connection: SyncRedis, h: str, will_retry: bool, attempt: int, total: int, text: str) -> None:
+    async with JobContext.open(settings(), connection) as ctx:
+        if will_retry:
+            await ctx.life.retrying(h, attempt=attempt, max_attempts=total)
+        else:
+            await ctx.life.fail(h, text)

@@ -1,0 +1,1 @@
+"""Longrun: watch long jobs live."""

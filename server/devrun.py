@@ -1,0 +1,77 @@
+"""``make run``: bring the whole system up on this machine.
+
+Finds Redis (``REDIS_URL``, else 127.0.0.1:6379, else an embedded one under
+``.run/``), keeps dev secrets in ``.run/dev.env`` so every process and every
+restart agrees on them, prints the URL to open, and runs the ``Procfile``
+with honcho. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from server.embedded import find_or_start_redis
+from server.settings import new_webhook_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+
+
+def dev_secrets() -> dict[str, str]:
+    """SECRET_KEY and BOT_WEBHOOK_SECRET for dev mode, made once and kept in .run/dev.env."""
+    import secrets
+
+    path = RUN_DIR / "dev.env"
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key and value:
+                values[key.strip()] = value.strip()
+    changed = False
+    if "SECRET_KEY" not in values:
+        values["SECRET_KEY"] = secrets.token_urlsafe(32)
+        changed = True
+    if "BOT_WEBHOOK_SECRET" not in values:
+        values["BOT_WEBHOOK_SECRET"] = new_webhook_secret()
+        changed = True
+    if changed:
+        RUN_DIR.mkdir(exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+    return values
+
+
+def main() -> int:
+    RUN_DIR.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("LONGRUN_ENV", "dev")
+    for key, value in dev_secrets().items():
+        env.setdefault(key, value)
+    redis_url, embedded_redis = find_or_start_redis(RUN_DIR, env)
+    env["REDIS_URL"] = redis_url
+    port = env.setdefault("PORT", "8080")
+    env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # The Procfile says `python`: make that the interpreter running this (the venv's).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    where = "embedded, under .run/redis" if embedded_redis else "external"
+    print(f"\n  Longrun is starting: open http://127.0.0.1:{port}/\n  Redis: {redis_url} ({where})\n", flush=True)
+    honcho = Path(sys.executable).with_name("honcho")
+    proc = subprocess.Popen([str(honcho), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)], env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
+    finally:
+        if embedded_redis is not None:
+            embedded_redis.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The edge: domain errors to HTTP answers, Redis outages to 503, security headers.
+
+API paths always answer ``{"error": {"code", "message", "fields"?}}``; pages
+get a friendly HTML page instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from server.errors import ApiError, NotFound, RateLimited, Unavailable
+
+log = logging.getLogger("longrun.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorPage = Callable[[web.Request, ApiError], Awaitable[web.StreamResponse]]
+
+ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def wants_json(request: web.Request) -> bool:
+    path = request.path
+    return path.startswith("/api/") or path.startswith("/ws/") or path in ("/metrics", "/healthz", "/readyz")
+
+
+def json_error(err: ApiError) -> web.Response:
+    headers = {}
+    if isinstance(err, RateLimited):
+        headers["Retry-After"] = str(err.retry_after)
+    return web.Response(
+        body=orjson.dumps(err.body()), status=err.status, content_type="application/json", headers=headers
+    )
+
+
+async def _answer(request: web.Request, err: ApiError) -> web.StreamResponse:
+    page = request.app.get(ERROR_PAGE)
+    if wants_json(request) or page is None:
+        return json_error(err)
+    return await page(request, err)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return await _answer(request, err)
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+        log.warning("redis unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
+        return await _answer(
+            request, Unavailable("The service is temporarily unavailable. Please try again in a moment.")
+        )
+    except web.HTTPException as exc:
+        if exc.status >= 400 and wants_json(request):
+            code = _HTTP_CODES.get(exc.status, "error")
+            message = exc.reason
+            if exc.status == 413:
+                message = "The body is larger than 64 KiB."
+            mapped = ApiError(message, code=code)
+            mapped.status = exc.status
+            return json_error(mapped)
+        if exc.status == 404 and request.app.get(ERROR_PAGE) is not None:
+            return await _answer(request, NotFound("This page does not exist."))
+        raise
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: headers every answer carries."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.content_type == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Cache-Control", "no-store")

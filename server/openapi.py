@@ -1,0 +1,315 @@
+"""``GET /api/openapi.json``: the OpenAPI 3.1 description of the JSON API.
+
+Kept next to the handlers it describes and checked against the running
+server by a schema-driven fuzz test (tests/test_fuzz.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server.catalog import SERVICES
+from server.status import Status
+
+routes = web.RouteTableDef()
+
+_HASH = {"name": "hash", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 80}}
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+_RATE = {
+    "description": "Rate limited",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+_COMMON = {"400": _error("Malformed JSON"), "413": _error("Body over 64 KiB"), "503": _error("Redis unavailable")}
+
+
+def _action(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "operationId": op_id,
+        "parameters": [_HASH],
+        "security": [{"session": []}, {"bearer": []}],
+        "responses": {
+            "202": _ok("Accepted", "ActionAnswer"),
+            "404": _error("Unknown, expired or not yours"),
+            "409": _error("Not allowed in the request's current state"),
+            "429": _RATE,
+            **_COMMON,
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"]["422"] = _error("Malformed code")
+    return op
+
+
+def document() -> dict[str, Any]:
+    statuses = [s.value for s in Status]
+    record = {
+        "type": "object",
+        "required": ["hash", "status", "progress", "requires_otp", "seq"],
+        "properties": {
+            "hash": {"type": "string"},
+            "service_slug": {"type": "string"},
+            "status": {"type": "string", "enum": statuses},
+            "step": _NULLABLE_STR,
+            "steps": {"type": ["object", "null"]},
+            "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+            "current_message": _NULLABLE_STR,
+            "message_key": _NULLABLE_STR,
+            "estimated_duration": {"type": ["number", "null"]},
+            "estimated_remaining_time": {"type": ["number", "null"]},
+            "requires_otp": {"type": "boolean"},
+            "otp_data": {"type": ["object", "null"]},
+            "request_data": {"type": ["object", "null"]},
+            "result_data": {"type": ["object", "null"]},
+            "error": _NULLABLE_STR,
+            "user_id": _NULLABLE_STR,
+            "priority": _NULLABLE_STR,
+            "attempt": {"type": ["integer", "null"]},
+            "created_at": _NULLABLE_STR,
+            "started_at": _NULLABLE_STR,
+            "updated_at": _NULLABLE_STR,
+            "finished_at": _NULLABLE_STR,
+            "expires_at": _NULLABLE_STR,
+            "seq": {"type": "integer"},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Longrun",
+            "version": "1.0.0",
+            "description": "Watch long jobs live. See DESIGN.md for the WebSocket frames and the bot API.",
+        },
+        "paths": {
+            "/api/services": {
+                "get": {
+                    "summary": "The service catalog",
+                    "operationId": "listServices",
+                    "responses": {"200": _ok("The services", "Catalog")},
+                }
+            },
+            "/api/requests": {
+                "post": {
+                    "summary": "Create a request",
+                    "operationId": "createRequest",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRequest"}}},
+                    },
+                    "responses": {
+                        "201": _ok("Created and queued", "Created"),
+                        "404": _error("Unknown service"),
+                        "422": _error("Invalid fields (per-field messages in error.fields)"),
+                        "429": _RATE,
+                        **_COMMON,
+                    },
+                }
+            },
+            "/api/requests/{hash}": {
+                "get": {
+                    "summary": "The public record",
+                    "operationId": "getRequest",
+                    "parameters": [_HASH],
+                    "security": [{"session": []}, {"bearer": []}],
+                    "responses": {
+                        "200": _ok("The record", "Record"),
+                        "404": _error("Unknown, expired or not yours"),
+                        "429": _RATE,
+                        "503": _error("Redis unavailable"),
+                    },
+                }
+            },
+            "/api/requests/{hash}/otp": {
+                "post": _action(
+                    "Hand the one-time code to the bot", "submitOtp", body={"$ref": "#/components/schemas/OtpBody"}
+                )
+            },
+            "/api/requests/{hash}/resend-otp": {"post": _action("Ask the bot to send a new code", "resendOtp")},
+            "/api/requests/{hash}/cancel": {"post": _action("Cancel the request", "cancelRequest")},
+            "/api/local-requests/{hash}/status": {
+                "get": {
+                    "summary": "The original polling format",
+                    "operationId": "getLocalStatus",
+                    "parameters": [_HASH],
+                    "security": [{"session": []}, {"bearer": []}],
+                    "responses": {
+                        "200": _ok("Status", "LocalStatus"),
+                        "404": _error("Unknown, expired or not yours"),
+                        "429": _RATE,
+                        "503": _error("Redis unavailable"),
+                    },
+                }
+            },
+            "/api/local-requests/{hash}/otp": {
+                "post": _action(
+                    "Alias of /api/requests/{hash}/otp", "submitOtpLocal", body={"$ref": "#/components/schemas/OtpBody"}
+                )
+            },
+            "/api/local-requests/{hash}/resend-otp": {"post": _action("Alias of …/resend-otp", "resendOtpLocal")},
+            "/api/local-requests/{hash}/cancel": {"post": _action("Alias of …/cancel", "cancelRequestLocal")},
+            "/api/bot/requests/{hash}/events": {
+                "post": {
+                    "summary": "A bot reports progress or an outcome (Standard Webhooks signature)",
+                    "operationId": "postBotEvent",
+                    "parameters": [
+                        _HASH,
+                        {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"}},
+                        {"name": "webhook-timestamp", "in": "header", "required": True, "schema": {"type": "string"}},
+                        {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BotEvent"}}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Applied (or ignored: the request had already finished)",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": _error("Malformed JSON"),
+                        "401": _error("Bad or stale signature"),
+                        "404": _error("Unknown request"),
+                        "409": _error("Replayed event id, or the event does not fit the state"),
+                        "413": _error("Body over 64 KiB"),
+                        "422": _error("Not a valid event"),
+                        "503": _error("Redis unavailable"),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": {"description": "Alive"}}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (Redis reachable)",
+                    "operationId": "readyz",
+                    "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "longrun_session"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "The request's access_token"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                            },
+                        }
+                    },
+                },
+                "CreateRequest": {
+                    "type": "object",
+                    "required": ["service", "data"],
+                    "properties": {
+                        "service": {"type": "string", "examples": [s.slug for s in SERVICES]},
+                        "data": {"type": "object"},
+                    },
+                },
+                "Created": {
+                    "type": "object",
+                    "required": [
+                        "hash",
+                        "status",
+                        "access_token",
+                        "progress_url",
+                        "status_url",
+                        "ws_url",
+                        "expires_at",
+                    ],
+                    "properties": {
+                        "hash": {"type": "string"},
+                        "status": {"type": "string", "enum": statuses},
+                        "access_token": {"type": "string"},
+                        "progress_url": {"type": "string"},
+                        "status_url": {"type": "string"},
+                        "ws_url": {"type": "string"},
+                        "expires_at": {"type": "string"},
+                    },
+                },
+                "Record": record,
+                "LocalStatus": {
+                    "type": "object",
+                    "required": ["hash", "status", "progress", "estimated_remaining_time", "requires_otp"],
+                    "properties": {
+                        "hash": {"type": "string"},
+                        "status": {"type": "string", "enum": statuses},
+                        "progress": {"type": "integer"},
+                        "estimated_remaining_time": {"type": ["number", "null"]},
+                        "requires_otp": {"type": "boolean"},
+                    },
+                },
+                "ActionAnswer": {
+                    "type": "object",
+                    "required": ["status", "request"],
+                    "properties": {
+                        "status": {"type": "string", "enum": statuses},
+                        "request": {"$ref": "#/components/schemas/Record"},
+                    },
+                },
+                "OtpBody": {
+                    "type": "object",
+                    "required": ["otp"],
+                    "properties": {"otp": {"type": "string", "pattern": "^[0-9]{4,10}$"}},
+                },
+                "BotEvent": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"type": "string", "enum": ["progress", "otp_required", "completed", "failed"]},
+                        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+                        "step": {"type": "string"},
+                        "message": {"type": "string"},
+                        "otp": {"type": "object"},
+                        "result": {"type": "object"},
+                        "error": {"type": "string"},
+                    },
+                },
+                "Catalog": {
+                    "type": "object",
+                    "required": ["services"],
+                    "properties": {"services": {"type": "array", "items": {"type": "object"}}},
+                },
+            },
+        },
+    }
+
+
+_BODY = orjson.dumps(document())
+
+
+@routes.get("/api/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=_BODY, content_type="application/json")

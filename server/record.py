@@ -1,0 +1,819 @@
+"""The request record: its Redis layout, its Lua scripts and the store that runs them.
+
+This module owns every key name, TTL and script. The server, the RQ jobs,
+the archiver and the bot SDK all go through it; it imports nothing from
+aiohttp.
+
+Layout (``P`` is ``Settings.key_prefix``, empty in production)::
+
+    P local_request:{hash}              string  the record JSON, TTL request_ttl
+    P local_request_updates:{hash}      channel the public record after every change
+    P local_requests_list               list    recent hashes (pruned of expired ones)
+    {P local_request:{hash}}:otp        string  a submitted code, read once (GETDEL)
+    P longrun:archive:{lrN}             stream  terminal records for the archiver
+    P longrun:inflight:{lrN}            zset    running hashes by the time they are due
+    P longrun:rl:{name}:{who}           string  GCRA state of one rate limit
+    P longrun:hook:{id}                 string  a bot event id already applied
+
+Cluster-ready: a request's side keys carry the record's key name as their
+hash tag, and request hashes are minted so that the record key falls into
+the slot of one of ``SHARDS`` shard tags (``lr0`` … ``lr15``). Every script
+therefore touches one hash slot only, while ``local_request:{hash}`` stays the
+plain key that existing bots GET and SETEX.
+
+Private fields live under ``_p`` in the stored JSON (owner token hash,
+timings, OTP counters); every published or served copy drops them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+import string
+from binascii import crc_hqx
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+
+from server.status import TERMINAL, Status, lua_transition_table
+
+REQUEST_TTL = 1800
+TRACKING_LIST_MAX = 10_000
+SHARDS = 16
+SHARD_TAGS: tuple[str, ...] = tuple(f"lr{i}" for i in range(SHARDS))
+#: Seconds the in-flight index waits past an OTP's expiry before the sweeper acts.
+OTP_EXPIRY_GRACE = 5.0
+#: Seconds a bot event id is remembered (the signature window is ±5 minutes).
+WEBHOOK_ID_TTL = 600
+
+_SLOT_MASK = 0x3FFF
+_ALPHABET = string.ascii_letters + string.digits + "-_"
+_SHARD_SLOTS = tuple(crc_hqx(t.encode(), 0) & _SLOT_MASK for t in SHARD_TAGS)
+_SLOT_TO_SHARD = {slot: i for i, slot in enumerate(_SHARD_SLOTS)}
+
+
+def key_slot(key: str) -> int:
+    """Redis Cluster's hash slot of a key (CRC16/XMODEM of the key or its hash tag)."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return crc_hqx(raw, 0) & _SLOT_MASK
+
+
+@cache
+def _suffix_table() -> dict[int, str]:
+    # CRC16 is linear: crc(state, s) == crc(state, zeros) ^ crc(0, s). So a 3-character
+    # suffix chosen from this table moves any key to any slot. Built once (~0.1 s).
+    table: dict[int, str] = {}
+    for chars in itertools.product(_ALPHABET, repeat=3):
+        s = "".join(chars)
+        table.setdefault(crc_hqx(s.encode(), 0) & _SLOT_MASK, s)
+    return table
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key and channel name Longrun uses."""
+
+    prefix: str = ""
+
+    def record(self, h: str) -> str:
+        return f"{self.prefix}local_request:{h}"
+
+    def channel(self, h: str) -> str:
+        return f"{self.prefix}local_request_updates:{h}"
+
+    def channel_prefix(self) -> str:
+        return f"{self.prefix}local_request_updates:"
+
+    def tracking_list(self) -> str:
+        return f"{self.prefix}local_requests_list"
+
+    def otp(self, h: str) -> str:
+        return "{" + self.record(h) + "}:otp"
+
+    def shard(self, h: str) -> int:
+        """The shard a record lives in; hashes minted elsewhere fall back to shard 0."""
+        return _SLOT_TO_SHARD.get(key_slot(self.record(h)), 0)
+
+    def archive(self, shard: int) -> str:
+        return f"{self.prefix}longrun:archive:{{{SHARD_TAGS[shard]}}}"
+
+    def inflight(self, shard: int) -> str:
+        return f"{self.prefix}longrun:inflight:{{{SHARD_TAGS[shard]}}}"
+
+    def rate_limit(self, name: str, who: str) -> str:
+        return f"{self.prefix}longrun:rl:{name}:{who}"
+
+    def webhook_id(self, event_id: str) -> str:
+        return f"{self.prefix}longrun:hook:{event_id}"
+
+    def new_hash(self) -> str:
+        """A fresh request hash: ``req_`` + 128 random bits + 3 characters that put the
+        record key into the slot of a random shard tag."""
+        body = "req_" + secrets.token_urlsafe(16)
+        shard = secrets.randbelow(SHARDS)
+        state = crc_hqx(self.record(body).encode(), 0)
+        need = (_SHARD_SLOTS[shard] ^ crc_hqx(b"\0\0\0", state)) & _SLOT_MASK
+        return body + _suffix_table()[need]
+
+
+def token_digest(token: str) -> str:
+    """What the record keeps of an access token: its SHA-256, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Lua. Every script starts with _PRELUDE; all of them use Redis' clock (TIME) so
+# that timestamps agree whichever machine calls them.
+
+_PRELUDE = (
+    """
+local TERMINAL = {completed = true, failed = true, cancelled = true}
+local RUNNING = {processing = true, waiting_otp = true}
+local ALLOWED = """
+    + lua_transition_table()
+    + """
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- epoch seconds -> ISO 8601 UTC (days-to-civil, H. Hinnant); Redis' Lua has no os.date.
+local function iso(ts)
+  local secs = math.floor(ts)
+  local ms = math.floor((ts - secs) * 1000)
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, ms)
+end
+
+-- Redis' cjson decodes [] and {} alike and encodes both as {}. Empty arrays (a bot's
+-- "fines": []) are swapped for a sentinel string before decoding and swapped back after
+-- encoding; the scan skips JSON strings, so "[]" inside text is left alone.
+local EMPTY = '\\1longrun:empty-array\\1'
+local function protect(raw)
+  if not string.find(raw, '%[%s*%]') then return raw end
+  local out, pos = {}, 1
+  while true do
+    local s = string.find(raw, '["%[]', pos)
+    if not s then break end
+    if string.sub(raw, s, s) == '"' then
+      local e = s + 1
+      while true do
+        local q = string.find(raw, '["\\\\]', e)
+        if not q then e = #raw break end
+        if string.sub(raw, q, q) == '\\\\' then e = q + 2 else e = q break end
+      end
+      out[#out + 1] = string.sub(raw, pos, e)
+      pos = e + 1
+    else
+      local _, close = string.find(raw, '^%[%s*%]', s)
+      if close then
+        out[#out + 1] = string.sub(raw, pos, s - 1) .. '"' .. EMPTY .. '"'
+        pos = close + 1
+      else
+        out[#out + 1] = string.sub(raw, pos, s)
+        pos = s + 1
+      end
+    end
+  end
+  out[#out + 1] = string.sub(raw, pos)
+  return table.concat(out)
+end
+
+local function encode(value)
+  local text = cjson.encode(value)
+  if string.find(text, 'longrun:empty-array', 1, true) then
+    text = string.gsub(text, '"\\\\u0001longrun:empty%-array\\\\u0001"', '[]')
+  end
+  return text
+end
+
+local function decode(raw)
+  local ok, v = pcall(cjson.decode, protect(raw))
+  if ok and type(v) == 'table' then return v end
+  return nil
+end
+
+local function private(rec)
+  local p = rec._p
+  if type(p) ~= 'table' then p = {} end
+  rec._p = nil
+  return p
+end
+
+local function public(rec)
+  return encode(rec)
+end
+
+-- Old bots may leave odd statuses behind; treat anything unknown as running.
+local function status_of(rec)
+  local s = rec.status
+  if type(s) ~= 'string' or ALLOWED[s] == nil then return 'processing' end
+  return s
+end
+
+-- Time spent waiting for the person does not count against the deadline or the ETA.
+local function enter_wait(p, now)
+  if not p.wait_since then p.wait_since = now end
+  if p.deadline and not p.deadline_left then p.deadline_left = p.deadline - now end
+end
+
+local function leave_wait(p, now)
+  if p.wait_since then
+    p.waited = (tonumber(p.waited) or 0) + (now - p.wait_since)
+    p.wait_since = nil
+  end
+  if p.deadline_left then
+    p.deadline = now + p.deadline_left
+    p.deadline_left = nil
+  end
+end
+
+-- When the sweeper should look at a running request: the next heartbeat, the deadline,
+-- or the OTP's expiry while waiting for the person.
+local function due_at(p, status, now, default_window)
+  if status == 'waiting_otp' then
+    if p.otp_exp then return p.otp_exp + """
+    + repr(OTP_EXPIRY_GRACE)
+    + """ end
+    return now + (tonumber(p.hbw) or default_window)
+  end
+  local due = (tonumber(p.hb) or now) + (tonumber(p.hbw) or default_window)
+  if p.deadline and p.deadline < due then due = p.deadline end
+  return due
+end
+
+local function save(key, rec, p, ttl, channel, now)
+  rec.seq = (tonumber(rec.seq) or 0) + 1
+  rec.updated_at = iso(now)
+  rec.expires_at = iso(now + ttl)
+  local pub = public(rec)
+  rec._p = p
+  local full = encode(rec)
+  rec._p = nil
+  redis.call('SET', key, full, 'EX', ttl)
+  redis.call('PUBLISH', channel, pub)
+  return full, pub
+end
+"""
+)
+
+CREATE_SCRIPT = (
+    _PRELUDE
+    + """
+-- Create a request record.
+-- KEYS[1] record
+-- ARGV[1] record JSON (public fields plus _p), ARGV[2] ttl (s), ARGV[3] channel
+-- Returns {'ok', public JSON} or {'exists'}.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local rec = decode(ARGV[1])
+local p = private(rec)
+local now = clock()
+rec.created_at = iso(now)
+rec.status = 'pending'
+p.created = now
+local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[3], now)
+return {'ok', pub}
+"""
+)
+
+UPDATE_SCRIPT = (
+    _PRELUDE
+    + """
+-- Merge a change into a record, enforcing the state machine, in one round trip.
+-- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] pending OTP code
+-- ARGV[1] patch: JSON object of public fields (status, step, progress, current_message,
+--         otp_data, result_data, error, estimated_duration, ...)
+-- ARGV[2] control: JSON object
+--         ttl        record TTL (s)
+--         expect     list of statuses the record must be in, else 'conflict'
+--         deadline   seconds from now until the service deadline (set once)
+--         heartbeat  seconds the bot may stay silent
+--         otp        {expires_in, resend_in, max_attempts} for an OTP prompt
+--         checking   message shown when an early code is checked at once
+--         sweep      only apply if the request is overdue (the sweeper)
+--         private    fields merged into _p
+-- ARGV[3] channel, ARGV[4] hash
+-- Returns {'ok', public, otp_ready ('1'/'0'), previous status} | {'missing'} |
+--         {'terminal', public} | {'conflict', public} | {'not_due', public}
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing'} end
+local rec = decode(raw)
+if not rec then return {'missing'} end
+local p = private(rec)
+local cur = status_of(rec)
+if TERMINAL[cur] then return {'terminal', public(rec)} end
+local patch = decode(ARGV[1]) or {}
+local ctl = cjson.decode(ARGV[2])
+local ttl = tonumber(ctl.ttl)
+local now = clock()
+local default_window = tonumber(ctl.heartbeat) or 90
+
+if type(ctl.expect) == 'table' then
+  local found = false
+  for _, s in ipairs(ctl.expect) do if s == cur then found = true end end
+  if not found then return {'conflict', public(rec)} end
+end
+if ctl.sweep and RUNNING[cur] and due_at(p, cur, now, default_window) > now then
+  return {'not_due', public(rec)}
+end
+
+local new = patch.status
+if type(new) ~= 'string' then new = cur end
+if new ~= cur and not ALLOWED[cur][new] then return {'conflict', public(rec)} end
+
+local old_progress = tonumber(rec.progress) or 0
+for k, v in pairs(patch) do
+  if k ~= '_p' and k ~= 'seq' and k ~= 'hash' and k ~= 'created_at' then rec[k] = v end
+end
+if type(ctl.private) == 'table' then
+  for k, v in pairs(ctl.private) do p[k] = v end
+end
+
+-- A code the person typed before the bot asked for it is checked at once.
+local otp_ready = '0'
+if new == 'waiting_otp' and redis.call('EXISTS', KEYS[4]) == 1 then
+  new = 'processing'
+  rec.current_message = ctl.checking or rec.current_message
+  otp_ready = '1'
+end
+if new == 'waiting_otp' or TERMINAL[new] then p.otp_inflight = nil end
+rec.status = new
+
+if RUNNING[new] then
+  local np = math.floor(tonumber(rec.progress) or old_progress)
+  if np > 100 then np = 100 end
+  if np < old_progress then np = old_progress end
+  rec.progress = np
+  if not p.started then
+    p.started = now
+    rec.started_at = iso(now)
+  end
+  if ctl.deadline and not p.deadline and not p.deadline_left then p.deadline = now + tonumber(ctl.deadline) end
+  if ctl.heartbeat then p.hbw = tonumber(ctl.heartbeat) end
+  p.hb = now
+elseif new == 'completed' then
+  rec.progress = 100
+else
+  local np = math.floor(tonumber(rec.progress) or 0)
+  if np < 0 then np = 0 elseif np > 100 then np = 100 end
+  rec.progress = np
+end
+
+if type(p.steps) ~= 'table' then p.steps = {} end
+-- A step is timed from the first update that shows it while running.
+if type(rec.step) == 'string' and rec.step ~= '' and RUNNING[new] and not p.steps[rec.step] then
+  p.steps[rec.step] = now
+  if type(rec.steps) ~= 'table' then rec.steps = {} end
+  rec.steps[rec.step] = math.floor((now - (p.started or now)) * 10 + 0.5) / 10
+end
+
+if new == 'waiting_otp' then
+  rec.requires_otp = true
+  enter_wait(p, now)
+  if type(ctl.otp) == 'table' then
+    local od = rec.otp_data
+    if type(od) ~= 'table' then od = {} end
+    if ctl.otp.expires_in then
+      p.otp_exp = now + tonumber(ctl.otp.expires_in)
+      od.expires_at = iso(p.otp_exp)
+    end
+    if ctl.otp.resend_in then
+      p.resend_at = now + tonumber(ctl.otp.resend_in)
+      od.resend_available_at = iso(p.resend_at)
+    end
+    if ctl.otp.max_attempts then
+      local ours = tonumber(ctl.otp.max_attempts) - (tonumber(p.otp_tries) or 0)
+      local bots = tonumber(od.attempts_left)
+      if bots == nil or ours < bots then od.attempts_left = math.max(0, ours) end
+    end
+    rec.otp_data = od
+  end
+else
+  rec.requires_otp = false
+  leave_wait(p, now)
+end
+
+if patch.estimated_remaining_time == nil then
+  if RUNNING[new] and p.started then
+    local worked = now - p.started - (tonumber(p.waited) or 0)
+    local est = tonumber(rec.estimated_duration) or 0
+    rec.estimated_remaining_time = math.max(0, math.floor(est - worked + 0.5))
+  elseif TERMINAL[new] then
+    rec.estimated_remaining_time = 0
+  end
+end
+
+local full, pub
+if TERMINAL[new] then
+  rec.finished_at = iso(now)
+  rec.estimated_remaining_time = 0
+  p.finished = now
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('DEL', KEYS[4])
+  full, pub = save(KEYS[1], rec, p, ttl, ARGV[3], now)
+  redis.call('XADD', KEYS[2], '*', 'r', full)
+else
+  if RUNNING[new] then
+    redis.call('ZADD', KEYS[3], due_at(p, new, now, default_window), ARGV[4])
+  end
+  full, pub = save(KEYS[1], rec, p, ttl, ARGV[3], now)
+end
+return {'ok', pub, otp_ready, cur}
+"""
+)
+
+SUBMIT_OTP_SCRIPT = (
+    _PRELUDE
+    + """
+-- Accept a one-time code from the person; the code goes to its own short-lived key only.
+-- KEYS[1] record, KEYS[2] pending OTP code, KEYS[3] in-flight index
+-- ARGV[1] code, ARGV[2] code TTL (s), ARGV[3] max submissions per request, ARGV[4] channel,
+-- ARGV[5] record TTL, ARGV[6] '1' if the service may ask for a code (an early one is kept),
+-- ARGV[7] message while the code is checked, ARGV[8] hash, ARGV[9] heartbeat window
+-- Returns {'accepted', public, n} (enqueue the check) | {'early', public} (kept for when the
+-- bot asks) | {'busy', public} | {'exhausted', public} | {'conflict', public} | {'missing'}
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing'} end
+local rec = decode(raw)
+if not rec then return {'missing'} end
+local p = private(rec)
+local cur = status_of(rec)
+if TERMINAL[cur] then return {'conflict', public(rec)} end
+if p.otp_inflight or redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', public(rec)} end
+local tries = tonumber(p.otp_tries) or 0
+local max = tonumber(ARGV[3])
+if tries >= max then return {'exhausted', public(rec)} end
+local now = clock()
+local early = cur == 'processing' and ARGV[6] == '1'
+if cur ~= 'waiting_otp' and not early then return {'conflict', public(rec)} end
+
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+p.otp_tries = tries + 1
+p.otp_inflight = 1
+local od = rec.otp_data
+if type(od) ~= 'table' then od = {} end
+local left = max - p.otp_tries
+local bots = tonumber(od.attempts_left)
+if bots ~= nil and bots - 1 < left then left = bots - 1 end
+od.attempts_left = math.max(0, left)
+od.error = nil
+rec.otp_data = od
+if early then
+  local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[5]), ARGV[4], now)
+  return {'early', pub}
+end
+rec.status = 'processing'
+rec.requires_otp = false
+rec.current_message = ARGV[7]
+leave_wait(p, now)
+p.hb = now
+redis.call('ZADD', KEYS[3], due_at(p, 'processing', now, tonumber(ARGV[9])), ARGV[8])
+local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[5]), ARGV[4], now)
+return {'accepted', pub, tostring(p.otp_tries)}
+"""
+)
+
+RESEND_OTP_SCRIPT = (
+    _PRELUDE
+    + """
+-- Ask for a new code, no sooner than the resend time and no more than max times.
+-- KEYS[1] record
+-- ARGV[1] channel, ARGV[2] record TTL, ARGV[3] seconds until the next resend,
+-- ARGV[4] max resends, ARGV[5] message
+-- Returns {'ok', public, n} | {'too_early', public, seconds} | {'exhausted', public} |
+--         {'conflict', public} | {'missing'}
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing'} end
+local rec = decode(raw)
+if not rec then return {'missing'} end
+local p = private(rec)
+if status_of(rec) ~= 'waiting_otp' or p.otp_inflight then return {'conflict', public(rec)} end
+local now = clock()
+if p.resend_at and now < tonumber(p.resend_at) then
+  return {'too_early', public(rec), tostring(math.ceil(tonumber(p.resend_at) - now))}
+end
+local n = tonumber(p.resends) or 0
+if n >= tonumber(ARGV[4]) then return {'exhausted', public(rec)} end
+p.resends = n + 1
+p.resend_at = now + tonumber(ARGV[3])
+local od = rec.otp_data
+if type(od) ~= 'table' then od = {} end
+od.resend_available_at = iso(p.resend_at)
+od.error = nil
+rec.otp_data = od
+rec.current_message = ARGV[5]
+local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now)
+return {'ok', pub, tostring(p.resends)}
+"""
+)
+
+RATE_LIMIT_SCRIPT = """
+-- GCRA: allow `burst` calls at once, refilling one every `interval` seconds.
+-- KEYS[1] limiter state (theoretical arrival time, epoch seconds)
+-- ARGV[1] interval (s), ARGV[2] burst
+-- Returns {1, 0} when allowed, {0, milliseconds until allowed} when not.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if allow_at > now then return {0, math.ceil((allow_at - now) * 1000)} end
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000))
+return {1, 0}
+"""
+
+
+# ---------------------------------------------------------------------------
+# Python side
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def loads_record(raw: bytes | str | None) -> dict[str, Any] | None:
+    """Parse a stored record leniently (old bots write their own JSON); None if unusable."""
+    if raw is None:
+        return None
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def public_view(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The record as browsers and bots may see it: private fields dropped, core fields present."""
+    out = {k: v for k, v in rec.items() if k != "_p"}
+    out.setdefault("status", Status.PROCESSING.value)
+    out.setdefault("progress", 0)
+    out.setdefault("requires_otp", out.get("status") == Status.WAITING_OTP.value)
+    out.setdefault("estimated_remaining_time", None)
+    out.setdefault("seq", 0)
+    return out
+
+
+def private_view(rec: Mapping[str, Any]) -> dict[str, Any]:
+    p = rec.get("_p")
+    return p if isinstance(p, dict) else {}
+
+
+def new_record(
+    *,
+    request_hash: str,
+    service_slug: str,
+    request_data: Mapping[str, Any],
+    user_id: str,
+    token_hash: str,
+    estimated_duration: float,
+    priority: str,
+    first_step: str = "",
+    message: str = "Waiting for a free worker…",
+) -> dict[str, Any]:
+    """A record for :meth:`RecordStore.create`; timestamps and ``seq`` come from Redis."""
+    return {
+        "hash": request_hash,
+        "service_slug": service_slug,
+        "status": Status.PENDING.value,
+        "step": first_step,
+        "progress": 0,
+        "current_message": message,
+        "estimated_duration": round(estimated_duration),
+        "estimated_remaining_time": round(estimated_duration),
+        "requires_otp": False,
+        "otp_data": None,
+        "request_data": dict(request_data),
+        "result_data": None,
+        "error": None,
+        "user_id": user_id,
+        "priority": priority,
+        "started_at": None,
+        "finished_at": None,
+        "_p": {"token": token_hash},
+    }
+
+
+Outcome = Literal["ok", "missing", "terminal", "conflict", "not_due"]
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    outcome: Outcome
+    record: dict[str, Any] | None = None
+    #: the bot asked for a code that the person had already typed: check it now
+    otp_ready: bool = False
+    previous_status: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class ScriptAnswer:
+    outcome: str
+    record: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _answer(reply: Sequence[Any]) -> ScriptAnswer:
+    outcome = _text(reply[0])
+    record = loads_record(reply[1]) if len(reply) > 1 else None
+    detail = _text(reply[2]) if len(reply) > 2 else None
+    return ScriptAnswer(outcome, record, detail)
+
+
+class RecordStore:
+    """Every read and write of request records (async; one instance per Redis client)."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, ttl: int = REQUEST_TTL):
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl
+        self._create = redis.register_script(CREATE_SCRIPT)
+        self._update = redis.register_script(UPDATE_SCRIPT)
+        self._submit_otp = redis.register_script(SUBMIT_OTP_SCRIPT)
+        self._resend = redis.register_script(RESEND_OTP_SCRIPT)
+        self._rate_limit = redis.register_script(RATE_LIMIT_SCRIPT)
+
+    async def create(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Store a new record and track it; returns the public record, None on a hash clash."""
+        h = record["hash"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._create(
+                keys=[self.keys.record(h)],
+                args=[dumps(record), self.ttl, self.keys.channel(h)],
+                client=pipe,
+            )
+            pipe.lpush(self.keys.tracking_list(), h)
+            pipe.ltrim(self.keys.tracking_list(), 0, TRACKING_LIST_MAX - 1)
+            reply, *_ = await pipe.execute()
+        answer = _answer(reply)
+        return answer.record if answer.outcome == "ok" else None
+
+    async def get_raw(self, h: str) -> bytes | None:
+        raw = await self.redis.get(self.keys.record(h))
+        return raw if raw is None or isinstance(raw, bytes) else str(raw).encode()
+
+    async def get(self, h: str) -> dict[str, Any] | None:
+        """The stored record, private fields included (``_p``); None if absent or unreadable."""
+        return loads_record(await self.get_raw(h))
+
+    async def get_many(self, hashes: Sequence[str]) -> list[dict[str, Any] | None]:
+        if not hashes:
+            return []
+        raws = await self.redis.mget([self.keys.record(h) for h in hashes])
+        return [loads_record(r) for r in raws]
+
+    async def update(
+        self,
+        h: str,
+        patch: Mapping[str, Any],
+        *,
+        expect: Sequence[str] | None = None,
+        deadline: float | None = None,
+        heartbeat: float | None = None,
+        otp: Mapping[str, Any] | None = None,
+        checking: str | None = None,
+        sweep: bool = False,
+        private: Mapping[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Apply one change atomically: merge, state machine, seq, TTL, publish, archive hand-off."""
+        control: dict[str, Any] = {"ttl": self.ttl}
+        if expect is not None:
+            control["expect"] = list(expect)
+        if deadline is not None:
+            control["deadline"] = deadline
+        if heartbeat is not None:
+            control["heartbeat"] = heartbeat
+        if otp is not None:
+            control["otp"] = dict(otp)
+        if checking is not None:
+            control["checking"] = checking
+        if sweep:
+            control["sweep"] = True
+        if private:
+            control["private"] = dict(private)
+        shard = self.keys.shard(h)
+        reply = await self._update(
+            keys=[
+                self.keys.record(h),
+                self.keys.archive(shard),
+                self.keys.inflight(shard),
+                self.keys.otp(h),
+            ],
+            args=[dumps(dict(patch)), dumps(control), self.keys.channel(h), h],
+        )
+        outcome = _text(reply[0])
+        record = loads_record(reply[1]) if len(reply) > 1 else None
+        return UpdateResult(
+            outcome=outcome,  # type: ignore[arg-type]
+            record=record,
+            otp_ready=len(reply) > 2 and _text(reply[2]) == "1",
+            previous_status=_text(reply[3]) if len(reply) > 3 else None,
+        )
+
+    async def submit_otp(
+        self,
+        h: str,
+        code: str,
+        *,
+        code_ttl: int,
+        max_attempts: int,
+        early_allowed: bool,
+        heartbeat: float,
+        message: str = "Checking the code…",
+    ) -> ScriptAnswer:
+        shard = self.keys.shard(h)
+        reply = await self._submit_otp(
+            keys=[self.keys.record(h), self.keys.otp(h), self.keys.inflight(shard)],
+            args=[
+                code,
+                code_ttl,
+                max_attempts,
+                self.keys.channel(h),
+                self.ttl,
+                "1" if early_allowed else "0",
+                message,
+                h,
+                heartbeat,
+            ],
+        )
+        return _answer(reply)
+
+    async def take_otp(self, h: str) -> str | None:
+        """The submitted code, removed as it is read: a code reaches the bot once."""
+        raw = await self.redis.getdel(self.keys.otp(h))
+        return None if raw is None else _text(raw)
+
+    async def request_resend(
+        self, h: str, *, interval: int, max_resends: int, message: str = "Sending a new code…"
+    ) -> ScriptAnswer:
+        reply = await self._resend(
+            keys=[self.keys.record(h)],
+            args=[self.keys.channel(h), self.ttl, interval, max_resends, message],
+        )
+        return _answer(reply)
+
+    async def hit_rate_limit(self, name: str, who: str, *, burst: int, per: float) -> float:
+        """Count one call against a GCRA limit; 0 if allowed, else seconds until allowed."""
+        allowed, wait_ms = await self._rate_limit(keys=[self.keys.rate_limit(name, who)], args=[per / burst, burst])
+        return 0.0 if int(allowed) else int(wait_ms) / 1000
+
+    async def remember_event_id(self, event_id: str) -> bool:
+        """True the first time a bot event id is seen (within the signature window)."""
+        return bool(await self.redis.set(self.keys.webhook_id(event_id), b"1", nx=True, ex=WEBHOOK_ID_TTL))
+
+    async def tracked_hashes(self, limit: int = 100) -> list[str]:
+        raw = await self.redis.lrange(self.keys.tracking_list(), 0, limit - 1)
+        return [_text(r) for r in raw]
+
+    async def prune_tracking_list(self, batch: int = 500) -> int:
+        """Drop tracked hashes whose record has expired; returns how many were removed."""
+        hashes = await self.tracked_hashes(TRACKING_LIST_MAX)
+        removed = 0
+        for i in range(0, len(hashes), batch):
+            chunk = hashes[i : i + batch]
+            exists = await self.redis.mget([self.keys.record(h) for h in chunk])
+            gone = [h for h, e in zip(chunk, exists, strict=True) if e is None]
+            if gone:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for h in gone:
+                        pipe.lrem(self.keys.tracking_list(), 0, h)
+                    await pipe.execute()
+                removed += len(gone)
+        return removed
+
+
+def is_terminal(status: Any) -> bool:
+    return status in {s.value for s in TERMINAL}

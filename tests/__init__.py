@@ -1,0 +1,1 @@
+"""Longrun tests: real Redis, real PostgreSQL, real processes, a real browser."""

@@ -1,0 +1,189 @@
+"""Shared fixtures: a real Redis, a real demo bot API over HTTP, real RQ workers.
+
+Every test gets its own key prefix (``t<hex>_``): its records, queues, RQ
+jobs and rate limits all carry it, and the test deletes exactly those keys
+when it ends. Nothing here flushes a database.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from bots.demo import create_bot_app
+from server.app import create_app
+from server.embedded import EmbeddedRedis, redis_answers
+from server.settings import Settings, new_webhook_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+# --------------------------------------------------------------------------- services
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis when it answers, else an embedded one for the session."""
+    url = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    if redis_answers(url):
+        yield url
+        return
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    embedded.start()
+    yield embedded.url
+    embedded.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{secrets.token_hex(4)}_"
+
+
+@pytest.fixture
+async def redis(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
+    """A client for assertions; at the end, deletes every key carrying this test's prefix."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await delete_prefixed(client, prefix)
+    await client.aclose()
+
+
+async def delete_prefixed(client: Redis, prefix: str) -> None:
+    keys = [k async for k in client.scan_iter(match=f"*{prefix}*", count=1000)]
+    for i in range(0, len(keys), 500):
+        await client.delete(*keys[i : i + 500])
+    # RQ's global index sets hold our queue and rate-limit names as members.
+    for index in ("rq:queues", "rq:rl-keys"):
+        members = [m for m in await client.smembers(index) if prefix.encode() in m]
+        if members:
+            await client.srem(index, *members)
+
+
+@pytest.fixture
+def base_settings(redis_url: str, prefix: str) -> Settings:
+    return Settings(
+        secret_key=secrets.token_urlsafe(32),
+        webhook_secrets=(new_webhook_secret(),),
+        redis_url=redis_url,
+        key_prefix=prefix,
+        bot_speed=float(os.environ.get("TEST_BOT_SPEED", "60")),
+        retry_intervals=(1, 1, 1),
+        job_heartbeat_interval=1,
+        maintenance_interval=1,
+        otp_resend_interval=2,
+        demo_mode=True,
+        log_level="INFO",
+    )
+
+
+@pytest.fixture
+async def bot_server(aiohttp_server: Any, base_settings: Settings, redis: Redis) -> TestServer:
+    """The demo bot API, over real HTTP on a loopback port, reporting into this test's records."""
+    server: TestServer = await aiohttp_server(create_bot_app(base_settings))
+    return server
+
+
+@pytest.fixture
+def settings(base_settings: Settings, bot_server: TestServer) -> Settings:
+    return base_settings.with_(bot_api_url=str(bot_server.make_url("")).rstrip("/"))
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any) -> Callable[[Settings], Any]:
+    async def make(s: Settings) -> TestClient[web.Request, web.Application]:
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(s))
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def client(
+    make_client: Callable[[Settings], Any], settings: Settings
+) -> TestClient[web.Request, web.Application]:
+    """The Longrun web app, in this process, on a loopback port."""
+    c: TestClient[web.Request, web.Application] = await make_client(settings)
+    return c
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Processes:
+    """Child processes started by a test, stopped (SIGTERM, then SIGKILL) when it ends."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def workers(self, settings: Settings, count: int = 1, **env: str) -> subprocess.Popen[bytes]:
+        return self.start("worker", ["-m", "jobs.worker", "--workers", str(count)], {**settings.to_env(), **env})
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("*.log")))
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+@pytest.fixture
+def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("---- child process logs ----\n" + procs.logs())
+
+
+@pytest.fixture
+def workers(processes: Processes, settings: Settings) -> subprocess.Popen[bytes]:
+    """One pool of real RQ workers (2 processes) on this test's queues."""
+    return processes.workers(settings, count=2)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

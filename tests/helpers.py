@@ -1,0 +1,62 @@
+"""Small helpers the tests share: waiting for a condition, reading the demo outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from redis.asyncio import Redis
+
+from server.record import Keys, loads_record
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+async def record(redis: Redis, keys: Keys, h: str) -> dict[str, Any]:
+    rec = loads_record(await redis.get(keys.record(h)))
+    assert rec is not None, f"no record for {h}"
+    return rec
+
+
+async def wait_status(redis: Redis, keys: Keys, h: str, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        rec = loads_record(await redis.get(keys.record(h)))
+        return rec if rec and rec.get("status") in statuses else None
+
+    return await wait_for(probe, timeout=timeout, what=f"{h[:12]} to be {'/'.join(statuses)}")
+
+
+async def outbox(bot_url: str, h: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.get(f"{bot_url}/demo/outbox", params={"requestHash": h}) as r:
+        body = await r.json()
+        messages: list[dict[str, Any]] = body["messages"]
+        return messages
+
+
+async def bot_calls(bot_url: str, h: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as s, s.get(f"{bot_url}/demo/calls", params={"requestHash": h}) as r:
+        calls: dict[str, int] = (await r.json())["calls"]
+        return calls
+
+
+async def add_fault(bot_url: str, **fault: Any) -> None:
+    async with aiohttp.ClientSession() as s, s.post(f"{bot_url}/demo/faults", data=orjson.dumps(fault)) as r:
+        assert r.status == 201, await r.text()

@@ -1,0 +1,218 @@
+"""The HTTP API's answers to good and bad input, against a real Redis (no workers needed)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from server.record import Keys
+from server.settings import Settings, new_webhook_secret
+from server.webhooks import sign
+
+VALID = {"national_id": "0012345678", "mobile": "09121234567"}
+
+
+async def create(client: TestClient[Any, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+    resp = await client.post("/api/requests", json={"service": "credit-score-rating", "data": data or VALID})
+    assert resp.status == 201, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def error_of(resp: Any, status: int) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    err: dict[str, Any] = body["error"]
+    return err
+
+
+async def test_catalog_lists_the_services(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/services")
+    assert resp.status == 200
+    services = {s["slug"]: s for s in (await resp.json())["services"]}
+    assert set(services) == {"credit-score-rating", "vehicle-fines", "video-generation"}
+    credit = services["credit-score-rating"]
+    assert credit["requires_otp"] is True and credit["estimated_duration"] == 60
+    assert [f["name"] for f in credit["fields"]] == ["national_id", "mobile"]
+    assert credit["fields"][0]["pattern"] == r"\d{10}" and credit["fields"][0]["required"] is True
+    fa = await (await client.get("/api/services", headers={"Accept-Language": "fa-IR,fa;q=0.9"})).json()
+    assert fa["services"][0]["title"] == "گزارش رتبه اعتباری"
+
+
+async def test_create_answers_the_contract(client: TestClient[Any, Any], redis: Redis, settings: Settings) -> None:
+    body = await create(client)
+    assert set(body) == {"hash", "status", "access_token", "progress_url", "status_url", "ws_url", "expires_at"}
+    h = body["hash"]
+    assert body["status"] == "pending" and body["status_url"].endswith(f"/api/requests/{h}")
+    rec = orjson.loads(await redis.get(Keys(settings.key_prefix).record(h)))
+    assert rec["request_data"] == VALID and body["access_token"] not in orjson.dumps(rec).decode()
+    job = await redis.hgetall(f"rq:job:{settings.key_prefix}{h}-run")
+    assert job[b"origin"] == f"{settings.key_prefix}default".encode()
+    assert b"0012345678" not in b"".join(job.values())  # the job carries only the hash
+
+
+async def test_unknown_service_is_404(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/api/requests", json={"service": "no-such-thing", "data": {}})
+    assert (await error_of(resp, 404))["code"] == "unknown_service"
+
+
+async def test_invalid_fields_are_422_with_a_message_per_field(client: TestClient[Any, Any]) -> None:
+    resp = await client.post(
+        "/api/requests",
+        json={"service": "credit-score-rating", "data": {"national_id": "12ab", "extra": 1}},
+    )
+    err = await error_of(resp, 422)
+    assert set(err["fields"]) == {"national_id", "mobile", "extra"}
+    assert err["fields"]["national_id"] == "A national ID has 10 digits."
+    assert err["fields"]["mobile"] == "This field is required."
+    resp = await client.post(
+        "/api/requests", json={"service": "video-generation", "data": {"prompt": "x" * 501, "duration_seconds": 99}}
+    )
+    err = await error_of(resp, 422)
+    assert err["fields"] == {"prompt": "Must be at most 500 characters.", "duration_seconds": "Must be at most 60."}
+
+
+async def test_persian_digits_are_accepted(client: TestClient[Any, Any], redis: Redis, settings: Settings) -> None:
+    body = await create(client, {"national_id": "۰۰۱۲۳۴۵۶۷۸", "mobile": "۰۹۱۲۱۲۳۴۵۶۷"})
+    rec = orjson.loads(await redis.get(Keys(settings.key_prefix).record(body["hash"])))
+    assert rec["request_data"] == VALID
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2", b"\xff\xfe"])
+async def test_malformed_json_is_400(client: TestClient[Any, Any], raw: bytes) -> None:
+    resp = await client.post("/api/requests", data=raw, headers={"Content-Type": "application/json"})
+    assert (await error_of(resp, 400))["code"] == "malformed_json"
+
+
+async def test_body_must_be_an_object(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/api/requests", json=["credit-score-rating"])
+    await error_of(resp, 400)
+    resp = await client.post("/api/requests", json={"data": VALID})
+    assert (await error_of(resp, 422))["fields"] == {"service": "This field is required."}
+
+
+async def test_oversized_body_is_413(client: TestClient[Any, Any], redis: Redis, settings: Settings) -> None:
+    before = await redis.llen(Keys(settings.key_prefix).tracking_list())
+    big = {"service": "credit-score-rating", "data": {"national_id": "1" * (70 * 1024)}}
+    resp = await client.post("/api/requests", json=big)
+    assert (await error_of(resp, 413))["code"] == "payload_too_large"
+    assert await redis.llen(Keys(settings.key_prefix).tracking_list()) == before
+
+
+async def test_redis_down_is_503_json_and_fast(make_client: Any, settings: Settings) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    client = await make_client(settings.with_(redis_url=f"redis://127.0.0.1:{dead_port}/0"))
+    started = time.monotonic()
+    resp = await client.post("/api/requests", json={"service": "credit-score-rating", "data": VALID})
+    assert (await error_of(resp, 503))["code"] == "unavailable"
+    resp = await client.get("/api/requests/req_AAAAAAAAAAAAAAAAAAAAAAAAA")
+    await error_of(resp, 503)
+    assert (await client.get("/readyz")).status == 503
+    assert (await client.get("/healthz")).status == 200
+    assert time.monotonic() - started < 10
+
+
+async def test_get_unknown_malformed_and_foreign_hashes_are_404(
+    client: TestClient[Any, Any], settings: Settings
+) -> None:
+    body = await create(client)
+    h = body["hash"]
+    assert (await client.get(f"/api/requests/{h}")).status == 200  # same session
+    for path in (f"/api/requests/{Keys().new_hash()}", "/api/requests/nope", "/api/requests/req_%00"):
+        await error_of(await client.get(path), 404)
+    async with ClientSession() as stranger:
+        url = client.make_url(f"/api/requests/{h}")
+        async with stranger.get(url) as resp:
+            assert resp.status == 404
+        async with stranger.get(url, headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 404
+        async with stranger.get(url, headers={"Authorization": f"Bearer {body['access_token']}"}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["hash"] == h
+
+
+async def test_local_status_alias_has_the_original_format(client: TestClient[Any, Any]) -> None:
+    h = (await create(client))["hash"]
+    resp = await client.get(f"/api/local-requests/{h}/status")
+    assert resp.status == 200
+    body = await resp.json()
+    assert {"hash", "status", "progress", "estimated_remaining_time", "requires_otp"} <= set(body)
+    assert body["hash"] == h and body["status"] == "pending" and body["requires_otp"] is False
+
+
+async def test_actions_refused_in_the_wrong_state(client: TestClient[Any, Any]) -> None:
+    h = (await create(client))["hash"]
+    for prefix in ("/api/requests", "/api/local-requests"):
+        err = await error_of(await client.post(f"{prefix}/{h}/otp", json={"otp": "123456"}), 409)
+        assert err["code"] == "not_waiting_for_otp"
+        await error_of(await client.post(f"{prefix}/{h}/resend-otp"), 409)
+    err = await error_of(await client.post(f"/api/requests/{h}/otp", json={"otp": "12ab"}), 422)
+    assert "otp" in err["fields"]
+    await error_of(await client.post(f"/api/requests/{h}/otp", json={}), 422)
+    assert (await client.post(f"/api/local-requests/{h}/cancel")).status == 202
+    await error_of(await client.post(f"/api/requests/{h}/cancel"), 409)
+
+
+async def test_openapi_document(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/openapi.json")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["openapi"].startswith("3.1")
+    assert {"/api/requests", "/api/requests/{hash}", "/api/bot/requests/{hash}/events"} <= set(doc["paths"])
+
+
+# --------------------------------------------------------------------------- bot events
+
+
+async def post_event(client: TestClient[Any, Any], h: str, event: dict[str, Any], secret: str, **sign_kw: Any) -> Any:
+    body = orjson.dumps(event)
+    headers = {"Content-Type": "application/json", **sign(secret, body, **sign_kw)}
+    return await client.post(f"/api/bot/requests/{h}/events", data=body, headers=headers)
+
+
+async def test_signed_bot_events(client: TestClient[Any, Any], redis: Redis, settings: Settings) -> None:
+    h = (await create(client))["hash"]
+    keys = Keys(settings.key_prefix)
+    # pending → the worker would start it; do that here so progress applies
+    await redis.eval(
+        "local r = cjson.decode(redis.call('GET', KEYS[1])); r.status = 'processing';"
+        "redis.call('SET', KEYS[1], cjson.encode(r), 'KEEPTTL')",
+        1,
+        keys.record(h),
+    )
+    secret = settings.signing_secret
+    resp = await post_event(client, h, {"type": "progress", "progress": 30, "step": "login"}, secret, event_id="e1")
+    assert resp.status == 202 and (await resp.json())["applied"] is True
+    assert orjson.loads(await redis.get(keys.record(h)))["progress"] == 30
+
+    replay = await post_event(client, h, {"type": "progress", "progress": 90}, secret, event_id="e1")
+    assert (await error_of(replay, 409))["code"] == "replayed_event"
+    stale = await post_event(client, h, {"type": "progress", "progress": 90}, secret, timestamp=int(time.time()) - 301)
+    await error_of(stale, 401)
+    future = await post_event(client, h, {"type": "progress", "progress": 90}, secret, timestamp=int(time.time()) + 301)
+    await error_of(future, 401)
+    wrong = await post_event(client, h, {"type": "progress", "progress": 90}, new_webhook_secret())
+    await error_of(wrong, 401)
+    unsigned = await client.post(f"/api/bot/requests/{h}/events", json={"type": "progress", "progress": 90})
+    await error_of(unsigned, 401)
+    bad = await post_event(client, h, {"type": "progress", "progress": 900}, secret)
+    await error_of(bad, 422)
+    unknown = await post_event(client, Keys().new_hash(), {"type": "progress", "progress": 9}, secret)
+    await error_of(unknown, 404)
+    assert orjson.loads(await redis.get(keys.record(h)))["progress"] == 30
+
+    done = await post_event(client, h, {"type": "completed", "result": {"score": 700}}, secret)
+    assert done.status == 202
+    rec = orjson.loads(await redis.get(keys.record(h)))
+    assert rec["status"] == "completed" and rec["result_data"] == {"score": 700}

@@ -1,0 +1,197 @@
+"""End to end through the real path: HTTP API → Redis → RQ worker → demo bot API over HTTP → back.
+
+Each test starts real worker processes on its own queues; the demo bots
+report progress into Redis with the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from server.record import Keys
+from server.settings import Settings
+from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
+
+pytestmark = pytest.mark.usefixtures("workers")
+
+
+async def create(client: TestClient[Any, Any], service: str, data: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.post("/api/requests", json={"service": service, "data": data})
+    assert resp.status == 201, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def otp(client: TestClient[Any, Any], h: str, code: str) -> Any:
+    return await client.post(f"/api/requests/{h}/otp", json={"otp": code})
+
+
+CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
+
+
+async def test_credit_score_with_wrong_then_right_code(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    created = await create(client, "credit-score-rating", CREDIT)
+    h = created["hash"]
+    assert created["status"] == "pending" and created["access_token"]
+    assert created["ws_url"].endswith(f"/ws/requests/{h}") and created["ws_url"].startswith("ws://")
+
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.channel(h))
+
+    waiting = await wait_status(redis, keys, h, "waiting_otp")
+    assert waiting["requires_otp"] is True and waiting["progress"] >= 40
+    assert waiting["otp_data"]["length"] == 6 and waiting["otp_data"]["destination_hint"] == "+98 912 *** **67"
+    assert waiting["step"] == "otp" and set(waiting["steps"]) >= {"login", "captcha", "otp"}
+
+    # every change went out on the channel, seq strictly increasing
+    seqs: list[int] = []
+    while (msg := await pubsub.get_message(timeout=0.2)) is not None:
+        if msg["type"] == "message":
+            seqs.append(orjson.loads(msg["data"])["seq"])
+    assert len(seqs) > 5 and seqs == sorted(set(seqs))
+    await pubsub.aclose()
+
+    messages = await outbox(settings.bot_api_url, h)
+    assert len(messages) == 1 and messages[0]["to"] == "+98 912 *** **67"
+    code = messages[0]["code"]
+    wrong = "000000" if code != "000000" else "111111"
+
+    resp = await otp(client, h, wrong)
+    assert resp.status == 202
+    rejected = await wait_for(lambda: _waiting_with_error(redis, keys, h), what="the wrong code to be rejected")
+    assert rejected["otp_data"]["attempts_left"] == 2
+
+    resp = await otp(client, h, code)
+    assert resp.status == 202
+    done = await wait_status(redis, keys, h, "completed", "failed")
+    assert done["status"] == "completed", done
+    assert done["progress"] == 100 and 300 <= done["result_data"]["score"] <= 850
+    assert done["finished_at"] and done["requires_otp"] is False
+
+    resp = await client.get(f"/api/requests/{h}")
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "completed"
+
+
+async def _waiting_with_error(redis: Redis, keys: Keys, h: str) -> dict[str, Any] | None:
+    rec = await record(redis, keys, h)
+    od = rec.get("otp_data") or {}
+    return rec if rec["status"] == "waiting_otp" and od.get("error") else None
+
+
+async def test_double_submission_of_the_same_code_reaches_the_bot_once(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    h = (await create(client, "credit-score-rating", CREDIT))["hash"]
+    await wait_status(redis, keys, h, "waiting_otp")
+    code = (await outbox(settings.bot_api_url, h))[0]["code"]
+    first, second = await asyncio.gather(otp(client, h, code), otp(client, h, code))
+    assert sorted([first.status, second.status]) == [202, 409]
+    assert (await (second if second.status == 409 else first).json())["error"]["code"] == "otp_pending"
+    await wait_status(redis, keys, h, "completed")
+    calls = await bot_calls(settings.bot_api_url, h)
+    otp_calls = {k: n for k, n in calls.items() if ":otp:" in k}
+    assert list(otp_calls.values()) == [1], calls
+
+
+async def test_accepted_202_bot_finishes_through_the_sdk(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    h = (await create(client, "video-generation", {"prompt": "a paper boat", "duration_seconds": 10}))["hash"]
+    running = await wait_status(redis, keys, h, "processing")
+    assert running["priority"] == "low"
+    done = await wait_status(redis, keys, h, "completed", "failed", timeout=30)
+    assert done["status"] == "completed", done
+    assert done["result_data"]["video_url"].endswith(".mp4")
+    assert set(done["steps"]) == {"queued", "storyboard", "render", "encode"}
+
+
+async def test_retryable_failure_then_success(client: TestClient[Any, Any], redis: Redis, settings: Settings) -> None:
+    keys = Keys(settings.key_prefix)
+    plate = {"plate": "12B345-67", "national_id": "1111111111"}
+    await add_fault(settings.bot_api_url, service="vehicle-fines", match=plate, mode="retryable", count=1)
+    h = (await create(client, "vehicle-fines", plate))["hash"]
+    retrying = await wait_for(
+        lambda: _retrying(redis, keys, h), what="the person to be told we are retrying", timeout=20
+    )
+    assert "attempt 2 of 4" in retrying["current_message"]
+    done = await wait_status(redis, keys, h, "completed", "failed", timeout=30)
+    assert done["status"] == "completed", done
+    assert done["attempt"] == 2
+    assert (await bot_calls(settings.bot_api_url, h)) == {f"{h}:run": 2}
+
+
+async def _retrying(redis: Redis, keys: Keys, h: str) -> dict[str, Any] | None:
+    rec = await record(redis, keys, h)
+    return rec if rec.get("retrying") else None
+
+
+async def test_permanent_failure_fails_with_the_bots_message(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    data = {"national_id": "2222222222", "mobile": "09120000000"}
+    await add_fault(settings.bot_api_url, service="credit-score-rating", match=data, mode="fatal")
+    h = (await create(client, "credit-score-rating", data))["hash"]
+    failed = await wait_status(redis, keys, h, "failed", "completed")
+    assert failed["status"] == "failed"
+    assert failed["error"] == "No record was found for this national ID."
+    assert (await bot_calls(settings.bot_api_url, h)) == {f"{h}:run": 1}
+
+
+async def test_cancel_mid_run_tells_the_bot(client: TestClient[Any, Any], redis: Redis, settings: Settings) -> None:
+    keys = Keys(settings.key_prefix)
+    data = {"plate": "98C765-43", "national_id": "3333333333"}
+    await add_fault(settings.bot_api_url, service="vehicle-fines", match=data, mode="stall")
+    h = (await create(client, "vehicle-fines", data))["hash"]
+    await wait_for(lambda: _progressed(redis, keys, h), what="the bot to start")
+    resp = await client.post(f"/api/requests/{h}/cancel")
+    assert resp.status == 202
+    assert (await resp.json())["status"] == "cancelled"
+    await wait_for(lambda: _bot_cancelled(settings.bot_api_url, h), what="the bot to hear of the cancel")
+    again = await client.post(f"/api/requests/{h}/cancel")
+    assert again.status == 409
+    await asyncio.sleep(0.5)
+    rec = await record(redis, keys, h)
+    assert rec["status"] == "cancelled"
+
+
+async def _progressed(redis: Redis, keys: Keys, h: str) -> bool:
+    rec = await record(redis, keys, h)
+    return rec["status"] == "processing" and rec["progress"] > 0
+
+
+async def _bot_cancelled(bot_url: str, h: str) -> bool:
+    return "cancel" in await bot_calls(bot_url, h)
+
+
+async def test_old_style_update_is_read_by_the_api(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    """A bot written against the original design: GET, edit, SETEX, PUBLISH — no seq."""
+    keys = Keys(settings.key_prefix)
+    data = {"prompt": "old bot", "duration_seconds": 5}
+    await add_fault(settings.bot_api_url, service="video-generation", match=data, mode="silent")
+    h = (await create(client, "video-generation", data))["hash"]
+    await wait_status(redis, keys, h, "processing")
+    raw = orjson.loads(await redis.get(keys.record(h)))
+    raw.update(progress=77, step="render", current_message="rendering the old way")
+    del raw["seq"]
+    await redis.execute_command("SETEX", keys.record(h), 1800, orjson.dumps(raw))
+    await redis.publish(keys.channel(h), orjson.dumps(raw))
+    resp = await client.get(f"/api/local-requests/{h}/status")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["progress"] == 77 and body["status"] == "processing" and body["requires_otp"] is False
+    assert body["current_message"] == "rendering the old way"

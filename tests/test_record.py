@@ -1,0 +1,264 @@
+"""The record's Lua scripts against a real Redis: layout, state machine, OTP hygiene, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot as redis_key_slot
+
+from server.record import (
+    _PRELUDE,
+    SHARD_TAGS,
+    Keys,
+    RecordStore,
+    key_slot,
+    new_record,
+    token_digest,
+)
+
+
+@pytest.fixture
+def keys(prefix: str) -> Keys:
+    return Keys(prefix)
+
+
+@pytest.fixture
+def store(redis: Redis, keys: Keys) -> RecordStore:
+    return RecordStore(redis, keys, ttl=600)
+
+
+async def make(store: RecordStore, **over: Any) -> str:
+    h = store.keys.new_hash()
+    rec = new_record(
+        request_hash=h,
+        service_slug=over.pop("service_slug", "credit-score-rating"),
+        request_data={"national_id": "0012345678"},
+        user_id="u_test",
+        token_hash=token_digest("tok"),
+        estimated_duration=60,
+        priority="default",
+        first_step="login",
+    )
+    assert await store.create(rec) is not None
+    return h
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_create_stores_record_with_ttl_seq_and_tracking(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    rec = await store.get(h)
+    assert rec is not None
+    assert rec["status"] == "pending" and rec["seq"] == 1 and rec["progress"] == 0
+    assert abs((parse_iso(rec["created_at"]) - datetime.now(UTC)).total_seconds()) < 5
+    assert parse_iso(rec["expires_at"]) > parse_iso(rec["created_at"])
+    assert 590 <= await redis.ttl(keys.record(h)) <= 600
+    assert h.encode() in await redis.lrange(keys.tracking_list(), 0, -1)
+    assert rec["_p"]["token"] == token_digest("tok")
+
+
+async def test_hash_has_128_random_bits_and_lands_in_a_shard_slot(keys: Keys) -> None:
+    hashes = {keys.new_hash() for _ in range(200)}
+    assert len(hashes) == 200
+    shard_slots = {redis_key_slot(t.encode()) for t in SHARD_TAGS}
+    for h in hashes:
+        assert h.startswith("req_") and len(h) == 4 + 22 + 3
+        slot = key_slot(keys.record(h))
+        assert slot == redis_key_slot(keys.record(h).encode())
+        assert slot in shard_slots
+        # every key a script touches for this request hashes to the same slot
+        shard = keys.shard(h)
+        for other in (keys.otp(h), keys.archive(shard), keys.inflight(shard)):
+            assert redis_key_slot(other.encode()) == slot
+
+
+async def test_update_merges_publishes_and_never_lowers_progress(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.channel(h))
+    await pubsub.get_message(timeout=1)  # subscribe confirmation
+
+    r = await store.update(h, {"status": "processing", "progress": 30, "step": "captcha"}, heartbeat=60, deadline=120)
+    assert r.applied and r.record is not None
+    assert r.record["progress"] == 30 and r.record["seq"] == 2 and r.record["started_at"]
+    assert "_p" not in r.record
+    r = await store.update(h, {"progress": 10, "current_message": "still going"})
+    assert r.record is not None and r.record["progress"] == 30 and r.record["current_message"] == "still going"
+    assert r.record["seq"] == 3
+    assert r.record["steps"] == {"captcha": pytest.approx(0, abs=1)}
+
+    seen = []
+    for _ in range(2):
+        msg = await pubsub.get_message(timeout=2)
+        assert msg is not None and msg["type"] == "message"
+        seen.append(orjson.loads(msg["data"]))
+    assert [m["seq"] for m in seen] == [2, 3]
+    assert all("_p" not in m for m in seen)
+    await pubsub.aclose()
+
+
+async def test_terminal_states_are_final_and_archived_once(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    await store.update(h, {"status": "processing"})
+    r = await store.update(h, {"status": "completed", "result_data": {"ok": True}})
+    assert r.applied and r.record is not None
+    assert r.record["progress"] == 100 and r.record["finished_at"] and r.record["estimated_remaining_time"] == 0
+    again = await store.update(h, {"status": "failed", "error": "late"})
+    assert again.outcome == "terminal"
+    after = await store.get(h)
+    assert after is not None and after["status"] == "completed" and after["seq"] == r.record["seq"]
+    entries = await redis.xrange(keys.archive(keys.shard(h)))
+    assert len(entries) == 1
+    archived = orjson.loads(entries[0][1][b"r"])
+    assert archived["hash"] == h and archived["status"] == "completed"
+    assert await redis.zscore(keys.inflight(keys.shard(h)), h) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "last_ok"),
+    [
+        (["waiting_otp"], False),  # pending cannot wait for a code
+        (["completed"], False),  # pending cannot complete without starting
+        (["processing", "waiting_otp", "processing", "completed"], True),
+        (["cancelled"], True),
+        (["processing", "pending"], False),  # never back to pending
+    ],
+)
+async def test_state_machine(store: RecordStore, path: list[str], last_ok: bool) -> None:
+    h = await make(store)
+    results = [await store.update(h, {"status": s}) for s in path]
+    assert all(r.applied for r in results[:-1])
+    assert results[-1].applied is last_ok
+    if not last_ok:
+        assert results[-1].outcome == "conflict"
+
+
+async def test_missing_record(store: RecordStore, keys: Keys) -> None:
+    assert (await store.update(keys.new_hash(), {"progress": 5})).outcome == "missing"
+
+
+async def test_old_style_bot_records_are_read_and_updated(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    """A bot that GETs the JSON, edits it and SETEX/PUBLISHes it (no seq) must not break anything."""
+    h = await make(store)
+    raw = orjson.loads(await redis.get(keys.record(h)))
+    raw.update(status="processing", progress=42, step="login", current_message="old bot")
+    raw.pop("seq")
+    await redis.execute_command("SETEX", keys.record(h), 600, orjson.dumps(raw))
+    await redis.publish(keys.channel(h), orjson.dumps(raw))
+    rec = await store.get(h)
+    assert rec is not None and rec["progress"] == 42
+    r = await store.update(h, {"progress": 50})
+    assert r.applied and r.record is not None and r.record["seq"] == 1 and r.record["progress"] == 50
+    # garbage written by a broken bot reads as missing, never as a crash
+    await redis.execute_command("SETEX", keys.record(h), 600, b"{not json")
+    assert await store.get(h) is None
+    assert (await store.update(h, {"progress": 60})).outcome == "missing"
+
+
+@pytest.mark.parametrize(
+    ("epoch", "iso"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (951782400.5, "2000-02-29T00:00:00.500Z"),
+        (1709251199, "2024-02-29T23:59:59.000Z"),
+        (4102444800, "2100-01-01T00:00:00.000Z"),
+    ],
+)
+async def test_lua_iso_dates(redis: Redis, epoch: float, iso: str) -> None:
+    out = await redis.eval(_PRELUDE + "\nreturn iso(tonumber(ARGV[1]))", 0, str(epoch))
+    assert out.decode() == iso
+
+
+async def test_otp_submission_rules(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    kw = {"code_ttl": 60, "max_attempts": 2, "early_allowed": False, "heartbeat": 60}
+    assert (await store.submit_otp(h, "111111", **kw)).outcome == "conflict"  # pending
+    await store.update(h, {"status": "processing"})
+    assert (await store.submit_otp(h, "111111", **kw)).outcome == "conflict"  # not asked, not early
+    await store.update(
+        h, {"status": "waiting_otp", "otp_data": {"length": 6}}, otp={"expires_in": 60, "max_attempts": 2}
+    )
+    first = await store.submit_otp(h, "111111", **kw)
+    assert first.outcome == "accepted" and first.record is not None
+    assert first.record["status"] == "processing" and first.record["otp_data"]["attempts_left"] == 1
+    assert (await store.submit_otp(h, "111111", **kw)).outcome == "busy"  # double submission
+    assert await store.take_otp(h) == "111111"
+    assert await store.take_otp(h) is None  # read once
+    assert (await store.submit_otp(h, "222222", **kw)).outcome == "busy"  # still being checked
+    await store.update(h, {"status": "waiting_otp"}, otp={"expires_in": 60, "max_attempts": 2})
+    assert (await store.submit_otp(h, "222222", **kw)).outcome == "accepted"
+    await store.take_otp(h)
+    await store.update(h, {"status": "waiting_otp"}, otp={"expires_in": 60, "max_attempts": 2})
+    assert (await store.submit_otp(h, "333333", **kw)).outcome == "exhausted"
+    rec = await store.get(h)
+    assert rec is not None and rec["otp_data"]["attempts_left"] == 0
+    assert b"111111" not in await redis.get(keys.record(h))
+
+
+async def test_early_code_is_checked_when_the_bot_asks(store: RecordStore) -> None:
+    h = await make(store)
+    await store.update(h, {"status": "processing"})
+    kw = {"code_ttl": 60, "max_attempts": 3, "early_allowed": True, "heartbeat": 60}
+    assert (await store.submit_otp(h, "123456", **kw)).outcome == "early"
+    asked = await store.update(h, {"status": "waiting_otp"}, otp={"expires_in": 60}, checking="Checking")
+    assert asked.applied and asked.otp_ready
+    assert asked.record is not None and asked.record["status"] == "processing"
+    assert asked.record["current_message"] == "Checking"
+    assert await store.take_otp(h) == "123456"
+
+
+async def test_resend_is_throttled_and_capped(store: RecordStore) -> None:
+    h = await make(store)
+    await store.update(h, {"status": "processing"})
+    await store.update(h, {"status": "waiting_otp"}, otp={"expires_in": 60, "resend_in": 30})
+    early = await store.request_resend(h, interval=1, max_resends=1)
+    assert early.outcome == "too_early" and early.detail is not None and 1 <= int(early.detail) <= 30
+    await store.update(h, {"status": "waiting_otp"}, otp={"expires_in": 60, "resend_in": 0})
+    ok = await store.request_resend(h, interval=1, max_resends=1)
+    assert ok.outcome == "ok" and ok.record is not None and ok.record["otp_data"]["resend_available_at"]
+    await asyncio.sleep(1.1)
+    assert (await store.request_resend(h, interval=1, max_resends=1)).outcome == "exhausted"
+
+
+async def test_rate_limit_allows_a_burst_then_refuses_until_refilled(store: RecordStore) -> None:
+    waits = [await store.hit_rate_limit("t", "me", burst=3, per=0.6) for _ in range(4)]
+    assert waits[:3] == [0, 0, 0] and 0 < waits[3] <= 0.2 + 0.01
+    await asyncio.sleep(waits[3] + 0.02)
+    assert await store.hit_rate_limit("t", "me", burst=3, per=0.6) == 0
+    assert await store.hit_rate_limit("t", "someone-else", burst=3, per=0.6) == 0
+
+
+async def test_sweep_only_fails_overdue_requests(store: RecordStore, keys: Keys, redis: Redis) -> None:
+    h = await make(store)
+    await store.update(h, {"status": "processing"}, heartbeat=1)
+    fresh = await store.update(h, {"status": "failed", "error": "silent"}, sweep=True, heartbeat=1)
+    assert fresh.outcome == "not_due"
+    due = await redis.zscore(keys.inflight(keys.shard(h)), h)
+    assert due is not None and due <= time.time() + 1.5
+    await asyncio.sleep(1.1)
+    late = await store.update(h, {"status": "failed", "error": "silent"}, sweep=True, heartbeat=1)
+    assert late.applied
+
+
+async def test_empty_arrays_and_tricky_strings_survive_the_scripts(store: RecordStore) -> None:
+    """Redis' cjson cannot tell [] from {}; the scripts must not turn a bot's [] into {}."""
+    h = await make(store)
+    await store.update(h, {"status": "processing"})
+    result = {
+        "fines": [],
+        "nested": {"a": [], "b": [[], [1, []]], "c": {}},
+        "text": 'brackets [] and "[]" and \\"[ ]\\" stay',
+        "unicode": "گزارش ✓",
+    }
+    r = await store.update(h, {"status": "completed", "result_data": result})
+    assert r.record is not None and r.record["result_data"] == result
+    stored = await store.get(h)
+    assert stored is not None and stored["result_data"] == result
