@@ -16,13 +16,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from jobs.queues import Dispatcher
-from server import access, api, health, openapi
+from server import access, api, health, openapi, sockets
 from server.catalog import find_service
+from server.hub import Hub
 from server.lifecycle import Lifecycle
 from server.middleware import error_middleware, security_headers
 from server.record import Keys, RecordStore
 from server.settings import Settings
-from server.typedefs import DISPATCHER, LIFECYCLE, REDIS, SETTINGS, STORE, VERIFIER
+from server.typedefs import DISPATCHER, HUB, LIFECYCLE, REDIS, SETTINGS, STORE, VERIFIER
 from server.webhooks import Verifier
 
 #: bodies above this are refused with 413 before they are read
@@ -74,14 +75,44 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     connection.close()
 
 
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The process's single pub/sub connection and its listener task."""
+    settings = app[SETTINGS]
+    # Its own client, without redis-py's silent reconnect: the hub must notice a drop
+    # to resubscribe and resync what its sockets missed.
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2.0,
+        retry=Retry(ExponentialBackoff(), retries=0),
+        health_check_interval=10,
+        client_name="longrun-hub" + (f"-{settings.key_prefix.strip('_:')}" if settings.key_prefix else ""),
+    )
+    hub = Hub(redis, Keys(settings.key_prefix), main=app[REDIS])
+    app[HUB] = hub
+    hub.start()
+    yield
+    await hub.stop()
+    await redis.aclose()
+
+
+async def close_sockets(app: web.Application) -> None:
+    """on_shutdown: tell every browser we are going away (1001) so it reconnects elsewhere."""
+    hub = app.get(HUB)
+    if hub is not None:
+        await hub.close_all(1001, "server shutdown")
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     access.setup_sessions(app, settings)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
+    app.cleanup_ctx.append(hub_ctx)
+    app.on_shutdown.append(close_sockets)
     app.add_routes(api.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(sockets.routes)
     app.on_response_prepare.append(security_headers)
     return app

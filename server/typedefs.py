@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from jobs.queues import Dispatcher
+from server.hub import Hub
 from server.lifecycle import Lifecycle
 from server.record import RecordStore
 from server.settings import Settings
@@ -17,3 +18,4 @@ STORE = web.AppKey("store", RecordStore)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 VERIFIER = web.AppKey("verifier", Verifier)
+HUB = web.AppKey("hub", Hub)

@@ -1,0 +1,350 @@
+"""The WebSocket hub: one Redis pub/sub connection per process, fanned out to browsers.
+
+- Channels are reference-counted: the process is subscribed to exactly the
+  request channels that have at least one local socket.
+- The listener never awaits a socket: it hands each frame to the socket's
+  :class:`Client`, a small bounded queue drained by a writer task that exists
+  only while there is something to send. A slow browser gets progress frames
+  conflated to the latest state (OTP prompts and terminal states are never
+  dropped); one that stops reading is closed after ``send_timeout``.
+- When the pub/sub connection drops, the listener reconnects with backoff,
+  resubscribes, re-reads every watched record and pushes those whose ``seq``
+  moved, so no browser stays on a stale state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import WSCloseCode, web
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from server.protocol import snapshot_frame, update_frame
+from server.record import Keys, loads_record, public_view
+from server.status import Status
+
+log = logging.getLogger("longrun.hub")
+
+#: frames a socket may have waiting before it is considered stuck (progress is conflated first)
+MAX_PENDING = 16
+SEND_TIMEOUT = 10.0
+SUBSCRIBE_TIMEOUT = 3.0
+_KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
+
+
+@dataclass(slots=True)
+class Frame:
+    text: str
+    seq: int
+    #: an OTP prompt, a final state or a reply (error, pong): never conflated away
+    keep: bool
+    #: a record state (snapshot or update) rather than a reply
+    state: bool = True
+
+
+def reply(text: str) -> Frame:
+    """An error or pong frame for one socket."""
+    return Frame(text, -1, keep=True, state=False)
+
+
+class Client:
+    """One browser socket: a bounded queue of frames and a writer that drains it."""
+
+    __slots__ = (
+        "__weakref__",
+        "closed",
+        "hash",
+        "held",
+        "last_seq",
+        "pending",
+        "send_timeout",
+        "transport",
+        "writer",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request_hash: str,
+        *,
+        send_timeout: float = SEND_TIMEOUT,
+        transport: asyncio.BaseTransport | None = None,
+    ):
+        self.ws = ws
+        self.send_timeout = send_timeout
+        # A browser that stopped reading cannot be closed politely (the close frame would
+        # wait behind everything else): its connection is aborted instead.
+        self.transport = transport
+        self.hash = request_hash
+        self.pending: deque[Frame] = deque()
+        self.writer: asyncio.Task[None] | None = None
+        self.last_seq = -1
+        self.closed = False
+        # Frames queue up but are not sent until the snapshot is in front of them.
+        self.held = True
+
+    def offer(self, frame: Frame) -> None:
+        """Queue a frame without waiting (called from the listener)."""
+        if self.closed or 0 <= frame.seq < self.last_seq:
+            return  # stale: the browser already has a newer state
+        if frame.state and self.pending and not self.pending[-1].keep:
+            self.pending[-1] = frame  # conflate: the newer state supersedes the older progress
+        else:
+            self.pending.append(frame)
+        if len(self.pending) > MAX_PENDING:
+            self._shed()
+        self._kick()
+
+    def start(self, snapshot: Frame) -> None:
+        """Send ``snapshot`` first, then whatever arrived meanwhile that is not older."""
+        self.pending = deque(f for f in self.pending if f.seq < 0 or f.seq > snapshot.seq)
+        self.pending.appendleft(Frame(snapshot.text, snapshot.seq, keep=True))
+        self.held = False
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.writer is None and not self.held and not self.closed and self.pending:
+            self.writer = asyncio.create_task(self._drain())
+
+    def _shed(self) -> None:
+        kept = [f for f in self.pending if f.keep]
+        latest = self.pending[-1]
+        self.pending = deque(kept if latest.keep else [*kept, latest])
+        if len(self.pending) > MAX_PENDING:
+            # Only OTP prompts and outcomes left and still too many: this browser is not
+            # reading. Drop it; it reconnects and gets a fresh snapshot.
+            self.abort()
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                frame = self.pending.popleft()
+                if 0 <= frame.seq < self.last_seq:
+                    continue
+                async with asyncio.timeout(self.send_timeout):
+                    await self.ws.send_str(frame.text)
+                if frame.seq >= 0:
+                    self.last_seq = max(self.last_seq, frame.seq)
+        except TimeoutError:
+            log.info("dropping a socket that stopped reading (%s)", self.hash[:12])
+            self.abort()
+        except (ConnectionError, RuntimeError):
+            self.closed = True
+        finally:
+            self.writer = None
+
+    async def flush(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) until what is queued has been written."""
+        writer = self.writer
+        if writer is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(writer)
+
+    def abort(self) -> None:
+        self.closed = True
+        self.pending.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: str) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await ws.close(code=code, message=message.encode())
+
+
+def frame_for(payload: bytes | str, *, snapshot: bool = False) -> Frame | None:
+    """A frame for a published record; old bots' payloads (with private fields, no seq) are cleaned."""
+    rec = loads_record(payload)
+    if rec is None:
+        return None
+    if "_p" in rec or "seq" not in rec or "status" not in rec:
+        payload = orjson.dumps(public_view(rec))
+    seq = rec.get("seq")
+    text = snapshot_frame(payload) if snapshot else update_frame(payload)
+    return Frame(text, seq if isinstance(seq, int) else -1, rec.get("status") in _KEEP)
+
+
+@dataclass
+class HubStats:
+    sockets: int = 0
+    relayed: int = 0
+    reconnects: int = 0
+    subscribed: int = 0
+
+
+@dataclass
+class Hub:
+    """Fan-out of record updates from Redis pub/sub to this process's sockets."""
+
+    #: the pub/sub connection's client (no silent reconnects)
+    redis: Redis
+    keys: Keys
+    #: the process's main client, for reading records on resync
+    main: Redis | None = None
+    watchers: dict[str, set[Client]] = field(default_factory=dict)
+    sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
+    stats: HubStats = field(default_factory=HubStats)
+    #: seconds a socket may take to accept one frame before it is closed as stuck
+    send_timeout: float = SEND_TIMEOUT
+    _pubsub: PubSub | None = None
+    _task: asyncio.Task[None] | None = None
+    _confirmed: dict[str, asyncio.Event] = field(default_factory=dict)
+    _connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _seq: dict[str, int] = field(default_factory=dict)
+    _closing: bool = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="hub-listener")
+
+    async def stop(self) -> None:
+        self._closing = True
+        await self.close_all(WSCloseCode.GOING_AWAY, "server shutdown")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def close_all(self, code: int, message: str) -> None:
+        await asyncio.gather(*(_close(ws, code, message) for ws in list(self.sockets)), return_exceptions=True)
+
+    # ------------------------------------------------------------------ watchers
+
+    async def watch(self, client: Client) -> None:
+        """Start relaying a request's updates to ``client``; subscribes on the first watcher."""
+        h = client.hash
+        group = self.watchers.setdefault(h, set())
+        group.add(client)
+        self.stats.sockets = sum(len(g) for g in self.watchers.values())
+        if len(group) == 1:
+            await self._subscribe([h])
+        event = self._confirmed.get(h)
+        if event is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                    await event.wait()
+
+    async def unwatch(self, client: Client) -> None:
+        h = client.hash
+        group = self.watchers.get(h)
+        if group is None:
+            return
+        group.discard(client)
+        client.closed = True
+        if not group:
+            del self.watchers[h]
+            self._seq.pop(h, None)
+            self._confirmed.pop(h, None)
+            if self._pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(self.keys.channel(h))
+        self.stats.sockets = sum(len(g) for g in self.watchers.values())
+
+    async def _subscribe(self, hashes: Iterable[str]) -> None:
+        batch = [h for h in hashes if h in self.watchers]
+        for h in batch:
+            self._confirmed.setdefault(h, asyncio.Event())
+        if self._pubsub is None or not batch:
+            return  # the listener subscribes everything watched when it (re)connects
+        try:
+            await self._pubsub.subscribe(*(self.keys.channel(h) for h in batch))
+        except (RedisError, OSError) as exc:
+            log.warning("subscribe failed (%s); the listener will resubscribe", exc.__class__.__name__)
+
+    # ------------------------------------------------------------------ listener
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self._session()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.stats.reconnects += 1
+                log.warning("pub/sub connection lost (%s); reconnecting in %.1f s", exc.__class__.__name__, delay)
+            except Exception:
+                self.stats.reconnects += 1
+                log.exception("pub/sub listener failed; reconnecting in %.1f s", delay)
+            finally:
+                self._connected.clear()
+                pubsub, self._pubsub = self._pubsub, None
+                for event in self._confirmed.values():
+                    event.clear()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def _session(self) -> None:
+        pubsub = self.redis.pubsub()
+        # Subscribe to a private channel first so the connection exists before anything else.
+        await pubsub.subscribe(self.keys.channel("_hub"))
+        self._pubsub = pubsub
+        watched = list(self.watchers)
+        for i in range(0, len(watched), 500):
+            await self._subscribe(watched[i : i + 500])
+        self._connected.set()
+        resync = asyncio.create_task(self._resync(watched)) if watched else None
+        prefix = self.keys.channel_prefix()
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=5.0)
+                if message is None:
+                    continue
+                kind = message["type"]
+                channel = message["channel"].decode() if isinstance(message["channel"], bytes) else ""
+                h = channel[len(prefix) :] if channel.startswith(prefix) else ""
+                if kind == "message":
+                    self._dispatch(h, message["data"])
+                elif kind == "subscribe":
+                    event = self._confirmed.get(h)
+                    if event is not None:
+                        event.set()
+        finally:
+            if resync is not None:
+                resync.cancel()
+
+    def _dispatch(self, h: str, payload: bytes | str) -> None:
+        group = self.watchers.get(h)
+        if not group:
+            return
+        frame = frame_for(payload)
+        if frame is None:
+            return
+        if frame.seq >= 0:
+            self._seq[h] = max(self._seq.get(h, -1), frame.seq)
+        for client in list(group):
+            client.offer(frame)
+        self.stats.relayed += len(group)
+
+    async def _resync(self, hashes: list[str]) -> None:
+        """After a reconnect: push every watched record whose seq moved while we were away."""
+        for i in range(0, len(hashes), 200):
+            chunk = [h for h in hashes[i : i + 200] if h in self.watchers]
+            if not chunk:
+                continue
+            raws = await (self.main or self.redis).mget([self.keys.record(h) for h in chunk])
+            for h, raw in zip(chunk, raws, strict=True):
+                if raw is None:
+                    continue
+                frame = frame_for(raw)
+                if frame is None or (frame.seq >= 0 and frame.seq <= self._seq.get(h, -1)):
+                    continue
+                self._dispatch(h, raw)

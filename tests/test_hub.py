@@ -1,0 +1,345 @@
+"""The WebSocket hub over real sockets and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from server.hub import MAX_PENDING, Client
+from server.record import RecordStore
+from server.settings import Settings
+from server.typedefs import HUB, STORE
+
+VALID = {"national_id": "0012345678", "mobile": "09121234567"}
+
+
+async def create(client: TestClient[Any, Any], service: str = "credit-score-rating") -> dict[str, Any]:
+    data = VALID if service == "credit-score-rating" else {"plate": "12B345-67", "national_id": "0012345678"}
+    resp = await client.post("/api/requests", json={"service": service, "data": data})
+    assert resp.status == 201
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def frame(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type == WSMsgType.TEXT, msg
+    out: dict[str, Any] = orjson.loads(msg.data)
+    return out
+
+
+async def until(ws: Any, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            f = await frame(ws, timeout)
+            if pred(f):
+                return f
+
+
+def store_of(client: TestClient[Any, Any]) -> RecordStore:
+    return client.app[STORE]  # type: ignore[no-any-return,index]
+
+
+async def test_snapshot_then_updates(client: TestClient[Any, Any]) -> None:
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    snap = await frame(ws)
+    assert snap["type"] == "snapshot" and snap["request"]["hash"] == h and snap["request"]["seq"] == 1
+    assert "_p" not in snap["request"]
+    store = store_of(client)
+    await store.update(h, {"status": "processing", "progress": 20})
+    await store.update(h, {"progress": 40, "step": "captcha"})
+    upd = await until(ws, lambda f: f["request"]["progress"] == 40)
+    assert upd["type"] == "update" and upd["request"]["seq"] == 3
+    await ws.send_str('{"type": "ping"}')
+    assert (await until(ws, lambda f: f["type"] == "pong"))["type"] == "pong"
+    await ws.close()
+
+
+async def test_refused_frames_get_error_frames_not_a_dropped_socket(client: TestClient[Any, Any]) -> None:
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await frame(ws)
+    for bad, code in (
+        ("not json", "bad_frame"),
+        ('{"type": "otp", "otp": "12"}', "bad_frame"),
+        ('{"type": "otp", "otp": "123456"}', "not_waiting_for_otp"),
+        ('{"type": "resend_otp"}', "not_waiting_for_otp"),
+    ):
+        await ws.send_str(bad)
+        err = await until(ws, lambda f: f["type"] == "error")
+        assert err["code"] == code, (bad, err)
+    await ws.send_bytes(b"\x00")
+    assert (await until(ws, lambda f: f["type"] == "error"))["code"] == "bad_frame"
+    await ws.send_str('{"type": "cancel"}')
+    cancelled = await until(ws, lambda f: f["type"] == "update")
+    assert cancelled["request"]["status"] == "cancelled"
+    assert not ws.closed
+    await ws.close()
+
+
+async def test_access_and_origin(client: TestClient[Any, Any]) -> None:
+    body = await create(client)
+    h = body["hash"]
+    url = client.make_url(f"/ws/requests/{h}")
+    async with aiohttp.ClientSession() as stranger:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await stranger.ws_connect(url, headers=headers)
+            assert err.value.status == 404
+        ws = await stranger.ws_connect(url, headers={"Authorization": f"Bearer {body['access_token']}"})
+        assert (await frame(ws))["type"] == "snapshot"
+        await ws.close()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await client.ws_connect(f"/ws/requests/{h}", headers={"Origin": "https://evil.example"})
+    assert err.value.status == 403
+    same = await client.ws_connect(f"/ws/requests/{h}", headers={"Origin": str(client.make_url("")).rstrip("/")})
+    assert (await frame(same))["type"] == "snapshot"
+    await same.close()
+
+
+async def test_one_subscription_per_channel_reference_counted(client: TestClient[Any, Any], redis: Redis) -> None:
+    hub = client.app[HUB]  # type: ignore[index]
+    a, b = (await create(client))["hash"], (await create(client))["hash"]
+    sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in (a, a, a, b)]
+    for ws in sockets:
+        await frame(ws)
+    keys = store_of(client).keys
+    numsub = dict(await redis.pubsub_numsub(keys.channel(a), keys.channel(b)))
+    assert numsub == {keys.channel(a).encode(): 1, keys.channel(b).encode(): 1}
+    assert set(hub.watchers) == {a, b} and len(hub.watchers[a]) == 3
+    for ws in sockets[:3]:
+        await ws.close()
+    await asyncio.sleep(0.2)
+    assert set(hub.watchers) == {b}
+    numsub = dict(await redis.pubsub_numsub(keys.channel(a)))
+    assert numsub[keys.channel(a).encode()] == 0
+    await sockets[3].close()
+
+
+async def test_oversized_frame_closes_with_1009(client: TestClient[Any, Any]) -> None:
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await frame(ws)
+    await ws.send_str('{"type": "ping", "pad": "' + "x" * (1024 * 1024) + '"}')
+    msg = await ws.receive(timeout=5)
+    while msg.type == WSMsgType.TEXT:
+        msg = await ws.receive(timeout=5)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+    assert ws.close_code == 1009
+
+
+async def test_frame_flood_is_throttled(client: TestClient[Any, Any]) -> None:
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await frame(ws)
+    for _ in range(200):
+        await ws.send_str('{"type": "ping"}')
+    pongs = errors = 0
+    while True:
+        msg = await ws.receive(timeout=5)
+        if msg.type != WSMsgType.TEXT:
+            break
+        f = orjson.loads(msg.data)
+        if f["type"] == "pong":
+            pongs += 1
+        elif f["type"] == "error":
+            assert f["code"] == "rate_limited"
+            errors += 1
+    assert pongs <= 25 and errors >= 1  # the burst is served, the flood is refused
+    assert ws.close_code == 1008  # 200 frames at once: closed as abusive
+
+
+async def test_slow_reader_is_conflated_and_closed_without_slowing_others(client: TestClient[Any, Any]) -> None:
+    """A browser that stops reading: bounded memory, other sockets unaffected, finally closed."""
+    hub = client.app[HUB]  # type: ignore[index]
+    hub.send_timeout = 1.0
+    store = store_of(client)
+    h = (await create(client))["hash"]
+    await store.update(h, {"status": "processing"})
+    fast = await client.ws_connect(f"/ws/requests/{h}")
+    await frame(fast)
+    # A raw socket that completes the handshake and then never reads a byte.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        (
+            f"GET /ws/requests/{h} HTTP/1.1\r\nHost: {client.host}:{client.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {await _token(client, h)}\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    slow = [c for c in hub.watchers[h] if isinstance(c, Client)]
+    assert len(slow) == 2
+    big = {"blob": "x" * 20_000}
+    for i in range(300):
+        await store.update(h, {"progress": i // 3, "current_message": f"step {i}", "result_data": big})
+        if i % 50 == 0:
+            got = await until(fast, lambda f, i=i: f["request"]["current_message"] == f"step {i}", timeout=5)
+            assert got["type"] == "update"
+        for c in hub.watchers.get(h, ()):
+            assert len(c.pending) <= MAX_PENDING
+    last = await until(fast, lambda f: f["request"]["current_message"] == "step 299", timeout=5)
+    assert last["request"]["progress"] == 99
+    # the stuck socket is closed and forgotten; the fast one stays
+    for _ in range(50):
+        if len(hub.watchers[h]) == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert len(hub.watchers[h]) == 1
+    writer.close()
+    await fast.close()
+    gc.collect()
+    del reader
+
+
+async def _token(client: TestClient[Any, Any], h: str) -> str:
+    # the raw socket has no session cookie: give the request a known token
+    from server.record import token_digest
+
+    await store_of(client).update(h, {}, private={"token": token_digest("slow-token")})
+    return "slow-token"
+
+
+async def test_updates_written_through_another_process_reach_the_socket(
+    client: TestClient[Any, Any], settings: Settings, processes: Any, redis: Redis
+) -> None:
+    import socket as _socket
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    other = settings.with_(port=port)
+    processes.start("web-b", ["-m", "server"], other.to_env())
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as b:
+        for _ in range(100):
+            try:
+                async with b.get(f"{base}/healthz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        async with b.post(
+            f"{base}/api/requests",
+            json={"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}},
+        ) as r:
+            created = await r.json()
+        h, token = created["hash"], created["access_token"]
+        ws = await client.ws_connect(f"/ws/requests/{h}", headers={"Authorization": f"Bearer {token}"})
+        assert (await frame(ws))["request"]["status"] == "pending"
+        async with b.post(f"{base}/api/requests/{h}/cancel", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 202
+        upd = await until(ws, lambda f: f["type"] == "update")
+        assert upd["request"]["status"] == "cancelled"
+        await ws.close()
+
+
+async def hub_connection_ids(redis: Redis, name: str) -> list[str]:
+    clients = await redis.client_list()
+    return [str(c["id"]) for c in clients if c.get("name") == name and "P" in c.get("flags", "")]
+
+
+async def test_pubsub_connection_killed_resubscribes_and_resyncs(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    hub = client.app[HUB]  # type: ignore[index]
+    store = store_of(client)
+    hashes = [(await create(client))["hash"] for _ in range(3)]
+    sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in hashes]
+    for ws in sockets:
+        await frame(ws)
+    name = "longrun-hub-" + settings.key_prefix.strip("_")
+    ids = await hub_connection_ids(redis, name)
+    assert len(ids) == 1  # one pub/sub connection for the whole process
+    # CLIENT KILL TYPE pubsub, aimed at this test's hub only (other processes share this Redis)
+    await redis.execute_command("CLIENT", "KILL", "ID", ids[0])
+    for h in hashes:  # written while the hub is reconnecting
+        await store.update(h, {"status": "processing", "progress": 10})
+        await store.update(h, {"status": "completed", "result_data": {"ok": h}})
+    for h, ws in zip(hashes, sockets, strict=True):
+        done = await until(ws, lambda f: f["request"]["status"] == "completed")
+        assert done["request"]["result_data"] == {"ok": h}
+    assert hub.stats.reconnects >= 1
+    assert len(await hub_connection_ids(redis, name)) == 1
+    # and live relaying works again after the reconnect
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await frame(ws)
+    await store.update(h, {"status": "processing", "progress": 33})
+    assert (await until(ws, lambda f: f["type"] == "update"))["request"]["progress"] == 33
+    for s in [*sockets, ws]:
+        await s.close()
+
+
+async def test_redis_restart_every_socket_ends_on_the_true_state(
+    make_client: Any, settings: Settings, tmp_path: Any
+) -> None:
+    from server.embedded import EmbeddedRedis
+
+    own = EmbeddedRedis(tmp_path / "redis", extra_args=("--appendonly", "yes", "--appendfsync", "always"))
+    own.start()
+    try:
+        client = await make_client(settings.with_(redis_url=own.url))
+        store = store_of(client)
+        hashes = [(await create(client))["hash"] for _ in range(5)]
+        sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in hashes]
+        for ws in sockets:
+            await frame(ws)
+        own.stop()
+        resp = await client.get(f"/api/requests/{hashes[0]}")
+        assert resp.status == 503  # a friendly JSON error while Redis is gone
+        await asyncio.sleep(1.0)
+        own = EmbeddedRedis(own.directory, port=own.port, extra_args=own.extra_args)
+        own.start()
+        # written right after the restart, likely before the hub's next reconnect attempt
+        fresh = Redis.from_url(own.url)
+        writer = RecordStore(fresh, store.keys, ttl=600)
+        for h in hashes:
+            await writer.update(h, {"status": "processing"})
+            await writer.update(h, {"status": "failed", "error": f"gone {h[-4:]}"})
+        for h, ws in zip(hashes, sockets, strict=True):
+            done = await until(ws, lambda f: f["request"]["status"] == "failed", timeout=15)
+            assert done["request"]["error"] == f"gone {h[-4:]}"
+        await fresh.aclose()
+        for ws in sockets:
+            await ws.close()
+    finally:
+        own.stop()
+
+
+async def test_shutdown_closes_sockets_with_going_away(settings: Settings, processes: Any) -> None:
+    import signal
+    import socket as _socket
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = processes.start("web", ["-m", "server"], settings.with_(port=port).to_env())
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        for _ in range(100):
+            try:
+                async with session.get(f"{base}/healthz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        data = {"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}}
+        async with session.post(f"{base}/api/requests", json=data) as r:
+            h = (await r.json())["hash"]
+        ws = await session.ws_connect(f"{base}/ws/requests/{h}")
+        await frame(ws)
+        proc.send_signal(signal.SIGTERM)
+        msg = await ws.receive(timeout=10)
+        assert msg.type == WSMsgType.CLOSE and msg.data == 1001
+        await ws.close()
