@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import sys
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ import orjson
 from aiohttp import web
 
 from bots.sdk import Reporter, reporter_for
+from server import logs
+from server.errors import ConfigError
 from server.protocol import BotEvent, CompletedEvent, FailedEvent, OtpPrompt, ProgressEvent
 from server.settings import Settings
 
@@ -40,7 +43,18 @@ MAX_SESSIONS = 20_000
 OTP_LENGTH = 6
 OTP_TTL = 120
 BOT_ATTEMPTS = 5
-FAULT_MODES = ("unavailable", "retryable", "fatal", "hang", "silent", "stall")
+FAULT_MODES = (
+    "unavailable",
+    "retryable",
+    "fatal",
+    "hang",
+    "silent",
+    "stall",
+    "busy",
+    "late_otp",
+    "short_otp",
+    "fixed_code",
+)
 
 
 class Cancelled(Exception):
@@ -74,6 +88,11 @@ class Session:
     attempts_left: int = BOT_ATTEMPTS
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: real seconds between texting a code and saying so (a slow network: the code can
+    #: reach the person before Longrun hears that the bot asked for it)
+    answer_delay: float = 0.0
+    otp_ttl: int = OTP_TTL
+    fixed_code: str = ""
 
 
 @dataclass
@@ -83,6 +102,8 @@ class Fault:
     service: str | None = None
     match: dict[str, Any] = field(default_factory=dict)
     phase: str = "run"
+    #: fixed_code: the code the portal texts (tests need to know it in advance)
+    code: str = ""
 
     def applies(self, slug: str, data: dict[str, Any], phase: str) -> bool:
         if self.count <= 0 or (self.service and self.service != slug):
@@ -142,8 +163,8 @@ class DemoBots:
             await self.tell(h, ProgressEvent(start + (end - start) * i // ticks, name, message), session)
 
     def text_code(self, h: str, session: Session) -> OtpPrompt:
-        session.code = f"{secrets.randbelow(10**OTP_LENGTH):0{OTP_LENGTH}d}"
-        session.code_expires = asyncio.get_running_loop().time() + OTP_TTL
+        session.code = session.fixed_code or f"{secrets.randbelow(10**OTP_LENGTH):0{OTP_LENGTH}d}"
+        session.code_expires = asyncio.get_running_loop().time() + session.otp_ttl
         to = mask_phone(str(session.data.get("mobile", "")))
         message = {
             "to": to,
@@ -154,7 +175,7 @@ class DemoBots:
         self.outbox.setdefault(h, []).append(message)
         self._bounded_put(self.outbox, h, self.outbox[h][-10:])
         return OtpPrompt(
-            length=OTP_LENGTH, destination_hint=to, expires_in=OTP_TTL, attempts_left=session.attempts_left
+            length=OTP_LENGTH, destination_hint=to, expires_in=session.otp_ttl, attempts_left=session.attempts_left
         )
 
     # ------------------------------------------------------------------ services
@@ -164,6 +185,8 @@ class DemoBots:
             await self.step(h, session, "login", 2, 20, 8, "Logging in to the credit bureau")
             await self.step(h, session, "captcha", 20, 45, 10, "Solving the captcha")
             prompt = self.text_code(h, session)
+            if session.answer_delay:
+                await asyncio.sleep(session.answer_delay)
             return 200, {"status": "otp_required", "otp": prompt.serialize()}
         if session.code is None:
             return 200, {"status": "error", "error": "The portal session was lost; start again.", "retryable": False}
@@ -315,9 +338,25 @@ class DemoBots:
             self._bounded_put(self.sessions, h, session)
 
         fault = self.take_fault(slug, data, phase)
+        if fault is not None and fault.mode in ("late_otp", "short_otp", "fixed_code"):
+            # not failures: they change how the portal behaves for this request
+            if fault.mode == "late_otp":
+                session.answer_delay = 2.0
+            elif fault.mode == "short_otp":
+                session.otp_ttl = 10
+            else:
+                session.fixed_code = fault.code
+            fault = None
         if fault is not None:
-            if fault.mode == "stall":
+            if fault.mode in ("stall", "busy"):
+                # stall: one report, then silence; busy: keeps reporting, never finishes
                 await self.tell(h, ProgressEvent(3, None, "Logging in"), session)
+                while fault.mode == "busy" and not session.cancelled.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.5):
+                            await session.cancelled.wait()
+                    with contextlib.suppress(Cancelled):
+                        await self.tell(h, ProgressEvent(5, None, "Still logging in"), session)
                 await session.cancelled.wait()
                 return _json(200, {"status": "error", "error": "cancelled", "retryable": False})
             answer = await self.faulty(fault, session)
@@ -385,6 +424,7 @@ class DemoBots:
                 service=body.get("service"),
                 match=dict(body.get("match") or {}),
                 phase=str(body.get("phase", "run")),
+                code=str(body.get("code", "")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return _json(400, {"error": "expected {mode, count?, service?, match?, phase?}"})
@@ -438,16 +478,12 @@ def create_bot_app(settings: Settings, reporter: Reporter | None = None) -> web.
 
 
 def main() -> int:
-    import sys
-
-    from server.errors import ConfigError
-
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"longrun demo bots: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(settings)
     web.run_app(create_bot_app(settings), host=settings.host, port=settings.bot_port, print=None, access_log=None)
     return 0
 

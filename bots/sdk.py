@@ -103,6 +103,7 @@ class RedisReporter(_Calls):
             otp_max_attempts=settings.otp_max_attempts,
             otp_resend_interval=settings.otp_resend_interval,
             on_otp_ready=otp_ready,
+            time_scale=settings.time_scale,
         )
         try:
             yield cls(life)

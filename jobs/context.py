@@ -58,6 +58,7 @@ class JobContext:
             otp_max_attempts=config.otp_max_attempts,
             otp_resend_interval=config.otp_resend_interval,
             on_otp_ready=otp_ready,
+            time_scale=config.time_scale,
         )
         try:
             async with aiohttp.ClientSession() as session:

@@ -81,7 +81,7 @@ class Dispatcher:
             "jobs.tasks.run_request",
             request_hash,
             "run",
-            job_timeout=service.job_timeout,
+            job_timeout=service.limits(self.settings.time_scale).job_timeout,
             retry=self._retry(),
             rate_limit=RateLimit(
                 key=f"{self.settings.key_prefix}service:{service.slug}", concurrency=service.concurrency
@@ -90,7 +90,8 @@ class Dispatcher:
 
     def check_otp(self, request_hash: str, service: Service, seq: int) -> Job:
         """Relay a submitted code. Not retried: the code was read once and is gone."""
-        return self._enqueue("high", "jobs.tasks.check_otp", request_hash, f"otp{seq}", job_timeout=service.job_timeout)
+        limits = service.limits(self.settings.time_scale)
+        return self._enqueue("high", "jobs.tasks.check_otp", request_hash, f"otp{seq}", job_timeout=limits.job_timeout)
 
     def resend_otp(self, request_hash: str, service: Service, n: int) -> Job:
         return self._enqueue(

@@ -14,9 +14,10 @@ person understands.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -28,10 +29,11 @@ from rq.timeouts import JobTimeoutException
 
 from jobs.botclient import BotRetryableError, BotTimeout, BotUnavailable
 from jobs.context import JobContext, settings
+from jobs.stats import record_job
 from server.catalog import Service, find_service
 from server.errors import ProtocolError
 from server.protocol import Accepted, BotFailure, NeedsOtp, OtpPrompt
-from server.record import is_terminal, private_view
+from server.record import Keys, is_terminal, private_view
 from server.status import Status
 
 log = logging.getLogger("longrun.jobs")
@@ -45,7 +47,28 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
 
 
-def _connection() -> SyncRedis | None:
+def phase_of(job: Job) -> str:
+    """run, otp, resend or cancel, from a job id ``{prefix}{hash}-{phase}{n}``."""
+    return job.id.rsplit("-", 1)[-1].rstrip("0123456789") or "?"
+
+
+def tracked(phase: str) -> Callable[[Callable[[str], None]], Callable[[str], None]]:
+    """Count a phase that returned normally (failures are counted in :func:`on_job_failure`)."""
+
+    def wrap(fn: Callable[[str], None]) -> Callable[[str], None]:
+        @functools.wraps(fn)
+        def job_function(request_hash: str) -> None:
+            fn(request_hash)
+            job = get_current_job()
+            if job is not None:
+                record_job(job.connection, Keys(settings().key_prefix), job, phase, "ok")
+
+        return job_function
+
+    return wrap
+
+
+def job_connection() -> SyncRedis | None:
     job = get_current_job()
     return job.connection if job is not None else None
 
@@ -63,7 +86,7 @@ def _time_left(record: dict[str, Any], service: Service) -> float:
     deadline = private_view(record).get("deadline")
     if isinstance(deadline, int | float):
         return float(deadline) - time.time()
-    return service.bot_timeout
+    return service.limits(settings().time_scale).deadline
 
 
 async def _load(ctx: JobContext, h: str) -> tuple[dict[str, Any], Service] | None:
@@ -91,13 +114,14 @@ async def _timed_out(ctx: JobContext, h: str, service: Service) -> None:
 # --------------------------------------------------------------------------- run
 
 
+@tracked("run")
 def run_request(request_hash: str) -> None:
     _run(_run_request(request_hash))
 
 
 async def _run_request(h: str) -> None:
     attempt, total = _attempt()
-    async with JobContext.open(settings(), _connection()) as ctx:
+    async with JobContext.open(settings(), job_connection()) as ctx:
         loaded = await _load(ctx, h)
         if loaded is None:
             return
@@ -131,12 +155,13 @@ async def _run_request(h: str) -> None:
 # --------------------------------------------------------------------------- OTP
 
 
+@tracked("otp")
 def check_otp(request_hash: str) -> None:
     _run(_check_otp(request_hash))
 
 
 async def _check_otp(h: str) -> None:
-    async with JobContext.open(settings(), _connection()) as ctx:
+    async with JobContext.open(settings(), job_connection()) as ctx:
         loaded = await _load(ctx, h)
         if loaded is None:
             return
@@ -187,12 +212,13 @@ def _prompt_of(rec: dict[str, Any], *, error: str | None = None) -> OtpPrompt:
     )
 
 
+@tracked("resend")
 def resend_otp(request_hash: str) -> None:
     _run(_resend_otp(request_hash))
 
 
 async def _resend_otp(h: str) -> None:
-    async with JobContext.open(settings(), _connection()) as ctx:
+    async with JobContext.open(settings(), job_connection()) as ctx:
         loaded = await _load(ctx, h)
         if loaded is None:
             return
@@ -216,12 +242,13 @@ async def _resend_otp(h: str) -> None:
 # --------------------------------------------------------------------------- cancel
 
 
+@tracked("cancel")
 def cancel_bot(request_hash: str) -> None:
     _run(_cancel_bot(request_hash))
 
 
 async def _cancel_bot(h: str) -> None:
-    async with JobContext.open(settings(), _connection()) as ctx:
+    async with JobContext.open(settings(), job_connection()) as ctx:
         rec = await ctx.store.get(h)
         service = find_service(str((rec or {}).get("service_slug", "")))
         if service is None:
@@ -264,9 +291,10 @@ def on_job_failure(
     )
     if exc_type is BotRetryableError and exc_value is not None and str(exc_value):
         text = f"The service could not finish the request: {exc_value}"
+    record_job(connection, Keys(settings().key_prefix), job, phase_of(job), "retried" if will_retry else "failed")
     log.warning(
         "job %s for %s failed (%s); %s",
-        job.id.rsplit("-", 1)[-1],
+        phase_of(job),
         short(h),
         exc_type.__name__ if exc_type else "?",
         "retrying" if will_retry else "giving up",

@@ -9,7 +9,6 @@ logging job descriptions.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
 
@@ -20,6 +19,7 @@ from rq.worker_pool import WorkerPool
 
 from jobs.context import settings
 from jobs.queues import queue_names
+from server import logs
 from server.errors import ConfigError
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"longrun worker: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(config)
     connection = Redis.from_url(config.redis_url)
     pool = WorkerPool(
         queue_names(config.key_prefix),

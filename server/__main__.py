@@ -1,26 +1,34 @@
-"""``python -m server``: the web process (HTTP API, pages, WebSocket hub)."""
+"""``python -m server``: the web process (HTTP API, pages, WebSocket hub).
+
+With ``WEB_CONCURRENCY=N`` (N > 1) this process becomes a small supervisor:
+it forks N servers that share the port through ``SO_REUSEPORT`` (the kernel
+spreads connections across them), restarts any that dies, and passes SIGTERM
+on so each closes its sockets with 1001. Prometheus' multiprocess mode sums
+their counters, so ``/metrics`` on any of them reports the whole tier.
+"""
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import time
 
-from aiohttp import web
-
-from server.app import create_app
+from server import logs
 from server.errors import ConfigError
 from server.settings import Settings
 
 
-def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"longrun: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for note in settings.extra.get("notes", ()):
-        logging.getLogger("longrun").warning("%s", note)
+def serve(settings: Settings) -> None:
+    """Run one web server in this process (imports the app only now: see ``supervise``)."""
+    from aiohttp import web
+
+    from server.app import create_app
+
+    logs.configure(settings)
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -30,6 +38,75 @@ def main() -> int:
         access_log=None,
         print=None,
     )
+
+
+def supervise(settings: Settings) -> int:
+    # Must be set before prometheus_client is first imported (by the children, after fork).
+    metrics_dir = tempfile.mkdtemp(prefix="longrun-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    children: set[int] = set()
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                serve(settings)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        children.add(pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(settings.web_concurrency):
+        spawn()
+    print(f"longrun: {settings.web_concurrency} web processes on port {settings.port}", flush=True)
+    restarts: list[float] = []
+    while children:
+        try:
+            pid, _status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.discard(pid)
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        if not stopping:
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            if len(restarts) > 10:
+                print("longrun: web processes keep dying; giving up", file=sys.stderr)
+                stop(signal.SIGTERM, None)
+                continue
+            spawn()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"longrun: {exc}", file=sys.stderr)
+        return 2
+    for note in settings.extra.get("notes", ()):
+        print(f"longrun: {note}", file=sys.stderr)
+    if settings.web_concurrency > 1:
+        return supervise(settings)
+    serve(settings)
     return 0
 
 

@@ -76,17 +76,29 @@ def token_matches(record: dict[str, Any], token: str) -> bool:
 
 
 async def can_see(request: web.Request, record: dict[str, Any]) -> bool:
+    owner = record.get("user_id")
+    token = private_view(record).get("token")
+    return await may_see(
+        request,
+        str(record.get("hash", "")),
+        owner if isinstance(owner, str) else None,
+        token if isinstance(token, str) else None,
+    )
+
+
+async def may_see(request: web.Request, request_hash: str, owner: str | None, token_hash: str | None) -> bool:
+    """The access rule, on what a record says about itself (its owner and its token's hash)."""
     token = bearer_token(request)
     if token is not None:
-        return token_matches(record, token)
+        return token_hash is not None and hmac.compare_digest(token_hash, token_digest(token))
     if request.cookies.get(COOKIE_NAME) is None:
         return False
     session = await get_session(request)
     uid = session.get("uid")
-    if isinstance(uid, str) and uid == record.get("user_id"):
+    if isinstance(uid, str) and owner is not None and uid == owner:
         return True
     grants = session.get("grants")
-    return isinstance(grants, list) and record.get("hash") in grants
+    return isinstance(grants, list) and request_hash in grants
 
 
 def grant(session: Session, request_hash: str) -> None:

@@ -8,14 +8,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from server import access
+from server import access, estimates
 from server.catalog import SERVICES, get_service
 from server.errors import BadRequest, Conflict, NotFound, ProtocolError, RateLimited, Unavailable, ValidationFailed
 from server.i18n import pick_lang
 from server.protocol import normalize_otp, parse_bot_event
 from server.record import new_record, public_view, token_digest
 from server.status import Status
-from server.typedefs import DISPATCHER, LIFECYCLE, SETTINGS, STORE, VERIFIER
+from server.typedefs import CACHE, DISPATCHER, LIFECYCLE, POLL_LIMITER, SETTINGS, STORE, VERIFIER
 
 routes = web.RouteTableDef()
 
@@ -73,7 +73,9 @@ def urls(request: web.Request, h: str) -> dict[str, str]:
 @routes.get("/api/services")
 async def list_services(request: web.Request) -> web.Response:
     lang = pick_lang(request.headers.get("Accept-Language"), request.query.get("lang"))
-    return json_response({"services": [s.describe(lang) for s in SERVICES]})
+    store = request.app[STORE]
+    learned = await estimates.estimated_durations(store.redis, store.keys, SERVICES)
+    return json_response({"services": [s.describe(lang, estimate=learned[s.slug]) for s in SERVICES]})
 
 
 # --------------------------------------------------------------------------- create / read
@@ -100,7 +102,7 @@ async def create_request(request: web.Request, slug: str, data: Any, *, lang: st
         request_data=clean,
         user_id=uid,
         token_hash=token_digest(token),
-        estimated_duration=service.estimated_duration,
+        estimated_duration=await estimates.estimated_duration(store.redis, store.keys, service),
         priority=service.priority,
         first_step=service.steps[0].name if service.steps else "",
     )
@@ -136,19 +138,27 @@ async def post_request(request: web.Request) -> web.Response:
     return json_response(answer, status=201, headers={"Location": f"/api/requests/{h}"})
 
 
+async def poll(request: web.Request, h: str) -> bytes:
+    """The public record JSON for a polling client: rate-limited per address (batched GCRA),
+    read from the process's pub/sub-fed cache, same access rule as everywhere."""
+    wait = request.app[POLL_LIMITER].hit(client_address(request))
+    if wait > 0:
+        raise RateLimited("Too many requests; slow down.", retry_after=wait)
+    access.check_hash(h)
+    entry = await request.app[CACHE].get(h)
+    if entry is None or not await access.may_see(request, h, entry.user_id, entry.token):
+        raise NotFound()
+    return entry.public
+
+
 @routes.get("/api/requests/{hash}")
 async def get_request(request: web.Request) -> web.Response:
-    h = request.match_info["hash"]
-    await rate_limit(request, "poll-addr", client_address(request), request.app[SETTINGS].poll_rate_per_address)
-    record = await load_visible(request, h)
-    return json_response(public_view(record))
+    return web.Response(body=await poll(request, request.match_info["hash"]), content_type=JSON)
 
 
 @routes.get("/api/local-requests/{hash}/status")
 async def get_local_status(request: web.Request) -> web.Response:
-    h = request.match_info["hash"]
-    await rate_limit(request, "poll-addr", client_address(request), request.app[SETTINGS].poll_rate_per_address)
-    pub = public_view(await load_visible(request, h))
+    pub = orjson.loads(await poll(request, request.match_info["hash"]))
     keys = (
         "hash",
         "status",
@@ -184,7 +194,7 @@ async def submit_otp(request: web.Request, h: str, raw_code: Any) -> dict[str, A
         code_ttl=settings.otp_code_ttl,
         max_attempts=settings.otp_max_attempts,
         early_allowed=service.may_ask_otp,
-        heartbeat=service.heartbeat_window,
+        heartbeat=service.limits(settings.time_scale).heartbeat,
     )
     del code
     if answer.outcome == "missing":

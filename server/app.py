@@ -7,6 +7,9 @@ Resources come up through one ``cleanup_ctx`` each, in dependency order
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -14,16 +17,20 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 
 from jobs.queues import Dispatcher
-from server import access, api, health, openapi, sockets
+from server import access, api, health, history_views, metrics, openapi, pages, sockets
+from server.cache import RecordCache
 from server.catalog import find_service
 from server.hub import Hub
 from server.lifecycle import Lifecycle
+from server.limits import BatchedLimiter
 from server.middleware import error_middleware, security_headers
+from server.ops import Operations
 from server.record import Keys, RecordStore
 from server.settings import Settings
-from server.typedefs import DISPATCHER, HUB, LIFECYCLE, REDIS, SETTINGS, STORE, VERIFIER
+from server.typedefs import CACHE, DISPATCHER, HUB, LIFECYCLE, OPS, POLL_LIMITER, REDIS, SETTINGS, STORE, VERIFIER
 from server.webhooks import Verifier
 
 #: bodies above this are refused with 413 before they are read
@@ -70,9 +77,16 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         otp_max_attempts=settings.otp_max_attempts,
         otp_resend_interval=settings.otp_resend_interval,
         on_otp_ready=otp_ready,
+        time_scale=settings.time_scale,
     )
     yield
     connection.close()
+
+
+async def ops_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[OPS] = Operations(app[REDIS], app[DISPATCHER].connection, Keys(settings.key_prefix))
+    yield
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -90,9 +104,43 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = Hub(redis, Keys(settings.key_prefix), main=app[REDIS])
     app[HUB] = hub
     hub.start()
+    stopping = asyncio.Event()
+    reporter = asyncio.create_task(report_sockets(app[OPS], hub, stopping))
     yield
+    stopping.set()
+    await asyncio.wait({reporter}, timeout=3.0)
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        async with asyncio.timeout(2.0):
+            await app[OPS].forget_process(PROCESS)
     await hub.stop()
     await redis.aclose()
+
+
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pub/sub-fed record cache and the batched poll limiter behind the status endpoint."""
+    settings = app[SETTINGS]
+    cache = RecordCache(app[HUB], app[STORE])
+    burst, per = settings.poll_rate_per_address
+    limiter = BatchedLimiter(app[STORE], "poll-addr", burst, per)
+    app[CACHE] = cache
+    app[POLL_LIMITER] = limiter
+    cache.start()
+    yield
+    await limiter.stop()
+    await cache.stop()
+
+
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def report_sockets(ops: Operations, hub: Hub, stopping: asyncio.Event, every: float = 5.0) -> None:
+    """Tell the dashboard how many sockets this process holds (it shows each process)."""
+    while not stopping.is_set():
+        with contextlib.suppress(RedisError, OSError):
+            await ops.report_sockets(PROCESS, hub.stats.sockets)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await stopping.wait()
 
 
 async def close_sockets(app: web.Application) -> None:
@@ -103,16 +151,23 @@ async def close_sockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[metrics.observe, error_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     access.setup_sessions(app, settings)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
+    app.cleanup_ctx.append(ops_ctx)
     app.cleanup_ctx.append(hub_ctx)
+    app.cleanup_ctx.append(cache_ctx)
+    if settings.database_url:
+        app.cleanup_ctx.append(history_views.db_ctx)
     app.on_shutdown.append(close_sockets)
     app.add_routes(api.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
     app.add_routes(sockets.routes)
+    app.router.add_get("/metrics", metrics.metrics_handler)
+    app.add_routes(history_views.routes)
+    pages.setup(app)
     app.on_response_prepare.append(security_headers)
     return app

@@ -49,6 +49,8 @@ class Field:
             return self._clean_number(raw, lang)
         if not isinstance(raw, str):
             return None, field_error("type", lang)
+        if len(raw) > self.max_length:  # bounded as typed, before any clean-up
+            return None, field_error("max_length", lang, max=self.max_length)
         value = raw.strip()
         if self.digits:
             value = ascii_digits(value).replace(" ", "").replace("-", "")
@@ -58,7 +60,8 @@ class Field:
             return None, field_error("max_length", lang, max=self.max_length)
         if self.choices and value not in {c for c, _ in self.choices}:
             return None, field_error("choice", lang)
-        if self.pattern and not re.fullmatch(self.pattern, value):
+        # ASCII: \d and \w would otherwise accept digits of any script (Mongolian, Thai…).
+        if self.pattern and not re.fullmatch(self.pattern, value, re.ASCII):
             hint = self.pattern_hint or Text("Check the format.", "قالب را بررسی کنید.")
             return None, hint(lang)
         return value, None
@@ -79,6 +82,25 @@ class Field:
         if self.max_value is not None and value > self.max_value:
             return None, field_error("max_value", lang, max=_num(self.max_value))
         return value, None
+
+    def json_schema(self) -> dict[str, Any]:
+        """A JSON Schema every value of which :meth:`clean` accepts (for the OpenAPI document)."""
+        if self.type == "number":
+            out: dict[str, Any] = {"type": "number"}
+            if self.min_value is not None:
+                out["minimum"] = self.min_value
+            if self.max_value is not None:
+                out["maximum"] = self.max_value
+            return out
+        if self.choices:
+            return {"type": "string", "enum": [v for v, _ in self.choices]}
+        # Values are stripped before checks: allow surrounding blanks, require the core.
+        if self.pattern:
+            core = self.pattern
+        else:
+            least = max(1, self.min_length or 1)
+            core = r"\S" if least == 1 else rf"\S[\s\S]{{{least - 2},}}\S"
+        return {"type": "string", "maxLength": self.max_length, "pattern": rf"^\s*(?:{core})\s*$"}
 
     def describe(self, lang: str = DEFAULT_LANG) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -111,6 +133,16 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Limits:
+    #: seconds the bot may take for the whole request (waiting for the person excluded)
+    deadline: float
+    #: seconds the bot may stay silent before the request is failed
+    heartbeat: float
+    #: RQ's hard limit for one phase
+    job_timeout: int
+
+
+@dataclass(frozen=True)
 class Service:
     slug: str
     title: Text
@@ -129,10 +161,11 @@ class Service:
     heartbeat_window: float = 90.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def job_timeout(self) -> int:
-        # Above the bot's own deadline so that our timeout answers first, not RQ's kill.
-        return int(self.bot_timeout) + 30
+    def limits(self, time_scale: float = 1.0) -> Limits:
+        """Deadline, heartbeat window and RQ job timeout, scaled for tests and demos."""
+        deadline = self.bot_timeout * time_scale
+        # RQ's timeout sits above the deadline so that our own timeout answers first.
+        return Limits(deadline, self.heartbeat_window * time_scale, int(deadline) + 30)
 
     def step_label(self, name: str, lang: str = DEFAULT_LANG) -> str:
         for s in self.steps:
@@ -160,6 +193,22 @@ class Service:
             raise ValidationFailed("Some fields are not valid.", fields=errors)
         return clean
 
+    def json_schema(self) -> dict[str, Any]:
+        """``{"service": slug, "data": {...}}`` for this service, as JSON Schema."""
+        return {
+            "type": "object",
+            "required": ["service", "data"],
+            "properties": {
+                "service": {"const": self.slug},
+                "data": {
+                    "type": "object",
+                    "properties": {f.name: f.json_schema() for f in self.fields},
+                    "required": [f.name for f in self.fields if f.required],
+                    "additionalProperties": False,
+                },
+            },
+        }
+
     def describe(self, lang: str = DEFAULT_LANG, *, estimate: float | None = None) -> dict[str, Any]:
         return {
             "slug": self.slug,
@@ -177,7 +226,7 @@ NATIONAL_ID = Field(
     "national_id",
     Text("National ID", "کد ملی"),
     type="text",
-    pattern=r"\d{10}",
+    pattern=r"[0-9]{10}",
     pattern_hint=Text("A national ID has 10 digits.", "کد ملی ۱۰ رقم است."),
     digits=True,
     max_length=20,
@@ -187,7 +236,7 @@ MOBILE = Field(
     "mobile",
     Text("Mobile number", "شماره موبایل"),
     type="tel",
-    pattern=r"09\d{9}",
+    pattern=r"09[0-9]{9}",
     pattern_hint=Text("Use the form 09xxxxxxxxx (11 digits).", "به شکل ۰۹xxxxxxxxx (۱۱ رقم) وارد کنید."),
     digits=True,
     max_length=20,
@@ -229,7 +278,7 @@ SERVICES: tuple[Service, ...] = (
             Field(
                 "plate",
                 Text("Plate number", "شماره پلاک"),
-                pattern=r"\d{2}[A-Za-z\u0600-\u06FF]\d{3}-?\d{2}",
+                pattern=r"[0-9]{2}[A-Za-z\u0600-\u06FF][0-9]{3}-?[0-9]{2}",
                 pattern_hint=Text("Write the plate like 12B345-67.", "پلاک را به شکل ۱۲ب۳۴۵-۶۷ بنویسید."),
                 max_length=20,
                 placeholder="12B345-67",

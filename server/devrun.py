@@ -1,7 +1,8 @@
 """``make run``: bring the whole system up on this machine.
 
 Finds Redis (``REDIS_URL``, else 127.0.0.1:6379, else an embedded one under
-``.run/``), keeps dev secrets in ``.run/dev.env`` so every process and every
+``.run/``) and PostgreSQL (``DATABASE_URL``, else pgserver's under ``.run/pg``, its
+data kept across runs), keeps dev secrets in ``.run/dev.env`` so every process and every
 restart agrees on them, prints the URL to open, and runs the ``Procfile``
 with honcho. Ctrl-C stops everything it started.
 """
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server.embedded import find_or_start_redis
+from server.embedded import find_or_start_postgres, find_or_start_redis
 from server.settings import new_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,13 +55,25 @@ def main() -> int:
         env.setdefault(key, value)
     redis_url, embedded_redis = find_or_start_redis(RUN_DIR, env)
     env["REDIS_URL"] = redis_url
+    try:
+        database_url, embedded_pg = find_or_start_postgres(RUN_DIR, env)
+    except BaseException:
+        if embedded_redis is not None:
+            embedded_redis.stop()
+        raise
+    env["DATABASE_URL"] = database_url
     port = env.setdefault("PORT", "8080")
     env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The Procfile says `python`: make that the interpreter running this (the venv's).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     where = "embedded, under .run/redis" if embedded_redis else "external"
-    print(f"\n  Longrun is starting: open http://127.0.0.1:{port}/\n  Redis: {redis_url} ({where})\n", flush=True)
+    pg_where = "embedded, under .run/pg" if embedded_pg else "external"
+    print(
+        f"\n  Longrun is starting: open http://127.0.0.1:{port}/\n  Redis: {redis_url} ({where})\n"
+        f"  PostgreSQL: {database_url} ({pg_where})\n",
+        flush=True,
+    )
     honcho = Path(sys.executable).with_name("honcho")
     proc = subprocess.Popen([str(honcho), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)], env=env)
     try:
@@ -71,6 +84,8 @@ def main() -> int:
     finally:
         if embedded_redis is not None:
             embedded_redis.stop()
+        if embedded_pg is not None:
+            embedded_pg.stop()
 
 
 if __name__ == "__main__":

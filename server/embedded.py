@@ -14,10 +14,14 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import redis
+from psycopg import sql
 
 from server.errors import ConfigError
 
@@ -119,4 +123,65 @@ def find_or_start_redis(run_dir: Path, env: dict[str, str] | None = None) -> tup
     if redis_answers(LOCAL_REDIS):
         return LOCAL_REDIS, None
     embedded = EmbeddedRedis(run_dir / "redis")
+    return embedded.start(), embedded
+
+
+def postgres_answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=max(1, round(timeout))) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except (psycopg.Error, OSError):
+        return False
+
+
+@dataclass
+class EmbeddedPostgres:
+    """pgserver's PostgreSQL with its data in ``directory``, reached over a unix socket there
+    (no TCP port to collide with), holding one database for Longrun.
+
+    ``keep=True`` (``make run``) stops the server but keeps its data for the next run;
+    ``keep=False`` (tests) deletes the directory when stopped.
+    """
+
+    directory: Path
+    database: str = "longrun"
+    keep: bool = True
+    server: Any = None
+
+    def start(self) -> str:
+        try:
+            with warnings.catch_warnings():
+                # platformdirs warns at import when XDG_RUNTIME_DIR is unset; harmless here.
+                warnings.simplefilter("ignore")
+                from pgserver.postgres_server import get_server
+        except ImportError:
+            raise ConfigError("No PostgreSQL: set DATABASE_URL, or install the 'embedded' extra (pgserver).") from None
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.server = get_server(self.directory, cleanup_mode="stop" if self.keep else "delete")
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ConfigError(f"the embedded PostgreSQL did not start ({exc}); see {self.directory / 'log'}") from None
+        with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone()
+            if exists is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        url: str = self.server.get_uri(self.database)
+        return url
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
+
+
+def find_or_start_postgres(run_dir: Path, env: dict[str, str] | None = None) -> tuple[str, EmbeddedPostgres | None]:
+    """DATABASE_URL if given, else an embedded PostgreSQL under ``run_dir/pg`` (data kept across runs).
+
+    The machine's PostgreSQL is not used unasked: its ``test`` database belongs to the tests.
+    """
+    environ = os.environ if env is None else env
+    if environ.get("DATABASE_URL"):
+        return environ["DATABASE_URL"], None
+    embedded = EmbeddedPostgres(run_dir / "pg")
     return embedded.start(), embedded

@@ -3,6 +3,7 @@
     LongrunError
     ├── ConfigError            bad or missing configuration (start-up only)
     ├── ProtocolError          a malformed WebSocket frame or bot event
+    ├── ArchiveError           a terminal record the archive cannot store
     └── ApiError               anything a caller can be told about
         ├── BadRequest         400 malformed JSON or body
         ├── Unauthorized       401 bad or stale bot signature
@@ -33,6 +34,10 @@ class ConfigError(LongrunError):
 
 class ProtocolError(LongrunError):
     """A frame or event that does not follow the contract in DESIGN.md."""
+
+
+class ArchiveError(LongrunError):
+    """A terminal record that cannot become a history row (the message says which field)."""
 
 
 class ApiError(LongrunError):

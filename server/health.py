@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from server.typedefs import REDIS
+from server.typedefs import DB, REDIS
 
 routes = web.RouteTableDef()
 
@@ -36,5 +36,12 @@ async def readyz(request: web.Request) -> web.Response:
         checks["redis"] = "ok"
     except (RedisError, OSError, TimeoutError) as exc:
         checks["redis"] = f"down: {exc.__class__.__name__}"
+    database = request.app.get(DB)
+    if database is not None:
+        try:
+            await database.ping(timeout=1.0)
+            checks["postgres"] = "ok"
+        except Exception as exc:  # any failure means "not ready"; the name says which
+            checks["postgres"] = f"down: {exc.__class__.__name__}"
     ready = all(v == "ok" for v in checks.values())
     return _json({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)

@@ -22,6 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 from aiohttp import WSCloseCode, web
@@ -29,6 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from server.counters import RECONNECTS, RELAYED, SOCKETS_OPEN
 from server.protocol import snapshot_frame, update_frame
 from server.record import Keys, loads_record, public_view
 from server.status import Status
@@ -39,6 +41,8 @@ log = logging.getLogger("longrun.hub")
 MAX_PENDING = 16
 SEND_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 3.0
+#: seconds the listener waits for a message before looking around (shutdown, health)
+LISTEN_TICK = 0.25
 _KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
 
 
@@ -50,6 +54,8 @@ class Frame:
     keep: bool
     #: a record state (snapshot or update) rather than a reply
     state: bool = True
+    #: the public record JSON the frame wraps (for watchers that are not sockets)
+    payload: bytes = b""
 
 
 def reply(text: str) -> Frame:
@@ -79,7 +85,7 @@ class Client:
         request_hash: str,
         *,
         send_timeout: float = SEND_TIMEOUT,
-        transport: asyncio.BaseTransport | None = None,
+        transport: asyncio.Transport | None = None,
     ):
         self.ws = ws
         self.send_timeout = send_timeout
@@ -173,8 +179,18 @@ def frame_for(payload: bytes | str, *, snapshot: bool = False) -> Frame | None:
     if "_p" in rec or "seq" not in rec or "status" not in rec:
         payload = orjson.dumps(public_view(rec))
     seq = rec.get("seq")
-    text = snapshot_frame(payload) if snapshot else update_frame(payload)
-    return Frame(text, seq if isinstance(seq, int) else -1, rec.get("status") in _KEEP)
+    raw = payload.encode() if isinstance(payload, str) else payload
+    text = snapshot_frame(raw) if snapshot else update_frame(raw)
+    return Frame(text, seq if isinstance(seq, int) else -1, rec.get("status") in _KEEP, payload=raw)
+
+
+class Watcher(Protocol):
+    """Anything the hub relays a request's updates to: a browser socket, the record cache."""
+
+    hash: str
+    closed: bool
+
+    def offer(self, frame: Frame) -> None: ...
 
 
 @dataclass
@@ -194,7 +210,7 @@ class Hub:
     keys: Keys
     #: the process's main client, for reading records on resync
     main: Redis | None = None
-    watchers: dict[str, set[Client]] = field(default_factory=dict)
+    watchers: dict[str, set[Watcher]] = field(default_factory=dict)
     sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
     stats: HubStats = field(default_factory=HubStats)
     #: seconds a socket may take to accept one frame before it is closed as stuck
@@ -205,6 +221,13 @@ class Hub:
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     _seq: dict[str, int] = field(default_factory=dict)
     _closing: bool = False
+    #: bumped on every (re)connect of the pub/sub connection
+    generation: int = 0
+
+    @property
+    def connected(self) -> bool:
+        """Subscribed and listening: what watchers hold is being kept current."""
+        return self._connected.is_set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -212,24 +235,28 @@ class Hub:
         self._task = asyncio.create_task(self._listen(), name="hub-listener")
 
     async def stop(self) -> None:
+        # The listener checks _closing at least every LISTEN_TICK and leaves by itself;
+        # cancelling it is only the fallback (a cancellation can be lost inside redis-py).
         self._closing = True
         await self.close_all(WSCloseCode.GOING_AWAY, "server shutdown")
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=LISTEN_TICK * 3)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=2.0)
 
     async def close_all(self, code: int, message: str) -> None:
         await asyncio.gather(*(_close(ws, code, message) for ws in list(self.sockets)), return_exceptions=True)
 
     # ------------------------------------------------------------------ watchers
 
-    async def watch(self, client: Client) -> None:
+    async def watch(self, client: Watcher) -> None:
         """Start relaying a request's updates to ``client``; subscribes on the first watcher."""
         h = client.hash
         group = self.watchers.setdefault(h, set())
+        if client not in group and isinstance(client, Client):
+            self._count_sockets(+1)
         group.add(client)
-        self.stats.sockets = sum(len(g) for g in self.watchers.values())
         if len(group) == 1:
             await self._subscribe([h])
         event = self._confirmed.get(h)
@@ -238,12 +265,14 @@ class Hub:
                 async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                     await event.wait()
 
-    async def unwatch(self, client: Client) -> None:
+    async def unwatch(self, client: Watcher) -> None:
         h = client.hash
         group = self.watchers.get(h)
-        if group is None:
+        if group is None or client not in group:
             return
         group.discard(client)
+        if isinstance(client, Client):
+            self._count_sockets(-1)
         client.closed = True
         if not group:
             del self.watchers[h]
@@ -252,7 +281,10 @@ class Hub:
             if self._pubsub is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self._pubsub.unsubscribe(self.keys.channel(h))
-        self.stats.sockets = sum(len(g) for g in self.watchers.values())
+
+    def _count_sockets(self, change: int) -> None:
+        self.stats.sockets += change
+        SOCKETS_OPEN.set(self.stats.sockets)
 
     async def _subscribe(self, hashes: Iterable[str]) -> None:
         batch = [h for h in hashes if h in self.watchers]
@@ -277,9 +309,11 @@ class Hub:
                 raise
             except (RedisError, OSError) as exc:
                 self.stats.reconnects += 1
+                RECONNECTS.inc()
                 log.warning("pub/sub connection lost (%s); reconnecting in %.1f s", exc.__class__.__name__, delay)
             except Exception:
                 self.stats.reconnects += 1
+                RECONNECTS.inc()
                 log.exception("pub/sub listener failed; reconnecting in %.1f s", delay)
             finally:
                 self._connected.clear()
@@ -287,9 +321,12 @@ class Hub:
                 for event in self._confirmed.values():
                     event.clear()
                 if pubsub is not None:
+                    # Bounded: on a dead connection a polite close can wait forever.
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay * (0.5 + random.random()))
+                        async with asyncio.timeout(1.0):
+                            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if not self._closing:
+                await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
 
     async def _session(self) -> None:
@@ -300,12 +337,13 @@ class Hub:
         watched = list(self.watchers)
         for i in range(0, len(watched), 500):
             await self._subscribe(watched[i : i + 500])
+        self.generation += 1
         self._connected.set()
         resync = asyncio.create_task(self._resync(watched)) if watched else None
         prefix = self.keys.channel_prefix()
         try:
-            while True:
-                message = await pubsub.get_message(timeout=5.0)
+            while not self._closing:
+                message = await pubsub.get_message(timeout=LISTEN_TICK)
                 if message is None:
                     continue
                 kind = message["type"]
@@ -333,6 +371,7 @@ class Hub:
         for client in list(group):
             client.offer(frame)
         self.stats.relayed += len(group)
+        RELAYED.inc(len(group))
 
     async def _resync(self, hashes: list[str]) -> None:
         """After a reconnect: push every watched record whose seq moved while we were away."""

@@ -63,17 +63,19 @@ class Lifecycle:
     otp_max_attempts: int = 3
     otp_resend_interval: int = 30
     on_otp_ready: OtpReadyHook | None = None
+    time_scale: float = 1.0
 
     async def start(self, h: str, service: Service, *, attempt: int = 1, max_attempts: int = 1) -> UpdateResult:
         """pending (or a retried processing) → processing, with the service's deadline and heartbeat."""
         note = message("retrying", attempt=attempt, max=max_attempts) if attempt > 1 else message("starting")
         patch = {"status": Status.PROCESSING.value, "attempt": attempt, **note}
+        limits = service.limits(self.time_scale)
         return await self.store.update(
             h,
             patch,
             expect=[Status.PENDING.value, Status.PROCESSING.value],
-            deadline=service.bot_timeout,
-            heartbeat=service.heartbeat_window,
+            deadline=limits.deadline,
+            heartbeat=limits.heartbeat,
         )
 
     async def retrying(self, h: str, *, attempt: int, max_attempts: int) -> UpdateResult:
@@ -121,9 +123,10 @@ class Lifecycle:
         patch = {"status": Status.COMPLETED.value, "result_data": dict(result), "retrying": False}
         return await self.store.update(h, {**patch, **message("done")})
 
-    async def fail(self, h: str, error: str) -> UpdateResult:
+    async def fail(self, h: str, error: str, *, sweep: bool = False) -> UpdateResult:
+        """Fail the request; with ``sweep`` only if it is really overdue (checked inside the script)."""
         patch = {"status": Status.FAILED.value, "error": error[:500], "retrying": False}
-        return await self.store.update(h, {**patch, **message("failed")})
+        return await self.store.update(h, {**patch, **message("failed")}, sweep=sweep)
 
     async def cancel(self, h: str) -> UpdateResult:
         patch = {"status": Status.CANCELLED.value, "retrying": False}

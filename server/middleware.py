@@ -81,7 +81,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 message = "The body is larger than 64 KiB."
             mapped = ApiError(message, code=code)
             mapped.status = exc.status
-            return json_error(mapped)
+            response = json_error(mapped)
+            for name in ("Allow", "Retry-After"):  # e.g. 405 must say which methods are allowed
+                if name in exc.headers:
+                    response.headers[name] = exc.headers[name]
+            return response
         if exc.status == 404 and request.app.get(ERROR_PAGE) is not None:
             return await _answer(request, NotFound("This page does not exist."))
         raise

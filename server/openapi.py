@@ -40,6 +40,16 @@ _RATE = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 
+_HISTORY_PAGE = {
+    "type": "object",
+    "required": ["items", "next_cursor", "enabled"],
+    "properties": {
+        "items": {"type": "array", "items": {"type": "object"}},
+        "next_cursor": _NULLABLE_STR,
+        "enabled": {"type": "boolean"},
+    },
+}
+
 _COMMON = {"400": _error("Malformed JSON"), "413": _error("Body over 64 KiB"), "503": _error("Redis unavailable")}
 
 
@@ -103,6 +113,43 @@ def document() -> dict[str, Any]:
             "description": "Watch long jobs live. See DESIGN.md for the WebSocket frames and the bot API.",
         },
         "paths": {
+            "/api/history": {
+                "get": {
+                    "summary": "The session's archived requests, newest first, in keyset pages",
+                    "operationId": "listHistory",
+                    "security": [{}, {"session": []}],  # anonymous: an empty page
+                    "parameters": [
+                        {"name": "service", "in": "query", "schema": {"type": "string", "maxLength": 64}},
+                        {"name": "status", "in": "query", "schema": {"enum": ["cancelled", "completed", "failed"]}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A page; next_cursor is null on the last one",
+                            "content": {"application/json": {"schema": _HISTORY_PAGE}},
+                        },
+                        "422": _error("Invalid parameters (named in error.fields)"),
+                        "503": _error("PostgreSQL unavailable"),
+                    },
+                }
+            },
+            "/api/history/{hash}": {
+                "get": {
+                    "summary": "One archived request with its stored result",
+                    "operationId": "getHistoryEntry",
+                    "parameters": [_HASH],
+                    "security": [{"session": []}],
+                    "responses": {
+                        "200": {
+                            "description": "The archived request",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "404": _error("Unknown or not yours"),
+                        "503": _error("PostgreSQL unavailable"),
+                    },
+                }
+            },
             "/api/services": {
                 "get": {
                     "summary": "The service catalog",
@@ -230,14 +277,7 @@ def document() -> dict[str, Any]:
                         }
                     },
                 },
-                "CreateRequest": {
-                    "type": "object",
-                    "required": ["service", "data"],
-                    "properties": {
-                        "service": {"type": "string", "examples": [s.slug for s in SERVICES]},
-                        "data": {"type": "object"},
-                    },
-                },
+                "CreateRequest": {"oneOf": [s.json_schema() for s in SERVICES]},
                 "Created": {
                     "type": "object",
                     "required": [

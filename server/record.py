@@ -10,10 +10,19 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P local_request_updates:{hash}      channel the public record after every change
     P local_requests_list               list    recent hashes (pruned of expired ones)
     {P local_request:{hash}}:otp        string  a submitted code, read once (GETDEL)
-    P longrun:archive:{lrN}             stream  terminal records for the archiver
+    P longrun:archive:{lrN}             stream  terminal records for the archiver (group ARCHIVE_GROUP)
+    P longrun:archiver                  hash    archiver progress: last_archived_at, archived, ...
+    P longrun:estimate:{slug}           string  learned duration of a service (JSON), TTL ESTIMATE_TTL
     P longrun:inflight:{lrN}            zset    running hashes by the time they are due
+    P longrun:counts:{lrN}              hash    unfinished requests by "status|service"
+    P longrun:otpwait:{lrN}             zset    hashes waiting for the person's code, by since when
     P longrun:rl:{name}:{who}           string  GCRA state of one rate limit
     P longrun:hook:{id}                 string  a bot event id already applied
+    P longrun:lock:{name}               string  a lock held by one process at a time (the sweeper)
+    P longrun:stats:jobs                hash    jobs by "queue|phase|outcome" (monotonic counters)
+    P longrun:stats:minute:{epoch min}  hash    per-minute figures for the dashboard, TTL STATS_TTL
+    P longrun:stats:runtimes:{queue}    list    the last RUNTIME_SAMPLES job runtimes (seconds)
+    P longrun:stats:sockets             hash    open sockets per web process ("host:pid" → "n at")
 
 Cluster-ready: a request's side keys carry the record's key name as their
 hash tag, and request hashes are minted so that the record key falls into
@@ -50,6 +59,13 @@ SHARD_TAGS: tuple[str, ...] = tuple(f"lr{i}" for i in range(SHARDS))
 OTP_EXPIRY_GRACE = 5.0
 #: Seconds a bot event id is remembered (the signature window is ±5 minutes).
 WEBHOOK_ID_TTL = 600
+#: Seconds per-minute statistics are kept (the dashboard charts the last hour).
+STATS_TTL = 2 * 3600
+RUNTIME_SAMPLES = 500
+#: The consumer group the archiver reads the archive streams with.
+ARCHIVE_GROUP = "archiver"
+#: Seconds a learned estimate stays cached; the archiver refreshes it long before.
+ESTIMATE_TTL = 24 * 3600
 
 _SLOT_MASK = 0x3FFF
 _ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -107,14 +123,41 @@ class Keys:
     def archive(self, shard: int) -> str:
         return f"{self.prefix}longrun:archive:{{{SHARD_TAGS[shard]}}}"
 
+    def archiver_state(self) -> str:
+        return f"{self.prefix}longrun:archiver"
+
+    def estimate(self, slug: str) -> str:
+        return f"{self.prefix}longrun:estimate:{slug}"
+
     def inflight(self, shard: int) -> str:
         return f"{self.prefix}longrun:inflight:{{{SHARD_TAGS[shard]}}}"
+
+    def counts(self, shard: int) -> str:
+        return f"{self.prefix}longrun:counts:{{{SHARD_TAGS[shard]}}}"
+
+    def otp_waits(self, shard: int) -> str:
+        return f"{self.prefix}longrun:otpwait:{{{SHARD_TAGS[shard]}}}"
 
     def rate_limit(self, name: str, who: str) -> str:
         return f"{self.prefix}longrun:rl:{name}:{who}"
 
     def webhook_id(self, event_id: str) -> str:
         return f"{self.prefix}longrun:hook:{event_id}"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}longrun:lock:{name}"
+
+    def job_stats(self) -> str:
+        return f"{self.prefix}longrun:stats:jobs"
+
+    def minute_stats(self, minute: int) -> str:
+        return f"{self.prefix}longrun:stats:minute:{minute}"
+
+    def runtimes(self, queue: str) -> str:
+        return f"{self.prefix}longrun:stats:runtimes:{queue}"
+
+    def socket_counts(self) -> str:
+        return f"{self.prefix}longrun:stats:sockets"
 
     def new_hash(self) -> str:
         """A fresh request hash: ``req_`` + 128 random bits + 3 characters that put the
@@ -265,6 +308,18 @@ local function due_at(p, status, now, default_window)
   return due
 end
 
+-- Unfinished requests by status and service, for the dashboard: moved on every transition.
+local function recount(key, old, new, slug)
+  if old == new then return end
+  if old and not TERMINAL[old] then redis.call('HINCRBY', key, old .. '|' .. slug, -1) end
+  if new and not TERMINAL[new] then redis.call('HINCRBY', key, new .. '|' .. slug, 1) end
+end
+
+local function slug_of(rec)
+  if type(rec.service_slug) == 'string' then return rec.service_slug end
+  return '?'
+end
+
 local function save(key, rec, p, ttl, channel, now)
   rec.seq = (tonumber(rec.seq) or 0) + 1
   rec.updated_at = iso(now)
@@ -284,7 +339,7 @@ CREATE_SCRIPT = (
     _PRELUDE
     + """
 -- Create a request record.
--- KEYS[1] record
+-- KEYS[1] record, KEYS[2] the shard's counts
 -- ARGV[1] record JSON (public fields plus _p), ARGV[2] ttl (s), ARGV[3] channel
 -- Returns {'ok', public JSON} or {'exists'}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
@@ -294,6 +349,7 @@ local now = clock()
 rec.created_at = iso(now)
 rec.status = 'pending'
 p.created = now
+recount(KEYS[2], nil, 'pending', slug_of(rec))
 local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[3], now)
 return {'ok', pub}
 """
@@ -303,7 +359,8 @@ UPDATE_SCRIPT = (
     _PRELUDE
     + """
 -- Merge a change into a record, enforcing the state machine, in one round trip.
--- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] pending OTP code
+-- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] pending OTP code,
+-- KEYS[5] the shard's counts, KEYS[6] the shard's OTP waits
 -- ARGV[1] patch: JSON object of public fields (status, step, progress, current_message,
 --         otp_data, result_data, error, estimated_duration, ...)
 -- ARGV[2] control: JSON object
@@ -357,6 +414,7 @@ local otp_ready = '0'
 if new == 'waiting_otp' and redis.call('EXISTS', KEYS[4]) == 1 then
   new = 'processing'
   rec.current_message = ctl.checking or rec.current_message
+  rec.message_key = 'checking'
   otp_ready = '1'
 end
 if new == 'waiting_otp' or TERMINAL[new] then p.otp_inflight = nil end
@@ -426,6 +484,13 @@ if patch.estimated_remaining_time == nil then
   end
 end
 
+recount(KEYS[5], cur, new, slug_of(rec))
+if new == 'waiting_otp' then
+  redis.call('ZADD', KEYS[6], 'NX', p.wait_since or now, ARGV[4])
+else
+  redis.call('ZREM', KEYS[6], ARGV[4])
+end
+
 local full, pub
 if TERMINAL[new] then
   rec.finished_at = iso(now)
@@ -449,7 +514,8 @@ SUBMIT_OTP_SCRIPT = (
     _PRELUDE
     + """
 -- Accept a one-time code from the person; the code goes to its own short-lived key only.
--- KEYS[1] record, KEYS[2] pending OTP code, KEYS[3] in-flight index
+-- KEYS[1] record, KEYS[2] pending OTP code, KEYS[3] in-flight index, KEYS[4] the shard's counts,
+-- KEYS[5] the shard's OTP waits
 -- ARGV[1] code, ARGV[2] code TTL (s), ARGV[3] max submissions per request, ARGV[4] channel,
 -- ARGV[5] record TTL, ARGV[6] '1' if the service may ask for a code (an early one is kept),
 -- ARGV[7] message while the code is checked, ARGV[8] hash, ARGV[9] heartbeat window
@@ -488,6 +554,9 @@ end
 rec.status = 'processing'
 rec.requires_otp = false
 rec.current_message = ARGV[7]
+rec.message_key = 'checking'
+recount(KEYS[4], 'waiting_otp', 'processing', slug_of(rec))
+redis.call('ZREM', KEYS[5], ARGV[8])
 leave_wait(p, now)
 p.hb = now
 redis.call('ZADD', KEYS[3], due_at(p, 'processing', now, tonumber(ARGV[9])), ARGV[8])
@@ -525,15 +594,66 @@ od.resend_available_at = iso(p.resend_at)
 od.error = nil
 rec.otp_data = od
 rec.current_message = ARGV[5]
+rec.message_key = 'resending'
 local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now)
 return {'ok', pub, tostring(p.resends)}
 """
 )
 
+ACK_ARCHIVED_SCRIPT = """
+-- Forget archived entries: acknowledge them and delete them from the stream in one step, so
+-- that what is left in a stream is exactly the archive's backlog (a crash between a separate
+-- XACK and XDEL would leave acknowledged entries counted as waiting forever).
+-- KEYS[1] archive stream
+-- ARGV[1] consumer group, ARGV[2..] entry ids (at most a few thousand: Lua's unpack limit)
+-- Returns the number of entries acknowledged.
+local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+return n
+"""
+
+REVIVE_SCRIPT = (
+    _PRELUDE
+    + """
+-- An operator retries a failed request: the one way out of a terminal state. The record goes
+-- back to pending (progress kept, error cleared) and the person's page follows it live.
+-- KEYS[1] record, KEYS[2] the shard's counts
+-- ARGV[1] channel, ARGV[2] record TTL, ARGV[3] message
+-- Returns {'ok', public} | {'conflict', public} (not failed) | {'missing'}
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing'} end
+local rec = decode(raw)
+if not rec then return {'missing'} end
+local p = private(rec)
+if status_of(rec) ~= 'failed' then return {'conflict', public(rec)} end
+local now = clock()
+rec.status = 'pending'
+rec.error = nil
+rec.finished_at = nil
+rec.retrying = false
+rec.current_message = ARGV[3]
+rec.message_key = 'queued'
+p.finished = nil
+p.deadline = nil
+p.deadline_left = nil
+p.revived = (tonumber(p.revived) or 0) + 1
+recount(KEYS[2], 'failed', 'pending', slug_of(rec))
+local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now)
+return {'ok', pub}
+"""
+)
+
+RELEASE_LOCK_SCRIPT = """
+-- Release a lock only if we still hold it (it may have expired and been taken by another).
+-- KEYS[1] lock, ARGV[1] the holder's token. Returns 1 if released.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 RATE_LIMIT_SCRIPT = """
 -- GCRA: allow `burst` calls at once, refilling one every `interval` seconds.
 -- KEYS[1] limiter state (theoretical arrival time, epoch seconds)
--- ARGV[1] interval (s), ARGV[2] burst
+-- ARGV[1] interval (s), ARGV[2] burst, ARGV[3] cost (calls counted at once; default 1)
 -- Returns {1, 0} when allowed, {0, milliseconds until allowed} when not.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -541,7 +661,7 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + interval
+local new_tat = tat + interval * (tonumber(ARGV[3]) or 1)
 local allow_at = new_tat - burst * interval
 if allow_at > now then return {0, math.ceil((allow_at - now) * 1000)} end
 redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000))
@@ -665,13 +785,15 @@ class RecordStore:
         self._submit_otp = redis.register_script(SUBMIT_OTP_SCRIPT)
         self._resend = redis.register_script(RESEND_OTP_SCRIPT)
         self._rate_limit = redis.register_script(RATE_LIMIT_SCRIPT)
+        self._release_lock = redis.register_script(RELEASE_LOCK_SCRIPT)
+        self._revive = redis.register_script(REVIVE_SCRIPT)
 
     async def create(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
         """Store a new record and track it; returns the public record, None on a hash clash."""
         h = record["hash"]
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._create(
-                keys=[self.keys.record(h)],
+                keys=[self.keys.record(h), self.keys.counts(self.keys.shard(h))],
                 args=[dumps(record), self.ttl, self.keys.channel(h)],
                 client=pipe,
             )
@@ -731,6 +853,8 @@ class RecordStore:
                 self.keys.archive(shard),
                 self.keys.inflight(shard),
                 self.keys.otp(h),
+                self.keys.counts(shard),
+                self.keys.otp_waits(shard),
             ],
             args=[dumps(dict(patch)), dumps(control), self.keys.channel(h), h],
         )
@@ -756,7 +880,13 @@ class RecordStore:
     ) -> ScriptAnswer:
         shard = self.keys.shard(h)
         reply = await self._submit_otp(
-            keys=[self.keys.record(h), self.keys.otp(h), self.keys.inflight(shard)],
+            keys=[
+                self.keys.record(h),
+                self.keys.otp(h),
+                self.keys.inflight(shard),
+                self.keys.counts(shard),
+                self.keys.otp_waits(shard),
+            ],
             args=[
                 code,
                 code_ttl,
@@ -785,14 +915,41 @@ class RecordStore:
         )
         return _answer(reply)
 
-    async def hit_rate_limit(self, name: str, who: str, *, burst: int, per: float) -> float:
-        """Count one call against a GCRA limit; 0 if allowed, else seconds until allowed."""
-        allowed, wait_ms = await self._rate_limit(keys=[self.keys.rate_limit(name, who)], args=[per / burst, burst])
+    async def hit_rate_limit(self, name: str, who: str, *, burst: int, per: float, cost: int = 1) -> float:
+        """Count ``cost`` calls against a GCRA limit; 0 if allowed, else seconds until allowed."""
+        allowed, wait_ms = await self._rate_limit(
+            keys=[self.keys.rate_limit(name, who)], args=[per / burst, burst, cost]
+        )
         return 0.0 if int(allowed) else int(wait_ms) / 1000
 
     async def remember_event_id(self, event_id: str) -> bool:
         """True the first time a bot event id is seen (within the signature window)."""
         return bool(await self.redis.set(self.keys.webhook_id(event_id), b"1", nx=True, ex=WEBHOOK_ID_TTL))
+
+    async def revive(self, h: str, message: str = "Retried by an operator; waiting for a free worker…") -> ScriptAnswer:
+        """failed → pending, for an operator's retry (see REVIVE_SCRIPT)."""
+        reply = await self._revive(
+            keys=[self.keys.record(h), self.keys.counts(self.keys.shard(h))],
+            args=[self.keys.channel(h), self.ttl, message],
+        )
+        return _answer(reply)
+
+    async def acquire_lock(self, name: str, ttl: float) -> str | None:
+        """A token if we now hold the named lock (for ``ttl`` seconds), else None."""
+        token = secrets.token_hex(8)
+        got = await self.redis.set(self.keys.lock(name), token, nx=True, px=int(ttl * 1000))
+        return token if got else None
+
+    async def release_lock(self, name: str, token: str) -> None:
+        await self._release_lock(keys=[self.keys.lock(name)], args=[token])
+
+    async def overdue(self, shard: int, now: float, limit: int = 500) -> list[str]:
+        """Running requests of a shard whose heartbeat, deadline or OTP has passed."""
+        raw = await self.redis.zrangebyscore(self.keys.inflight(shard), "-inf", now, start=0, num=limit)
+        return [_text(r) for r in raw]
+
+    async def forget_inflight(self, h: str) -> None:
+        await self.redis.zrem(self.keys.inflight(self.keys.shard(h)), h)
 
     async def tracked_hashes(self, limit: int = 100) -> list[str]:
         raw = await self.redis.lrange(self.keys.tracking_list(), 0, limit - 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,8 @@ from server.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_BOT_API_URL = "http://127.0.0.1:9999"
+#: a PostgreSQL schema name Longrun may use unquoted (DATABASE_SCHEMA)
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def new_webhook_secret() -> str:
@@ -33,6 +36,11 @@ class Settings:
     webhook_secrets: tuple[str, ...]
     redis_url: str = DEFAULT_REDIS_URL
     database_url: str | None = None
+    # PostgreSQL schema holding the archive (tests use one each); days of history kept
+    # (0 keeps everything); records the archiver writes per transaction.
+    database_schema: str = "public"
+    archive_retention_days: int = 365
+    archive_batch: int = 2000
     bot_api_url: str = DEFAULT_BOT_API_URL
     bot_api_timeout: float = 180.0
     request_ttl: int = 1800
@@ -62,6 +70,11 @@ class Settings:
     operator_password: str | None = None
     operator_token: str | None = None
     bot_port: int = 9999
+    # Multiplies every service's deadline and heartbeat window (tests and demos only:
+    # 0.05 turns a 60 s deadline into 3 s).
+    time_scale: float = 1.0
+    # Seconds between sweeps for silent, overdue and OTP-expired requests.
+    sweep_interval: int = 5
     # Demo bots: 1.0 = real speed (about a minute per inquiry); tests use 50-200.
     bot_speed: float = 1.0
     # Where the demo bots report progress: "redis" (SDK straight into Redis) or "http"
@@ -113,12 +126,20 @@ class Settings:
             "LOG_LEVEL": self.log_level,
             "BOT_SPEED": str(self.bot_speed),
             "BOT_PORT": str(self.bot_port),
+            "TIME_SCALE": str(self.time_scale),
+            "SWEEP_INTERVAL": str(self.sweep_interval),
+            "CREATE_RATE": "{}/{}".format(*self.create_rate),
+            "CREATE_RATE_PER_ADDRESS": "{}/{}".format(*self.create_rate_per_address),
+            "POLL_RATE_PER_ADDRESS": "{}/{}".format(*self.poll_rate_per_address),
             "BOT_REPORT_MODE": self.bot_report_mode,
             "PUBLIC_URL": self.public_url,
             "ALLOWED_ORIGINS": " ".join(self.allowed_origins),
         }
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
+        env["DATABASE_SCHEMA"] = self.database_schema
+        env["ARCHIVE_RETENTION_DAYS"] = str(self.archive_retention_days)
+        env["ARCHIVE_BATCH"] = str(self.archive_batch)
         if self.operator_password:
             env["OPERATOR_PASSWORD"] = self.operator_password
         if self.operator_token:
@@ -169,6 +190,9 @@ class Settings:
             webhook_secrets=tuple(hook),
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             database_url=env.get("DATABASE_URL") or None,
+            database_schema=(env.get("DATABASE_SCHEMA") or "public").strip(),
+            archive_retention_days=int(num("ARCHIVE_RETENTION_DAYS", 365)),
+            archive_batch=int(num("ARCHIVE_BATCH", 2000)),
             bot_api_url=(env.get("BOT_API_URL") or DEFAULT_BOT_API_URL).rstrip("/"),
             bot_api_timeout=num("BOT_API_TIMEOUT", 180.0),
             request_ttl=int(num("REQUEST_TTL", 1800)),
@@ -189,6 +213,11 @@ class Settings:
             operator_token=env.get("OPERATOR_TOKEN") or None,
             bot_speed=num("BOT_SPEED", 1.0),
             bot_port=int(num("BOT_PORT", 9999)),
+            time_scale=num("TIME_SCALE", 1.0),
+            sweep_interval=max(1, int(num("SWEEP_INTERVAL", 5))),
+            create_rate=_rate("CREATE_RATE", env.get("CREATE_RATE"), (10, 60.0)),
+            create_rate_per_address=_rate("CREATE_RATE_PER_ADDRESS", env.get("CREATE_RATE_PER_ADDRESS"), (30, 60.0)),
+            poll_rate_per_address=_rate("POLL_RATE_PER_ADDRESS", env.get("POLL_RATE_PER_ADDRESS"), (120, 60.0)),
             bot_report_mode=env.get("BOT_REPORT_MODE", "redis"),
             public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
             allowed_origins=tuple(env.get("ALLOWED_ORIGINS", "").split()),
@@ -196,7 +225,20 @@ class Settings:
         )
         if settings.bot_report_mode not in {"redis", "http"}:
             raise ConfigError("BOT_REPORT_MODE must be 'redis' or 'http'")
+        _check_archive(settings)
         return settings
+
+
+def _check_archive(settings: Settings) -> None:
+    if not SCHEMA_NAME.fullmatch(settings.database_schema):
+        raise ConfigError(
+            "DATABASE_SCHEMA must be a plain lower-case identifier (letters, digits, _; "
+            f"at most 63), got {settings.database_schema!r}"
+        )
+    if settings.archive_retention_days < 0:
+        raise ConfigError("ARCHIVE_RETENTION_DAYS must be 0 (keep everything) or a number of days")
+    if not 1 <= settings.archive_batch <= 10_000:
+        raise ConfigError("ARCHIVE_BATCH must be between 1 and 10000")
 
 
 def _ints(name: str, raw: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -209,6 +251,20 @@ def _ints(name: str, raw: str | None, default: tuple[int, ...]) -> tuple[int, ..
     if any(v < 0 for v in values):
         raise ConfigError(f"{name} must not be negative")
     return values
+
+
+def _rate(name: str, raw: str | None, default: tuple[int, float]) -> tuple[int, float]:
+    """``burst/seconds``, e.g. ``10/60``: ten at once, refilled over a minute."""
+    if raw is None or raw.strip() == "":
+        return default
+    burst, _, per = raw.partition("/")
+    try:
+        value = (int(burst), float(per))
+    except ValueError:
+        raise ConfigError(f"{name} must look like 10/60 (burst/seconds), got {raw!r}") from None
+    if value[0] < 1 or value[1] <= 0:
+        raise ConfigError(f"{name} needs a burst of at least 1 over a positive number of seconds")
+    return value
 
 
 def _flag(raw: str | None, *, default: bool) -> bool:

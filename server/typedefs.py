@@ -6,8 +6,12 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from jobs.queues import Dispatcher
+from server.cache import RecordCache
+from server.db import Database
 from server.hub import Hub
 from server.lifecycle import Lifecycle
+from server.limits import BatchedLimiter
+from server.ops import Operations
 from server.record import RecordStore
 from server.settings import Settings
 from server.webhooks import Verifier
@@ -19,3 +23,7 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 VERIFIER = web.AppKey("verifier", Verifier)
 HUB = web.AppKey("hub", Hub)
+DB = web.AppKey("db", Database)
+OPS = web.AppKey("ops", Operations)
+CACHE = web.AppKey("cache", RecordCache)
+POLL_LIMITER = web.AppKey("poll_limiter", BatchedLimiter)

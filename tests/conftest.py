@@ -7,23 +7,27 @@ when it ends. Nothing here flushes a database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from psycopg import sql
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
 from server.app import create_app
-from server.embedded import EmbeddedRedis, redis_answers
+from server.embedded import LOCAL_POSTGRES, EmbeddedPostgres, EmbeddedRedis, postgres_answers, redis_answers
 from server.settings import Settings, new_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +122,43 @@ async def client(
     return c
 
 
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's PostgreSQL (database ``test``) when it answers, else an embedded one."""
+    url = os.environ.get("TEST_DATABASE_URL") or LOCAL_POSTGRES
+    if postgres_answers(url):
+        yield url
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="test", keep=False)
+    yield embedded.start()
+    embedded.stop()
+
+
+@pytest.fixture
+def pg_schema(database_url: str, prefix: str) -> Iterator[str]:
+    """This test's own schema, named after its key prefix; dropped (with all it holds) at the end."""
+    schema = prefix.rstrip("_").lower()
+    yield schema
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '20s'")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def pg_settings(base_settings: Settings, database_url: str, pg_schema: str) -> Settings:
+    """Settings with the archive on, in this test's schema (no bot API: see ``pg_full_settings``)."""
+    return base_settings.with_(database_url=database_url, database_schema=pg_schema)
+
+
+@pytest.fixture
+def pg_full_settings(settings: Settings, database_url: str, pg_schema: str) -> Settings:
+    """``settings`` (demo bots up) with the archive on, in this test's schema."""
+    return settings.with_(database_url=database_url, database_schema=pg_schema)
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -145,8 +186,13 @@ class Processes:
     def workers(self, settings: Settings, count: int = 1, **env: str) -> subprocess.Popen[bytes]:
         return self.start("worker", ["-m", "jobs.worker", "--workers", str(count)], {**settings.to_env(), **env})
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("*.log")))
+    def archiver(self, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+        return self.start("archiver", ["-m", "jobs.archiver", *args], settings.to_env())
+
+    def logs(self, tail: int | None = 4000) -> str:
+        """The children's output (the last ``tail`` characters of each; all of it with None)."""
+        texts = (p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+        return "\n".join(t if tail is None else t[-tail:] for t in texts)
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         if proc.poll() is not None:
@@ -161,16 +207,32 @@ class Processes:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
+    def stop_all(self, timeout: float = 10.0) -> list[str]:
+        """SIGTERM everything at once, SIGKILL what is left after ``timeout``; names what had to be killed."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        killed = []
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                killed.append(" ".join(str(a) for a in proc.args))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return killed
 
 
 @pytest.fixture
 def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Processes]:
     procs = Processes(tmp_path)
     yield procs
-    procs.stop_all()
+    killed = procs.stop_all()
+    if killed:
+        print(f"had to SIGKILL: {killed}")
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print("---- child process logs ----\n" + procs.logs())

@@ -43,7 +43,7 @@ async def test_catalog_lists_the_services(client: TestClient[Any, Any]) -> None:
     credit = services["credit-score-rating"]
     assert credit["requires_otp"] is True and credit["estimated_duration"] == 60
     assert [f["name"] for f in credit["fields"]] == ["national_id", "mobile"]
-    assert credit["fields"][0]["pattern"] == r"\d{10}" and credit["fields"][0]["required"] is True
+    assert credit["fields"][0]["pattern"] == "[0-9]{10}" and credit["fields"][0]["required"] is True
     fa = await (await client.get("/api/services", headers={"Accept-Language": "fa-IR,fa;q=0.9"})).json()
     assert fa["services"][0]["title"] == "گزارش رتبه اعتباری"
 

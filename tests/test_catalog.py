@@ -13,7 +13,8 @@ def test_every_service_is_complete() -> None:
     assert len(slugs) == len(set(slugs))
     for s in SERVICES:
         assert s.fields and s.steps and s.estimated_duration > 0 and s.concurrency >= 1
-        assert s.job_timeout > s.bot_timeout
+        assert s.limits().job_timeout > s.limits().deadline == s.bot_timeout
+        assert s.limits(0.1).deadline == s.bot_timeout * 0.1
         assert s.priority in ("high", "default", "low")
 
 

@@ -76,7 +76,13 @@ async def test_hash_has_128_random_bits_and_lands_in_a_shard_slot(keys: Keys) ->
         assert slot in shard_slots
         # every key a script touches for this request hashes to the same slot
         shard = keys.shard(h)
-        for other in (keys.otp(h), keys.archive(shard), keys.inflight(shard)):
+        for other in (
+            keys.otp(h),
+            keys.archive(shard),
+            keys.inflight(shard),
+            keys.counts(shard),
+            keys.otp_waits(shard),
+        ):
             assert redis_key_slot(other.encode()) == slot
 
 
@@ -262,3 +268,28 @@ async def test_empty_arrays_and_tricky_strings_survive_the_scripts(store: Record
     assert r.record is not None and r.record["result_data"] == result
     stored = await store.get(h)
     assert stored is not None and stored["result_data"] == result
+
+
+async def test_counts_by_status_and_service_and_otp_waits_follow_transitions(
+    store: RecordStore, redis: Redis, keys: Keys
+) -> None:
+    h = await make(store)
+    shard = keys.shard(h)
+
+    async def counts() -> dict[str, int]:
+        raw = await redis.hgetall(keys.counts(shard))
+        return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+
+    assert await counts() == {"pending|credit-score-rating": 1}
+    await store.update(h, {"status": "processing"})
+    assert await counts() == {"processing|credit-score-rating": 1}
+    await store.update(h, {"status": "waiting_otp"}, otp={"expires_in": 60})
+    assert await counts() == {"waiting_otp|credit-score-rating": 1}
+    since = await redis.zscore(keys.otp_waits(shard), h)
+    assert since is not None and abs(since - time.time()) < 5
+    kw = {"code_ttl": 60, "max_attempts": 3, "early_allowed": False, "heartbeat": 60}
+    assert (await store.submit_otp(h, "123456", **kw)).outcome == "accepted"
+    assert await counts() == {"processing|credit-score-rating": 1}
+    assert await redis.zscore(keys.otp_waits(shard), h) is None
+    await store.update(h, {"status": "completed"})
+    assert await counts() == {}

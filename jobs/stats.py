@@ -1,0 +1,56 @@
+"""What workers count for the dashboard and ``/metrics``: jobs by queue, phase and outcome,
+wait and run times, per minute. One pipelined round trip per job, written from the
+worker's own (synchronous) connection."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from server.record import RUNTIME_SAMPLES, STATS_TTL, Keys
+
+log = logging.getLogger("longrun.stats")
+
+#: what became of one run of a job
+OUTCOMES = ("ok", "retried", "failed")
+
+
+def _seconds_between(a: datetime | None, b: datetime | None) -> float | None:
+    if a is None or b is None:
+        return None
+    if a.tzinfo is None:
+        a = a.replace(tzinfo=UTC)
+    if b.tzinfo is None:
+        b = b.replace(tzinfo=UTC)
+    return max(0.0, (b - a).total_seconds())
+
+
+def record_job(connection: Redis, keys: Keys, job: Job, phase: str, outcome: str) -> None:
+    """Count one finished run of a job (never fails the job: statistics are best-effort)."""
+    queue = str(job.origin or "?")
+    if keys.prefix and queue.startswith(keys.prefix):
+        queue = queue[len(keys.prefix) :]
+    now = datetime.now(UTC)
+    waited = _seconds_between(job.enqueued_at, job.started_at)
+    ran = _seconds_between(job.started_at, now)
+    minute = int(time.time() // 60)
+    try:
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.job_stats(), f"{queue}|{phase}|{outcome}", 1)
+            stats = keys.minute_stats(minute)
+            pipe.hincrby(stats, f"{outcome}:{queue}", 1)
+            if waited is not None:
+                pipe.hincrbyfloat(stats, f"wait_sum:{queue}", waited)
+                pipe.hincrby(stats, f"wait_n:{queue}", 1)
+            pipe.expire(stats, STATS_TTL)
+            if ran is not None:
+                pipe.lpush(keys.runtimes(queue), f"{ran:.3f}")
+                pipe.ltrim(keys.runtimes(queue), 0, RUNTIME_SAMPLES - 1)
+            pipe.execute()
+    except RedisError as exc:
+        log.warning("could not record job statistics: %s", exc.__class__.__name__)

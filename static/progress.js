@@ -1,0 +1,577 @@
+// The progress page, live: a WebSocket first (DESIGN.md frames), polling the JSON API
+// whenever the socket is not there, so the person never has to reload. The server
+// rendered the first state; this script re-renders from every record it receives with
+// the same rules (server/views.py) and the strings the server handed over in #page-data.
+'use strict';
+(function () {
+  const dataEl = document.getElementById('page-data');
+  if (!dataEl) return;
+  const D = JSON.parse(dataEl.textContent);
+  const UI = D.ui;
+  const MESSAGES = D.messages;
+  const $ = function (id) { return document.getElementById(id); };
+
+  const TERMINAL = { completed: true, failed: true, cancelled: true };
+  const QUIET_IN_OTP = { otp: true, otp_wrong: true };
+  const POLL_MS = 5000;          // the steady polling interval
+  const POLL_FAST_MS = 1000;     // right after an action, while its answer is on its way
+  const POLL_MAX_MS = 30000;     // backoff ceiling when polls fail
+  const WS_MAX_MS = 30000;       // backoff ceiling for reconnecting the socket
+  const PING_MS = 25000;
+  const SILENCE_MS = 10000;      // no frame this long after a ping or an action: the socket is dead
+
+  const clockOffset = Date.now() - D.server_now;
+  function serverNow() { return Date.now() - clockOffset; }
+
+  // ------------------------------------------------------------------ formatting
+
+  const FA_DIGITS = '۰۱۲۳۴۵۶۷۸۹';
+  function digits(value) {
+    const s = String(value);
+    return D.lang === 'fa' ? s.replace(/[0-9]/g, function (d) { return FA_DIGITS[d]; }) : s;
+  }
+  function fill(template, params, isolate) {
+    return template.replace(/\{(\w+)\}/g, function (m, k) {
+      if (!params || params[k] === undefined || params[k] === null) return m;
+      let v = typeof params[k] === 'number' ? digits(params[k]) : String(params[k]);
+      if (isolate) v = '\u2068' + v + '\u2069';
+      return v;
+    });
+  }
+  function t(key, params) { return fill(UI[key] || key, params, false); }
+  function clock(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    return digits(Math.floor(s / 60) + ':' + String(s % 60).padStart(2, '0'));
+  }
+  function percent(n) { return D.lang === 'fa' ? digits(n) + '٪' : n + '%'; }
+
+  // Which of our messages the record's text is, and that text in the page's language
+  // (the same rules as views.message_key / views.message_text).
+  function paramsOf(r) { return r.message_params && typeof r.message_params === 'object' ? r.message_params : {}; }
+  function messageKey(r) {
+    const pair = r.message_key && MESSAGES[r.message_key];
+    if (pair && fill(pair[0], paramsOf(r), false) === r.current_message) return r.message_key;
+    for (const key in MESSAGES) {
+      if (MESSAGES[key][0] === r.current_message && MESSAGES[key][0].indexOf('{') < 0) return key;
+    }
+    return null;
+  }
+  function messageText(r) {
+    const key = messageKey(r);
+    if (key) return fill(MESSAGES[key][1], paramsOf(r), D.lang === 'fa');
+    const current = typeof r.current_message === 'string' ? r.current_message : '';
+    if (D.lang === 'fa' && current && !/[\u0600-\u06FF]/.test(current)) {
+      // A bot's English on a Persian page: say which step it is at instead.
+      const step = D.steps.filter(function (s) { return s.name === r.step; })[0];
+      return step ? step.label + '…' : '';
+    }
+    return current;
+  }
+
+  // ------------------------------------------------------------------ elements
+
+  const el = {
+    live: $('live'), headline: $('headline'), message: $('message'),
+    bar: $('bar'), fill: $('bar-fill'), pct: $('pct'), etaWrap: $('eta-wrap'), eta: $('eta'),
+    etaLabel: $('eta-label'), notice: $('notice'), conn: $('conn'), connText: $('conn-text'),
+    otp: $('otp'), otpForm: $('otp-form'), otpInput: $('otp-input'), otpSubmit: $('otp-submit'),
+    otpError: $('otp-error'), otpAttempts: $('otp-attempts'), otpDest: $('otp-dest'),
+    resendForm: $('resend-form'), resend: $('resend'), resendWait: $('resend-wait'),
+    failed: $('failed'), errorText: $('error-text'), cancelled: $('cancelled'), expired: $('expired'),
+    steps: $('steps'), foot: $('live-foot'), cancel: $('cancel'), cancelForm: $('cancel-form'),
+    favicon: $('favicon'),
+  };
+  const baseTitle = document.title;
+  const baseIcon = el.favicon ? el.favicon.getAttribute('href') : null;
+  const alertIcon = D.favicon_alert || null;
+  const otpLabel = el.otpSubmit ? el.otpSubmit.textContent : '';
+
+  // ------------------------------------------------------------------ state
+
+  let record = null;
+  let lastSeq = -1;
+  let finished = false;     // terminal or gone: stop all traffic
+  let eta = null;           // {value: seconds at `at`, at: server ms, frozen: bool}
+  let resendAt = 0;         // server ms when a new code may be asked for
+  let sending = null;       // the action in flight ('otp', 'resend_otp', 'cancel')
+  let sendingSeq = 0;       // the record's seq when it was sent: anything newer answers it
+  let resultPending = false;
+
+  // ------------------------------------------------------------------ rendering
+
+  function show(node, visible) { if (node) node.hidden = !visible; }
+
+  function setNotice(text, isError) {
+    if (!el.notice) return;
+    el.notice.textContent = text || '';
+    el.notice.classList.toggle('banner-error', !!isError);
+    show(el.notice, !!text);
+  }
+
+  function renderSteps(r) {
+    if (!el.steps) return;
+    const items = el.steps.querySelectorAll('li[data-step]');
+    const names = Array.prototype.map.call(items, function (li) { return li.dataset.step; });
+    const index = names.indexOf(r.step);
+    const offsets = r.steps && typeof r.steps === 'object' ? r.steps : {};
+    items.forEach(function (li, i) {
+      let state;
+      if (r.status === 'completed') state = 'done';
+      else if (r.status === 'pending' || index < 0 || i > index) state = 'todo';
+      else if (i < index) state = 'done';
+      else if (r.status === 'failed') state = 'failed';
+      else if (r.status === 'cancelled') state = 'stopped';
+      else state = 'current';
+      li.className = 'step step-' + state;
+      if (state === 'current') li.setAttribute('aria-current', 'step'); else li.removeAttribute('aria-current');
+      const at = li.querySelector('.step-at');
+      const offset = offsets[li.dataset.step];
+      if (at) at.textContent = typeof offset === 'number' && state !== 'todo' ? clock(offset) : '';
+    });
+  }
+
+  function renderOtp(r) {
+    const waiting = r.status === 'waiting_otp';
+    show(el.otp, waiting);
+    if (!waiting || !el.otpInput) return;
+    const od = r.otp_data && typeof r.otp_data === 'object' ? r.otp_data : {};
+    const length = Number.isInteger(od.length) && od.length >= 4 && od.length <= 10 ? od.length : 6;
+    el.otpInput.maxLength = length;
+    el.otpInput.pattern = '[0-9۰-۹]{' + length + '}';
+    el.otpInput.placeholder = '•'.repeat(length);
+    if (el.otpDest) el.otpDest.textContent = od.destination_hint || '';
+    if (el.otpAttempts) {
+      const left = od.attempts_left;
+      el.otpAttempts.textContent = Number.isInteger(left) ? (left === 1 ? t('attempts_one') : t('attempts_other', { n: left })) : '';
+    }
+    const wrong = !!od.error || r.message_key === 'otp_wrong';
+    if (wrong) {
+      otpError(D.lang === 'en' && typeof od.error === 'string' && od.error ? od.error : t('otp_wrong'));
+    } else {
+      otpError('');
+    }
+    resendAt = Date.parse(od.resend_available_at || '') || 0;
+    tick();
+  }
+
+  function otpError(text) {
+    if (!el.otpError) return;
+    el.otpError.textContent = text;
+    show(el.otpError, !!text);
+    if (el.otpInput) {
+      if (text) el.otpInput.setAttribute('aria-invalid', 'true'); else el.otpInput.removeAttribute('aria-invalid');
+    }
+  }
+
+  function render(r, previous) {
+    const status = r.status in TERMINAL || r.status === 'waiting_otp' || r.status === 'pending' ? r.status : 'processing';
+    const progress = status === 'completed' ? 100 : Math.max(0, Math.min(100, Math.round(Number(r.progress) || 0)));
+    el.live.dataset.status = status;
+    el.headline.textContent = t('status_' + status);
+    el.message.textContent = messageText(r);
+    // The headline or the code prompt already says these.
+    show(el.message, !(status in TERMINAL) && !(status === 'waiting_otp' && QUIET_IN_OTP[messageKey(r)]));
+    el.bar.setAttribute('aria-valuenow', String(progress));
+    el.bar.setAttribute('aria-valuetext', percent(progress));
+    el.fill.className = 'bar-fill p-' + progress;
+    el.pct.textContent = percent(progress);
+
+    const remaining = Number(r.estimated_remaining_time);
+    if (status in TERMINAL) {
+      eta = null;
+    } else {
+      const at = Math.min(serverNow(), Date.parse(r.updated_at || '') || serverNow());
+      eta = { value: isFinite(remaining) ? remaining : 0, at: at, frozen: status === 'waiting_otp' };
+    }
+    renderSteps(r);
+    renderOtp(r);
+
+    show(el.failed, status === 'failed');
+    if (status === 'failed' && el.errorText) el.errorText.textContent = r.error || '';
+    show(el.cancelled, status === 'cancelled');
+    show(el.foot, !(status in TERMINAL));
+    if (!sending) resetOtpButton();
+    tick();
+  }
+
+  function resetOtpButton() {
+    if (el.otpSubmit) { el.otpSubmit.disabled = false; el.otpSubmit.textContent = otpLabel; }
+  }
+
+  // Once a second: the time left counts down between updates, the resend button counts down too.
+  function tick() {
+    if (el.etaWrap) {
+      if (!eta) {
+        show(el.etaWrap, false);
+      } else if (eta.frozen) {
+        show(el.etaWrap, true);
+        show(el.etaLabel, false);
+        el.eta.textContent = t('paused');
+      } else {
+        const left = eta.value - (serverNow() - eta.at) / 1000;
+        show(el.etaWrap, true);
+        show(el.etaLabel, true);
+        el.eta.textContent = left >= 1 ? clock(left) : t('almost_done');
+      }
+    }
+    if (el.resend && record && record.status === 'waiting_otp') {
+      const wait = (resendAt - serverNow()) / 1000;
+      const blocked = wait >= 1 || sending === 'resend_otp';
+      el.resend.disabled = blocked;
+      if (el.resendWait) el.resendWait.textContent = wait >= 1 ? t('resend_in', { time: clock(wait) }) : '';
+    }
+  }
+
+  // ------------------------------------------------------------------ calling the person back
+
+  function callBack(kind) {
+    if (!document.hidden) return false;
+    document.title = '● ' + t('title_' + kind) + ' — ' + baseTitle;
+    if (el.favicon && alertIcon) el.favicon.setAttribute('href', alertIcon);
+    if ('Notification' in window && Notification.permission === 'granted') {
+      try {
+        const n = new Notification(t('title_' + kind), {
+          body: t('notify_' + kind, { service: D.service_title }),
+          tag: 'longrun-' + D.hash,
+          icon: alertIcon || undefined,
+        });
+        n.onclick = function () { window.focus(); n.close(); };
+      } catch (err) {
+        // Some mobile browsers only allow notifications from a service worker; the title still says it.
+      }
+    }
+    return true;
+  }
+
+  function welcomeBack() {
+    if (document.hidden) return;
+    document.title = baseTitle;
+    if (el.favicon && baseIcon) el.favicon.setAttribute('href', baseIcon);
+    if (resultPending) goToResult();
+    else if (!finished && !live) poll();
+  }
+  document.addEventListener('visibilitychange', welcomeBack);
+  window.addEventListener('focus', welcomeBack);
+
+  function goToResult() { window.location.replace(D.result_url); }
+
+  // ------------------------------------------------------------------ applying records
+
+  function apply(r, fresh) {
+    if (!r || typeof r !== 'object' || (r.hash && r.hash !== D.hash)) return;
+    const seq = Number(r.seq) || 0;
+    // Older than what we show: a late poll answer. (Old-style bots may rewrite a record
+    // without bumping seq, so an equal seq is applied again: rendering is idempotent.)
+    if (seq < lastSeq && !fresh) return;
+    lastSeq = seq;
+    if (sending && seq > sendingSeq) sending = null;
+    const previous = record ? record.status : null;
+    record = r;
+    render(r, previous);
+    const status = r.status;
+    if (status === 'waiting_otp' && previous !== 'waiting_otp') {
+      if (previous !== null) callBack('otp');
+      if (el.otpInput && !document.hidden) {
+        el.otpInput.value = '';
+        el.otpInput.focus({ preventScroll: false });
+      }
+    }
+    if (status === 'waiting_otp' && previous === 'processing' && el.otpInput) {
+      el.otpInput.select();
+    }
+    if (status in TERMINAL) {
+      stopTraffic();
+      if (status === 'completed') {
+        if (callBack('ready')) resultPending = true;  // go when the person comes back
+        else goToResult();
+      } else if (status === 'failed' && previous !== null && previous !== 'failed') {
+        callBack('failed');
+      }
+    }
+  }
+
+  function gone() {
+    // 404: expired, or never ours. Nothing more will come.
+    stopTraffic();
+    el.live.dataset.status = 'failed';
+    el.headline.textContent = t('e404_title');
+    el.message.textContent = '';
+    show(el.expired, true);
+    show(el.otp, false);
+    show(el.foot, false);
+    eta = null;
+    tick();
+  }
+
+  // ------------------------------------------------------------------ transport: socket
+
+  let ws = null;
+  let live = false;          // the socket delivered a snapshot and is still open
+  let wsFailures = 0;
+  let wsTimer = 0;
+  let pingTimer = 0;
+  let silenceTimer = 0;
+
+  function setConn(state) {
+    if (!el.conn) return;
+    el.conn.hidden = false;
+    el.conn.dataset.state = state;
+    el.connText.textContent = t('conn_' + state);
+  }
+
+  function expectFrameSoon() {
+    clearTimeout(silenceTimer);
+    silenceTimer = setTimeout(function () { if (ws) ws.close(); }, SILENCE_MS);
+  }
+
+  function connect() {
+    clearTimeout(wsTimer);
+    wsTimer = 0;
+    if (finished || ws || !('WebSocket' in window)) return;
+    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + D.ws_path;
+    let sock;
+    try {
+      sock = new WebSocket(url);
+    } catch (err) {
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+    sock.onopen = function () {
+      pingTimer = setInterval(function () {
+        if (sock.readyState === 1) { sock.send('{"type":"ping"}'); expectFrameSoon(); }
+      }, PING_MS);
+    };
+    sock.onmessage = function (event) {
+      clearTimeout(silenceTimer);
+      let frame;
+      try { frame = JSON.parse(event.data); } catch (err) { return; }
+      if (!frame || typeof frame !== 'object') return;
+      if (frame.type === 'snapshot' || frame.type === 'update') {
+        if (!live) {
+          live = true;
+          wsFailures = 0;
+          stopPolling();
+          setConn('live');
+        }
+        apply(frame.request, frame.type === 'snapshot');
+      } else if (frame.type === 'error') {
+        if (frame.code === 'not_found') { gone(); return; }
+        actionFailed(frame.code, frame.message);
+      }
+    };
+    sock.onclose = function () {
+      if (ws !== sock) return;
+      ws = null;
+      live = false;
+      clearInterval(pingTimer);
+      clearTimeout(silenceTimer);
+      if (finished) return;
+      if (sending) { sending = null; resetOtpButton(); }
+      schedulePoll(0);      // no gap: poll at once, then every few seconds
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    if (finished || wsTimer) return;
+    const base = Math.min(WS_MAX_MS, 1000 * Math.pow(2, wsFailures));
+    wsFailures += 1;
+    wsTimer = setTimeout(connect, base * (0.75 + Math.random() * 0.5));
+  }
+
+  // ------------------------------------------------------------------ transport: polling
+
+  let pollTimer = 0;
+  let polling = false;
+  let pollFailures = 0;
+  let fastUntil = 0;
+
+  function stopPolling() { clearTimeout(pollTimer); pollTimer = 0; }
+
+  function schedulePoll(delay) {
+    if (finished || live) return;
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(poll, delay);
+  }
+
+  function nextPollDelay() {
+    if (pollFailures > 0) {
+      const backoff = Math.min(POLL_MAX_MS, POLL_MS * Math.pow(1.6, pollFailures));
+      return backoff * (0.8 + Math.random() * 0.4);
+    }
+    return Date.now() < fastUntil ? POLL_FAST_MS : POLL_MS;
+  }
+
+  async function request(url, options) {
+    const controller = 'AbortController' in window ? new AbortController() : null;
+    const timer = controller ? setTimeout(function () { controller.abort(); }, 8000) : 0;
+    try {
+      const resp = await fetch(url, Object.assign({
+        credentials: 'same-origin', cache: 'no-store', signal: controller ? controller.signal : undefined,
+        headers: { Accept: 'application/json' },
+      }, options || {}));
+      let body = null;
+      try { body = await resp.json(); } catch (err) { body = null; }
+      return { status: resp.status, ok: resp.ok, body: body, retryAfter: Number(resp.headers.get('Retry-After')) || 0 };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function poll() {
+    pollTimer = 0;
+    if (finished || live || polling) return;
+    polling = true;
+    let delay;
+    try {
+      const resp = await request(D.api_url);
+      if (resp.status === 404) { gone(); return; }
+      if (resp.ok && resp.body) {
+        pollFailures = 0;
+        if (!live) setConn('polling');
+        apply(resp.body, false);
+        delay = nextPollDelay();
+      } else if (resp.status === 429) {
+        delay = Math.max(POLL_MS, resp.retryAfter * 1000);
+      } else {
+        pollFailures += 1;
+        setConn('offline');
+        delay = nextPollDelay();
+      }
+    } catch (err) {
+      pollFailures += 1;
+      if (!live) setConn('offline');
+      delay = nextPollDelay();
+    } finally {
+      polling = false;
+    }
+    if (delay !== undefined) schedulePoll(delay);
+  }
+
+  function stopTraffic() {
+    finished = true;
+    stopPolling();
+    clearTimeout(wsTimer);
+    clearInterval(pingTimer);
+    clearTimeout(silenceTimer);
+    if (ws) { const s = ws; ws = null; live = false; s.close(1000); }
+    if (el.conn) el.conn.hidden = true;
+  }
+
+  // ------------------------------------------------------------------ actions
+
+  const PATHS = { otp: 'otp', resend_otp: 'resend-otp', cancel: 'cancel' };
+
+  async function act(kind, payload) {
+    setNotice('');
+    sending = kind;
+    sendingSeq = lastSeq;
+    fastUntil = Date.now() + 10000;
+    if (live && ws && ws.readyState === 1) {
+      ws.send(JSON.stringify(Object.assign({ type: kind }, payload || {})));
+      expectFrameSoon();  // an update or an error frame must follow; silence means a dead socket
+      return;
+    }
+    try {
+      const resp = await request(D.api_url + '/' + PATHS[kind], {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify(payload || {}),
+      });
+      if (resp.ok && resp.body && resp.body.request) {
+        if (kind === 'resend_otp') setNotice(t('resent'));
+        apply(resp.body.request, false);
+      } else if (resp.status === 404) {
+        gone();
+      } else {
+        const err = resp.body && resp.body.error ? resp.body.error : {};
+        actionFailed(err.code || (resp.status === 429 ? 'rate_limited' : 'generic'), err.message);
+      }
+    } catch (err) {
+      actionFailed('network');
+    }
+    schedulePoll(POLL_FAST_MS);
+  }
+
+  function actionFailed(code, message) {
+    const kind = sending;
+    sending = null;
+    resetOtpButton();
+    let key = 'err_' + code;
+    if (code === 'invalid' || code === 'bad_frame') key = kind === 'otp' ? 'err_otp_invalid' : 'err_generic';
+    const text = UI[key] ? t(key) : (D.lang === 'en' && message ? message : t('err_generic'));
+    if (record && record.status === 'waiting_otp' && (kind === 'otp' || kind === 'resend_otp' || !kind)) {
+      otpError(text);
+      if (el.otpInput && kind === 'otp') el.otpInput.focus();
+    } else {
+      setNotice(text, true);
+    }
+    if (code === 'not_waiting_for_otp' || code === 'already_finished' || code === 'otp_pending') {
+      // Our view is behind: fetch the truth now.
+      if (!live) schedulePoll(0);
+    }
+    tick();
+  }
+
+  if (el.otpForm) {
+    el.otpForm.addEventListener('submit', function (event) {
+      event.preventDefault();
+      if (sending === 'otp') return;
+      const code = el.otpInput.value.replace(/[\s-]/g, '');
+      if (!el.otpInput.checkValidity() || !code) {
+        otpError(t('err_otp_invalid'));
+        el.otpInput.focus();
+        return;
+      }
+      otpError('');
+      el.otpSubmit.disabled = true;
+      el.otpSubmit.textContent = el.otpSubmit.dataset.busy || otpLabel;
+      act('otp', { otp: code });
+    });
+    // A pasted or auto-filled code of the right length is sent at once.
+    el.otpInput.addEventListener('input', function () {
+      otpError('');
+      const code = el.otpInput.value.replace(/[\s-]/g, '');
+      if (code.length === el.otpInput.maxLength && el.otpInput.checkValidity() && sending !== 'otp') {
+        el.otpForm.requestSubmit ? el.otpForm.requestSubmit() : el.otpForm.dispatchEvent(new Event('submit', { cancelable: true }));
+      }
+    });
+  }
+  if (el.resendForm) {
+    el.resendForm.addEventListener('submit', function (event) {
+      event.preventDefault();
+      if (el.resend.disabled) return;
+      otpError('');
+      act('resend_otp');
+      tick();
+    });
+  }
+  if (el.cancelForm) {
+    el.cancelForm.addEventListener('submit', function (event) {
+      event.preventDefault();
+      if (sending === 'cancel') return;
+      act('cancel');
+    });
+  }
+
+  // ------------------------------------------------------------------ start
+
+  apply(D.record, true);
+  if (!finished) {
+    setConn('connecting');
+    connect();
+    // If the socket has not delivered a snapshot by then, poll.
+    schedulePoll(ws ? 2500 : 0);
+  }
+  setInterval(tick, 1000);
+  window.addEventListener('online', function () {
+    if (finished) return;
+    wsFailures = 0;
+    if (!ws) connect();
+    schedulePoll(0);
+  });
+  window.addEventListener('pageshow', function (event) {
+    if (event.persisted && !finished) { if (!ws) connect(); schedulePoll(0); }
+  });
+})();

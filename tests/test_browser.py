@@ -1,0 +1,321 @@
+"""The live page in headless Chromium (Playwright, Debian's chromium), against the real system.
+
+The web server runs as its own process (``python -m server``) on a fixed free port,
+so a test can kill it and start it again; RQ workers are real processes; the demo
+bots answer over HTTP from this process. Screenshots of the progress page land in
+``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright, expect
+from redis.asyncio import Redis
+
+from server.record import Keys
+from server.settings import Settings
+from tests.conftest import Processes
+from tests.helpers import outbox, wait_status
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+#: slow enough to see the bar move (the credit report asks for its code after ~1.2 s)
+BOT_SPEED = 15.0
+CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
+
+# Runs before any page script: records every value the progress bar shows, lets a test
+# pretend the tab is in the background, and records desktop notifications.
+INIT_SCRIPT = """
+(() => {
+  window.__seen = [];
+  window.__notes = [];
+  window.__hidden = false;
+  Object.defineProperty(Document.prototype, 'hidden', {configurable: true, get() { return window.__hidden; }});
+  Object.defineProperty(Document.prototype, 'visibilityState',
+    {configurable: true, get() { return window.__hidden ? 'hidden' : 'visible'; }});
+  window.__setHidden = (v) => { window.__hidden = v; document.dispatchEvent(new Event('visibilitychange')); };
+  class FakeNotification {
+    constructor(title, options) { this.title = title; this.body = options && options.body; window.__notes.push(this); }
+    close() {}
+    static get permission() { return 'granted'; }
+    static requestPermission() { return Promise.resolve('granted'); }
+  }
+  window.Notification = FakeNotification;
+  if (/^\\/requests\\/[^/]+$/.test(location.pathname)) {
+    sessionStorage.setItem('progressLoads', String(Number(sessionStorage.getItem('progressLoads') || 0) + 1));
+  }
+  document.addEventListener('DOMContentLoaded', () => {
+    const bar = document.getElementById('bar');
+    if (!bar) return;
+    const note = () => window.__seen.push(Number(bar.getAttribute('aria-valuenow')));
+    note();
+    new MutationObserver(note).observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+  });
+})();
+"""
+
+
+# x of the first and last character of an element's text, as laid out
+FIRST_AND_LAST_X = """(id) => {
+  const n = document.getElementById(id).firstChild, r = document.createRange();
+  const x = (i) => { r.setStart(n, i); r.setEnd(n, i + 1); return r.getBoundingClientRect().x; };
+  return [x(0), x(n.length - 1)];
+}"""
+
+
+@pytest.fixture
+def base_settings(base_settings: Settings) -> Settings:
+    return base_settings.with_(bot_speed=BOT_SPEED)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class WebServer:
+    """``python -m server`` in its own process, on one port across restarts."""
+
+    def __init__(self, processes: Processes, settings: Settings):
+        self.processes = processes
+        self.settings = settings
+        self.url = settings.public_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.proc = self.processes.start("web", ["-m", "server"], self.settings.to_env())
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, "the web server exited:\n" + self.processes.logs()
+                try:
+                    async with http.get(f"{self.url}/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("the web server did not come up:\n" + self.processes.logs())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.processes.stop(self.proc, signal.SIGKILL)
+
+
+@pytest.fixture
+async def web(processes: Processes, settings: Settings) -> WebServer:
+    port = free_port()
+    web_settings = settings.with_(port=port, public_url=f"http://127.0.0.1:{port}")
+    processes.workers(web_settings, count=2)
+    server = WebServer(processes, web_settings)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        await b.close()
+
+
+async def new_page(browser: Browser, web: WebServer, *, locale: str = "en-US", viewport: Any = None) -> Page:
+    context: BrowserContext = await browser.new_context(
+        base_url=web.url, locale=locale, viewport=viewport or DESKTOP, reduced_motion="reduce"
+    )
+    await context.add_init_script(INIT_SCRIPT)
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    return page
+
+
+async def shoot(page: Page, name: str, viewport: Any = None) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if viewport is not None:
+        await page.set_viewport_size(viewport)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def start_request(page: Page, slug: str, fields: dict[str, str]) -> str:
+    await page.goto(f"/services/{slug}")
+    for name, value in fields.items():
+        await page.fill(f"[name={name}]", value)
+    await page.click("#start")
+    await page.wait_for_url(re.compile(r"/requests/req_[A-Za-z0-9_-]+$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+async def seen(page: Page) -> list[int]:
+    values: list[int] = await page.evaluate("window.__seen")
+    return values
+
+
+# --------------------------------------------------------------------------- the whole flow
+
+
+@pytest.mark.parametrize("transport", ["socket", "polling"])
+async def test_form_to_result_with_a_wrong_then_right_code(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings, transport: str
+) -> None:
+    page = await new_page(browser, web)
+    blocked: list[str] = []
+    if transport == "polling":
+
+        async def refuse(ws: WebSocketRoute) -> None:
+            blocked.append(ws.url)
+            await ws.close()
+
+        await page.route_web_socket(re.compile(r".*/ws/.*"), refuse)
+
+    await page.goto("/")
+    if transport == "socket":
+        await shoot(page, "catalog-en-desktop")
+    h = await start_request(page, "credit-score-rating", CREDIT)
+    if transport == "polling":
+        # the person is in another tab when the bot asks for the code
+        await page.evaluate("window.__setHidden(true)")
+
+    otp = page.locator("#otp")
+    await expect(otp).to_be_visible()
+    values = await seen(page)
+    assert values == sorted(values) and values[-1] >= 40, values
+    assert len(set(values)) >= (5 if transport == "socket" else 2), values
+    bar = page.locator("#bar")
+    await expect(bar).to_have_attribute("role", "progressbar")
+    await expect(page.locator("#otp-input")).to_have_attribute("autocomplete", "one-time-code")
+    await expect(page.locator("#otp-dest")).to_have_text("+98 912 *** **67")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live" if transport == "socket" else "polling")
+
+    if transport == "polling":
+        assert blocked, "the page never tried the socket"
+        assert (await page.title()).startswith("● Code needed")
+        notes = await page.evaluate("window.__notes.map(n => n.title)")
+        assert notes == ["Code needed"], notes
+        await page.evaluate("window.__setHidden(false)")
+        assert not (await page.title()).startswith("●")
+    else:
+        await expect(page.locator("#resend-wait")).to_contain_text("New code available in")
+        await shoot(page, "progress-otp-en-desktop")
+        await shoot(page, "progress-otp-en-phone", PHONE)
+        await page.set_viewport_size(DESKTOP)
+
+    code = (await outbox(settings.bot_api_url, h))[0]["code"]
+    wrong = "000000" if code != "000000" else "111111"
+    await page.fill("#otp-input", wrong)  # a full code is sent as soon as it is typed
+    error = page.locator("#otp-error")
+    await expect(error).to_have_text("The code is not correct.")
+    await expect(otp).to_be_visible()
+    await expect(page.locator("#otp-attempts")).to_have_text("2 tries left")
+    if transport == "socket":
+        await shoot(page, "progress-otp-wrong-en-phone", PHONE)
+        await page.set_viewport_size(DESKTOP)
+        # the result is ready while the person is elsewhere: call them back, then go on
+        await page.evaluate("window.__setHidden(true)")
+
+    await page.fill("#otp-input", code)
+    if transport == "socket":
+        await expect(page).to_have_title(re.compile(r"^● Result ready"))
+        assert await page.evaluate("window.__notes.map(n => n.title)") == ["Result ready"]
+        assert "favicon-alert" in (await page.get_attribute("#favicon", "href") or "")
+        assert "/result" not in page.url  # it waits for the person to come back
+        await page.evaluate("window.__setHidden(false)")
+
+    await page.wait_for_url(re.compile(rf"/requests/{h}/result$"))
+    await expect(page.locator("#result")).to_contain_text("Credit score")
+    assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"  # never reloaded
+    if transport == "socket":
+        await shoot(page, "result-en-desktop")
+        await page.goto(f"/demo/outbox/{h}")
+        await expect(page.locator(".sms-code").first).to_contain_text(code)
+        await shoot(page, "outbox-en-phone", PHONE)
+    rec = await wait_status(redis, Keys(settings.key_prefix), h, "completed")
+    assert rec["result_data"]["score"] >= 300
+
+
+# --------------------------------------------------------------------------- Persian, phone, cancel
+
+
+async def test_persian_on_a_phone_then_cancel(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings
+) -> None:
+    page = await new_page(browser, web, locale="fa-IR", viewport=PHONE)
+    await page.goto("/services/credit-score-rating")
+    assert await page.get_attribute("html", "dir") == "rtl"
+    await shoot(page, "form-fa-phone")
+    h = await start_request(page, "credit-score-rating", CREDIT)
+    try:
+        await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", re.compile(r"^(1\d|2\d|3\d)$"))
+        await shoot(page, "progress-running-fa-phone")
+    except AssertionError:
+        pass  # only a picture: the bot may already be past that point
+    await expect(page.locator("#otp")).to_be_visible()
+    await expect(page.locator("#headline")).to_have_text("کد تأیید لازم است")
+    await expect(page.locator("#otp-attempts")).to_contain_text("۳ بار دیگر")
+    # the phone number stays "+98 912 … 67" from left to right inside the right-to-left page
+    first, last = await page.evaluate(FIRST_AND_LAST_X, "otp-dest")
+    assert first < last
+    await shoot(page, "progress-otp-fa-phone")
+    await shoot(page, "progress-otp-fa-desktop", DESKTOP)
+    await page.set_viewport_size(PHONE)
+
+    await page.click("#cancel summary")
+    await page.click("#cancel-yes")
+    await expect(page.locator("#cancelled")).to_be_visible()
+    await expect(page.locator("#headline")).to_have_text("لغو شد")
+    await expect(page.locator("#otp")).to_be_hidden()
+    await shoot(page, "progress-cancelled-fa-phone")
+    rec = await wait_status(redis, Keys(settings.key_prefix), h, "cancelled")
+    assert rec["status"] == "cancelled"
+
+
+# --------------------------------------------------------------------------- the server restarts mid-job
+
+
+async def test_the_page_recovers_by_itself_when_the_server_restarts(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings
+) -> None:
+    page = await new_page(browser, web)
+    video = {"prompt": "A paper boat crossing a rainy street", "duration_seconds": "10"}
+    h = await start_request(page, "video-generation", video)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", re.compile(r"^([1-9]\d)$"))
+    await shoot(page, "progress-running-en-desktop")
+    await shoot(page, "progress-running-en-phone", PHONE)
+    await page.set_viewport_size(DESKTOP)
+
+    web.kill()
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "offline")
+    before = max(await seen(page))
+    await web.start()
+    await page.wait_for_url(re.compile(rf"/requests/{h}/result$"), timeout=30_000)
+    assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"  # no reload
+    await expect(page.locator("#result")).to_contain_text("paper boat")
+    rec = await wait_status(redis, Keys(settings.key_prefix), h, "completed")
+    assert rec["progress"] == 100 and before < 100

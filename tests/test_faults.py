@@ -1,0 +1,406 @@
+"""Faults: dead workers, silent or hanging bots, bots that are down, Redis restarts, backlogs.
+
+Real processes on loopback, bounded in time. Service deadlines and heartbeat
+windows are scaled down (``time_scale``) so that a 60 s deadline takes 3 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from bots.demo import create_bot_app
+from jobs.maintenance import OTP_EXPIRED, OVERDUE, SILENT
+from server.embedded import EmbeddedRedis
+from server.record import OTP_EXPIRY_GRACE, Keys
+from server.settings import Settings
+from tests.conftest import Processes
+from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
+
+FINES = {"plate": "12B345-67", "national_id": "0012345678"}
+CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
+
+
+@pytest.fixture
+def slow_bots(aiohttp_server: Any, base_settings: Settings) -> Any:
+    """Demo bots at another speed, for tests that need a bot call to last."""
+
+    async def make(speed: float) -> Settings:
+        server = await aiohttp_server(create_bot_app(base_settings.with_(bot_speed=speed)))
+        return base_settings.with_(bot_api_url=str(server.make_url("")).rstrip("/"), bot_speed=speed)
+
+    return make
+
+
+@pytest.fixture
+def fast(settings: Settings) -> Settings:
+    """Deadlines and heartbeats ×0.05 (vehicle-fines: 3 s deadline, 2.25 s heartbeat), sweeps every second."""
+    return settings.with_(time_scale=0.05, sweep_interval=1)
+
+
+def start_stack(processes: Processes, settings: Settings, workers: int = 2) -> None:
+    processes.workers(settings, count=workers)
+    processes.start("cron", ["-m", "jobs.cron"], settings.to_env())
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def started(pid: int) -> int:
+    """Clock ticks after boot at which a process started (field 22 of /proc/pid/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+async def create(client: TestClient[Any, Any], service: str, data: dict[str, Any]) -> str:
+    resp = await client.post("/api/requests", json={"service": service, "data": data})
+    assert resp.status == 201, await resp.text()
+    h: str = (await resp.json())["hash"]
+    return h
+
+
+def parse(v: str) -> float:
+    return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+
+
+def seconds(rec: dict[str, Any], a: str, b: str) -> float:
+    return parse(rec[b]) - parse(rec[a])
+
+
+async def test_silent_bot_is_failed_after_the_heartbeat_window(
+    make_client: Any, fast: Settings, processes: Processes, redis: Redis
+) -> None:
+    client = await make_client(fast)
+    start_stack(processes, fast)
+    data = {"prompt": "silent", "duration_seconds": 5}
+    await add_fault(fast.bot_api_url, service="video-generation", match=data, mode="silent")
+    h = await create(client, "video-generation", data)
+    failed = await wait_status(redis, Keys(fast.key_prefix), h, "failed", "completed", timeout=20)
+    assert failed["status"] == "failed" and failed["error"] == SILENT
+    window = 60 * fast.time_scale  # video-generation's heartbeat window, scaled
+    assert window <= seconds(failed, "started_at", "finished_at") <= window + 4
+    await wait_for(lambda: _told_cancel(fast.bot_api_url, h), what="the bot to be told to cancel")
+
+
+async def _told_cancel(bot_url: str, h: str) -> bool:
+    return "cancel" in await bot_calls(bot_url, h)
+
+
+async def test_bot_that_never_answers_is_failed_at_the_deadline(
+    make_client: Any, fast: Settings, processes: Processes, redis: Redis
+) -> None:
+    client = await make_client(fast)
+    start_stack(processes, fast)
+    await add_fault(fast.bot_api_url, service="vehicle-fines", match=FINES, mode="busy")
+    h = await create(client, "vehicle-fines", FINES)
+    failed = await wait_status(redis, Keys(fast.key_prefix), h, "failed", "completed", timeout=20)
+    assert failed["status"] == "failed" and failed["error"] == OVERDUE
+    deadline = 60 * fast.time_scale
+    assert deadline - 0.5 <= seconds(failed, "started_at", "finished_at") <= deadline + 2
+    await wait_for(lambda: _told_cancel(fast.bot_api_url, h), what="the bot to be told to cancel")
+
+
+async def test_bot_down_for_two_attempts_completes_on_the_third(
+    client: TestClient[Any, Any], settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    keys = Keys(settings.key_prefix)
+    start_stack(processes, settings)
+    await add_fault(settings.bot_api_url, service="vehicle-fines", match=FINES, mode="unavailable", count=2)
+    h = await create(client, "vehicle-fines", FINES)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.channel(h))
+    done = await wait_status(redis, keys, h, "completed", "failed", timeout=30)
+    assert done["status"] == "completed" and done["attempt"] == 3
+    said = set()
+    while (msg := await pubsub.get_message(timeout=0.1)) is not None:
+        if msg["type"] == "message":
+            said.add(orjson.loads(msg["data"])["current_message"])
+    await pubsub.aclose()
+    assert {m for m in said if "trying again" in m} >= {
+        "The service is not answering; trying again (attempt 2 of 4).",
+        "The service is not answering; trying again (attempt 3 of 4).",
+    }
+
+
+async def test_bot_down_for_good_fails_with_a_message_for_people(
+    make_client: Any, settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    down = settings.with_(bot_api_url=f"http://127.0.0.1:{dead}")
+    client = await make_client(down)
+    start_stack(processes, down)
+    h = await create(client, "vehicle-fines", FINES)
+    failed = await wait_status(redis, Keys(down.key_prefix), h, "failed", "completed", timeout=30)
+    assert failed["error"] == "The service is not available right now. Please try again in a few minutes."
+    assert failed["attempt"] == 4
+
+
+async def test_worker_killed_mid_call_is_retried_and_the_bot_acts_once(
+    make_client: Any, slow_bots: Any, processes: Processes, redis: Redis
+) -> None:
+    slow = await slow_bots(2.0)  # vehicle-fines takes ~10 s at this speed
+    keys = Keys(slow.key_prefix)
+    client = await make_client(slow)
+    start_stack(processes, slow)
+    data = {"plate": "55D555-55", "national_id": "5555555555"}
+    h = await create(client, "vehicle-fines", data)
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await wait_for(lambda: _progress_at_least(redis, keys, h, 5), what="the bot call to be under way")
+    job = await redis.hgetall(f"rq:job:{keys.prefix}{h}-run")
+    worker = await redis.hget(f"rq:worker:{job[b'worker_name'].decode()}", "pid")
+    pid = int(worker)
+    # The worker's children: RQ's scheduler (forked at start) and the work horse running our
+    # job (forked last). Kill the horse and its worker; the scheduler lives on, as it would.
+    forks = children(pid)
+    assert forks, "the worker should be running the job in a work horse"
+    horse = max(forks, key=started)
+    for victim in (horse, pid):
+        os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        while True:
+            msg = await ws.receive()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return
+            seen.append(orjson.loads(msg.data)["request"])
+
+    watcher = asyncio.create_task(watch())
+    await wait_for(
+        lambda: _retried_or_done(redis, keys, h), timeout=30, what="the abandoned job to be retried or finished"
+    )
+    assert time.monotonic() - killed_at < 30
+    done = await wait_status(redis, keys, h, "completed", "failed", timeout=40)
+    assert done["status"] == "completed", done
+    calls = await bot_calls(slow.bot_api_url, h)
+    assert calls == {f"{h}:run": 2}  # the phase once more, with the same idempotency key
+    await asyncio.sleep(0.3)
+    watcher.cancel()
+    await ws.close()
+    assert any(r.get("retrying") or r["status"] == "completed" for r in seen)  # the browser saw it
+
+
+async def _progress_at_least(redis: Redis, keys: Keys, h: str, n: int) -> bool:
+    return (await record(redis, keys, h)).get("progress", 0) >= n
+
+
+async def _retried_or_done(redis: Redis, keys: Keys, h: str) -> bool:
+    rec = await record(redis, keys, h)
+    return bool(rec.get("retrying")) or rec["status"] in ("completed", "failed") or rec.get("attempt", 1) > 1
+
+
+async def test_otp_wait_longer_than_the_code_life_fails_as_expired(
+    make_client: Any, fast: Settings, processes: Processes, redis: Redis
+) -> None:
+    client = await make_client(fast)
+    start_stack(processes, fast)
+    data = {"national_id": "7777777777", "mobile": "09127777777"}
+    await add_fault(fast.bot_api_url, service="credit-score-rating", match=data, mode="short_otp")
+    h = await create(client, "credit-score-rating", data)
+    keys = Keys(fast.key_prefix)
+    waiting = await wait_status(redis, keys, h, "waiting_otp", timeout=20)
+    assert waiting["otp_data"]["expires_at"]
+    failed = await wait_status(redis, keys, h, "failed", timeout=25)
+    assert failed["error"] == OTP_EXPIRED
+    # after the code's life (10 s) and the sweeper's grace, not before
+    expired = parse(waiting["otp_data"]["expires_at"])
+    assert expired + OTP_EXPIRY_GRACE - 0.5 <= parse(failed["finished_at"]) <= expired + OTP_EXPIRY_GRACE + 3
+
+
+async def test_a_code_typed_before_the_bot_asks_is_not_lost(
+    client: TestClient[Any, Any], settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    keys = Keys(settings.key_prefix)
+    start_stack(processes, settings)
+    data = {"national_id": "8888888888", "mobile": "09128888888"}
+    await add_fault(settings.bot_api_url, service="credit-score-rating", match=data, mode="late_otp")
+    h = await create(client, "credit-score-rating", data)
+    messages = await wait_for(lambda: outbox(settings.bot_api_url, h), what="the SMS")
+    assert (await record(redis, keys, h))["status"] == "processing"  # the bot has not said so yet
+    resp = await client.post(f"/api/requests/{h}/otp", json={"otp": messages[0]["code"]})
+    assert resp.status == 202
+    done = await wait_status(redis, keys, h, "completed", "failed", timeout=20)
+    assert done["status"] == "completed", done
+
+
+async def test_workers_finish_their_job_on_sigterm(
+    make_client: Any, slow_bots: Any, processes: Processes, redis: Redis
+) -> None:
+    slow = await slow_bots(6.0)  # vehicle-fines takes ~3 s
+    keys = Keys(slow.key_prefix)
+    client = await make_client(slow)
+    pool = processes.workers(slow, count=1)
+    h = await create(client, "vehicle-fines", FINES)
+    await wait_for(lambda: _progress_at_least(redis, keys, h, 5), what="the job to start")
+    os.killpg(pool.pid, signal.SIGTERM)
+    done = await wait_status(redis, keys, h, "completed", "failed", timeout=20)
+    assert done["status"] == "completed"
+    assert await asyncio.to_thread(pool.wait, 20) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_healthy(url: str, timeout: float = 20) -> None:
+    async def ok() -> bool:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"{url}/healthz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(ok, timeout=timeout, interval=0.1, what=f"{url} to answer")
+
+
+async def start_services(processes: Processes, settings: Settings) -> Settings:
+    """The demo bots and the web server as their own processes (as in production)."""
+    bots_port, web_port = free_port(), free_port()
+    settings = settings.with_(
+        bot_api_url=f"http://127.0.0.1:{bots_port}",
+        bot_port=bots_port,
+        port=web_port,
+        public_url=f"http://127.0.0.1:{web_port}",
+    )
+    processes.start("bots", ["-m", "bots.demo"], settings.to_env())
+    processes.start("web", ["-m", "server"], settings.to_env())
+    await wait_healthy(settings.bot_api_url)
+    await wait_healthy(settings.public_url)
+    return settings
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_redis_stopped_for_5s_under_200_running_requests(
+    base_settings: Settings, processes: Processes, tmp_path: Path
+) -> None:
+    """API 503s while Redis is down, nothing crashes, every socket and record ends on the true state."""
+    own = EmbeddedRedis(tmp_path / "redis", extra_args=("--appendonly", "yes", "--appendfsync", "everysec"))
+    own.start()
+    try:
+        settings = await start_services(
+            processes,
+            base_settings.with_(
+                redis_url=own.url, bot_speed=5.0, create_rate=(500, 1.0), create_rate_per_address=(500, 1.0)
+            ),
+        )  # a video takes ~24 s at this speed
+        start_stack(processes, settings)
+        keys = Keys(settings.key_prefix)
+        api = settings.public_url
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            created = []
+            for i in range(200):
+                body = {"service": "video-generation", "data": {"prompt": f"video {i}", "duration_seconds": 5}}
+                async with http.post(f"{api}/api/requests", json=body) as resp:
+                    assert resp.status == 201
+                    created.append(await resp.json())
+            hashes = [c["hash"] for c in created]
+            auth = {c["hash"]: {"Authorization": f"Bearer {c['access_token']}"} for c in created}
+            sockets = [
+                await http.ws_connect(f"{api.replace('http', 'ws')}/ws/requests/{h}", headers=auth[h]) for h in hashes
+            ]
+            latest: dict[str, dict[str, Any]] = {}
+
+            async def follow(h: str, ws: Any) -> None:
+                async for msg in ws:
+                    latest[h] = orjson.loads(msg.data)["request"]
+
+            followers = [asyncio.create_task(follow(h, ws)) for h, ws in zip(hashes, sockets, strict=True)]
+            probe = Redis.from_url(own.url)
+            await wait_for(lambda: _all_running(probe, keys, hashes), timeout=60, what="all 200 to be running")
+            await probe.aclose()
+
+            own.stop()
+            down_at = time.monotonic()
+            statuses = set()
+            while time.monotonic() - down_at < 5:
+                started = time.monotonic()
+                async with http.get(f"{api}/api/requests/{hashes[0]}", headers=auth[hashes[0]]) as resp:
+                    statuses.add(resp.status)
+                    assert resp.content_type == "application/json"
+                assert time.monotonic() - started < 5  # never hangs
+                await asyncio.sleep(0.5)
+            assert statuses == {503}
+            own = EmbeddedRedis(own.directory, port=own.port, extra_args=own.extra_args)
+            own.start()
+
+            probe = Redis.from_url(own.url)
+            await wait_for(lambda: _all_done(probe, keys, hashes), timeout=120, interval=1, what="all 200 to finish")
+            final = {h: (await record(probe, keys, h)) for h in hashes}
+            await probe.aclose()
+            assert {r["status"] for r in final.values()} == {"completed"}
+            await wait_for(
+                lambda: _sockets_caught_up(latest, final), timeout=20, what="every socket to show the final state"
+            )
+            for t in followers:
+                t.cancel()
+            for ws in sockets:
+                await ws.close()
+            async with http.get(f"{api}/api/requests/{hashes[0]}", headers=auth[hashes[0]]) as resp:
+                assert resp.status == 200
+        for proc in processes.procs:
+            assert proc.poll() is None, "no process crashed"
+    finally:
+        own.stop()
+
+
+async def _all_running(redis: Redis, keys: Keys, hashes: list[str]) -> bool:
+    raws = await redis.mget([keys.record(h) for h in hashes])
+    return all(r and orjson.loads(r)["status"] == "processing" and orjson.loads(r)["progress"] > 0 for r in raws)
+
+
+async def _all_done(redis: Redis, keys: Keys, hashes: list[str]) -> bool:
+    raws = await redis.mget([keys.record(h) for h in hashes])
+    return all(r and orjson.loads(r)["status"] in ("completed", "failed", "cancelled") for r in raws)
+
+
+async def _sockets_caught_up(latest: dict[str, dict[str, Any]], final: dict[str, dict[str, Any]]) -> bool:
+    return all(latest.get(h, {}).get("seq") == rec["seq"] for h, rec in final.items())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_1000_requests_created_while_workers_are_stopped_all_complete_once(
+    base_settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    settings = await start_services(
+        processes, base_settings.with_(bot_speed=1000.0, create_rate=(2000, 1.0), create_rate_per_address=(2000, 1.0))
+    )
+    keys = Keys(settings.key_prefix)
+    api = settings.public_url
+    hashes = []
+    async with aiohttp.ClientSession() as http:
+        for i in range(1000):
+            data = {"plate": f"{10 + i % 90}B{100 + i % 900}-{10 + i % 90}", "national_id": f"{i:010d}"}
+            async with http.post(f"{api}/api/requests", json={"service": "vehicle-fines", "data": data}) as resp:
+                assert resp.status == 201
+                hashes.append((await resp.json())["hash"])
+    queued = await redis.llen(f"rq:queue:{keys.prefix}high")
+    held = await redis.zcard(f"rq:rl:{keys.prefix}service:vehicle-fines:rate_limited")
+    assert queued + held == 1000  # all accepted, none lost, nothing running yet
+    processes.workers(settings, count=4)
+    await wait_for(lambda: _all_done(redis, keys, hashes), timeout=200, interval=1, what="all 1,000 to complete")
+    raws = await redis.mget([keys.record(h) for h in hashes])
+    assert {orjson.loads(r)["status"] for r in raws} == {"completed"}
+    sample = hashes[::20]
+    calls = await asyncio.gather(*(bot_calls(settings.bot_api_url, h) for h in sample))
+    assert all(c == {f"{h}:run": 1} for h, c in zip(sample, calls, strict=True))  # none ran twice

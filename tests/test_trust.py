@@ -1,0 +1,169 @@
+"""Trust: rate limits, OTP hygiene, signed events with rotated secrets, secrets at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from server.record import Keys
+from server.settings import Settings, new_webhook_secret
+from server.webhooks import sign
+from tests.conftest import ROOT, Processes
+from tests.helpers import add_fault, bot_calls, wait_status
+
+CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
+
+
+async def test_creation_rate_limit_answers_429_with_retry_after_then_allows_again(
+    make_client: Any, settings: Settings, redis: Redis
+) -> None:
+    limited = settings.with_(create_rate=(3, 3.0), create_rate_per_address=(100, 1.0))
+    client = await make_client(limited)
+    keys = Keys(limited.key_prefix)
+    for _ in range(3):
+        assert (
+            await client.post("/api/requests", json={"service": "credit-score-rating", "data": CREDIT})
+        ).status == 201
+    refused = await client.post("/api/requests", json={"service": "credit-score-rating", "data": CREDIT})
+    assert refused.status == 429
+    retry_after = refused.headers["Retry-After"]
+    assert retry_after.isdigit() and 1 <= int(retry_after) <= 1
+    assert (await refused.json())["error"]["code"] == "rate_limited"
+    assert await redis.llen(keys.tracking_list()) == 3  # the refused call changed nothing
+    await asyncio.sleep(int(retry_after))
+    assert (await client.post("/api/requests", json={"service": "credit-score-rating", "data": CREDIT})).status == 201
+
+
+async def test_per_address_limits_apply_across_sessions(make_client: Any, settings: Settings) -> None:
+    limited = settings.with_(create_rate_per_address=(2, 60.0), poll_rate_per_address=(4, 60.0))
+    client = await make_client(limited)
+    url = client.make_url("/api/requests")
+    statuses = []
+    created = None
+    for _ in range(3):  # three different browsers behind one address
+        async with (
+            aiohttp.ClientSession() as fresh,
+            fresh.post(
+                url, json={"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}}
+            ) as r,
+        ):
+            statuses.append(r.status)
+            created = created or await r.json()
+    assert statuses == [201, 201, 429]
+    assert created is not None
+    auth = {"Authorization": f"Bearer {created['access_token']}"}
+    polls = [(await client.get(f"/api/requests/{created['hash']}", headers=auth)).status for _ in range(5)]
+    assert polls == [200] * 5  # polls are charged to Redis in batches (every 0.2 s) ...
+    await asyncio.sleep(0.4)
+    refused = await client.get(f"/api/requests/{created['hash']}", headers=auth)
+    assert refused.status == 429 and refused.headers["Retry-After"].isdigit()  # ... then refused
+
+
+async def dump_keys(redis: Redis, pattern: str) -> bytes:
+    """Every value of every key matching ``pattern``, whatever its type, as one blob."""
+    out = []
+    async for key in redis.scan_iter(match=pattern, count=1000):
+        kind = (await redis.type(key)).decode()
+        out.append(key)
+        if kind == "string":
+            out.append(await redis.get(key) or b"")
+        elif kind == "hash":
+            for k, v in (await redis.hgetall(key)).items():
+                out += [k, v]
+        elif kind == "list":
+            out += await redis.lrange(key, 0, -1)
+        elif kind == "set":
+            out += list(await redis.smembers(key))
+        elif kind == "zset":
+            out += [m for m, _ in await redis.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            for _, fields in await redis.xrange(key):
+                for k, v in fields.items():
+                    out += [k, v]
+    return b"\n".join(out)
+
+
+async def test_the_code_is_nowhere_after_a_full_otp_flow(
+    client: TestClient[Any, Any],
+    settings: Settings,
+    processes: Processes,
+    redis: Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    code = "987654"
+    processes.workers(settings, count=2, LOG_LEVEL="DEBUG")
+    keys = Keys(settings.key_prefix)
+    await add_fault(settings.bot_api_url, service="credit-score-rating", match=CREDIT, mode="fixed_code", code=code)
+    h = (await (await client.post("/api/requests", json={"service": "credit-score-rating", "data": CREDIT})).json())[
+        "hash"
+    ]
+    await wait_status(redis, keys, h, "waiting_otp")
+    wrong = await client.post(f"/api/requests/{h}/otp", json={"otp": "111111"})
+    assert wrong.status == 202
+    await wait_status(redis, keys, h, "waiting_otp")
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await ws.receive(timeout=5)
+    await ws.send_str(orjson.dumps({"type": "otp", "otp": code}).decode())  # the right one, over the socket
+    done = await wait_status(redis, keys, h, "completed", "failed")
+    assert done["status"] == "completed"
+    await ws.close()
+    await asyncio.sleep(0.5)
+
+    everything = await dump_keys(redis, f"*{settings.key_prefix}*")
+    assert b"local_request" in everything and b"rq:job" in everything  # we looked at the right keys
+    assert code.encode() not in everything
+    logs = processes.logs(tail=None)
+    assert "relaying a code" in logs  # the workers did log their work, just not the code
+    assert code not in logs
+    assert code not in caplog.text
+    calls = await bot_calls(settings.bot_api_url, h)
+    assert sum(n for k, n in calls.items() if ":otp:" in k) == 2  # each code relayed once
+
+
+async def test_rotated_secret_is_accepted_over_http(make_client: Any, settings: Settings, redis: Redis) -> None:
+    old, new = settings.signing_secret, new_webhook_secret()
+    client = await make_client(settings.with_(webhook_secrets=(new, old)))
+    h = (await (await client.post("/api/requests", json={"service": "credit-score-rating", "data": CREDIT})).json())[
+        "hash"
+    ]
+    for secret, event_id in ((old, "rot-1"), (new, "rot-2")):
+        body = orjson.dumps(
+            {"type": "failed", "error": "portal closed"} if event_id == "rot-2" else {"type": "progress", "progress": 1}
+        )
+        resp = await client.post(
+            f"/api/bot/requests/{h}/events", data=body, headers=sign(secret, body, event_id=event_id)
+        )
+        assert resp.status == 202, await resp.text()
+    rec = orjson.loads(await redis.get(Keys(settings.key_prefix).record(h)))
+    assert rec["status"] == "failed" and rec["error"] == "portal closed"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [({}, "SECRET_KEY"), ({"SECRET_KEY": "k" * 40}, "BOT_WEBHOOK_SECRET")],
+)
+def test_missing_secrets_stop_the_process_with_a_message(env: dict[str, str], named: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "BOT_WEBHOOK_SECRET", "LONGRUN_ENV")}
+    for module in ("server", "jobs.worker"):
+        proc = subprocess.run(
+            [sys.executable, "-m", module], env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 2 and named in proc.stderr, (module, proc.stderr)
+
+
+def test_dev_mode_generates_secrets_and_says_so(tmp_path: Any) -> None:
+    from server.settings import Settings as S
+
+    s = S.from_env({"LONGRUN_ENV": "dev"})
+    assert "generated" in " ".join(s.extra["notes"])
