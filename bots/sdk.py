@@ -25,11 +25,10 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from jobs.queues import Dispatcher
 from server.catalog import find_service
+from server.connections import async_client, rq_connection
 from server.errors import LongrunError
 from server.lifecycle import Lifecycle
 from server.protocol import (
@@ -87,9 +86,9 @@ class RedisReporter(_Calls):
     @classmethod
     @asynccontextmanager
     async def connect(cls, settings: Settings) -> AsyncIterator[RedisReporter]:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
-        store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl)
-        sync = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        redis = async_client(settings, socket_connect_timeout=2, socket_timeout=5)
+        store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl, sharded=settings.redis_cluster)
+        sync = rq_connection(settings, socket_connect_timeout=2, socket_timeout=5)
 
         async def otp_ready(h: str, seq: int) -> None:
             # A code typed before the bot asked: hand it to a worker like the server would.

@@ -40,12 +40,13 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from server import db, estimates
 from server.archive import ArchiveRow, delete_expired, to_row, write_rows
 from server.catalog import SERVICES
+from server.connections import AsyncClient, async_client
 from server.errors import ArchiveError, ConfigError
 from server.record import ACK_ARCHIVED_SCRIPT, ARCHIVE_GROUP, SHARDS, Keys, loads_record
 from server.settings import Settings
@@ -80,7 +81,7 @@ class Archiver:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
+        redis: AsyncClient,
         *,
         consumer: str,
         batch: int | None = None,
@@ -352,13 +353,15 @@ class Archiver:
         delay = 0.5
         while True:
             try:
+                clustered = isinstance(self.redis, RedisCluster)
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for shard, ids in by_shard.items():
                         for i in range(0, len(ids), ACK_CHUNK):
+                            # A cluster pipeline cannot carry scripts: one call per chunk there.
                             await self._ack(
                                 keys=[self.keys.archive(shard)],
                                 args=[ARCHIVE_GROUP, *ids[i : i + ACK_CHUNK]],
-                                client=pipe,
+                                client=None if clustered else pipe,  # type: ignore[arg-type]
                             )
                     state = self.keys.archiver_state()
                     pipe.hset(state, mapping={"last_archived_at": f"{time.time():.3f}", "consumer": self.consumer})
@@ -434,7 +437,7 @@ class Archiver:
 
 
 async def serve(settings: Settings, consumer: str, *, drain: bool = False) -> int:
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    redis = async_client(settings, socket_connect_timeout=2, socket_timeout=10)
     archiver = Archiver(settings, redis, consumer=consumer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,11 +14,11 @@ from functools import cache
 
 import aiohttp
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from jobs.botclient import BotClient
 from jobs.queues import Dispatcher
 from server.catalog import find_service
+from server.connections import AsyncClient, async_client, rq_connection
 from server.lifecycle import Lifecycle
 from server.record import Keys, RecordStore
 from server.settings import Settings
@@ -33,7 +33,7 @@ def settings() -> Settings:
 @dataclass
 class JobContext:
     settings: Settings
-    redis: Redis
+    redis: AsyncClient
     store: RecordStore
     life: Lifecycle
     bot: BotClient
@@ -42,10 +42,10 @@ class JobContext:
     @classmethod
     @asynccontextmanager
     async def open(cls, config: Settings, sync_connection: SyncRedis | None = None) -> AsyncIterator[JobContext]:
-        redis = Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        connection = sync_connection or SyncRedis.from_url(config.redis_url)
+        redis = async_client(config)
+        connection = sync_connection or rq_connection(config)
         dispatcher = Dispatcher(connection, config)
-        store = RecordStore(redis, Keys(config.key_prefix), ttl=config.request_ttl)
+        store = RecordStore(redis, Keys(config.key_prefix), ttl=config.request_ttl, sharded=config.redis_cluster)
 
         async def otp_ready(h: str, seq: int) -> None:
             rec = await store.get(h)

@@ -10,7 +10,6 @@ import logging
 import sys
 import time
 
-from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.cron import CronScheduler
@@ -20,6 +19,7 @@ from jobs import maintenance
 from jobs.context import settings
 from jobs.queues import queue_names
 from server import logs
+from server.connections import rq_connection
 from server.errors import ConfigError
 
 log = logging.getLogger("longrun.cron")
@@ -44,9 +44,10 @@ def main() -> int:
         return 2
     logs.configure(config)
     high, _, low = queue_names(config.key_prefix)
-    cron = Cron(Redis.from_url(config.redis_url), logging_level=config.log_level)
+    cron = Cron(rq_connection(config), logging_level=config.log_level)
     cron.register(maintenance.sweep, queue_name=high, interval=config.sweep_interval, job_timeout=60, result_ttl=60)
     cron.register(maintenance.prune_tracking_list, queue_name=low, interval=300, job_timeout=120, result_ttl=60)
+    cron.register(maintenance.check_waits, queue_name=high, interval=10, job_timeout=30, result_ttl=60)
     delay = 1.0
     while True:
         try:

@@ -16,6 +16,7 @@ import time
 
 from jobs.context import JobContext, settings
 from jobs.tasks import job_connection, short
+from server.ops import Operations
 from server.record import SHARDS, is_terminal, private_view
 from server.status import Status
 
@@ -76,3 +77,15 @@ def prune_tracking_list() -> int:
 async def _prune() -> int:
     async with JobContext.open(settings(), job_connection()) as ctx:
         return await ctx.store.prune_tracking_list()
+
+
+def check_waits() -> list[str]:
+    """Log queues whose oldest job waits past its threshold (the dashboard shows them too)."""
+    return asyncio.run(_check_waits())
+
+
+async def _check_waits() -> list[str]:
+    config = settings()
+    async with JobContext.open(config, job_connection()) as ctx:
+        ops = Operations(ctx.store, ctx.dispatcher.connection, thresholds=config.wait_thresholds)
+        return await ops.check_waits()

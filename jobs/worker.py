@@ -12,7 +12,6 @@ import argparse
 import sys
 from typing import Any
 
-from redis import Redis
 from rq import Worker
 from rq.job import Job
 from rq.worker_pool import WorkerPool
@@ -20,6 +19,7 @@ from rq.worker_pool import WorkerPool
 from jobs.context import settings
 from jobs.queues import queue_names
 from server import logs
+from server.connections import rq_connection
 from server.errors import ConfigError
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"longrun worker: {exc}", file=sys.stderr)
         return 2
     logs.configure(config)
-    connection = Redis.from_url(config.redis_url)
+    connection = rq_connection(config)
     pool = WorkerPool(
         queue_names(config.key_prefix),
         connection=connection,

@@ -13,14 +13,10 @@ import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from jobs.queues import Dispatcher
-from server import access, api, health, history_views, metrics, openapi, pages, sockets
+from server import access, api, connections, dashboard, health, history_views, metrics, openapi, pages, sockets
 from server.cache import RecordCache
 from server.catalog import find_service
 from server.hub import Hub
@@ -37,22 +33,11 @@ from server.webhooks import Verifier
 MAX_BODY = 64 * 1024
 
 
-def redis_client(settings: Settings) -> Redis:
-    """An async client that fails fast: a request never hangs on a dead Redis."""
-    return Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        health_check_interval=15,
-        max_connections=200,
-    )
-
-
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = redis_client(settings)
-    store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl)
+    # Fails fast: a request never hangs on a dead Redis.
+    redis = connections.async_client(settings, fail_fast=True, health_check_interval=15, max_connections=200)
+    store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl, sharded=settings.redis_cluster)
     app[REDIS] = redis
     app[STORE] = store
     app[VERIFIER] = Verifier(settings.webhook_secrets)
@@ -62,7 +47,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    connection = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=5.0)
+    connection = connections.rq_connection(settings, socket_connect_timeout=1.0, socket_timeout=5.0)
     dispatcher = Dispatcher(connection, settings)
     app[DISPATCHER] = dispatcher
 
@@ -85,7 +70,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def ops_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[OPS] = Operations(app[REDIS], app[DISPATCHER].connection, Keys(settings.key_prefix))
+    app[OPS] = Operations(app[STORE], app[DISPATCHER].connection, thresholds=settings.wait_thresholds)
     yield
 
 
@@ -94,14 +79,9 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # Its own client, without redis-py's silent reconnect: the hub must notice a drop
     # to resubscribe and resync what its sockets missed.
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2.0,
-        retry=Retry(ExponentialBackoff(), retries=0),
-        health_check_interval=10,
-        client_name="longrun-hub" + (f"-{settings.key_prefix.strip('_:')}" if settings.key_prefix else ""),
-    )
-    hub = Hub(redis, Keys(settings.key_prefix), main=app[REDIS])
+    name = "longrun-hub" + (f"-{settings.key_prefix.strip('_:')}" if settings.key_prefix else "")
+    redis = connections.pubsub_client(settings, name)
+    hub = Hub(redis, Keys(settings.key_prefix), main=app[REDIS], sharded=settings.redis_cluster)
     app[HUB] = hub
     hub.start()
     stopping = asyncio.Event()
@@ -169,5 +149,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics.metrics_handler)
     app.add_routes(history_views.routes)
     pages.setup(app)
+    dashboard.setup(app)
     app.on_response_prepare.append(security_headers)
     return app

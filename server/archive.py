@@ -28,9 +28,9 @@ import orjson
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import set_json_dumps
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from server.connections import AsyncClient
 from server.errors import ArchiveError
 from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
 from server.status import TERMINAL
@@ -361,7 +361,7 @@ class ArchiveStatus:
         return asdict(self)
 
 
-async def archive_status(redis: Redis, keys: Keys) -> ArchiveStatus:
+async def archive_status(redis: AsyncClient, keys: Keys) -> ArchiveStatus:
     """Backlog and lag: XLEN and the oldest entry id of every shard stream (archived entries are
     deleted from the stream, so what is left is exactly what waits), plus the archiver's notes."""
     async with redis.pipeline(transaction=False) as pipe:

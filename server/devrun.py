@@ -23,7 +23,8 @@ RUN_DIR = ROOT / ".run"
 
 
 def dev_secrets() -> dict[str, str]:
-    """SECRET_KEY and BOT_WEBHOOK_SECRET for dev mode, made once and kept in .run/dev.env."""
+    """SECRET_KEY, BOT_WEBHOOK_SECRET and OPERATOR_PASSWORD for dev mode, made once and kept
+    in .run/dev.env."""
     import secrets
 
     path = RUN_DIR / "dev.env"
@@ -39,6 +40,9 @@ def dev_secrets() -> dict[str, str]:
         changed = True
     if "BOT_WEBHOOK_SECRET" not in values:
         values["BOT_WEBHOOK_SECRET"] = new_webhook_secret()
+        changed = True
+    if "OPERATOR_PASSWORD" not in values:
+        values["OPERATOR_PASSWORD"] = secrets.token_urlsafe(9)
         changed = True
     if changed:
         RUN_DIR.mkdir(exist_ok=True)
@@ -71,7 +75,9 @@ def main() -> int:
     pg_where = "embedded, under .run/pg" if embedded_pg else "external"
     print(
         f"\n  Longrun is starting: open http://127.0.0.1:{port}/\n  Redis: {redis_url} ({where})\n"
-        f"  PostgreSQL: {database_url} ({pg_where})\n",
+        f"  PostgreSQL: {database_url} ({pg_where})\n"
+        f"  Operator dashboard: http://127.0.0.1:{port}/dashboard (password in .run/dev.env: "
+        f"{env.get('OPERATOR_PASSWORD', '')})\n",
         flush=True,
     )
     honcho = Path(sys.executable).with_name("honcho")

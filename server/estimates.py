@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.catalog import Service
+from server.connections import AsyncClient
 from server.record import ESTIMATE_TTL, Keys
 
 #: completed runs the median is taken over
@@ -110,7 +110,7 @@ async def learn(
 
 async def refresh(
     conn: AsyncConnection[Any],
-    redis: Redis,
+    redis: AsyncClient,
     keys: Keys,
     slugs: Iterable[str],
     *,
@@ -132,7 +132,7 @@ async def refresh(
     return learned
 
 
-async def cached(redis: Redis, keys: Keys, slugs: Sequence[str]) -> dict[str, Estimate]:
+async def cached(redis: AsyncClient, keys: Keys, slugs: Sequence[str]) -> dict[str, Estimate]:
     """The cached estimates of these services (those that have one)."""
     if not slugs:
         return {}
@@ -145,13 +145,13 @@ async def cached(redis: Redis, keys: Keys, slugs: Sequence[str]) -> dict[str, Es
     return out
 
 
-async def estimated_duration(redis: Redis, keys: Keys, service: Service) -> float:
+async def estimated_duration(redis: AsyncClient, keys: Keys, service: Service) -> float:
     """Seconds a new request of this service is expected to take: learned, else the catalog's."""
     estimate = Estimate.loads(await redis.get(keys.estimate(service.slug)))
     return estimate.duration if estimate is not None else service.estimated_duration
 
 
-async def estimated_durations(redis: Redis, keys: Keys, services: Sequence[Service]) -> dict[str, float]:
+async def estimated_durations(redis: AsyncClient, keys: Keys, services: Sequence[Service]) -> dict[str, float]:
     """Every service's expected seconds; the catalog's values when Redis does not answer (the
     catalog page should not fail because a cache is out of reach)."""
     try:

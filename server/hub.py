@@ -22,14 +22,15 @@ import weakref
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import WSCloseCode, web
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from server.connections import AsyncClient, mget
 from server.counters import RECONNECTS, RELAYED, SOCKETS_OPEN
 from server.protocol import snapshot_frame, update_frame
 from server.record import Keys, loads_record, public_view
@@ -43,6 +44,8 @@ SEND_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 3.0
 #: seconds the listener waits for a message before looking around (shutdown, health)
 LISTEN_TICK = 0.25
+#: seconds spent on each cluster node's connection when polling sharded channels
+SHARD_POLL = 0.005
 _KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
 
 
@@ -206,15 +209,18 @@ class Hub:
     """Fan-out of record updates from Redis pub/sub to this process's sockets."""
 
     #: the pub/sub connection's client (no silent reconnects)
-    redis: Redis
+    redis: AsyncClient
     keys: Keys
     #: the process's main client, for reading records on resync
-    main: Redis | None = None
+    main: AsyncClient | None = None
     watchers: dict[str, set[Watcher]] = field(default_factory=dict)
     sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
     stats: HubStats = field(default_factory=HubStats)
     #: seconds a socket may take to accept one frame before it is closed as stuck
     send_timeout: float = SEND_TIMEOUT
+    #: Redis Cluster: listen on each request's shard channel (SSUBSCRIBE) instead of its
+    #: classic channel, so subscriptions live on the node that owns the request's slot
+    sharded: bool = False
     _pubsub: PubSub | None = None
     _task: asyncio.Task[None] | None = None
     _confirmed: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -280,7 +286,10 @@ class Hub:
             self._confirmed.pop(h, None)
             if self._pubsub is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(self.keys.channel(h))
+                    if self.sharded:
+                        await self._pubsub.sunsubscribe(self.keys.shard_channel(h))
+                    else:
+                        await self._pubsub.unsubscribe(self.keys.channel(h))
 
     def _count_sockets(self, change: int) -> None:
         self.stats.sockets += change
@@ -293,7 +302,10 @@ class Hub:
         if self._pubsub is None or not batch:
             return  # the listener subscribes everything watched when it (re)connects
         try:
-            await self._pubsub.subscribe(*(self.keys.channel(h) for h in batch))
+            if self.sharded:
+                await self._pubsub.ssubscribe(*(self.keys.shard_channel(h) for h in batch))
+            else:
+                await self._pubsub.subscribe(*(self.keys.channel(h) for h in batch))
         except (RedisError, OSError) as exc:
             log.warning("subscribe failed (%s); the listener will resubscribe", exc.__class__.__name__)
 
@@ -330,9 +342,12 @@ class Hub:
             delay = min(delay * 2, 5.0)
 
     async def _session(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.initialize()  # the slot map, before any SSUBSCRIBE is routed
         pubsub = self.redis.pubsub()
-        # Subscribe to a private channel first so the connection exists before anything else.
-        await pubsub.subscribe(self.keys.channel("_hub"))
+        if not self.sharded:
+            # Subscribe to a private channel first so the connection exists before anything else.
+            await pubsub.subscribe(self.keys.channel("_hub"))
         self._pubsub = pubsub
         watched = list(self.watchers)
         for i in range(0, len(watched), 500):
@@ -343,21 +358,36 @@ class Hub:
         prefix = self.keys.channel_prefix()
         try:
             while not self._closing:
-                message = await pubsub.get_message(timeout=LISTEN_TICK)
+                message = await self._next_message(pubsub)
                 if message is None:
                     continue
                 kind = message["type"]
                 channel = message["channel"].decode() if isinstance(message["channel"], bytes) else ""
-                h = channel[len(prefix) :] if channel.startswith(prefix) else ""
-                if kind == "message":
+                if self.sharded:
+                    h = self.keys.hash_of_shard_channel(channel)
+                else:
+                    h = channel[len(prefix) :] if channel.startswith(prefix) else ""
+                if kind in ("message", "smessage"):
                     self._dispatch(h, message["data"])
-                elif kind == "subscribe":
+                elif kind in ("subscribe", "ssubscribe"):
                     event = self._confirmed.get(h)
                     if event is not None:
                         event.set()
         finally:
             if resync is not None:
                 resync.cancel()
+
+    async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
+        if not self.sharded:
+            message: dict[str, Any] | None = await pubsub.get_message(timeout=LISTEN_TICK)
+            return message
+        # Redis Cluster: one connection per node holding our shard channels; redis-py reads
+        # them in turn and moves subscriptions when slots migrate ("following the cluster").
+        if not pubsub.node_pubsub_mapping:
+            await asyncio.sleep(LISTEN_TICK)
+            return None
+        sharded: dict[str, Any] | None = await pubsub.get_sharded_message(timeout=SHARD_POLL)
+        return sharded
 
     def _dispatch(self, h: str, payload: bytes | str) -> None:
         group = self.watchers.get(h)
@@ -379,7 +409,7 @@ class Hub:
             chunk = [h for h in hashes[i : i + 200] if h in self.watchers]
             if not chunk:
                 continue
-            raws = await (self.main or self.redis).mget([self.keys.record(h) for h in chunk])
+            raws = await mget(self.main or self.redis, [self.keys.record(h) for h in chunk])
             for h, raw in zip(chunk, raws, strict=True):
                 if raw is None:
                     continue

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
@@ -24,6 +23,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from jobs.queues import queue_names
 from server.archive import archive_status
 from server.catalog import PRIORITIES
+from server.connections import AsyncClient
 from server.record import SHARDS, Keys, RecordStore
 
 log = logging.getLogger("longrun.ops")
@@ -120,12 +120,13 @@ class Snapshot:
 class Operations:
     """Reads (and the few operator actions: retry, delete) over Redis and RQ."""
 
-    def __init__(self, redis: Redis, sync: SyncRedis, keys: Keys, thresholds: Mapping[str, float] | None = None):
-        self.redis = redis
+    def __init__(self, store: RecordStore, sync: SyncRedis, thresholds: Mapping[str, float] | None = None):
+        self.store = store
+        self.redis: AsyncClient = store.redis
         self.sync = sync
-        self.keys = keys
+        self.keys: Keys = store.keys
         self.thresholds = {**WAIT_THRESHOLDS, **(thresholds or {})}
-        names = queue_names(keys.prefix)
+        names = queue_names(self.keys.prefix)
         self.queues = {p: Queue(n, connection=sync) for p, n in zip(PRIORITIES, names, strict=True)}
 
     # ------------------------------------------------------------------ snapshot
@@ -144,8 +145,6 @@ class Operations:
             for q in queues
             if q.alert and q.oldest_wait is not None
         ]
-        for text in alerts:
-            log.warning("long wait: %s", text)
         return Snapshot(
             at=now,
             queues=queues,
@@ -292,6 +291,28 @@ class Operations:
         longest = None if since is None else round(max(0.0, now - since), 1)
         return by_status, by_service, waiting, longest
 
+    async def check_waits(self) -> list[str]:
+        """Log (at warning) each queue that starts waiting too long, and when it recovers.
+
+        Run periodically by the cron, so alerts are logged whether or not anyone looks at
+        the dashboard; returns the queues now over their threshold."""
+        now = time.time()
+        over = {q.name: q for q in await self._queues(now) if q.alert}
+        before = {_text(m) for m in await self.redis.smembers(self.keys.alerts())}
+        for name in sorted(set(over) - before):
+            q = over[name]
+            log.warning(
+                "queue %s: the oldest job has waited %.0f s (threshold %.0f s)", name, q.oldest_wait or 0, q.threshold
+            )
+        for name in sorted(before - set(over)):
+            log.info("queue %s: waits are back under the threshold", name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.alerts())
+            if over:
+                pipe.sadd(self.keys.alerts(), *over)
+            await pipe.execute()
+        return sorted(over)
+
     async def _sockets(self, now: float) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.socket_counts())
         out = {}
@@ -350,7 +371,7 @@ class Operations:
             return False
         job = await asyncio.to_thread(Job.fetch, job_id, connection=self.sync)
         if job.args:
-            await RecordStore(self.redis, self.keys).revive(str(job.args[0]))
+            await self.store.revive(str(job.args[0]))
         await asyncio.to_thread(registry.requeue, job_id)
         log.info("operator retried job %s", job_id.rsplit("-", 1)[-1])
         return True

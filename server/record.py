@@ -23,6 +23,7 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P longrun:stats:minute:{epoch min}  hash    per-minute figures for the dashboard, TTL STATS_TTL
     P longrun:stats:runtimes:{queue}    list    the last RUNTIME_SAMPLES job runtimes (seconds)
     P longrun:stats:sockets             hash    open sockets per web process ("host:pid" → "n at")
+    P longrun:alerts                    set     queues whose oldest job waits past the threshold
 
 Cluster-ready: a request's side keys carry the record's key name as their
 hash tag, and request hashes are minted so that the record key falls into
@@ -47,8 +48,8 @@ from functools import cache
 from typing import Any, Literal
 
 import orjson
-from redis.asyncio import Redis
 
+from server.connections import AsyncClient, mget
 from server.status import TERMINAL, Status, lua_transition_table
 
 REQUEST_TTL = 1800
@@ -110,6 +111,14 @@ class Keys:
     def channel_prefix(self) -> str:
         return f"{self.prefix}local_request_updates:"
 
+    def shard_channel(self, h: str) -> str:
+        """The request's sharded pub/sub channel (Redis Cluster): its record key is the hash tag."""
+        return "{" + self.record(h) + "}:updates"
+
+    def hash_of_shard_channel(self, channel: str) -> str:
+        head, tail = "{" + self.record(""), "}:updates"
+        return channel[len(head) : -len(tail)] if channel.startswith(head) and channel.endswith(tail) else ""
+
     def tracking_list(self) -> str:
         return f"{self.prefix}local_requests_list"
 
@@ -158,6 +167,9 @@ class Keys:
 
     def socket_counts(self) -> str:
         return f"{self.prefix}longrun:stats:sockets"
+
+    def alerts(self) -> str:
+        return f"{self.prefix}longrun:alerts"
 
     def new_hash(self) -> str:
         """A fresh request hash: ``req_`` + 128 random bits + 3 characters that put the
@@ -330,6 +342,10 @@ local function save(key, rec, p, ttl, channel, now)
   rec._p = nil
   redis.call('SET', key, full, 'EX', ttl)
   redis.call('PUBLISH', channel, pub)
+  -- In a Redis Cluster the hub listens on the request's shard channel (same slot as its
+  -- keys); every script that saves passes it as its last ARGV ('' when not clustered).
+  local shard_channel = ARGV[#ARGV]
+  if shard_channel ~= '' then redis.call('SPUBLISH', shard_channel, pub) end
   return full, pub
 end
 """
@@ -628,8 +644,8 @@ local p = private(rec)
 if status_of(rec) ~= 'failed' then return {'conflict', public(rec)} end
 local now = clock()
 rec.status = 'pending'
-rec.error = nil
-rec.finished_at = nil
+rec.error = cjson.null
+rec.finished_at = cjson.null
 rec.retrying = false
 rec.current_message = ARGV[3]
 rec.message_key = 'queued'
@@ -776,10 +792,12 @@ def _answer(reply: Sequence[Any]) -> ScriptAnswer:
 class RecordStore:
     """Every read and write of request records (async; one instance per Redis client)."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: int = REQUEST_TTL):
+    def __init__(self, redis: AsyncClient, keys: Keys, *, ttl: int = REQUEST_TTL, sharded: bool = False):
         self.redis = redis
         self.keys = keys
         self.ttl = ttl
+        #: also publish on each request's shard channel (Redis Cluster)
+        self.sharded = sharded
         self._create = redis.register_script(CREATE_SCRIPT)
         self._update = redis.register_script(UPDATE_SCRIPT)
         self._submit_otp = redis.register_script(SUBMIT_OTP_SCRIPT)
@@ -788,18 +806,27 @@ class RecordStore:
         self._release_lock = redis.register_script(RELEASE_LOCK_SCRIPT)
         self._revive = redis.register_script(REVIVE_SCRIPT)
 
+    def _shard(self, h: str) -> str:
+        return self.keys.shard_channel(h) if self.sharded else ""
+
     async def create(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
         """Store a new record and track it; returns the public record, None on a hash clash."""
         h = record["hash"]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._create(
-                keys=[self.keys.record(h), self.keys.counts(self.keys.shard(h))],
-                args=[dumps(record), self.ttl, self.keys.channel(h)],
-                client=pipe,
-            )
-            pipe.lpush(self.keys.tracking_list(), h)
-            pipe.ltrim(self.keys.tracking_list(), 0, TRACKING_LIST_MAX - 1)
-            reply, *_ = await pipe.execute()
+        keys = [self.keys.record(h), self.keys.counts(self.keys.shard(h))]
+        args: list[Any] = [dumps(record), self.ttl, self.keys.channel(h), self._shard(h)]
+        if self.sharded:
+            # A cluster pipeline cannot carry scripts; the tracking list lives in another slot.
+            reply = await self._create(keys=keys, args=args)
+            async with self.redis.pipeline(transaction=False) as cluster_pipe:
+                cluster_pipe.lpush(self.keys.tracking_list(), h)
+                cluster_pipe.ltrim(self.keys.tracking_list(), 0, TRACKING_LIST_MAX - 1)
+                await cluster_pipe.execute()
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._create(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+                pipe.lpush(self.keys.tracking_list(), h)
+                pipe.ltrim(self.keys.tracking_list(), 0, TRACKING_LIST_MAX - 1)
+                reply, *_ = await pipe.execute()
         answer = _answer(reply)
         return answer.record if answer.outcome == "ok" else None
 
@@ -814,7 +841,7 @@ class RecordStore:
     async def get_many(self, hashes: Sequence[str]) -> list[dict[str, Any] | None]:
         if not hashes:
             return []
-        raws = await self.redis.mget([self.keys.record(h) for h in hashes])
+        raws = await mget(self.redis, [self.keys.record(h) for h in hashes])
         return [loads_record(r) for r in raws]
 
     async def update(
@@ -856,7 +883,7 @@ class RecordStore:
                 self.keys.counts(shard),
                 self.keys.otp_waits(shard),
             ],
-            args=[dumps(dict(patch)), dumps(control), self.keys.channel(h), h],
+            args=[dumps(dict(patch)), dumps(control), self.keys.channel(h), h, self._shard(h)],
         )
         outcome = _text(reply[0])
         record = loads_record(reply[1]) if len(reply) > 1 else None
@@ -897,6 +924,7 @@ class RecordStore:
                 message,
                 h,
                 heartbeat,
+                self._shard(h),
             ],
         )
         return _answer(reply)
@@ -911,7 +939,7 @@ class RecordStore:
     ) -> ScriptAnswer:
         reply = await self._resend(
             keys=[self.keys.record(h)],
-            args=[self.keys.channel(h), self.ttl, interval, max_resends, message],
+            args=[self.keys.channel(h), self.ttl, interval, max_resends, message, self._shard(h)],
         )
         return _answer(reply)
 
@@ -930,7 +958,7 @@ class RecordStore:
         """failed → pending, for an operator's retry (see REVIVE_SCRIPT)."""
         reply = await self._revive(
             keys=[self.keys.record(h), self.keys.counts(self.keys.shard(h))],
-            args=[self.keys.channel(h), self.ttl, message],
+            args=[self.keys.channel(h), self.ttl, message, self._shard(h)],
         )
         return _answer(reply)
 
@@ -961,7 +989,7 @@ class RecordStore:
         removed = 0
         for i in range(0, len(hashes), batch):
             chunk = hashes[i : i + batch]
-            exists = await self.redis.mget([self.keys.record(h) for h in chunk])
+            exists = await mget(self.redis, [self.keys.record(h) for h in chunk])
             gone = [h for h, e in zip(chunk, exists, strict=True) if e is None]
             if gone:
                 async with self.redis.pipeline(transaction=False) as pipe:

@@ -19,6 +19,8 @@ from server.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_BOT_API_URL = "http://127.0.0.1:9999"
+#: in a Redis Cluster every RQ key must share one hash slot
+CLUSTER_RQ_PREFIX = "{rq}"
 #: a PostgreSQL schema name Longrun may use unquoted (DATABASE_SCHEMA)
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -35,6 +37,8 @@ class Settings:
     secret_key: str
     webhook_secrets: tuple[str, ...]
     redis_url: str = DEFAULT_REDIS_URL
+    # REDIS_URL names a node of a Redis Cluster (requires RQ_KEY_PREFIX={rq}, see connections.py)
+    redis_cluster: bool = False
     database_url: str | None = None
     # PostgreSQL schema holding the archive (tests use one each); days of history kept
     # (0 keeps everything); records the archiver writes per transaction.
@@ -67,6 +71,8 @@ class Settings:
     web_concurrency: int = 1
     log_format: str = "console"
     log_level: str = "INFO"
+    # Alert when a queue's oldest job has waited longer than this (seconds), per queue.
+    wait_thresholds: Mapping[str, float] = field(default_factory=lambda: {"high": 10.0, "default": 30.0, "low": 120.0})
     operator_password: str | None = None
     operator_token: str | None = None
     bot_port: int = 9999
@@ -109,6 +115,7 @@ class Settings:
             "SECRET_KEY": self.secret_key,
             "BOT_WEBHOOK_SECRET": " ".join(self.webhook_secrets),
             "REDIS_URL": self.redis_url,
+            "REDIS_CLUSTER": "1" if self.redis_cluster else "0",
             "BOT_API_URL": self.bot_api_url,
             "BOT_API_TIMEOUT": str(self.bot_api_timeout),
             "REQUEST_TTL": str(self.request_ttl),
@@ -134,7 +141,10 @@ class Settings:
             "BOT_REPORT_MODE": self.bot_report_mode,
             "PUBLIC_URL": self.public_url,
             "ALLOWED_ORIGINS": " ".join(self.allowed_origins),
+            "WAIT_THRESHOLDS": " ".join(f"{q}={s:g}" for q, s in self.wait_thresholds.items()),
         }
+        if self.redis_cluster:
+            env["RQ_KEY_PREFIX"] = CLUSTER_RQ_PREFIX
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
         env["DATABASE_SCHEMA"] = self.database_schema
@@ -189,6 +199,7 @@ class Settings:
             secret_key=secret_key,
             webhook_secrets=tuple(hook),
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_cluster=_flag(env.get("REDIS_CLUSTER"), default=False),
             database_url=env.get("DATABASE_URL") or None,
             database_schema=(env.get("DATABASE_SCHEMA") or "public").strip(),
             archive_retention_days=int(num("ARCHIVE_RETENTION_DAYS", 365)),
@@ -210,6 +221,7 @@ class Settings:
             log_format=env.get("LOG_FORMAT", "console" if dev else "json"),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             operator_password=env.get("OPERATOR_PASSWORD") or None,
+            wait_thresholds=_thresholds(env.get("WAIT_THRESHOLDS")),
             operator_token=env.get("OPERATOR_TOKEN") or None,
             bot_speed=num("BOT_SPEED", 1.0),
             bot_port=int(num("BOT_PORT", 9999)),
@@ -223,6 +235,11 @@ class Settings:
             allowed_origins=tuple(env.get("ALLOWED_ORIGINS", "").split()),
             extra={"notes": tuple(notes)},
         )
+        if settings.redis_cluster and "{" not in env.get("RQ_KEY_PREFIX", "rq"):
+            raise ConfigError(
+                "REDIS_CLUSTER=1 needs RQ_KEY_PREFIX={rq} (RQ keeps all its keys in one hash slot); "
+                "set it in the environment of every Longrun process"
+            )
         if settings.bot_report_mode not in {"redis", "http"}:
             raise ConfigError("BOT_REPORT_MODE must be 'redis' or 'http'")
         _check_archive(settings)
@@ -265,6 +282,18 @@ def _rate(name: str, raw: str | None, default: tuple[int, float]) -> tuple[int, 
     if value[0] < 1 or value[1] <= 0:
         raise ConfigError(f"{name} needs a burst of at least 1 over a positive number of seconds")
     return value
+
+
+def _thresholds(raw: str | None) -> dict[str, float]:
+    """``high=10 default=30 low=120``: seconds of queue wait before an alert."""
+    out = {"high": 10.0, "default": 30.0, "low": 120.0}
+    for part in (raw or "").split():
+        queue, _, seconds = part.partition("=")
+        try:
+            out[queue] = float(seconds)
+        except ValueError:
+            raise ConfigError(f"WAIT_THRESHOLDS must look like 'high=10 default=30', got {raw!r}") from None
+    return out
 
 
 def _flag(raw: str | None, *, default: bool) -> bool:

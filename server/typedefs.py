@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from jobs.queues import Dispatcher
 from server.cache import RecordCache
+from server.connections import AsyncClient
 from server.db import Database
 from server.hub import Hub
 from server.lifecycle import Lifecycle
@@ -17,7 +17,7 @@ from server.settings import Settings
 from server.webhooks import Verifier
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[AsyncClient] = web.AppKey("redis")
 STORE = web.AppKey("store", RecordStore)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

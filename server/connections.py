@@ -1,0 +1,69 @@
+"""Every Redis client a Longrun process opens, made here: standalone or Redis Cluster.
+
+With ``REDIS_CLUSTER=1`` the records, scripts and channels spread over the
+cluster (each request's keys and shard channel share one hash slot, see
+``server.record``), while RQ — whose worker needs a plain connection — lives on
+the node that owns the ``{rq}`` hash slot: every RQ key carries that tag
+because ``RQ_KEY_PREFIX={rq}`` (checked at start-up by ``Settings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster as SyncRedisCluster
+
+from server.settings import Settings
+
+#: the client type the server, jobs and SDK use (a cluster client has the same commands)
+AsyncClient = Redis | RedisCluster
+
+
+def async_client(settings: Settings, *, fail_fast: bool = False, **options: Any) -> AsyncClient:
+    """An asyncio client. ``fail_fast`` (the web server): short timeouts, two quick retries."""
+    if fail_fast:
+        options.setdefault("socket_connect_timeout", 1.0)
+        options.setdefault("socket_timeout", 2.0)
+        options.setdefault("retry", Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2))
+    else:
+        options.setdefault("socket_connect_timeout", 5.0)
+        options.setdefault("socket_timeout", 10.0)
+    if settings.redis_cluster:
+        options.pop("health_check_interval", None)
+        options.pop("max_connections", None)
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return Redis.from_url(settings.redis_url, **options)
+
+
+def pubsub_client(settings: Settings, name: str) -> AsyncClient:
+    """The hub's client: no silent reconnects (the hub must notice a drop to resync)."""
+    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "retry": Retry(ExponentialBackoff(), retries=0)}
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return Redis.from_url(settings.redis_url, health_check_interval=10, client_name=name, **options)
+
+
+def rq_connection(settings: Settings, **options: Any) -> redis.Redis:
+    """A synchronous connection for RQ (enqueueing and workers)."""
+    if settings.redis_cluster:
+        with SyncRedisCluster.from_url(settings.redis_url) as cluster:
+            node = cluster.get_node_from_key("{rq}")
+            if node is None:
+                raise redis.ConnectionError("no cluster node owns the {rq} slot")
+            return redis.Redis(host=node.host, port=node.port, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+async def mget(client: AsyncClient, keys: Sequence[str]) -> list[Any]:
+    """MGET, split by slot in a cluster (keys of different requests live on different nodes)."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(list(keys)))
+    return list(await client.mget(list(keys)))
