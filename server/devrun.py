@@ -82,10 +82,16 @@ def main() -> int:
     )
     honcho = Path(sys.executable).with_name("honcho")
     proc = subprocess.Popen([str(honcho), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)], env=env)
+
+    def stop(signum: int, _frame: object) -> None:
+        # Ctrl-C in a terminal reaches honcho too; a plain `kill` reaches only us. Either
+        # way honcho stops everything it started (once), then we stop the embedded servers.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
         return proc.wait()
     finally:
         if embedded_redis is not None:

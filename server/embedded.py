@@ -8,6 +8,7 @@ ports and stop with the process that started them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -158,6 +159,7 @@ class EmbeddedPostgres:
         except ImportError:
             raise ConfigError("No PostgreSQL: set DATABASE_URL, or install the 'embedded' extra (pgserver).") from None
         self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         try:
             self.server = get_server(self.directory, cleanup_mode="stop" if self.keep else "delete")
         except (OSError, subprocess.SubprocessError) as exc:
@@ -173,6 +175,31 @@ class EmbeddedPostgres:
         if self.server is not None:
             self.server.cleanup()
             self.server = None
+
+    def _forget_dead_handles(self) -> None:
+        # pgserver stops the server when its last handle (a process id it lists in this file)
+        # lets go. A `make run` killed outright leaves its pid behind, and then no later run
+        # would ever stop the server: drop the pids of processes that no longer exist.
+        handles = self.directory / ".handle_pids.json"
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(pids, list):
+            return
+        alive = [p for p in pids if isinstance(p, int) and _alive(p)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def find_or_start_postgres(run_dir: Path, env: dict[str, str] | None = None) -> tuple[str, EmbeddedPostgres | None]:
