@@ -1,0 +1,265 @@
+"""The store: every read and write of request records, through the scripts."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from server.connections import AsyncClient, mget
+from server.record.keys import REQUEST_TTL, TRACKING_LIST_MAX, WEBHOOK_ID_TTL, Keys
+from server.record.lua import (
+    CREATE_SCRIPT,
+    RATE_LIMIT_SCRIPT,
+    RELEASE_LOCK_SCRIPT,
+    RESEND_OTP_SCRIPT,
+    REVIVE_SCRIPT,
+    SUBMIT_OTP_SCRIPT,
+    UPDATE_SCRIPT,
+)
+from server.record.model import dumps, loads_record
+
+Outcome = Literal["ok", "missing", "terminal", "conflict", "not_due"]
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    outcome: Outcome
+    record: dict[str, Any] | None = None
+    #: the bot asked for a code that the person had already typed: check it now
+    otp_ready: bool = False
+    previous_status: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class ScriptAnswer:
+    outcome: str
+    record: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _answer(reply: Sequence[Any]) -> ScriptAnswer:
+    outcome = _text(reply[0])
+    record = loads_record(reply[1]) if len(reply) > 1 else None
+    detail = _text(reply[2]) if len(reply) > 2 else None
+    return ScriptAnswer(outcome, record, detail)
+
+
+class RecordStore:
+    """Every read and write of request records (async; one instance per Redis client)."""
+
+    def __init__(self, redis: AsyncClient, keys: Keys, *, ttl: int = REQUEST_TTL, sharded: bool = False):
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl
+        #: also publish on each request's shard channel (Redis Cluster)
+        self.sharded = sharded
+        self._create = redis.register_script(CREATE_SCRIPT)
+        self._update = redis.register_script(UPDATE_SCRIPT)
+        self._submit_otp = redis.register_script(SUBMIT_OTP_SCRIPT)
+        self._resend = redis.register_script(RESEND_OTP_SCRIPT)
+        self._rate_limit = redis.register_script(RATE_LIMIT_SCRIPT)
+        self._release_lock = redis.register_script(RELEASE_LOCK_SCRIPT)
+        self._revive = redis.register_script(REVIVE_SCRIPT)
+
+    def _shard(self, h: str) -> str:
+        return self.keys.shard_channel(h) if self.sharded else ""
+
+    async def create(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Store a new record and track it; returns the public record, None on a hash clash."""
+        h = record["hash"]
+        keys = [self.keys.record(h), self.keys.counts(self.keys.shard(h))]
+        args: list[Any] = [dumps(record), self.ttl, self.keys.channel(h), self._shard(h)]
+        if self.sharded:
+            # A cluster pipeline cannot carry scripts; the tracking list lives in another slot.
+            reply = await self._create(keys=keys, args=args)
+            async with self.redis.pipeline(transaction=False) as cluster_pipe:
+                cluster_pipe.lpush(self.keys.tracking_list(), h)
+                cluster_pipe.ltrim(self.keys.tracking_list(), 0, TRACKING_LIST_MAX - 1)
+                await cluster_pipe.execute()
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._create(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+                pipe.lpush(self.keys.tracking_list(), h)
+                pipe.ltrim(self.keys.tracking_list(), 0, TRACKING_LIST_MAX - 1)
+                reply, *_ = await pipe.execute()
+        answer = _answer(reply)
+        return answer.record if answer.outcome == "ok" else None
+
+    async def get_raw(self, h: str) -> bytes | None:
+        raw = await self.redis.get(self.keys.record(h))
+        return raw if raw is None or isinstance(raw, bytes) else str(raw).encode()
+
+    async def get(self, h: str) -> dict[str, Any] | None:
+        """The stored record, private fields included (``_p``); None if absent or unreadable."""
+        return loads_record(await self.get_raw(h))
+
+    async def get_many(self, hashes: Sequence[str]) -> list[dict[str, Any] | None]:
+        if not hashes:
+            return []
+        raws = await mget(self.redis, [self.keys.record(h) for h in hashes])
+        return [loads_record(r) for r in raws]
+
+    async def update(
+        self,
+        h: str,
+        patch: Mapping[str, Any],
+        *,
+        expect: Sequence[str] | None = None,
+        deadline: float | None = None,
+        heartbeat: float | None = None,
+        otp: Mapping[str, Any] | None = None,
+        checking: str | None = None,
+        sweep: bool = False,
+        private: Mapping[str, Any] | None = None,
+    ) -> UpdateResult:
+        """Apply one change atomically: merge, state machine, seq, TTL, publish, archive hand-off."""
+        control: dict[str, Any] = {"ttl": self.ttl}
+        if expect is not None:
+            control["expect"] = list(expect)
+        if deadline is not None:
+            control["deadline"] = deadline
+        if heartbeat is not None:
+            control["heartbeat"] = heartbeat
+        if otp is not None:
+            control["otp"] = dict(otp)
+        if checking is not None:
+            control["checking"] = checking
+        if sweep:
+            control["sweep"] = True
+        if private:
+            control["private"] = dict(private)
+        shard = self.keys.shard(h)
+        reply = await self._update(
+            keys=[
+                self.keys.record(h),
+                self.keys.archive(shard),
+                self.keys.inflight(shard),
+                self.keys.otp(h),
+                self.keys.counts(shard),
+                self.keys.otp_waits(shard),
+            ],
+            args=[dumps(dict(patch)), dumps(control), self.keys.channel(h), h, self._shard(h)],
+        )
+        outcome = _text(reply[0])
+        record = loads_record(reply[1]) if len(reply) > 1 else None
+        return UpdateResult(
+            outcome=outcome,  # type: ignore[arg-type]
+            record=record,
+            otp_ready=len(reply) > 2 and _text(reply[2]) == "1",
+            previous_status=_text(reply[3]) if len(reply) > 3 else None,
+        )
+
+    async def submit_otp(
+        self,
+        h: str,
+        code: str,
+        *,
+        code_ttl: int,
+        max_attempts: int,
+        early_allowed: bool,
+        heartbeat: float,
+        message: str = "Checking the code…",
+    ) -> ScriptAnswer:
+        shard = self.keys.shard(h)
+        reply = await self._submit_otp(
+            keys=[
+                self.keys.record(h),
+                self.keys.otp(h),
+                self.keys.inflight(shard),
+                self.keys.counts(shard),
+                self.keys.otp_waits(shard),
+            ],
+            args=[
+                code,
+                code_ttl,
+                max_attempts,
+                self.keys.channel(h),
+                self.ttl,
+                "1" if early_allowed else "0",
+                message,
+                h,
+                heartbeat,
+                self._shard(h),
+            ],
+        )
+        return _answer(reply)
+
+    async def take_otp(self, h: str) -> str | None:
+        """The submitted code, removed as it is read: a code reaches the bot once."""
+        raw = await self.redis.getdel(self.keys.otp(h))
+        return None if raw is None else _text(raw)
+
+    async def request_resend(
+        self, h: str, *, interval: int, max_resends: int, message: str = "Sending a new code…"
+    ) -> ScriptAnswer:
+        reply = await self._resend(
+            keys=[self.keys.record(h)],
+            args=[self.keys.channel(h), self.ttl, interval, max_resends, message, self._shard(h)],
+        )
+        return _answer(reply)
+
+    async def hit_rate_limit(self, name: str, who: str, *, burst: int, per: float, cost: int = 1) -> float:
+        """Count ``cost`` calls against a GCRA limit; 0 if allowed, else seconds until allowed."""
+        allowed, wait_ms = await self._rate_limit(
+            keys=[self.keys.rate_limit(name, who)], args=[per / burst, burst, cost]
+        )
+        return 0.0 if int(allowed) else int(wait_ms) / 1000
+
+    async def remember_event_id(self, event_id: str) -> bool:
+        """True the first time a bot event id is seen (within the signature window)."""
+        return bool(await self.redis.set(self.keys.webhook_id(event_id), b"1", nx=True, ex=WEBHOOK_ID_TTL))
+
+    async def revive(self, h: str, message: str = "Retried by an operator; waiting for a free worker…") -> ScriptAnswer:
+        """failed → pending, for an operator's retry (see REVIVE_SCRIPT)."""
+        reply = await self._revive(
+            keys=[self.keys.record(h), self.keys.counts(self.keys.shard(h))],
+            args=[self.keys.channel(h), self.ttl, message, self._shard(h)],
+        )
+        return _answer(reply)
+
+    async def acquire_lock(self, name: str, ttl: float) -> str | None:
+        """A token if we now hold the named lock (for ``ttl`` seconds), else None."""
+        token = secrets.token_hex(8)
+        got = await self.redis.set(self.keys.lock(name), token, nx=True, px=int(ttl * 1000))
+        return token if got else None
+
+    async def release_lock(self, name: str, token: str) -> None:
+        await self._release_lock(keys=[self.keys.lock(name)], args=[token])
+
+    async def overdue(self, shard: int, now: float, limit: int = 500) -> list[str]:
+        """Running requests of a shard whose heartbeat, deadline or OTP has passed."""
+        raw = await self.redis.zrangebyscore(self.keys.inflight(shard), "-inf", now, start=0, num=limit)
+        return [_text(r) for r in raw]
+
+    async def forget_inflight(self, h: str) -> None:
+        await self.redis.zrem(self.keys.inflight(self.keys.shard(h)), h)
+
+    async def tracked_hashes(self, limit: int = 100) -> list[str]:
+        raw = await self.redis.lrange(self.keys.tracking_list(), 0, limit - 1)
+        return [_text(r) for r in raw]
+
+    async def prune_tracking_list(self, batch: int = 500) -> int:
+        """Drop tracked hashes whose record has expired; returns how many were removed."""
+        hashes = await self.tracked_hashes(TRACKING_LIST_MAX)
+        removed = 0
+        for i in range(0, len(hashes), batch):
+            chunk = hashes[i : i + batch]
+            exists = await mget(self.redis, [self.keys.record(h) for h in chunk])
+            gone = [h for h, e in zip(chunk, exists, strict=True) if e is None]
+            if gone:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for h in gone:
+                        pipe.lrem(self.keys.tracking_list(), 0, h)
+                    await pipe.execute()
+                removed += len(gone)
+        return removed
