@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import logging
 import secrets
-import sys
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from aiohttp import web
 
 from bots.sdk import Reporter, reporter_for
 from server import logs
-from server.errors import ConfigError
 from server.protocol import BotEvent, CompletedEvent, FailedEvent, OtpPrompt, ProgressEvent
 from server.settings import Settings
 
@@ -478,11 +476,7 @@ def create_bot_app(settings: Settings, reporter: Reporter | None = None) -> web.
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"longrun demo bots: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.from_env_or_exit("longrun demo bots")
     logs.configure(settings)
     web.run_app(create_bot_app(settings), host=settings.host, port=settings.bot_port, print=None, access_log=None)
     return 0

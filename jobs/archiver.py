@@ -43,11 +43,11 @@ from psycopg import AsyncConnection
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from server import db, estimates
+from server import db, estimates, logs
 from server.archive import ArchiveRow, delete_expired, to_row, write_rows
 from server.catalog import SERVICES
 from server.connections import AsyncClient, async_client
-from server.errors import ArchiveError, ConfigError
+from server.errors import ArchiveError
 from server.record import ACK_ARCHIVED_SCRIPT, ARCHIVE_GROUP, SHARDS, Keys, loads_record
 from server.settings import Settings
 
@@ -473,12 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--drain", action="store_true", help="archive what is waiting now, then exit")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"longrun archiver: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_env_or_exit("longrun archiver")
+    logs.configure(settings)
     if not settings.database_url:
         log.warning("DATABASE_URL is not set: the archive is off (terminal records stay in the streams)")
         return asyncio.run(idle_without_database())

@@ -26,8 +26,9 @@ from server.settings import Settings
 
 @cache
 def settings() -> Settings:
-    """The worker's settings, from its environment (read once per process)."""
-    return Settings.from_env()
+    """The worker's settings, from its environment (read once per process; exits 2 naming
+    what is missing, the first time)."""
+    return Settings.from_env_or_exit("longrun")
 
 
 @dataclass

@@ -20,7 +20,6 @@ from jobs.context import settings
 from jobs.queues import queue_names
 from server import logs
 from server.connections import rq_connection
-from server.errors import ConfigError
 
 log = logging.getLogger("longrun.cron")
 
@@ -37,11 +36,7 @@ class Cron(CronScheduler):
 
 
 def main() -> int:
-    try:
-        config = settings()
-    except ConfigError as exc:
-        print(f"longrun cron: {exc}", file=sys.stderr)
-        return 2
+    config = settings()
     logs.configure(config)
     high, _, low = queue_names(config.key_prefix)
     cron = Cron(rq_connection(config), logging_level=config.log_level)

@@ -20,7 +20,6 @@ from jobs.context import settings
 from jobs.queues import queue_names
 from server import logs
 from server.connections import rq_connection
-from server.errors import ConfigError
 
 
 class LongrunWorker(Worker):
@@ -53,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes in the pool")
     parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
     args = parser.parse_args(argv)
-    try:
-        config = settings()
-    except ConfigError as exc:
-        print(f"longrun worker: {exc}", file=sys.stderr)
-        return 2
+    config = settings()
     logs.configure(config)
     connection = rq_connection(config)
     pool = WorkerPool(

@@ -18,7 +18,6 @@ import tempfile
 import time
 
 from server import logs
-from server.errors import ConfigError
 from server.settings import Settings
 
 
@@ -97,11 +96,7 @@ def supervise(settings: Settings) -> int:
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"longrun: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.from_env_or_exit("longrun")
     for note in settings.extra.get("notes", ()):
         print(f"longrun: {note}", file=sys.stderr)
     if settings.web_concurrency > 1:

@@ -11,6 +11,7 @@ import base64
 import os
 import re
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -155,6 +156,15 @@ class Settings:
         if self.operator_token:
             env["OPERATOR_TOKEN"] = self.operator_token
         return env
+
+    @classmethod
+    def from_env_or_exit(cls, program: str) -> Settings:
+        """For entry points: the settings, or exit 2 with the message that names what to fix."""
+        try:
+            return cls.from_env()
+        except ConfigError as exc:
+            print(f"{program}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -111,6 +111,16 @@ local function status_of(rec)
   return s
 end
 
+-- The record at `key` with its private part and status; nil when absent or unreadable.
+local function load_record(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local rec = decode(raw)
+  if not rec then return nil end
+  local p = private(rec)
+  return rec, p, status_of(rec)
+end
+
 -- Time spent waiting for the person does not count against the deadline or the ETA.
 local function enter_wait(p, now)
   if not p.wait_since then p.wait_since = now end
@@ -213,12 +223,8 @@ UPDATE_SCRIPT = (
 -- ARGV[3] channel, ARGV[4] hash
 -- Returns {'ok', public, otp_ready ('1'/'0'), previous status} | {'missing'} |
 --         {'terminal', public} | {'conflict', public} | {'not_due', public}
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'missing'} end
-local rec = decode(raw)
+local rec, p, cur = load_record(KEYS[1])
 if not rec then return {'missing'} end
-local p = private(rec)
-local cur = status_of(rec)
 if TERMINAL[cur] then return {'terminal', public(rec)} end
 local patch = decode(ARGV[1]) or {}
 local ctl = cjson.decode(ARGV[2])
@@ -359,12 +365,8 @@ SUBMIT_OTP_SCRIPT = (
 -- ARGV[7] message while the code is checked, ARGV[8] hash, ARGV[9] heartbeat window
 -- Returns {'accepted', public, n} (enqueue the check) | {'early', public} (kept for when the
 -- bot asks) | {'busy', public} | {'exhausted', public} | {'conflict', public} | {'missing'}
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'missing'} end
-local rec = decode(raw)
+local rec, p, cur = load_record(KEYS[1])
 if not rec then return {'missing'} end
-local p = private(rec)
-local cur = status_of(rec)
 if TERMINAL[cur] then return {'conflict', public(rec)} end
 if p.otp_inflight or redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', public(rec)} end
 local tries = tonumber(p.otp_tries) or 0
@@ -412,12 +414,9 @@ RESEND_OTP_SCRIPT = (
 -- ARGV[4] max resends, ARGV[5] message
 -- Returns {'ok', public, n} | {'too_early', public, seconds} | {'exhausted', public} |
 --         {'conflict', public} | {'missing'}
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'missing'} end
-local rec = decode(raw)
+local rec, p, cur = load_record(KEYS[1])
 if not rec then return {'missing'} end
-local p = private(rec)
-if status_of(rec) ~= 'waiting_otp' or p.otp_inflight then return {'conflict', public(rec)} end
+if cur ~= 'waiting_otp' or p.otp_inflight then return {'conflict', public(rec)} end
 local now = clock()
 if p.resend_at and now < tonumber(p.resend_at) then
   return {'too_early', public(rec), tostring(math.ceil(tonumber(p.resend_at) - now))}
@@ -458,12 +457,9 @@ REVIVE_SCRIPT = (
 -- KEYS[1] record, KEYS[2] the shard's counts
 -- ARGV[1] channel, ARGV[2] record TTL, ARGV[3] message
 -- Returns {'ok', public} | {'conflict', public} (not failed) | {'missing'}
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'missing'} end
-local rec = decode(raw)
+local rec, p, cur = load_record(KEYS[1])
 if not rec then return {'missing'} end
-local p = private(rec)
-if status_of(rec) ~= 'failed' then return {'conflict', public(rec)} end
+if cur ~= 'failed' then return {'conflict', public(rec)} end
 local now = clock()
 rec.status = 'pending'
 rec.error = cjson.null
