@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from server.record import Keys
 from server.settings import Settings
+from tests.conftest import Processes
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -195,3 +196,54 @@ async def test_old_style_update_is_read_by_the_api(
     body = await resp.json()
     assert body["progress"] == 77 and body["status"] == "processing" and body["requires_otp"] is False
     assert body["current_message"] == "rendering the old way"
+
+
+async def test_the_per_service_concurrency_cap_holds(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings, processes: Processes
+) -> None:
+    """credit-score-rating may run 5 at once (RQ RateLimit): the sixth and seventh wait,
+    although there are workers free for them (2 + 6 here)."""
+    processes.workers(settings, count=6)
+    keys = Keys(settings.key_prefix)
+    data = {"national_id": "4444444444", "mobile": "09124444444"}
+    await add_fault(settings.bot_api_url, service="credit-score-rating", match=data, mode="busy", count=7)
+    hashes = [(await create(client, "credit-score-rating", data))["hash"] for _ in range(7)]
+
+    async def five_running() -> list[str] | None:
+        running = [h for h in hashes if (await record(redis, keys, h))["status"] == "processing"]
+        return running if len(running) == 5 else None
+
+    running = await wait_for(five_running, timeout=40, what="five requests to run")
+    await asyncio.sleep(1.0)  # and no more than five, even given time
+    assert len([h for h in hashes if (await record(redis, keys, h))["status"] == "processing"]) == 5
+    held = await redis.zcard(f"rq:rl:{keys.prefix}service:credit-score-rating:rate_limited")
+    assert held == 2
+    waiting = next(h for h in hashes if h not in running)
+    assert (await client.post(f"/api/requests/{running[0]}/cancel")).status == 202
+    await wait_status(redis, keys, waiting, "processing")  # a freed slot lets the next one in
+    for h in hashes:
+        await client.post(f"/api/requests/{h}/cancel")
+
+
+async def test_an_old_style_update_reaches_an_open_socket(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    data = {"prompt": "old bot live", "duration_seconds": 5}
+    await add_fault(settings.bot_api_url, service="video-generation", match=data, mode="silent")
+    h = (await create(client, "video-generation", data))["hash"]
+    await wait_status(redis, keys, h, "processing")
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await ws.receive(timeout=5)
+    raw = orjson.loads(await redis.get(keys.record(h)))
+    raw.update(progress=64, current_message="from an old bot")
+    del raw["seq"]
+    await redis.execute_command("SETEX", keys.record(h), 1800, orjson.dumps(raw))
+    await redis.publish(keys.channel(h), orjson.dumps(raw))
+    async with asyncio.timeout(5):
+        while True:
+            frame = orjson.loads((await ws.receive()).data)
+            if frame["type"] == "update" and frame["request"]["current_message"] == "from an old bot":
+                break
+    assert frame["request"]["progress"] == 64 and "_p" not in frame["request"]
+    await ws.close()
