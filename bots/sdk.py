@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -27,7 +26,6 @@ import aiohttp
 import orjson
 
 from jobs.queues import Dispatcher
-from server.catalog import find_service
 from server.connections import async_client, rq_connection
 from server.errors import LongrunError
 from server.lifecycle import Lifecycle
@@ -90,20 +88,8 @@ class RedisReporter(_Calls):
         store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl, sharded=settings.redis_cluster)
         sync = rq_connection(settings, socket_connect_timeout=2, socket_timeout=5)
 
-        async def otp_ready(h: str, seq: int) -> None:
-            # A code typed before the bot asked: hand it to a worker like the server would.
-            rec = await store.get(h)
-            service = find_service(str((rec or {}).get("service_slug", "")))
-            if service is not None:
-                await asyncio.to_thread(Dispatcher(sync, settings).check_otp, h, service, seq)
-
-        life = Lifecycle(
-            store,
-            otp_max_attempts=settings.otp_max_attempts,
-            otp_resend_interval=settings.otp_resend_interval,
-            on_otp_ready=otp_ready,
-            time_scale=settings.time_scale,
-        )
+        # A code typed before the bot asked goes to a worker, as the server would send it.
+        life = Lifecycle.for_settings(store, settings, Dispatcher(sync, settings))
         try:
             yield cls(life)
         finally:

@@ -48,7 +48,7 @@ from server.archive import ArchiveRow, delete_expired, to_row, write_rows
 from server.catalog import SERVICES
 from server.connections import AsyncClient, async_client
 from server.errors import ArchiveError
-from server.record import ACK_ARCHIVED_SCRIPT, ARCHIVE_GROUP, SHARDS, Keys, loads_record
+from server.record import ACK_ARCHIVED_SCRIPT, ARCHIVE_GROUP, SHARDS, Keys, loads_record, text
 from server.settings import Settings
 
 log = logging.getLogger("longrun.archiver")
@@ -65,10 +65,6 @@ ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 RETRY_LATER: tuple[type[BaseException], ...] = (*db.DB_DOWN, psycopg.Error)
 #: ids per acknowledgement script call (Lua's unpack has a limit of a few thousand)
 ACK_CHUNK = 1000
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class Archiver:
@@ -218,7 +214,7 @@ class Archiver:
         for shard, reply in zip(ids, replies, strict=True):
             for _stream, items in reply or []:
                 for entry_id, fields in items:
-                    entries.append((shard, _text(entry_id), (fields or {}).get(b"r")))
+                    entries.append((shard, text(entry_id), (fields or {}).get(b"r")))
         return entries
 
     async def read_new(self) -> list[Entry]:
@@ -254,7 +250,7 @@ class Archiver:
                     count=self.per_shard,
                 )
                 for entry_id, fields in reply[1]:
-                    entries.append((shard, _text(entry_id), (fields or {}).get(b"r")))
+                    entries.append((shard, text(entry_id), (fields or {}).get(b"r")))
         except REDIS_DOWN as exc:
             log.warning("archiver cannot claim stale entries: %s", exc)
         if entries:
@@ -455,12 +451,27 @@ async def serve(settings: Settings, consumer: str, *, drain: bool = False) -> in
     return 0
 
 
-async def idle_without_database() -> int:
+async def idle_without_database(settings: Settings, every: float = 60.0) -> int:
+    """No archive: keep the streams from holding finished records (and the personal data in
+    them) longer than the records themselves live — trim what is older than REQUEST_TTL."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    redis = async_client(settings, socket_connect_timeout=2, socket_timeout=10)
+    keys = Keys(settings.key_prefix)
+    try:
+        while not stop.is_set():
+            oldest = int((time.time() - settings.request_ttl) * 1000)
+            try:
+                for shard in range(SHARDS):
+                    await redis.xtrim(keys.archive(shard), minid=f"{oldest}-0", approximate=False)
+            except REDIS_DOWN as exc:
+                log.warning("cannot trim the archive streams: %s", exc)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+    finally:
+        await redis.aclose()
     return 0
 
 
@@ -477,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings)
     if not settings.database_url:
         log.warning("DATABASE_URL is not set: the archive is off (terminal records stay in the streams)")
-        return asyncio.run(idle_without_database())
+        return asyncio.run(idle_without_database(settings))
     return asyncio.run(serve(settings, args.name, drain=args.drain))
 
 

@@ -32,9 +32,11 @@ class BotTimeout(LongrunError):
 
 
 class BotClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str):
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, max_timeout: float = 180.0):
         self.session = session
         self.base_url = base_url.rstrip("/")
+        #: BOT_API_TIMEOUT: no single call waits longer, whatever the request's deadline
+        self.max_timeout = max_timeout
 
     async def _post(
         self, path: str, body: Mapping[str, Any], *, idempotency_key: str, timeout: float
@@ -46,7 +48,7 @@ class BotClient:
                 url,
                 data=orjson.dumps(dict(body)),
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=max(0.1, timeout)),
+                timeout=aiohttp.ClientTimeout(total=max(0.1, min(timeout, self.max_timeout))),
             ) as resp:
                 if resp.status >= 500:
                     raise BotUnavailable(f"the bot API answered {resp.status}")

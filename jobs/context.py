@@ -6,7 +6,6 @@ closes them when done; settings are read once per worker process.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from redis import Redis as SyncRedis
 
 from jobs.botclient import BotClient
 from jobs.queues import Dispatcher
-from server.catalog import find_service
 from server.connections import AsyncClient, async_client, rq_connection
 from server.lifecycle import Lifecycle
 from server.record import Keys, RecordStore
@@ -48,22 +46,11 @@ class JobContext:
         dispatcher = Dispatcher(connection, config)
         store = RecordStore(redis, Keys(config.key_prefix), ttl=config.request_ttl, sharded=config.redis_cluster)
 
-        async def otp_ready(h: str, seq: int) -> None:
-            rec = await store.get(h)
-            service = find_service(str((rec or {}).get("service_slug", "")))
-            if service is not None:
-                await asyncio.to_thread(dispatcher.check_otp, h, service, seq)
-
-        life = Lifecycle(
-            store,
-            otp_max_attempts=config.otp_max_attempts,
-            otp_resend_interval=config.otp_resend_interval,
-            on_otp_ready=otp_ready,
-            time_scale=config.time_scale,
-        )
+        life = Lifecycle.for_settings(store, config, dispatcher)
         try:
             async with aiohttp.ClientSession() as session:
-                yield cls(config, redis, store, life, BotClient(session, config.bot_api_url), dispatcher)
+                bot = BotClient(session, config.bot_api_url, max_timeout=config.bot_api_timeout)
+                yield cls(config, redis, store, life, bot, dispatcher)
         finally:
             await redis.aclose()
             if sync_connection is None:

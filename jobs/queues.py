@@ -36,6 +36,11 @@ def queue_names(prefix: str = "") -> list[str]:
     return [f"{prefix}{p}" for p in PRIORITIES]
 
 
+def phase_of(job_id: str) -> str:
+    """run, otp, resend or cancel, from a job id ``{prefix}{hash}-{phase}{n}``."""
+    return job_id.rsplit("-", 1)[-1].rstrip("0123456789") or "?"
+
+
 def job_id(prefix: str, request_hash: str, phase: str) -> str:
     """``{prefix}{hash}-{phase}``: the prefix keeps each test's (or tenant's) jobs apart."""
     return f"{prefix}{request_hash}-{phase}"

@@ -29,9 +29,11 @@ from rq.timeouts import JobTimeoutException
 
 from jobs.botclient import BotRetryableError, BotTimeout, BotUnavailable
 from jobs.context import JobContext, settings
+from jobs.queues import phase_of
 from jobs.stats import record_job
 from server.catalog import Service, find_service
 from server.errors import ProtocolError
+from server.logs import short
 from server.protocol import Accepted, BotFailure, NeedsOtp, OtpPrompt
 from server.record import Keys, is_terminal, private_view
 from server.status import Status
@@ -39,17 +41,8 @@ from server.status import Status
 log = logging.getLogger("longrun.jobs")
 
 
-def short(h: str) -> str:
-    return h[:12]
-
-
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
-
-
-def phase_of(job: Job) -> str:
-    """run, otp, resend or cancel, from a job id ``{prefix}{hash}-{phase}{n}``."""
-    return job.id.rsplit("-", 1)[-1].rstrip("0123456789") or "?"
 
 
 def tracked(phase: str) -> Callable[[Callable[[str], None]], Callable[[str], None]]:
@@ -229,14 +222,18 @@ async def _resend_otp(h: str) -> None:
         answer = await ctx.bot.resend_otp(
             service.slug, h, idempotency_key=f"{h}:{job.id if job else 'resend'}", timeout=30
         )
+        # Only while still waiting: a code the person typed meanwhile is being checked, and a
+        # late answer to the resend must not reopen the prompt under it.
+        still_waiting = [Status.WAITING_OTP.value]
         if isinstance(answer, NeedsOtp):
-            await ctx.life.ask_otp(h, answer.otp, service)
+            await ctx.life.ask_otp(h, answer.otp, service, expect=still_waiting)
         elif isinstance(answer, Accepted):
-            await ctx.life.ask_otp(h, _prompt_of(rec), service)
+            await ctx.life.ask_otp(h, _prompt_of(rec), service, expect=still_waiting)
         elif isinstance(answer, BotFailure):
             if answer.retryable:
                 raise BotRetryableError(answer.error)
-            await ctx.life.ask_otp(h, _prompt_of(rec, error=f"Could not send a new code: {answer.error}"), service)
+            prompt = _prompt_of(rec, error=f"Could not send a new code: {answer.error}")
+            await ctx.life.ask_otp(h, prompt, service, expect=still_waiting)
 
 
 # --------------------------------------------------------------------------- cancel
@@ -291,10 +288,10 @@ def on_job_failure(
     )
     if exc_type is BotRetryableError and exc_value is not None and str(exc_value):
         text = f"The service could not finish the request: {exc_value}"
-    record_job(connection, Keys(settings().key_prefix), job, phase_of(job), "retried" if will_retry else "failed")
+    record_job(connection, Keys(settings().key_prefix), job, phase_of(job.id), "retried" if will_retry else "failed")
     log.warning(
         "job %s for %s failed (%s); %s",
-        phase_of(job),
+        phase_of(job.id),
         short(h),
         exc_type.__name__ if exc_type else "?",
         "retrying" if will_retry else "giving up",

@@ -19,10 +19,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import Session, get_session, setup
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from yarl import URL
 
 from server.errors import NotFound
 from server.record import private_view, token_digest
 from server.settings import Settings
+from server.typedefs import SETTINGS
 
 COOKIE_NAME = "longrun_session"
 HASH_RE = re.compile(r"req_[A-Za-z0-9_-]{22,48}")
@@ -114,3 +116,40 @@ def check_hash(value: str) -> str:
     if not HASH_RE.fullmatch(value):
         raise NotFound()
     return value
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """Same-origin sockets only (plus ALLOWED_ORIGINS); clients that send no Origin are not browsers."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    settings = request.app[SETTINGS]
+    if origin in settings.allowed_origins:
+        return True
+    try:
+        url = URL(origin)
+    except ValueError:
+        return False
+    if url.host is None:
+        return False
+    public = URL(settings.public_url)
+    candidates = {request.host.lower(), f"{public.host}:{public.port}".lower()}
+    return f"{url.host}:{url.port}".lower() in candidates or url.host.lower() in candidates
+
+
+def cross_site(request: web.Request) -> bool:
+    """Whether a browser says this request does not come from one of our own pages.
+
+    ``Sec-Fetch-Site`` first (every current browser sends it): only ``same-origin`` and
+    ``none`` (typed or bookmarked) pass — not ``same-site``, a sibling subdomain. Without
+    it, ``Origin``; our pages send ``Referrer-Policy: no-referrer``, under which a browser
+    sends ``Origin: null`` even on its own site, so such old browsers must use forms (with
+    their CSRF token). A client that sends neither is not a browser and holds no cookie by
+    accident."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.lower() not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    return origin == "null" or not origin_allowed(request)

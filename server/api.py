@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 from typing import Any
 
 import orjson
@@ -10,7 +12,16 @@ from aiohttp import web
 
 from server import access, estimates
 from server.catalog import SERVICES, get_service
-from server.errors import BadRequest, Conflict, NotFound, ProtocolError, RateLimited, Unavailable, ValidationFailed
+from server.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    ProtocolError,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
 from server.i18n import pick_lang
 from server.protocol import normalize_otp, parse_bot_event
 from server.record import new_record, public_view, token_digest
@@ -26,9 +37,16 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=orjson.dumps(body), status=status, content_type=JSON, headers=headers)
 
 
+MAX_API_BODY = 64 * 1024
+
+
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON: 413 over the size limit (aiohttp enforces it), 400 if malformed."""
+    """The request body as JSON: 413 over 64 KiB, 400 if malformed."""
+    if (request.content_length or 0) > MAX_API_BODY:
+        raise PayloadTooLarge("The body is larger than 64 KiB.")
     raw = await request.read()
+    if len(raw) > MAX_API_BODY:
+        raise PayloadTooLarge("The body is larger than 64 KiB.")
     if not raw.strip():
         raise BadRequest("The body must be a JSON object.", code="malformed_json")
     try:
@@ -45,7 +63,26 @@ async def rate_limit(request: web.Request, name: str, who: str, limit: tuple[int
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address: the peer, or — when the peer is a trusted proxy — the nearest
+    address in X-Forwarded-For that is not one of ours (what a client writes there itself
+    is to the left of what our proxies appended, so it is never believed)."""
+    peer = request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_proxies
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return peer
+
+
+def _in(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 async def load_visible(request: web.Request, request_hash: str) -> dict[str, Any]:
@@ -301,9 +338,15 @@ async def post_bot_event(request: web.Request) -> web.Response:
         raise NotFound()
     if not await store.remember_event_id(event_id):
         raise Conflict("This event id was already applied.", code="replayed_event")
-    result = await request.app[LIFECYCLE].apply_event(h, event)
-    if result.outcome == "missing":
-        raise NotFound()
-    if result.outcome == "conflict":
-        raise Conflict("The event does not fit the request's current state.", code="state_conflict")
+    try:
+        result = await request.app[LIFECYCLE].apply_event(h, event)
+        if result.outcome == "missing":
+            raise NotFound()
+        if result.outcome == "conflict":
+            raise Conflict("The event does not fit the request's current state.", code="state_conflict")
+    except BaseException:
+        # Not applied: the sender's retry (same webhook-id) must be able to succeed.
+        with contextlib.suppress(Exception):
+            await store.forget_event_id(event_id)
+        raise
     return json_response({"applied": result.applied, "status": (result.record or {}).get("status")}, status=202)

@@ -16,21 +16,21 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from jobs.queues import Dispatcher
-from server import access, api, connections, dashboard, health, history_views, metrics, openapi, pages, sockets
+from server import access, api, connections, dashboard, health, history_views, metrics, openapi, pages, sockets, sweeper
 from server.cache import RecordCache
-from server.catalog import find_service
 from server.hub import Hub
 from server.lifecycle import Lifecycle
 from server.limits import BatchedLimiter
-from server.middleware import error_middleware, security_headers
+from server.middleware import error_middleware, same_site_writes, security_headers
 from server.ops import Operations
 from server.record import Keys, RecordStore
 from server.settings import Settings
 from server.typedefs import CACHE, DISPATCHER, HUB, LIFECYCLE, OPS, POLL_LIMITER, REDIS, SETTINGS, STORE, VERIFIER
 from server.webhooks import Verifier
 
-#: bodies above this are refused with 413 before they are read
-MAX_BODY = 64 * 1024
+#: bodies above this are refused with 413 before they are read: the bot events endpoint
+#: (results up to 256 KiB); the public API refuses more than 64 KiB itself (api.read_json)
+MAX_BODY = 320 * 1024
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -51,26 +51,14 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(connection, settings)
     app[DISPATCHER] = dispatcher
 
-    async def otp_ready(h: str, seq: int) -> None:
-        rec = await app[STORE].get(h)
-        service = find_service(str((rec or {}).get("service_slug", "")))
-        if service is not None:
-            await asyncio.to_thread(dispatcher.check_otp, h, service, seq)
-
-    app[LIFECYCLE] = Lifecycle(
-        app[STORE],
-        otp_max_attempts=settings.otp_max_attempts,
-        otp_resend_interval=settings.otp_resend_interval,
-        on_otp_ready=otp_ready,
-        time_scale=settings.time_scale,
-    )
+    app[LIFECYCLE] = Lifecycle.for_settings(app[STORE], settings, dispatcher)
     yield
     connection.close()
 
 
 async def ops_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[OPS] = Operations(app[STORE], app[DISPATCHER].connection, thresholds=settings.wait_thresholds)
+    app[OPS] = Operations(app[STORE], app[DISPATCHER], thresholds=settings.wait_thresholds)
     yield
 
 
@@ -94,6 +82,27 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
             await app[OPS].forget_process(PROCESS)
     await hub.stop()
     await redis.aclose()
+
+
+async def upkeep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The sweeper, also from the web tier (less often than RQ's cron enqueues it), so that
+    a queue without a live worker neither lets requests expire nor leaves them stuck."""
+    stopping = asyncio.Event()
+    every = max(30.0, app[SETTINGS].sweep_interval * 6.0)
+
+    async def loop() -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await stopping.wait()
+            if not stopping.is_set():
+                with contextlib.suppress(RedisError, OSError):
+                    await sweeper.sweep(app[STORE], app[LIFECYCLE], app[DISPATCHER])
+
+    task = asyncio.create_task(loop())
+    yield
+    stopping.set()
+    await asyncio.wait({task}, timeout=5.0)
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -131,7 +140,7 @@ async def close_sockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[metrics.observe, error_middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[metrics.observe, error_middleware, same_site_writes], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     access.setup_sessions(app, settings)
     app.cleanup_ctx.append(redis_ctx)
@@ -139,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(ops_ctx)
     app.cleanup_ctx.append(hub_ctx)
     app.cleanup_ctx.append(cache_ctx)
+    app.cleanup_ctx.append(upkeep_ctx)
     if settings.database_url:
         app.cleanup_ctx.append(history_views.db_ctx)
     app.on_shutdown.append(close_sockets)

@@ -11,7 +11,7 @@ benchmark and the dashboard:
 - :func:`write_rows` stores a batch with one binary ``COPY`` in one
   transaction; a record delivered twice (the archiver died between commit
   and acknowledgement) is archived once, through a staging table and
-  ``INSERT … ON CONFLICT DO NOTHING``.
+  ``INSERT … ON CONFLICT`` (an outcome replaces an older one).
 - :func:`archive_status` reads the backlog and lag from Redis alone, so a
   dashboard can poll it without touching PostgreSQL.
 """
@@ -32,7 +32,7 @@ from redis.exceptions import ResponseError
 
 from server.connections import AsyncClient
 from server.errors import ArchiveError
-from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
+from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view, text
 from server.status import TERMINAL
 
 _TERMINAL = frozenset(s.value for s in TERMINAL)
@@ -62,12 +62,21 @@ CREATE TEMP TABLE IF NOT EXISTS history_stage (
     error text, request_data jsonb, result_data jsonb
 ) ON COMMIT DELETE ROWS
 """
-_MERGE = f"INSERT INTO history ({_COLUMNS}) SELECT {_COLUMNS} FROM history_stage ON CONFLICT (user_id, hash) DO NOTHING"
+# A record delivered again is the same row (same finished_at): nothing changes. A request an
+# operator retried after it failed finishes again later: its new outcome replaces the old.
+_UPSERT = (
+    "ON CONFLICT (user_id, hash) DO UPDATE SET ("
+    + _COLUMNS
+    + ") = ROW("
+    + ", ".join(f"EXCLUDED.{c.strip()}" for c in _COLUMNS.split(","))
+    + ") WHERE history.finished_at < EXCLUDED.finished_at"
+)
+_MERGE = f"INSERT INTO history ({_COLUMNS}) SELECT {_COLUMNS} FROM history_stage {_UPSERT}"
 _INSERT_ONE = f"""
 INSERT INTO history ({_COLUMNS})
 VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), to_timestamp(%s), %s, %s, %s::jsonb, %s, %s,
         %s::jsonb, %s::jsonb)
-ON CONFLICT (user_id, hash) DO NOTHING
+{_UPSERT}
 """
 
 
@@ -261,9 +270,12 @@ def to_row(rec: Mapping[str, Any]) -> ArchiveRow:
 
 
 def _unique(rows: Iterable[ArchiveRow]) -> list[ArchiveRow]:
+    """One row per request: the latest outcome (a retried request can finish twice)."""
     seen: dict[tuple[str, str], ArchiveRow] = {}
     for row in rows:
-        seen.setdefault((row.user_id, row.hash), row)
+        key = (row.user_id, row.hash)
+        if key not in seen or row.finished > seen[key].finished:
+            seen[key] = row
     return list(seen.values())
 
 
@@ -282,7 +294,7 @@ async def write_rows(conn: AsyncConnection[Any], rows: Sequence[ArchiveRow]) -> 
     every time but one in a million, and it costs PostgreSQL about half of going through a
     staging table. A record already archived only comes back after an archiver died between
     commit and acknowledgement; the primary key then refuses the COPY, and the batch goes
-    again through the temporary staging table with ``INSERT … ON CONFLICT DO NOTHING``.
+    again through the temporary staging table with ``INSERT … ON CONFLICT`` keeping the latest outcome.
     """
     if not rows:
         return 0
@@ -303,7 +315,7 @@ async def write_rows(conn: AsyncConnection[Any], rows: Sequence[ArchiveRow]) -> 
 
 
 async def insert_rows_one_by_one(conn: AsyncConnection[Any], rows: Sequence[ArchiveRow]) -> int:
-    """The naive way, one INSERT … ON CONFLICT DO NOTHING per row, the batch in one transaction:
+    """The naive way, one INSERT … ON CONFLICT per row, the batch in one transaction:
     the benchmark's baseline."""
     added = 0
     async with conn.transaction(), conn.cursor() as cur:
@@ -375,14 +387,14 @@ async def archive_status(redis: AsyncClient, keys: Keys) -> ArchiveStatus:
         replies = await pipe.execute(raise_on_error=False)
     seconds, micros = replies[0]
     now = int(seconds) + int(micros) / 1e6
-    state = {_text(k): _text(v) for k, v in (replies[1] or {}).items()}
+    state = {text(k): text(v) for k, v in (replies[1] or {}).items()}
     backlog = in_progress = 0
     oldest_ms: int | None = None
     for i in range(SHARDS):
         length, first, pending = replies[2 + 3 * i : 5 + 3 * i]
         backlog += int(length)
         if first:
-            ms = int(_text(first[0][0]).split("-")[0])
+            ms = int(text(first[0][0]).split("-")[0])
             oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
         if not isinstance(pending, ResponseError) and pending:
             in_progress += int(pending.get("pending", 0))
@@ -395,7 +407,3 @@ async def archive_status(redis: AsyncClient, keys: Keys) -> ArchiveStatus:
         archived_total=int(state.get("archived", 0) or 0),
         last_error=state.get("last_error") or None,
     )
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)

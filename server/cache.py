@@ -94,23 +94,26 @@ class RecordCache:
             rec = await self.store.get(h)
             return None if rec is None else self._entry(h, rec, generation=-1)
         generation = self.hub.generation
-        placeholder = Entry(h, None, None, b"", 0.0, generation)
-        # Watch first, then read: a change between the two reaches the entry either way.
-        await self.hub.watch(placeholder)
+        entry = Entry(h, None, None, b"", 0.0, generation)
+        # Watch first, then read, and keep watching with the same entry: a change published
+        # at any moment from here on reaches it (the read fills only what is still empty).
+        await self.hub.watch(entry)
         rec = await self.store.get(h)
         if rec is None:
-            await self.hub.unwatch(placeholder)
+            await self.hub.unwatch(entry)
             return None
-        fresh = self._entry(h, rec, generation=generation)
-        if placeholder.public:  # a change was published while we read
-            fresh.public, fresh.expires = placeholder.public, placeholder.expires
-        await self.hub.unwatch(placeholder)
-        await self.hub.watch(fresh)
-        self.entries[h] = fresh
+        read = self._entry(h, rec, generation=generation)
+        entry.user_id, entry.token = read.user_id, read.token
+        if not entry.public:  # no change was published while we read
+            entry.public, entry.expires = read.public, read.expires
+        previous = self.entries.pop(h, None)
+        if previous is not None and previous is not entry:
+            await self.hub.unwatch(previous)
+        self.entries[h] = entry
         while len(self.entries) > self.max_entries:
             oldest, _ = self.entries.popitem(last=False)
             await self._unwatch(oldest)
-        return fresh
+        return entry
 
     @staticmethod
     def _entry(h: str, rec: dict[str, object], *, generation: int) -> Entry:

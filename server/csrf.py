@@ -4,9 +4,9 @@ Each browser session gets one random token, kept inside the encrypted session
 cookie (so another site can neither read nor forge it). Every page with a
 state-changing form puts it in a hidden input; every form post must send it
 back, compared in constant time, or it is refused with 403 before anything
-else happens. The JSON API does not use it: it takes JSON bodies only, which a
-cross-site form cannot send without a CORS preflight, and the cookie is
-SameSite=Lax.
+else happens. The JSON API does not use tokens: its unsafe calls made with the
+session cookie are refused when the browser says they come from another site
+(``Origin`` / ``Sec-Fetch-Site``, see ``server.middleware.same_site_writes``).
 """
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ from aiohttp import WSMsgType, web
 from aiohttp_session import get_session
 
 from server import csrf
-from server.access import bearer_token
-from server.api import client_address, json_response, rate_limit
+from server.access import bearer_token, origin_allowed
+from server.api import client_address, json_response, rate_limit, read_json
 from server.errors import Forbidden, NotFound
 from server.hub import Client, Frame
 from server.ops import Snapshot
 from server.pages import render
-from server.sockets import HEARTBEAT, MAX_FRAME, origin_allowed
+from server.sockets import HEARTBEAT, MAX_FRAME
 from server.typedefs import HUB, OPS, SETTINGS
 
 log = logging.getLogger("longrun.dashboard")
@@ -223,7 +223,7 @@ async def dashboard_action_json(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     job_id = ""
     if action in ("retry", "delete"):
-        body = orjson.loads(await request.read() or b"{}")
+        body = await read_json(request)
         job_id = str(body.get("job_id", "")) if isinstance(body, dict) else ""
     count = await _act(request, f"{action}:{job_id}" if job_id else action)
     return json_response({"done": count}, status=202)

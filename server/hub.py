@@ -184,7 +184,9 @@ def frame_for(payload: bytes | str, *, snapshot: bool = False) -> Frame | None:
     seq = rec.get("seq")
     raw = payload.encode() if isinstance(payload, str) else payload
     text = snapshot_frame(raw) if snapshot else update_frame(raw)
-    return Frame(text, seq if isinstance(seq, int) else -1, rec.get("status") in _KEEP, payload=raw)
+    status = rec.get("status")
+    keep = isinstance(status, str) and status in _KEEP  # old bots may write anything here
+    return Frame(text, seq if isinstance(seq, int) else -1, keep, payload=raw)
 
 
 class Watcher(Protocol):
@@ -352,9 +354,11 @@ class Hub:
         watched = list(self.watchers)
         for i in range(0, len(watched), 500):
             await self._subscribe(watched[i : i + 500])
+        # Re-read every watched record before declaring the connection good: a failed resync
+        # fails the session, and the listener reconnects and resyncs again.
+        await self._resync(watched)
         self.generation += 1
         self._connected.set()
-        resync = asyncio.create_task(self._resync(watched)) if watched else None
         prefix = self.keys.channel_prefix()
         try:
             while not self._closing:
@@ -374,8 +378,7 @@ class Hub:
                     if event is not None:
                         event.set()
         finally:
-            if resync is not None:
-                resync.cancel()
+            self._connected.clear()
 
     async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
         if not self.sharded:
@@ -393,7 +396,11 @@ class Hub:
         group = self.watchers.get(h)
         if not group:
             return
-        frame = frame_for(payload)
+        try:
+            frame = frame_for(payload)
+        except Exception:  # a bot's odd JSON must not take the listener down for everyone
+            log.warning("ignoring an unreadable update for %s", h[:12], exc_info=True)
+            return
         if frame is None:
             return
         if frame.seq >= 0:

@@ -11,10 +11,12 @@ that pages can show them in the person's language.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.queues import Dispatcher
 from server.catalog import Service, find_service
 from server.protocol import (
     Accepted,
@@ -30,6 +32,7 @@ from server.protocol import (
     Success,
 )
 from server.record import RecordStore, UpdateResult
+from server.settings import Settings
 from server.status import Status
 
 #: called with (hash, record seq) when a code the person typed early is ready for the bot
@@ -65,6 +68,24 @@ class Lifecycle:
     on_otp_ready: OtpReadyHook | None = None
     time_scale: float = 1.0
 
+    @classmethod
+    def for_settings(cls, store: RecordStore, settings: Settings, dispatcher: Dispatcher) -> Lifecycle:
+        """The lifecycle every process uses: its OTP rules, and early codes handed to a worker."""
+
+        async def otp_ready(h: str, seq: int) -> None:
+            rec = await store.get(h)
+            service = find_service(str((rec or {}).get("service_slug", "")))
+            if service is not None:
+                await asyncio.to_thread(dispatcher.check_otp, h, service, seq)
+
+        return cls(
+            store,
+            otp_max_attempts=settings.otp_max_attempts,
+            otp_resend_interval=settings.otp_resend_interval,
+            on_otp_ready=otp_ready,
+            time_scale=settings.time_scale,
+        )
+
     async def start(self, h: str, service: Service, *, attempt: int = 1, max_attempts: int = 1) -> UpdateResult:
         """pending (or a retried processing) → processing, with the service's deadline and heartbeat."""
         note = message("retrying", attempt=attempt, max=max_attempts) if attempt > 1 else message("starting")
@@ -92,7 +113,9 @@ class Lifecycle:
             patch["message_key"] = None
         return await self.store.update(h, patch)
 
-    async def ask_otp(self, h: str, prompt: OtpPrompt, service: Service | None = None) -> UpdateResult:
+    async def ask_otp(
+        self, h: str, prompt: OtpPrompt, service: Service | None = None, *, expect: Sequence[str] | None = None
+    ) -> UpdateResult:
         """The bot sent a code to the person's phone and waits for it."""
         otp_data: dict[str, Any] = {
             "length": prompt.length,
@@ -114,6 +137,7 @@ class Lifecycle:
                 "max_attempts": self.otp_max_attempts,
             },
             checking=MESSAGES["checking"],
+            expect=expect,
         )
         if result.applied and result.otp_ready and self.on_otp_ready is not None:
             await self.on_otp_ready(h, int((result.record or {}).get("seq") or 0))

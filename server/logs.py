@@ -9,6 +9,7 @@ person's data are replaced before anything is written.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -30,6 +31,17 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+_HASH = re.compile(r"(req_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]{8,}")
+
+
+def shorten_hashes(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Full request hashes are capabilities of a sort: logs keep the first 12 characters."""
+    for key, value in event.items():
+        if isinstance(value, str) and "req_" in value:
+            event[key] = _HASH.sub(r"\1…", value)
+    return event
+
+
 def short(request_hash: str) -> str:
     """How a request hash appears in logs: enough to find it, not enough to open it."""
     return request_hash[:12]
@@ -43,6 +55,7 @@ def configure(settings: Settings, *, name: str = "longrun") -> None:
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
+        shorten_hashes,
     ]
     renderer: Any
     if settings.log_format == "json":

@@ -14,7 +14,8 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from server.errors import ApiError, NotFound, RateLimited, Unavailable
+from server import access
+from server.errors import ApiError, Forbidden, NotFound, RateLimited, Unavailable
 
 log = logging.getLogger("longrun.web")
 
@@ -62,6 +63,40 @@ async def _answer(request: web.Request, err: ApiError) -> web.StreamResponse:
     return await page(request, err)
 
 
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _form_with_token(request: web.Request) -> bool:
+    # The pages' form posts are judged by their CSRF token (server.csrf), which old browsers
+    # sending "Origin: null" can still present. The API takes no form: a form-encoded call
+    # to it is judged like any other.
+    return not request.path.startswith("/api/") and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    )
+
+
+@web.middleware
+async def same_site_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse state-changing calls a browser says come from another site.
+
+    Cookies ride along with cross-site requests (SameSite=Lax stops only some), so every
+    unsafe call made with the session cookie must come from our own pages: forms also carry
+    a CSRF token, and JSON calls — which need no token — are checked here by Origin and
+    Sec-Fetch-Site. Calls with a bearer token or a bot signature carry no ambient authority
+    and are not affected; neither are clients that send no Origin (not browsers).
+    """
+    if (
+        request.method in _UNSAFE
+        and "Authorization" not in request.headers
+        and not request.path.startswith("/api/bot/")
+        and not _form_with_token(request)
+        and access.cross_site(request)
+    ):
+        raise Forbidden("Requests from other sites are refused.", code="cross_site")
+    return await handler(request)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -69,7 +104,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as err:
         return await _answer(request, err)
     except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
-        log.warning("redis unavailable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
+        resource = request.match_info.route.resource if request.match_info.route is not None else None
+        route = resource.canonical if resource is not None else "other"  # never the raw path: it holds a hash
+        log.warning("redis unavailable on %s %s: %s", request.method, route, exc.__class__.__name__)
         return await _answer(
             request, Unavailable("The service is temporarily unavailable. Please try again in a moment.")
         )

@@ -20,11 +20,11 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from jobs.queues import queue_names
+from jobs.queues import Dispatcher, phase_of, queue_names
 from server.archive import archive_status
-from server.catalog import PRIORITIES
+from server.catalog import PRIORITIES, find_service
 from server.connections import AsyncClient
-from server.record import SHARDS, Keys, RecordStore
+from server.record import SHARDS, Keys, RecordStore, text
 
 log = logging.getLogger("longrun.ops")
 
@@ -34,10 +34,6 @@ WAIT_THRESHOLDS: Mapping[str, float] = {"high": 10.0, "default": 30.0, "low": 12
 CHART_MINUTES = 60
 #: a web process that has not reported its socket count for this long is gone
 SOCKETS_STALE = 30.0
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _age(moment: datetime | None, now: datetime) -> float | None:
@@ -120,14 +116,15 @@ class Snapshot:
 class Operations:
     """Reads (and the few operator actions: retry, delete) over Redis and RQ."""
 
-    def __init__(self, store: RecordStore, sync: SyncRedis, thresholds: Mapping[str, float] | None = None):
+    def __init__(self, store: RecordStore, dispatcher: Dispatcher, thresholds: Mapping[str, float] | None = None):
         self.store = store
+        self.dispatcher = dispatcher
         self.redis: AsyncClient = store.redis
-        self.sync = sync
+        self.sync: SyncRedis = dispatcher.connection
         self.keys: Keys = store.keys
         self.thresholds = {**WAIT_THRESHOLDS, **(thresholds or {})}
         names = queue_names(self.keys.prefix)
-        self.queues = {p: Queue(n, connection=sync) for p, n in zip(PRIORITIES, names, strict=True)}
+        self.queues = {p: Queue(n, connection=self.sync) for p, n in zip(PRIORITIES, names, strict=True)}
 
     # ------------------------------------------------------------------ snapshot
 
@@ -177,15 +174,15 @@ class Operations:
             for priority in self.queues:
                 pipe.lrange(self.keys.runtimes(priority), 0, -1)
             replies = await pipe.execute()
-        last_minute = {_text(k): float(v) for k, v in replies[5 * len(self.queues)].items()}
+        last_minute = {text(k): float(v) for k, v in replies[5 * len(self.queues)].items()}
         samples = replies[5 * len(self.queues) + 1 :]
-        oldest_ids = [_text(replies[5 * i + 1]) for i in range(len(self.queues)) if replies[5 * i + 1]]
+        oldest_ids = [text(replies[5 * i + 1]) for i in range(len(self.queues)) if replies[5 * i + 1]]
         enqueued = await self._enqueued_at(oldest_ids)
         out = []
         for i, priority in enumerate(self.queues):
             depth, first, scheduled, running, failed = replies[5 * i : 5 * i + 5]
             runtimes = [float(x) for x in samples[i]]
-            oldest = _age(enqueued.get(_text(first)), stamp) if first else None
+            oldest = _age(enqueued.get(text(first)), stamp) if first else None
             threshold = self.thresholds.get(priority, 60.0)
             out.append(
                 QueueFigures(
@@ -216,7 +213,7 @@ class Operations:
         for job_id, raw in zip(job_ids, stamps, strict=True):
             if raw:
                 try:
-                    out[job_id] = datetime.fromisoformat(_text(raw).replace("Z", "+00:00"))
+                    out[job_id] = datetime.fromisoformat(text(raw).replace("Z", "+00:00"))
                 except ValueError:
                     continue
         return out
@@ -259,7 +256,7 @@ class Operations:
         return FailedJob(
             id=job.id,
             request=request[:12],
-            phase=job.id.rsplit("-", 1)[-1].rstrip("0123456789"),
+            phase=phase_of(job.id),
             queue=queue,
             error=last_line[0][:300],
             ended_at=job.ended_at.isoformat() if job.ended_at else None,
@@ -279,7 +276,7 @@ class Operations:
         for shard in range(SHARDS):
             counts, n, first = replies[3 * shard : 3 * shard + 3]
             for key, value in counts.items():
-                status, _, slug = _text(key).partition("|")
+                status, _, slug = text(key).partition("|")
                 count = int(value)
                 if count <= 0:
                     continue
@@ -298,7 +295,7 @@ class Operations:
         the dashboard; returns the queues now over their threshold."""
         now = time.time()
         over = {q.name: q for q in await self._queues(now) if q.alert}
-        before = {_text(m) for m in await self.redis.smembers(self.keys.alerts())}
+        before = {text(m) for m in await self.redis.smembers(self.keys.alerts())}
         for name in sorted(set(over) - before):
             q = over[name]
             log.warning(
@@ -317,9 +314,9 @@ class Operations:
         raw = await self.redis.hgetall(self.keys.socket_counts())
         out = {}
         for process, value in raw.items():
-            count, _, at = _text(value).partition(" ")
+            count, _, at = text(value).partition(" ")
             if at and now - float(at) < SOCKETS_STALE:
-                out[_text(process)] = int(count)
+                out[text(process)] = int(count)
         return out
 
     async def report_sockets(self, process: str, count: int) -> None:
@@ -334,7 +331,7 @@ class Operations:
 
     async def _jobs_total(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.job_stats())
-        return {_text(k): int(v) for k, v in raw.items()}
+        return {text(k): int(v) for k, v in raw.items()}
 
     async def _charts(self, now: float) -> dict[str, list[float]]:
         """Per minute over the last hour: jobs done, failures, mean wait (s)."""
@@ -345,7 +342,7 @@ class Operations:
             rows = await pipe.execute()
         done, failures, waits = [], [], []
         for row in rows:
-            fields = {_text(k): float(v) for k, v in row.items()}
+            fields = {text(k): float(v) for k, v in row.items()}
             done.append(sum(v for k, v in fields.items() if k.startswith("ok:")))
             failures.append(sum(v for k, v in fields.items() if k.startswith("failed:")))
             n = sum(v for k, v in fields.items() if k.startswith("wait_n:"))
@@ -365,15 +362,27 @@ class Operations:
         return None
 
     async def retry(self, job_id: str) -> bool:
-        """Requeue a failed job; its request (failed by then) is revived to pending first."""
+        """Run a failed job's request again; the request (failed by then) goes back to pending.
+
+        A failed first phase is requeued as it was (same retry policy); any later phase (a
+        code check, a resend) cannot simply run again — the code is gone — so the request
+        starts over with a fresh first phase, and the failed job is dropped."""
         registry = await asyncio.to_thread(self._find_failed, job_id)
         if registry is None:
             return False
         job = await asyncio.to_thread(Job.fetch, job_id, connection=self.sync)
-        if job.args:
-            await self.store.revive(str(job.args[0]))
-        await asyncio.to_thread(registry.requeue, job_id)
-        log.info("operator retried job %s", job_id.rsplit("-", 1)[-1])
+        h = str(job.args[0]) if job.args else ""
+        record = await self.store.get(h) if h else None
+        service = find_service(str((record or {}).get("service_slug", "")))
+        if record is None or service is None:
+            return False  # the request has expired: nothing left to run
+        await self.store.revive(h)
+        if phase_of(job_id) == "run":
+            await asyncio.to_thread(registry.requeue, job_id)
+        else:
+            await asyncio.to_thread(registry.remove, job_id, None, True)
+            await asyncio.to_thread(self.dispatcher.run, h, service)
+        log.info("operator retried the %s job of %s", phase_of(job_id), h[:12])
         return True
 
     async def delete(self, job_id: str) -> bool:

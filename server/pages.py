@@ -23,6 +23,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from aiohttp_session import get_session
+from yarl import URL
 
 from server import access, api, csrf
 from server.catalog import SERVICES, Service, find_service, get_service
@@ -404,15 +405,29 @@ async def demo_outbox(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- language and errors
 
 
+def local_path(target: str) -> str:
+    """``target`` if it is a path on this site, else ``/``.
+
+    Browsers drop tabs and newlines inside URLs and read a backslash as a slash, so
+    "/\t/evil.example" and "/\\evil.example" are other sites to them: any control
+    character or backslash, or anything with a scheme or host, is refused."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    try:
+        url = URL(target)
+    except ValueError:
+        return "/"
+    return target if not url.scheme and not url.host else "/"
+
+
 @routes.get("/lang/{lang}")
 async def switch_language(request: web.Request) -> web.StreamResponse:
     lang = request.match_info["lang"]
     if lang not in LANGS:
         raise NotFound("This page does not exist.")
-    target = request.query.get("next", "/")
-    # Only paths on this site: "//evil.example" and "/\\evil.example" are other sites to a browser.
-    if not target.startswith("/") or target.startswith(("//", "/\\")):
-        target = "/"
+    target = local_path(request.query.get("next", "/"))
     resp = web.Response(status=303, headers={"Location": target})
     resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 24 * 3600, path="/", samesite="Lax", httponly=True)
     return resp

@@ -47,10 +47,32 @@ def _int(value: Any, what: str, lo: int, hi: int, *, optional: bool = False) -> 
     return int(value)
 
 
+#: Redis' Lua JSON keeps 14 significant digits: larger integers would come back rounded
+#: (12345678901234567 → 1.2345678901235e+16), so they travel as strings instead.
+_EXACT_INTEGERS = 10**14
+
+
+MAX_DEPTH = 32
+
+
+def _exact(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"result is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) >= _EXACT_INTEGERS:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _exact(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact(v, depth + 1) for v in value]
+    return value
+
+
 def _result(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
-    result = dict(_obj(value, "result"))
+    result: dict[str, Any] = _exact(dict(_obj(value, "result")))
     if len(orjson.dumps(result)) > MAX_RESULT_BYTES:
         raise ProtocolError(f"result is larger than {MAX_RESULT_BYTES} bytes")
     return result

@@ -8,6 +8,7 @@ explicitly; tests build it directly.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import secrets
@@ -90,6 +91,9 @@ class Settings:
     public_url: str = "http://127.0.0.1:8080"
     # Origins allowed to open sockets and post forms, besides the request's own host.
     allowed_origins: tuple[str, ...] = ()
+    # Load balancers / proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed:
+    # per-address rate limits then count the client, not the balancer.
+    trusted_proxies: tuple[str, ...] = ()
     # Rate limits: (burst, per seconds).
     create_rate: tuple[int, float] = (10, 60.0)
     create_rate_per_address: tuple[int, float] = (30, 60.0)
@@ -100,10 +104,6 @@ class Settings:
     def signing_secret(self) -> str:
         """The secret new bot events are signed with (the first one)."""
         return self.webhook_secrets[0]
-
-    @property
-    def queue_prefix(self) -> str:
-        return self.key_prefix
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -142,6 +142,7 @@ class Settings:
             "BOT_REPORT_MODE": self.bot_report_mode,
             "PUBLIC_URL": self.public_url,
             "ALLOWED_ORIGINS": " ".join(self.allowed_origins),
+            "TRUSTED_PROXIES": " ".join(self.trusted_proxies),
             "WAIT_THRESHOLDS": " ".join(f"{q}={s:g}" for q, s in self.wait_thresholds.items()),
         }
         if self.redis_cluster:
@@ -243,6 +244,7 @@ class Settings:
             bot_report_mode=env.get("BOT_REPORT_MODE", "redis"),
             public_url=(env.get("PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
             allowed_origins=tuple(env.get("ALLOWED_ORIGINS", "").split()),
+            trusted_proxies=_networks("TRUSTED_PROXIES", env.get("TRUSTED_PROXIES")),
             extra={"notes": tuple(notes)},
         )
         if settings.redis_cluster and "{" not in env.get("RQ_KEY_PREFIX", "rq"):
@@ -292,6 +294,16 @@ def _rate(name: str, raw: str | None, default: tuple[int, float]) -> tuple[int, 
     if value[0] < 1 or value[1] <= 0:
         raise ConfigError(f"{name} needs a burst of at least 1 over a positive number of seconds")
     return value
+
+
+def _networks(name: str, raw: str | None) -> tuple[str, ...]:
+    out = tuple((raw or "").replace(",", " ").split())
+    for item in out:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an address or a CIDR range") from None
+    return out
 
 
 def _thresholds(raw: str | None) -> dict[str, float]:

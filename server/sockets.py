@@ -13,9 +13,9 @@ import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
-from yarl import URL
 
 from server import api
+from server.access import origin_allowed
 from server.errors import ApiError, Forbidden, ProtocolError
 from server.hub import Client, frame_for, reply
 from server.protocol import (
@@ -27,7 +27,7 @@ from server.protocol import (
     error_frame,
     parse_client_frame,
 )
-from server.typedefs import HUB, SETTINGS, STORE
+from server.typedefs import HUB, STORE
 
 routes = web.RouteTableDef()
 
@@ -57,25 +57,6 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
-
-
-def origin_allowed(request: web.Request) -> bool:
-    """Same-origin sockets only (plus ALLOWED_ORIGINS); clients that send no Origin are not browsers."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    settings = request.app[SETTINGS]
-    if origin in settings.allowed_origins:
-        return True
-    try:
-        url = URL(origin)
-    except ValueError:
-        return False
-    if url.host is None:
-        return False
-    public = URL(settings.public_url)
-    candidates = {request.host.lower(), f"{public.host}:{public.port}".lower()}
-    return f"{url.host}:{url.port}".lower() in candidates or url.host.lower() in candidates
 
 
 @routes.get("/ws/requests/{hash}")

@@ -23,14 +23,6 @@ class Status(StrEnum):
     #: stopped by the person (terminal)
     CANCELLED = "cancelled"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-    @property
-    def running(self) -> bool:
-        return self in (Status.PROCESSING, Status.WAITING_OTP)
-
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
@@ -47,13 +39,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset(),
     Status.CANCELLED: frozenset(),
 }
-
-
-def can_move(current: str, new: str) -> bool:
-    try:
-        return Status(new) in TRANSITIONS[Status(current)]
-    except ValueError:
-        return False
 
 
 def lua_transition_table() -> str:

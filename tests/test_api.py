@@ -216,3 +216,25 @@ async def test_signed_bot_events(client: TestClient[Any, Any], redis: Redis, set
     assert done.status == 202
     rec = orjson.loads(await redis.get(keys.record(h)))
     assert rec["status"] == "completed" and rec["result_data"] == {"score": 700}
+
+
+async def test_an_event_refused_for_its_state_can_be_retried_with_the_same_id(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    """Standard Webhooks senders retry with the same webhook-id: an id is used up only when applied."""
+    h = (await create(client))["hash"]
+    keys = Keys(settings.key_prefix)
+    secret = settings.signing_secret
+    done = {"type": "completed", "result": {"score": 640}}
+    early = await post_event(client, h, done, secret, event_id="evt-retry")
+    assert (await error_of(early, 409))["code"] == "state_conflict"  # pending cannot complete
+    await redis.eval(
+        "local r = cjson.decode(redis.call('GET', KEYS[1])); r.status = 'processing';"
+        "redis.call('SET', KEYS[1], cjson.encode(r), 'KEEPTTL')",
+        1,
+        keys.record(h),
+    )
+    again = await post_event(client, h, done, secret, event_id="evt-retry")
+    assert again.status == 202
+    replay = await post_event(client, h, done, secret, event_id="evt-retry")
+    assert (await error_of(replay, 409))["code"] == "replayed_event"

@@ -131,6 +131,29 @@ async def test_writing_a_batch_again_adds_only_the_new_rows(pg_settings: Setting
     assert stored[first[4].hash]["finished_at"].timestamp() == pytest.approx(first[4].finished, abs=1e-6)
 
 
+async def test_a_later_outcome_replaces_an_earlier_one(pg_settings: Settings) -> None:
+    """A request an operator retried after it failed finishes again: history keeps the latest."""
+    import dataclasses
+
+    from server.archive import write_rows
+    from server.db import connect
+
+    await migrate(pg_settings)
+    now = time.time()
+    failed = dataclasses.replace(row("u_retry", now - 60), status="failed", error="bot down")
+    completed = dataclasses.replace(failed, status="completed", error=None, finished=now, result_data={"ok": 1})
+    conn = await connect(pg_settings, statement_timeout=10, application="test")
+    try:
+        assert await write_rows(conn, [failed]) == 1
+        assert await write_rows(conn, [completed]) == 1  # the newer outcome replaces the row
+        assert await write_rows(conn, [failed]) == 0  # a late re-delivery of the old one does not
+        assert await write_rows(conn, [failed, completed]) == 0  # nor within one batch
+    finally:
+        await conn.close()
+    [stored] = rows(pg_settings, "hash = %s", [failed.hash])
+    assert stored["status"] == "completed" and stored["error"] is None and stored["result_data"] == {"ok": 1}
+
+
 # --------------------------------------------------------------------------- the archiver process
 
 
@@ -451,3 +474,22 @@ async def test_otp_request_archived_with_its_wait_and_never_its_code(
     assert [i["hash"] for i in listing["items"]] == [h] and listing["enabled"] is True
     entry = await client.get(f"/api/history/{h}")
     assert entry.status == 200 and (await entry.json())["result_data"] == row["result_data"]
+
+
+async def test_without_a_database_the_streams_keep_nothing_older_than_a_record(
+    redis: Redis, base_settings: Settings, processes: Any
+) -> None:
+    """No archive configured: finished records (and their personal data) leave the streams once
+    they are older than a record lives."""
+    short = base_settings.with_(request_ttl=2, database_url=None)
+    store, life = tools(redis, short)
+    hashes = [await make_terminal(store, life) for _ in range(3)]
+    keys = Keys(short.key_prefix)
+    assert sum([await redis.xlen(keys.archive(keys.shard(h))) for h in set(hashes)]) >= 1
+    await asyncio.sleep(2.2)
+    processes.archiver(short)
+
+    async def trimmed() -> bool:
+        return all([await redis.xlen(keys.archive(shard)) == 0 for shard in range(16)])
+
+    await wait_for(trimmed, timeout=15, what="the streams to be trimmed")

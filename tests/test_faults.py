@@ -22,10 +22,10 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
-from jobs.maintenance import OTP_EXPIRED, OVERDUE, SILENT
 from server.embedded import EmbeddedRedis
 from server.record import OTP_EXPIRY_GRACE, Keys
 from server.settings import Settings
+from server.sweeper import OTP_EXPIRED, OVERDUE, SILENT
 from tests.conftest import Processes
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 

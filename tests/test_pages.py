@@ -340,3 +340,15 @@ async def test_the_demo_phone_exists_only_in_demo_mode(make_client: Any, setting
     page = await text_of(await client.get(f"/requests/{h}"), 200)
     assert "/demo/outbox/" not in page
     await text_of(await client.get(f"/demo/outbox/{h}"), 404)
+
+
+@pytest.mark.parametrize(
+    "query",  # as it would arrive on the wire
+    ["//evil.example", "/%5Cevil.example", "/%09/evil.example", "/%0a/x", "https://evil.example/", "%2F%2Fevil"],
+)
+async def test_the_language_switch_never_sends_people_off_site(client: Any, query: str) -> None:
+    from yarl import URL
+
+    resp = await client.get(URL(f"/lang/fa?next={query}", encoded=True), allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/"

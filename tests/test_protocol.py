@@ -113,3 +113,17 @@ def test_server_frames_wrap_serialized_json_without_reencoding() -> None:
     record = b'{"hash":"req_x","seq":3}'
     assert orjson.loads(snapshot_frame(record)) == {"type": "snapshot", "request": {"hash": "req_x", "seq": 3}}
     assert orjson.loads(update_frame(record.decode()))["type"] == "update"
+
+
+def test_integers_redis_lua_would_round_travel_as_strings() -> None:
+    event = parse_bot_event({"type": "completed", "result": {"id": 12345678901234567, "n": 42, "xs": [10**15, True]}})
+    assert isinstance(event, CompletedEvent)
+    assert event.result == {"id": "12345678901234567", "n": 42, "xs": ["1000000000000000", True]}
+
+
+def test_deeply_nested_results_are_refused() -> None:
+    deep: Any = 1
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(ProtocolError):
+        parse_bot_event({"type": "completed", "result": {"x": deep}})

@@ -167,3 +167,48 @@ def test_dev_mode_generates_secrets_and_says_so(tmp_path: Any) -> None:
 
     s = S.from_env({"LONGRUN_ENV": "dev"})
     assert "generated" in " ".join(s.extra["notes"])
+
+
+async def test_behind_a_trusted_proxy_limits_count_each_client(make_client: Any, settings: Settings) -> None:
+    client = await make_client(settings.with_(create_rate_per_address=(1, 60.0), trusted_proxies=("127.0.0.1",)))
+
+    async def create_from(forwarded: str) -> int:
+        async with aiohttp.ClientSession() as fresh:  # a new session each time: only the address limit applies
+            body = {"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}}
+            async with fresh.post(
+                client.make_url("/api/requests"), json=body, headers={"X-Forwarded-For": forwarded}
+            ) as r:
+                return r.status
+
+    assert await create_from("203.0.113.7") == 201
+    assert await create_from("203.0.113.8") == 201  # another client behind the same balancer
+    assert await create_from("203.0.113.7") == 429
+    # a client cannot pick its own address: only the hop our proxy appended counts
+    assert await create_from("198.51.100.1, 203.0.113.7") == 429
+
+
+async def test_cross_site_json_calls_with_the_cookie_are_refused(client: Any, redis: Redis, settings: Settings) -> None:
+    body = {"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}}
+    created = await (await client.post("/api/requests", json=body)).json()
+    h = created["hash"]
+    evil = {"Origin": "https://evil.example"}
+    for path in (f"/api/requests/{h}/cancel", "/api/requests"):
+        resp = await client.post(path, json=body, headers=evil)
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "cross_site"
+    resp = await client.post(f"/api/requests/{h}/cancel", headers={"Sec-Fetch-Site": "cross-site"})
+    assert resp.status == 403
+    rec = orjson.loads(await redis.get(Keys(settings.key_prefix).record(h)))
+    assert rec["status"] == "pending"  # nothing changed
+    # our own pages (same origin) and bearer clients are fine
+    own = {"Origin": str(client.make_url("")).rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+    assert (await client.post(f"/api/requests/{h}/cancel", headers=own)).status == 202
+    other = await (await client.post("/api/requests", json=body)).json()
+    bearer = {"Authorization": f"Bearer {other['access_token']}", **evil}
+    assert (await client.post(f"/api/requests/{other['hash']}/cancel", headers=bearer)).status == 202
+
+
+async def test_a_cross_site_form_aimed_at_the_api_is_refused(client: Any) -> None:
+    body = {"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}}
+    h = (await (await client.post("/api/requests", json=body)).json())["hash"]
+    resp = await client.post(f"/api/requests/{h}/cancel", data={"x": "1"}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert resp.status == 403

@@ -62,7 +62,7 @@ from server.record.lua import (
     SUBMIT_OTP_SCRIPT,
     UPDATE_SCRIPT,
 )
-from server.record.model import dumps, is_terminal, loads_record, new_record, private_view, public_view
+from server.record.model import dumps, is_terminal, loads_record, new_record, private_view, public_view, text
 from server.record.store import RecordStore, ScriptAnswer, UpdateResult
 
 __all__ = [
@@ -96,5 +96,6 @@ __all__ = [
     "new_record",
     "private_view",
     "public_view",
+    "text",
     "token_digest",
 ]

@@ -21,6 +21,9 @@ WEBHOOK_ID_TTL = 600
 #: Seconds per-minute statistics are kept (the dashboard charts the last hour).
 STATS_TTL = 2 * 3600
 RUNTIME_SAMPLES = 500
+#: Records an archive stream keeps at most (per shard, so 16 times this in all) when the
+#: archiver cannot keep up for a very long time; beyond it the oldest are dropped.
+ARCHIVE_STREAM_MAX = 100_000
 #: The consumer group the archiver reads the archive streams with.
 ARCHIVE_GROUP = "archiver"
 #: Seconds a learned estimate stays cached; the archiver refreshes it long before.

@@ -5,7 +5,7 @@ Each script's header comment says what every ``KEYS[i]`` and ``ARGV[i]`` holds.
 
 from __future__ import annotations
 
-from server.record.keys import OTP_EXPIRY_GRACE
+from server.record.keys import ARCHIVE_STREAM_MAX, OTP_EXPIRY_GRACE
 from server.status import lua_transition_table
 
 # ---------------------------------------------------------------------------
@@ -187,8 +187,8 @@ CREATE_SCRIPT = (
     _PRELUDE
     + """
 -- Create a request record.
--- KEYS[1] record, KEYS[2] the shard's counts
--- ARGV[1] record JSON (public fields plus _p), ARGV[2] ttl (s), ARGV[3] channel
+-- KEYS[1] record, KEYS[2] the shard's counts, KEYS[3] the shard's in-flight index
+-- ARGV[1] record JSON (public fields plus _p), ARGV[2] ttl (s), ARGV[3] channel, ARGV[4] hash
 -- Returns {'ok', public JSON} or {'exists'}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local rec = decode(ARGV[1])
@@ -198,6 +198,8 @@ rec.created_at = iso(now)
 rec.status = 'pending'
 p.created = now
 recount(KEYS[2], nil, 'pending', slug_of(rec))
+-- A queued request is looked at by the sweeper before its TTL could lapse (see keepalive).
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) / 2, ARGV[4])
 local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[3], now)
 return {'ok', pub}
 """
@@ -219,6 +221,7 @@ UPDATE_SCRIPT = (
 --         otp        {expires_in, resend_in, max_attempts} for an OTP prompt
 --         checking   message shown when an early code is checked at once
 --         sweep      only apply if the request is overdue (the sweeper)
+--         keepalive  a request still pending (queued): refresh its TTL, nothing else
 --         private    fields merged into _p
 -- ARGV[3] channel, ARGV[4] hash
 -- Returns {'ok', public, otp_ready ('1'/'0'), previous status} | {'missing'} |
@@ -239,6 +242,13 @@ if type(ctl.expect) == 'table' then
 end
 if ctl.sweep and RUNNING[cur] and due_at(p, cur, now, default_window) > now then
   return {'not_due', public(rec)}
+end
+if ctl.keepalive then
+  -- Waiting in a long queue is not expiring: the record lives on until a worker takes it.
+  if cur ~= 'pending' then return {'conflict', public(rec)} end
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('ZADD', KEYS[3], now + ttl / 2, ARGV[4])
+  return {'ok', public(rec), '0', cur}
 end
 
 local new = patch.status
@@ -343,7 +353,11 @@ if TERMINAL[new] then
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('DEL', KEYS[4])
   full, pub = save(KEYS[1], rec, p, ttl, ARGV[3], now)
-  redis.call('XADD', KEYS[2], '*', 'r', full)
+  -- Bounded: should the archive stay away for a very long time, the oldest are dropped
+  -- rather than Redis running out of memory.
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '"""
+    + str(ARCHIVE_STREAM_MAX)
+    + """', '*', 'r', full)
 else
   if RUNNING[new] then
     redis.call('ZADD', KEYS[3], due_at(p, new, now, default_window), ARGV[4])
@@ -454,8 +468,8 @@ REVIVE_SCRIPT = (
     + """
 -- An operator retries a failed request: the one way out of a terminal state. The record goes
 -- back to pending (progress kept, error cleared) and the person's page follows it live.
--- KEYS[1] record, KEYS[2] the shard's counts
--- ARGV[1] channel, ARGV[2] record TTL, ARGV[3] message
+-- KEYS[1] record, KEYS[2] the shard's counts, KEYS[3] the shard's in-flight index
+-- ARGV[1] channel, ARGV[2] record TTL, ARGV[3] message, ARGV[4] hash
 -- Returns {'ok', public} | {'conflict', public} (not failed) | {'missing'}
 local rec, p, cur = load_record(KEYS[1])
 if not rec then return {'missing'} end
@@ -472,6 +486,7 @@ p.deadline = nil
 p.deadline_left = nil
 p.revived = (tonumber(p.revived) or 0) + 1
 recount(KEYS[2], 'failed', 'pending', slug_of(rec))
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) / 2, ARGV[4])
 local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now)
 return {'ok', pub}
 """

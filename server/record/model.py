@@ -78,3 +78,8 @@ def new_record(
 
 def is_terminal(status: Any) -> bool:
     return status in {s.value for s in TERMINAL}
+
+
+def text(value: Any) -> str:
+    """A Redis reply (bytes) or anything else as a str."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -18,7 +18,7 @@ from server.record.lua import (
     SUBMIT_OTP_SCRIPT,
     UPDATE_SCRIPT,
 )
-from server.record.model import dumps, loads_record
+from server.record.model import dumps, loads_record, text
 
 Outcome = Literal["ok", "missing", "terminal", "conflict", "not_due"]
 
@@ -43,14 +43,10 @@ class ScriptAnswer:
     detail: str | None = None
 
 
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _answer(reply: Sequence[Any]) -> ScriptAnswer:
-    outcome = _text(reply[0])
+    outcome = text(reply[0])
     record = loads_record(reply[1]) if len(reply) > 1 else None
-    detail = _text(reply[2]) if len(reply) > 2 else None
+    detail = text(reply[2]) if len(reply) > 2 else None
     return ScriptAnswer(outcome, record, detail)
 
 
@@ -77,8 +73,9 @@ class RecordStore:
     async def create(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
         """Store a new record and track it; returns the public record, None on a hash clash."""
         h = record["hash"]
-        keys = [self.keys.record(h), self.keys.counts(self.keys.shard(h))]
-        args: list[Any] = [dumps(record), self.ttl, self.keys.channel(h), self._shard(h)]
+        shard = self.keys.shard(h)
+        keys = [self.keys.record(h), self.keys.counts(shard), self.keys.inflight(shard)]
+        args: list[Any] = [dumps(record), self.ttl, self.keys.channel(h), h, self._shard(h)]
         if self.sharded:
             # A cluster pipeline cannot carry scripts; the tracking list lives in another slot.
             reply = await self._create(keys=keys, args=args)
@@ -120,6 +117,7 @@ class RecordStore:
         otp: Mapping[str, Any] | None = None,
         checking: str | None = None,
         sweep: bool = False,
+        keepalive: bool = False,
         private: Mapping[str, Any] | None = None,
     ) -> UpdateResult:
         """Apply one change atomically: merge, state machine, seq, TTL, publish, archive hand-off."""
@@ -136,6 +134,8 @@ class RecordStore:
             control["checking"] = checking
         if sweep:
             control["sweep"] = True
+        if keepalive:
+            control["keepalive"] = True
         if private:
             control["private"] = dict(private)
         shard = self.keys.shard(h)
@@ -150,13 +150,13 @@ class RecordStore:
             ],
             args=[dumps(dict(patch)), dumps(control), self.keys.channel(h), h, self._shard(h)],
         )
-        outcome = _text(reply[0])
+        outcome = text(reply[0])
         record = loads_record(reply[1]) if len(reply) > 1 else None
         return UpdateResult(
             outcome=outcome,  # type: ignore[arg-type]
             record=record,
-            otp_ready=len(reply) > 2 and _text(reply[2]) == "1",
-            previous_status=_text(reply[3]) if len(reply) > 3 else None,
+            otp_ready=len(reply) > 2 and text(reply[2]) == "1",
+            previous_status=text(reply[3]) if len(reply) > 3 else None,
         )
 
     async def submit_otp(
@@ -197,7 +197,7 @@ class RecordStore:
     async def take_otp(self, h: str) -> str | None:
         """The submitted code, removed as it is read: a code reaches the bot once."""
         raw = await self.redis.getdel(self.keys.otp(h))
-        return None if raw is None else _text(raw)
+        return None if raw is None else text(raw)
 
     async def request_resend(
         self, h: str, *, interval: int, max_resends: int, message: str = "Sending a new code…"
@@ -215,6 +215,10 @@ class RecordStore:
         )
         return 0.0 if int(allowed) else int(wait_ms) / 1000
 
+    async def forget_event_id(self, event_id: str) -> None:
+        """Release an event id that was claimed but not applied (so a retry can apply it)."""
+        await self.redis.delete(self.keys.webhook_id(event_id))
+
     async def remember_event_id(self, event_id: str) -> bool:
         """True the first time a bot event id is seen (within the signature window)."""
         return bool(await self.redis.set(self.keys.webhook_id(event_id), b"1", nx=True, ex=WEBHOOK_ID_TTL))
@@ -222,8 +226,12 @@ class RecordStore:
     async def revive(self, h: str, message: str = "Retried by an operator; waiting for a free worker…") -> ScriptAnswer:
         """failed → pending, for an operator's retry (see REVIVE_SCRIPT)."""
         reply = await self._revive(
-            keys=[self.keys.record(h), self.keys.counts(self.keys.shard(h))],
-            args=[self.keys.channel(h), self.ttl, message, self._shard(h)],
+            keys=[
+                self.keys.record(h),
+                self.keys.counts(self.keys.shard(h)),
+                self.keys.inflight(self.keys.shard(h)),
+            ],
+            args=[self.keys.channel(h), self.ttl, message, h, self._shard(h)],
         )
         return _answer(reply)
 
@@ -239,14 +247,14 @@ class RecordStore:
     async def overdue(self, shard: int, now: float, limit: int = 500) -> list[str]:
         """Running requests of a shard whose heartbeat, deadline or OTP has passed."""
         raw = await self.redis.zrangebyscore(self.keys.inflight(shard), "-inf", now, start=0, num=limit)
-        return [_text(r) for r in raw]
+        return [text(r) for r in raw]
 
     async def forget_inflight(self, h: str) -> None:
         await self.redis.zrem(self.keys.inflight(self.keys.shard(h)), h)
 
     async def tracked_hashes(self, limit: int = 100) -> list[str]:
         raw = await self.redis.lrange(self.keys.tracking_list(), 0, limit - 1)
-        return [_text(r) for r in raw]
+        return [text(r) for r in raw]
 
     async def prune_tracking_list(self, batch: int = 500) -> int:
         """Drop tracked hashes whose record has expired; returns how many were removed."""
