@@ -21,7 +21,8 @@ from server.cache import RecordCache
 from server.hub import Hub
 from server.lifecycle import Lifecycle
 from server.limits import BatchedLimiter
-from server.middleware import error_middleware, same_site_writes, security_headers
+from server.logs import ACCESS
+from server.middleware import edge, security_headers
 from server.ops import Operations
 from server.record import Keys, RecordStore
 from server.settings import Settings
@@ -139,8 +140,12 @@ async def close_sockets(app: web.Application) -> None:
         await hub.close_all(1001, "server shutdown")
 
 
+async def flush_access_log(_: web.Application) -> None:
+    ACCESS.flush()
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[metrics.observe, error_middleware, same_site_writes], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[edge], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     access.setup_sessions(app, settings)
     app.cleanup_ctx.append(redis_ctx)
@@ -152,6 +157,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.database_url:
         app.cleanup_ctx.append(history_views.db_ctx)
     app.on_shutdown.append(close_sockets)
+    app.on_cleanup.append(flush_access_log)
     app.add_routes(api.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)

@@ -7,6 +7,7 @@ get a friendly HTML page instead of a stack trace.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -14,7 +15,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from server import access
+from server import access, metrics
 from server.errors import ApiError, Forbidden, NotFound, RateLimited, Unavailable
 
 log = logging.getLogger("longrun.web")
@@ -76,8 +77,7 @@ def _form_with_token(request: web.Request) -> bool:
     )
 
 
-@web.middleware
-async def same_site_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+def refuse_cross_site(request: web.Request) -> None:
     """Refuse state-changing calls a browser says come from another site.
 
     Cookies ride along with cross-site requests (SameSite=Lax stops only some), so every
@@ -94,18 +94,33 @@ async def same_site_writes(request: web.Request, handler: Handler) -> web.Stream
         and access.cross_site(request)
     ):
         raise Forbidden("Requests from other sites are refused.", code="cross_site")
-    return await handler(request)
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one middleware of our own (each layer costs every request): refuse cross-site
+    writes, map errors to answers, count and log the request."""
+    started = time.perf_counter()
+    status = 500
     try:
+        response = await _handle(request, handler)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.observe(request, status, time.perf_counter() - started)
+
+
+async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        refuse_cross_site(request)
         return await handler(request)
     except ApiError as err:
         return await _answer(request, err)
     except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
-        resource = request.match_info.route.resource if request.match_info.route is not None else None
-        route = resource.canonical if resource is not None else "other"  # never the raw path: it holds a hash
+        route = metrics.route_of(request)  # never the raw path: it holds a hash
         log.warning("redis unavailable on %s %s: %s", request.method, route, exc.__class__.__name__)
         return await _answer(
             request, Unavailable("The service is temporarily unavailable. Please try again in a moment.")
@@ -115,7 +130,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             code = _HTTP_CODES.get(exc.status, "error")
             message = exc.reason
             if exc.status == 413:
-                message = "The body is larger than 64 KiB."
+                message = "The body is larger than allowed (64 KiB for the API)."
             mapped = ApiError(message, code=code)
             mapped.status = exc.status
             response = json_error(mapped)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from server.embedded import EmbeddedRedis
+from server.logs import ACCESS
 from server.record import Keys
 from server.settings import Settings
 from tests.conftest import Processes
@@ -102,3 +105,21 @@ async def test_readyz_follows_redis(make_client: Any, settings: Settings, tmp_pa
         await wait_for(ready, what="/readyz to recover")
     finally:
         own.stop()
+
+
+async def test_access_lines_name_the_route_never_the_hash(
+    client: TestClient[Any, Any], capfd: pytest.CaptureFixture[str]
+) -> None:
+    ACCESS.json_lines, ACCESS.enabled = True, True
+    resp = await client.post("/api/requests", json={"service": "vehicle-fines", "data": FINES})
+    request_hash = (await resp.json())["hash"]
+    assert (await client.get(f"/api/requests/{request_hash}")).status == 200
+    assert (await client.get("/api/requests/req_doesnotexist")).status == 404
+    ACCESS.flush()
+    lines = [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if '"longrun.access"' in line]
+    seen = {(line["method"], line["route"], line["status"]) for line in lines}
+    assert ("POST", "/api/requests", 201) in seen
+    assert ("GET", "/api/requests/{hash}", 200) in seen
+    assert ("GET", "/api/requests/{hash}", 404) in seen
+    assert all(line["level"] == "info" and line["timestamp"].endswith("Z") for line in lines)
+    assert request_hash not in str(lines)
