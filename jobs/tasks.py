@@ -13,7 +13,6 @@ person understands.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
+import uvloop
 from redis import Redis as SyncRedis
 from rq import get_current_job
 from rq.exceptions import AbandonedJobError
@@ -42,7 +42,7 @@ log = logging.getLogger("longrun.jobs")
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(coro)
+    uvloop.run(coro)
 
 
 def tracked(phase: str) -> Callable[[Callable[[str], None]], Callable[[str], None]]:
