@@ -13,6 +13,7 @@ template (never the raw path, which holds a request hash), status, time.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -40,13 +41,27 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "other"
 
 
+#: any other method (a client may send any token) is counted as "OTHER": series stay bounded
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@functools.lru_cache(maxsize=2048)
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The counter and histogram children of one kind of answer (``labels()`` costs a lookup
+    and a lock; the status endpoint answers thousands a second)."""
+    timed = HTTP_SECONDS.labels(method, route) if route not in _QUIET else None
+    return HTTP_REQUESTS.labels(method, route, str(status)), timed
+
+
 def observe(request: web.Request, status: int, elapsed: float) -> None:
     """Count one answered request, time it, and write its access line (the edge calls this)."""
     route = route_of(request)
-    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-    if route not in _QUIET:
-        HTTP_SECONDS.labels(request.method, route).observe(elapsed)
-        ACCESS.write(request.method, route, status, elapsed)
+    method = request.method if request.method in _METHODS else "OTHER"
+    counted, timed = _series(method, route, status)
+    counted.inc()
+    if timed is not None:
+        timed.observe(elapsed)
+        ACCESS.write(method, route, status, elapsed)
     if status == 429:
         RATE_LIMITED.labels(route).inc()
 

@@ -123,3 +123,11 @@ async def test_access_lines_name_the_route_never_the_hash(
     assert ("GET", "/api/requests/{hash}", 404) in seen
     assert all(line["level"] == "info" and line["timestamp"].endswith("Z") for line in lines)
     assert request_hash not in str(lines)
+
+
+async def test_made_up_methods_share_one_series(client: TestClient[Any, Any]) -> None:
+    for method in ("PROPFIND", "MKCOL", "LOCK"):  # methods the HTTP parser knows
+        assert (await client.request(method, "/api/requests")).status == 405
+    after = await scrape(client)
+    assert value(after, "longrun_http_requests_total", method="OTHER", route="other", status="405") == 3
+    assert not [key for key in after if ("method", "PROPFIND") in key[1]]
