@@ -22,7 +22,7 @@ from datetime import datetime
 import orjson
 
 from server.hub import Frame, Hub
-from server.record import RecordStore, private_view, public_view
+from server.record import RecordStore, private_view, public_json
 
 
 def _epoch(iso: object) -> float:
@@ -123,7 +123,7 @@ class RecordCache:
             hash=h,
             user_id=user if isinstance(user, str) else None,
             token=token if isinstance(token, str) else None,
-            public=orjson.dumps(public_view(rec)),
+            public=public_json(rec),
             expires=_epoch(rec.get("expires_at")),
             generation=generation,
         )

@@ -103,7 +103,11 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
     try:
-        response = await _handle(request, handler)
+        try:
+            refuse_cross_site(request)
+            response = await handler(request)
+        except (ApiError, RedisConnectionError, RedisTimeoutError, ConnectionError, web.HTTPException) as exc:
+            response = await _recover(request, exc)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -113,19 +117,19 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.observe(request, status, time.perf_counter() - started)
 
 
-async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        refuse_cross_site(request)
-        return await handler(request)
-    except ApiError as err:
-        return await _answer(request, err)
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+async def _recover(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer for what a handler raised, or ``exc`` again (an answer aiohttp gives as is).
+
+    Not a middleware layer of its own: a WebSocket keeps every layer's frame alive."""
+    if isinstance(exc, ApiError):
+        return await _answer(request, exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError):
         route = metrics.route_of(request)  # never the raw path: it holds a hash
         log.warning("redis unavailable on %s %s: %s", request.method, route, exc.__class__.__name__)
         return await _answer(
             request, Unavailable("The service is temporarily unavailable. Please try again in a moment.")
         )
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status >= 400 and wants_json(request):
             code = _HTTP_CODES.get(exc.status, "error")
             message = exc.reason
@@ -140,11 +144,14 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
             return response
         if exc.status == 404 and request.app.get(ERROR_PAGE) is not None:
             return await _answer(request, NotFound("This page does not exist."))
-        raise
+    raise exc
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: headers every answer carries."""
+    """on_response_prepare: headers every answer carries (not a WebSocket upgrade: its
+    headers would stay in memory for the socket's whole life and mean nothing there)."""
+    if response.status == 101:
+        return
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     if response.content_type == "text/html":

@@ -62,7 +62,16 @@ from server.record.lua import (
     SUBMIT_OTP_SCRIPT,
     UPDATE_SCRIPT,
 )
-from server.record.model import dumps, is_terminal, loads_record, new_record, private_view, public_view, text
+from server.record.model import (
+    dumps,
+    is_terminal,
+    loads_record,
+    new_record,
+    private_view,
+    public_json,
+    public_view,
+    text,
+)
 from server.record.store import RecordStore, ScriptAnswer, UpdateResult
 
 __all__ = [
@@ -95,6 +104,7 @@ __all__ = [
     "loads_record",
     "new_record",
     "private_view",
+    "public_json",
     "public_view",
     "text",
     "token_digest",
