@@ -10,6 +10,7 @@ their counters, so ``/metrics`` on any of them reports the whole tier.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -29,8 +30,10 @@ def serve(settings: Settings) -> None:
     from server.app import create_app
 
     logs.configure(settings)
+    app = create_app(settings)
+    app.on_startup.append(_freeze_startup_objects)
     web.run_app(
-        create_app(settings),
+        app,
         loop=uvloop.new_event_loop(),  # libuv's loop: about 1.3x the requests/s of asyncio's here
         host=settings.host,
         port=settings.port,
@@ -39,6 +42,14 @@ def serve(settings: Settings) -> None:
         access_log=None,
         print=None,
     )
+
+
+async def _freeze_startup_objects(_: object) -> None:
+    """Leave what start-up made (modules, routes, templates: ~95k objects) out of every
+    later full garbage collection, whose pauses grow with what they walk and show up
+    as the p99 of socket updates."""
+    gc.collect()
+    gc.freeze()
 
 
 def supervise(settings: Settings) -> int:

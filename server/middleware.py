@@ -123,6 +123,8 @@ async def _recover(request: web.Request, exc: Exception) -> web.StreamResponse:
     Not a middleware layer of its own: a WebSocket keeps every layer's frame alive."""
     if isinstance(exc, ApiError):
         return await _answer(request, exc)
+    if isinstance(exc, ConnectionResetError):
+        raise exc  # the client went away (redis-py wraps its own resets): nobody to answer
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError):
         route = metrics.route_of(request)  # never the raw path: it holds a hash
         log.warning("redis unavailable on %s %s: %s", request.method, route, exc.__class__.__name__)
