@@ -13,13 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from server.settings import Settings
+
+#: connections one async client opens to a standalone Redis before callers queue for one
+MAX_CONNECTIONS = 100
 
 #: the client type the server, jobs and SDK use (a cluster client has the same commands)
 AsyncClient = Redis | RedisCluster
@@ -38,7 +41,13 @@ def async_client(settings: Settings, *, fail_fast: bool = False, **options: Any)
         options.pop("health_check_interval", None)
         options.pop("max_connections", None)
         return RedisCluster.from_url(settings.redis_url, **options)
-    return Redis.from_url(settings.redis_url, **options)
+    # At most MAX_CONNECTIONS per client; a caller past that waits (bounded) for one to
+    # come free instead of failing at once (redis-py's default pool raises).
+    options.setdefault("max_connections", MAX_CONNECTIONS)
+    options.setdefault("timeout", 2.0 if fail_fast else 10.0)
+    client = Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis_url, **options))
+    client.auto_close_connection_pool = True  # what from_url does: aclose() closes the pool too
+    return client
 
 
 def pubsub_client(settings: Settings, name: str) -> AsyncClient:

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot as redis_key_slot
 
+from server.connections import async_client
 from server.record import (
     _PRELUDE,
     SHARD_TAGS,
@@ -21,6 +22,7 @@ from server.record import (
     new_record,
     token_digest,
 )
+from server.settings import Settings
 
 
 @pytest.fixture
@@ -293,3 +295,19 @@ async def test_counts_by_status_and_service_and_otp_waits_follow_transitions(
     assert await redis.zscore(keys.otp_waits(shard), h) is None
     await store.update(h, {"status": "completed"})
     assert await counts() == {}
+
+
+async def test_rate_limit_generous_enough_to_be_off_still_answers(store: RecordStore) -> None:
+    # 10^8 calls a second: the interval is below a millisecond; the state's TTL must not be 0
+    assert [await store.hit_rate_limit("t", "me", burst=100_000_000, per=1.0) for _ in range(3)] == [0, 0, 0]
+
+
+async def test_a_client_past_its_connection_cap_waits_instead_of_failing(base_settings: Settings) -> None:
+    settings = base_settings
+    client = async_client(settings, max_connections=2)
+    try:
+        # 12 calls that each hold a connection for 0.1 s, over 2 connections: all answered
+        answers = await asyncio.gather(*(client.blpop([f"{settings.key_prefix}none"], timeout=0.1) for _ in range(12)))
+        assert answers == [None] * 12
+    finally:
+        await client.aclose()

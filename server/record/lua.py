@@ -513,6 +513,7 @@ if tat < now then tat = now end
 local new_tat = tat + interval * (tonumber(ARGV[3]) or 1)
 local allow_at = new_tat - burst * interval
 if allow_at > now then return {0, math.ceil((allow_at - now) * 1000)} end
-redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil((new_tat - now) * 1000))
+-- at least 1 ms: a generous limit (say 10^8 per second) has a sub-ms interval, and PX 0 is an error
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) * 1000)))
 return {1, 0}
 """
