@@ -1,0 +1,1 @@
+"""Longrun benchmarks (`make bench`, `python -m bench`): see bench/__main__.py."""

@@ -1,0 +1,400 @@
+"""What every benchmark shares: child processes, a private key prefix, ports, memory, the machine.
+
+- :class:`Processes` starts each server and load generator as its own process
+  (its own session, output to a log file) and stops them all at the end,
+  SIGTERM then SIGKILL, the same pattern as ``tests/conftest.py``.
+- :func:`bench_settings` gives a benchmark its own ``KEY_PREFIX``;
+  :func:`delete_prefixed` deletes exactly the keys carrying it (never a FLUSH).
+- :func:`private_redis` starts a redis-server of our own on a loopback port for the
+  figures a shared Redis would blur (command counts, ``used_memory``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import redis
+from redis.asyncio import Redis
+
+from server.embedded import LOCAL_REDIS, free_port, redis_server_binary
+from server.settings import Settings, new_webhook_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+#: the rate limits a benchmark's load would trip (all of it comes from 127.0.0.1). Not 100000000/1:
+#: an interval under the float resolution of epoch seconds makes the GCRA script SET PX 0.
+UNLIMITED = (1_000_000, 1.0)
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or LOCAL_REDIS
+
+
+def raise_fd_limit() -> int:
+    """Soft open-files limit up to the hard one (children inherit it); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def bench_settings(url: str | None = None, **changes: Any) -> Settings:
+    """Settings for one benchmark: a fresh key prefix (``b<hex>_``), fresh secrets, no rate limits."""
+    settings = Settings(
+        secret_key=secrets.token_urlsafe(32),
+        webhook_secrets=(new_webhook_secret(),),
+        redis_url=url or redis_url(),
+        key_prefix=f"b{secrets.token_hex(4)}_",
+        create_rate=UNLIMITED,
+        create_rate_per_address=UNLIMITED,
+        poll_rate_per_address=UNLIMITED,
+        log_format="json",
+        log_level="INFO",
+    )
+    return settings.with_(**changes)
+
+
+async def delete_prefixed(client: Redis, prefix: str) -> int:
+    """Delete every key carrying ``prefix`` (records, side keys, RQ jobs and queues); returns how many."""
+    keys = [k async for k in client.scan_iter(match=f"*{prefix}*", count=2000)]
+    for i in range(0, len(keys), 500):
+        await client.delete(*keys[i : i + 500])
+    # RQ's global index sets hold our queue and rate-limit names as members.
+    for index in ("rq:queues", "rq:rl-keys"):
+        members = [m for m in await client.smembers(index) if prefix.encode() in m]
+        if members:
+            await client.srem(index, *members)
+    return len(keys)
+
+
+async def cleanup(settings: Settings) -> None:
+    client = Redis.from_url(settings.redis_url)
+    try:
+        await delete_prefixed(client, settings.key_prefix)
+    finally:
+        await client.aclose()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Processes:
+    """Child processes of one benchmark, stopped (SIGTERM, then SIGKILL) when it ends."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log_paths: dict[int, Path] = {}
+
+    def start(
+        self, name: str, args: Sequence[str], env: dict[str, str] | None = None, *, python: bool = True
+    ) -> subprocess.Popen[bytes]:
+        path = self.log_dir / f"{len(self.procs):02d}-{name}.log"
+        log = open(path, "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, *args] if python else list(args),
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        self.log_paths[proc.pid] = path
+        return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a process wrote (stdout and stderr) so far."""
+        return self.log_paths[proc.pid].read_text(errors="replace")
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop_all(self, timeout: float = 10.0) -> list[str]:
+        """SIGTERM everything at once, SIGKILL what is left after ``timeout``; names what had to be killed."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        killed = []
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                killed.append(" ".join(str(a) for a in proc.args))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return killed
+
+    def logs(self, tail: int = 3000) -> str:
+        return "\n".join(
+            f"---- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def check_alive(self, *procs: subprocess.Popen[bytes]) -> None:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode}\n{self.logs()}")
+
+
+@contextlib.contextmanager
+def processes(name: str) -> Iterator[Processes]:
+    """A :class:`Processes` whose logs live in a temporary directory; on failure they are printed."""
+    log_dir = Path(tempfile.mkdtemp(prefix=f"longrun-bench-{name}-"))
+    procs = Processes(log_dir)
+    try:
+        yield procs
+    except BaseException:
+        print(procs.logs(), file=sys.stderr)
+        raise
+    finally:
+        killed = procs.stop_all()
+        if killed:
+            print(f"bench {name}: had to SIGKILL {killed}", file=sys.stderr)
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def isolated(name: str, settings: Settings) -> AsyncIterator[Processes]:
+    """The processes of one benchmark; at the end they are stopped first, and only then are
+    the benchmark's keys deleted (a live worker or server could write more)."""
+    try:
+        with processes(name) as procs:
+            yield procs
+    finally:
+        await cleanup(settings)
+
+
+def start_web(
+    procs: Processes, settings: Settings, web_processes: int = 1, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m server`` on a free port (``WEB_CONCURRENCY``); returns the process and its base URL."""
+    port = free_port()
+    environment = {
+        **settings.with_(port=port, public_url=f"http://127.0.0.1:{port}").to_env(),
+        "WEB_CONCURRENCY": str(web_processes),
+        **env,
+    }
+    proc = procs.start(f"web{web_processes}", ["-m", "server"], environment)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    """Until ``url`` answers 200 (or the process dies, or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode} at start")
+            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()  # a local stat: not worth a thread
+
+
+async def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    """Until another process has written ``path`` (or it died, or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not _exists(path):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not done within {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- private Redis
+
+
+@contextlib.contextmanager
+def private_redis(procs: Processes) -> Iterator[str]:
+    """A redis-server of our own (the machine's binary when there is one), for exact counts."""
+    binary = shutil.which("redis-server") or redis_server_binary()
+    port = free_port()
+    directory = Path(tempfile.mkdtemp(prefix="longrun-bench-redis-"))
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = procs.start("redis", [*args, "--dir", str(directory)], python=False)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(redis.RedisError, OSError):
+                if redis.Redis.from_url(url, socket_timeout=0.2).ping():
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private redis-server ({binary}) did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        procs.stop(proc)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants (a supervisor's workers, RQ's work horses)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def rss(pid: int, *, children: bool = False) -> int:
+    """Resident bytes of a process (with ``children``: of its whole tree)."""
+    total = 0
+    for p in tree(pid) if children else [psutil.Process(pid)]:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += p.memory_info().rss
+    return total
+
+
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds used so far by a process and, by default, its descendants,
+    living or reaped (RQ's work horses live for one job each)."""
+    total = 0.0
+    for p in tree(pid) if children else [psutil.Process(pid)]:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            t = p.cpu_times()
+            total += t.user + t.system
+            if children:
+                total += t.children_user + t.children_system
+    return total
+
+
+def redis_pid(url: str) -> int | None:
+    """The redis-server's process id when it runs on this machine (loopback), else None."""
+    try:
+        info = redis.Redis.from_url(url, socket_timeout=2).info("server")
+    except (redis.RedisError, OSError):
+        return None
+    pid = info.get("process_id")
+    return int(pid) if isinstance(pid, int) and psutil.pid_exists(pid) else None
+
+
+def pss(pid: int) -> int:
+    """Proportional set size of a process tree: shared pages (fork) counted once overall."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += getattr(p.memory_full_info(), "pss", 0)
+    return total
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    what: str
+    how: str
+    ours: str
+    peer: str = "—"
+    ratio: str = "—"
+    target: str = "—"
+    met: bool | None = None
+    #: by how much a missed target is missed, or anything the reader must know
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Result:
+    """What a benchmark returns: its raw figures and its table rows."""
+
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, memory, kernel, Python, Redis and library versions of this run."""
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        info = redis.Redis.from_url(redis_url(), socket_timeout=2).info("server")
+        redis_version = str(info.get("redis_version"))
+    except (redis.RedisError, OSError):
+        redis_version = "unreachable"
+    versions = {}
+    for dist in ("aiohttp", "redis", "hiredis", "rq", "python-socketio", "python-engineio", "orjson"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[dist] = version(dist)
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = head.stdout.strip()
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        ).stdout
+        if commit and changed.strip():
+            commit += " with uncommitted changes"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis": redis_version,
+        "libraries": versions,
+        "commit": commit,
+        "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }

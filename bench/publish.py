@@ -1,0 +1,143 @@
+"""The update load: a bot process writing progress at a fixed rate (open loop).
+
+``python -m bench.publish --kind longrun|socketio --targets FILE --rate R --duration S --out FILE``
+
+- ``longrun``: the bot SDK, ``RedisReporter.progress()`` (settings from the
+  environment, ``Settings.to_env()``): the atomic update script, which stores,
+  bumps ``seq`` and publishes the public record on the request's channel.
+- ``socketio``: python-socketio's external emitter,
+  ``AsyncRedisManager(write_only=True).emit("update", record, room=hash)``,
+  with a record of the same shape and size (``--record``).
+
+Updates go round-robin over the targets at ``R`` per second for ``S``
+seconds, whatever the answers do (an update waits only for a free slot among
+``--inflight``); each carries ``"bench <CLOCK_MONOTONIC seconds>"`` in
+``current_message``, taken just before it is sent. Writes what it did to
+``--out``: start, end, sent, done, errors, achieved rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.wsclients import STAMP
+
+Send = Callable[[str, str], Awaitable[None]]
+
+
+async def drive(send: Send, hashes: list[str], rate: float, duration: float, inflight: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(inflight)
+    done = errors = sent = 0
+    kinds: dict[str, int] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(h: str) -> None:
+        nonlocal done, errors
+        try:
+            await send(h, f"{STAMP}{time.monotonic():.6f}")
+            done += 1
+        except Exception as exc:
+            errors += 1
+            kinds[repr(exc)[:120]] = kinds.get(repr(exc)[:120], 0) + 1
+        finally:
+            gate.release()
+
+    start = time.monotonic()
+    end = start + duration
+    while (now := time.monotonic()) < end:
+        for _ in range(int((now - start) * rate) - sent):
+            await gate.acquire()
+            task = asyncio.create_task(one(hashes[sent % len(hashes)]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.sleep(0.002)
+    finished = time.monotonic()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "start": start,
+        "end": finished,
+        "rate": rate,
+        "sent": sent,
+        "done": done,
+        "errors": errors,
+        "error_kinds": kinds,
+        "achieved": done / (finished - start),
+    }
+
+
+async def longrun(hashes: list[str], rate: float, duration: float, inflight: int) -> dict[str, Any]:
+    from bots.sdk import RedisReporter
+    from server.settings import Settings
+
+    progress = dict.fromkeys(hashes, 0)
+    async with RedisReporter.connect(Settings.from_env()) as report:
+
+        async def send(h: str, stamp: str) -> None:
+            progress[h] = min(99, progress[h] + 1)
+            await report.progress(h, progress[h], step="fetch", message=stamp)
+
+        return await drive(send, hashes, rate, duration, inflight)
+
+
+async def socketio_emitter(
+    hashes: list[str], rate: float, duration: float, inflight: int, redis_url: str, channel: str, record: dict[str, Any]
+) -> dict[str, Any]:
+    import socketio
+
+    manager = socketio.AsyncRedisManager(redis_url, channel=channel, write_only=True)
+    seq = dict.fromkeys(hashes, 0)
+
+    async def send(h: str, stamp: str) -> None:
+        seq[h] += 1
+        body = {**record, "hash": h, "seq": seq[h], "current_message": stamp}
+        await manager.emit("update", body, room=h, namespace="/")
+
+    try:
+        return await drive(send, hashes, rate, duration, inflight)
+    finally:
+        if manager.redis is not None:
+            await manager.redis.aclose()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--kind", choices=("longrun", "socketio"), required=True)
+    parser.add_argument("--targets", type=Path, required=True)
+    parser.add_argument("--part", default="0/1", help="i/k: this process sends to every k-th target from i")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--inflight", type=int, default=64, help="below redis-py's default pool of 100")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--redis-url", help="socketio: where its manager publishes")
+    parser.add_argument("--channel", help="socketio: the manager's channel")
+    parser.add_argument("--record", type=Path, help="socketio: the record (JSON) every update carries")
+    args = parser.parse_args(argv)
+    i, k = (int(x) for x in args.part.split("/"))
+    hashes = [t["hash"] for t in orjson.loads(args.targets.read_bytes())][i::k]
+    if args.kind == "longrun":
+        result = asyncio.run(longrun(hashes, args.rate, args.duration, args.inflight))
+    else:
+        record = orjson.loads(args.record.read_bytes())
+        result = asyncio.run(
+            socketio_emitter(hashes, args.rate, args.duration, args.inflight, args.redis_url, args.channel, record)
+        )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(result))
+    tmp.rename(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

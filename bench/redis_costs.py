@@ -1,0 +1,237 @@
+"""What a request costs Redis: a bot's update (time and round trips) and the memory it holds.
+
+``python -m bench.redis_costs [--calls 2000] [--records 10000]``
+
+Both run against a redis-server of our own (the machine's binary, on a free
+loopback port), so that command counts and ``used_memory`` are ours alone.
+
+Update cost for a bot: one running request; ``--calls`` sequential
+``progress()`` calls through the SDK (``RedisReporter.connect``), timed one
+by one (p50, p99). One round trip each is shown twice: on the client, a
+connection class that counts the requests written and the replies read; on
+the server, ``INFO commandstats``: one ``EVALSHA`` per call and no other
+command from the client (the commands the script runs are listed apart).
+
+Redis memory per request: ``--records`` requests made the way the web and a
+worker make them — the create script, the RQ ``run`` job (``Dispatcher.run``),
+the start, two progress updates — and ``used_memory`` before and after, per
+request; ``MEMORY USAGE`` of one record and of its job, and every key the
+requests made, grouped by kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis import Redis as SyncRedis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection
+
+from bench.common import Result, Row, bench_settings, cleanup, percentile, private_redis, processes
+from bench.seed import FORMS, create_direct
+from bots.sdk import RedisReporter
+from jobs.queues import Dispatcher
+from server.catalog import get_service
+from server.lifecycle import Lifecycle
+from server.record import Keys, RecordStore
+
+P50_TARGET_MS = 0.5
+BYTES_TARGET = 1536
+#: commands a script runs inside Redis (counted by commandstats, never sent by the client)
+SCRIPT_COMMANDS = {"get", "set", "publish", "spublish", "zadd", "zrem", "hincrby", "time", "exists", "del", "xadd"}
+
+
+class CountingConnection(Connection):
+    """A connection that counts what crosses the wire: requests written, replies read."""
+
+    sent = 0
+    read = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        await super().send_packed_command(command, check_health)
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        CountingConnection.read += 1
+        return await super().read_response(*args, **kwargs)
+
+
+def client_calls(stats: dict[str, Any]) -> Counter[str]:
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_")})
+
+
+async def update_cost(url: str, calls: int) -> dict[str, Any]:
+    settings = bench_settings(url)
+    redis = Redis.from_url(url)
+    store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl)
+    h = (await create_direct(store, 1))[0].hash
+    try:
+        async with RedisReporter.connect(settings) as report:
+            for i in range(200):  # warm: script loaded, connection open
+                await report.progress(h, 1 + i % 50, step="fetch", message="Fetching fines")
+            times = []
+            for i in range(calls):
+                started = time.perf_counter()
+                await report.progress(h, 1 + i * 98 // calls, step="fetch", message=f"Fetching fines ({i})")
+                times.append((time.perf_counter() - started) * 1000)
+
+        # The same calls through a counting connection, between two commandstats readings.
+        pool = ConnectionPool.from_url(url, connection_class=CountingConnection)
+        counted = Redis(connection_pool=pool)
+        reporter = RedisReporter(Lifecycle(RecordStore(counted, Keys(settings.key_prefix), ttl=settings.request_ttl)))
+        await reporter.progress(h, 99, step="fetch", message="warm")
+        before = client_calls(await redis.info("commandstats"))
+        CountingConnection.sent = CountingConnection.read = 0
+        n = min(calls, 500)
+        for i in range(n):
+            await reporter.progress(h, 99, step="fetch", message=f"counted ({i})")
+        sent, read = CountingConnection.sent, CountingConnection.read
+        after = client_calls(await redis.info("commandstats"))
+        await counted.aclose()
+        delta = after - before
+        delta["info"] -= 1  # the second reading itself
+        from_client = {k: v for k, v in delta.items() if k not in SCRIPT_COMMANDS and v > 0}
+        inside = {k: v for k, v in delta.items() if k in SCRIPT_COMMANDS and v > 0}
+        return {
+            "calls": calls,
+            "p50_ms": round(percentile(times, 50), 3),
+            "p99_ms": round(percentile(times, 99), 3),
+            "counted_calls": n,
+            "requests_written_per_call": sent / n,
+            "replies_read_per_call": read / n,
+            "server_commands_from_client": from_client,
+            "server_commands_inside_script": inside,
+        }
+    finally:
+        await cleanup(settings)
+        await redis.aclose()
+
+
+async def memory(url: str, records: int) -> dict[str, Any]:
+    settings = bench_settings(url)
+    keys = Keys(settings.key_prefix)
+    redis = Redis.from_url(url)
+    sync = SyncRedis.from_url(url)
+    store = RecordStore(redis, keys, ttl=settings.request_ttl)
+    life = Lifecycle(store)
+    dispatcher = Dispatcher(sync, settings)
+    service = get_service("vehicle-fines")
+    gate = asyncio.Semaphore(32)
+
+    async def one(h: str) -> None:
+        async with gate:
+            await asyncio.to_thread(dispatcher.run, h, service)
+            await life.start(h, service)
+            await life.progress(h, 30, "search", "Finding the vehicle")
+            await life.progress(h, 55, "fetch", "Fetching fines")
+
+    try:
+        warm = await create_direct(store, 1, running=False)  # scripts loaded, queues exist
+        await one(warm[0].hash)
+        await redis.execute_command("MEMORY", "PURGE")
+        before = int((await redis.info("memory"))["used_memory"])
+        made = await create_direct(store, records, running=False)
+        await asyncio.gather(*(one(t.hash) for t in made))
+        after = int((await redis.info("memory"))["used_memory"])
+        sample = made[0].hash
+        record_bytes = int(await redis.memory_usage(keys.record(sample), samples=0) or 0)
+        job_key = f"rq:job:{settings.key_prefix}{sample}-run"
+        job_bytes = int(await redis.memory_usage(job_key, samples=0) or 0)
+        kinds: Counter[str] = Counter()
+        async for key in redis.scan_iter(match=f"*{settings.key_prefix}*", count=2000):
+            name = key.decode()
+            kind = (
+                "record"
+                if "local_request:" in name and not name.endswith(":otp")
+                else "RQ job"
+                if name.startswith("rq:job:")
+                else "indexes (queues, in-flight, counts, tracking list)"
+            )
+            kinds[kind] += int(await redis.memory_usage(key, samples=0) or 0)
+        return {
+            "records": records,
+            "service": service.slug,
+            "request_data": FORMS[service.slug],
+            "used_memory_growth": after - before,
+            "bytes_per_request": round((after - before) / records),
+            "memory_usage_record": record_bytes,
+            "memory_usage_rq_job": job_bytes,
+            "record_json_bytes": len(await store.get_raw(sample) or b""),
+            "by_kind_per_request": {k: round(v / records) for k, v in kinds.items()},
+        }
+    finally:
+        await cleanup(settings)
+        await redis.aclose()
+        sync.close()
+
+
+async def run(calls: int = 2000, records: int = 10_000) -> Result:
+    with processes("redis-costs") as procs, private_redis(procs) as url:
+        info = await Redis.from_url(url).info("server")
+        cost = await update_cost(url, calls)
+        mem = await memory(url, records)
+    figures = {"redis": info.get("redis_version"), "update": cost, "memory": mem}
+    return Result("redis_costs", figures, rows(figures))
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    cost, mem = figures["update"], figures["memory"]
+    one_trip = cost["requests_written_per_call"] == 1 and cost["replies_read_per_call"] == 1
+    client_cmds = cost["server_commands_from_client"]
+    one_trip = one_trip and set(client_cmds) == {"evalsha"} and client_cmds["evalsha"] == cost["counted_calls"]
+    met = one_trip and cost["p50_ms"] <= P50_TARGET_MS
+    note = (
+        f"p99 {cost['p99_ms']:.2f} ms; per call {cost['requests_written_per_call']:g} request written, "
+        f"{cost['replies_read_per_call']:g} reply read; server saw {client_cmds} for {cost['counted_calls']} calls"
+    )
+    if cost["p50_ms"] > P50_TARGET_MS:
+        note = f"missed by {cost['p50_ms'] - P50_TARGET_MS:.2f} ms; " + note
+    per = mem["bytes_per_request"]
+    kinds = ", ".join(f"{k} {v:,} B" for k, v in mem["by_kind_per_request"].items())
+    mem_note = (
+        f"MEMORY USAGE: record {mem['memory_usage_record']:,} B ({mem['record_json_bytes']} B of JSON), "
+        f"RQ job {mem['memory_usage_rq_job']:,} B; by kind per request: {kinds}"
+    )
+    if per > BYTES_TARGET:
+        mem_note = f"missed by {per - BYTES_TARGET:,} B ({per / BYTES_TARGET:.0%} of target); " + mem_note
+    return [
+        Row(
+            what="update cost for a bot",
+            how=f"SDK progress(), {cost['calls']:,} sequential calls, own redis-server {figures['redis']}",
+            ours=f"p50 {cost['p50_ms']:.3f} ms, {'1 round trip' if one_trip else 'NOT 1 round trip'}",
+            target=f"1 round trip, p50 ≤ {P50_TARGET_MS} ms",
+            met=met,
+            note=note,
+        ),
+        Row(
+            what="Redis memory per request",
+            how=f"used_memory growth for {mem['records']:,} running requests (record, RQ job, indexes)",
+            ours=f"{per:,} B/request",
+            target=f"≤ {BYTES_TARGET / 1024:g} KiB",
+            met=per <= BYTES_TARGET,
+            note=mem_note,
+        ),
+    ]
+
+
+def main(argv: Sequence[str] = ()) -> Result:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--records", type=int, default=10_000)
+    args = parser.parse_args(list(argv))
+    result = asyncio.run(run(args.calls, args.records))
+    for row in result.rows:
+        print(row)
+    print(orjson.dumps(result.figures, option=orjson.OPT_INDENT_2).decode())
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
