@@ -180,8 +180,8 @@ class DemoBots:
 
     async def credit_score(self, h: str, session: Session, otp: str | None) -> Answer:
         if otp is None:
-            await self.step(h, session, "login", 2, 20, 8, "Logging in to the credit bureau")
-            await self.step(h, session, "captcha", 20, 45, 10, "Solving the captcha")
+            await self.step(h, session, "login", 2, 20, 12, "Logging in to the credit bureau")
+            await self.step(h, session, "captcha", 20, 45, 16, "Solving the captcha")
             prompt = self.text_code(h, session)
             if session.answer_delay:
                 await asyncio.sleep(session.answer_delay)
@@ -211,8 +211,8 @@ class DemoBots:
             )
             return 200, {"status": "otp_required", "otp": prompt.serialize()}
         session.code = None
-        await self.step(h, session, "otp", 50, 60, 2, "Code accepted")
-        await self.step(h, session, "report", 60, 95, 15, "Fetching your credit report")
+        await self.step(h, session, "otp", 50, 60, 4, "Code accepted")
+        await self.step(h, session, "report", 60, 95, 26.5, "Fetching your credit report")
         nid = str(session.data.get("national_id", ""))
         score = seeded(nid, 300, 850)
         rating = "A" if score >= 750 else "B" if score >= 650 else "C" if score >= 550 else "D"

@@ -260,10 +260,12 @@
   function apply(r, fresh) {
     if (!r || typeof r !== 'object' || (r.hash && r.hash !== D.hash)) return;
     const seq = Number(r.seq) || 0;
-    // Older than what we show: a late poll answer. (Old-style bots may rewrite a record
-    // without bumping seq, so an equal seq is applied again: rendering is idempotent.)
-    if (seq < lastSeq && !fresh) return;
-    lastSeq = seq;
+    // Older than what we show: a late poll answer. Old-style bots may rewrite a record
+    // without bumping seq (an equal seq is applied again: rendering is idempotent) or
+    // without any seq (0: records start at 1); the server's next change then carries a
+    // seq past every earlier one.
+    if (seq > 0 && seq < lastSeq && !fresh) return;
+    if (seq > 0) lastSeq = seq;
     if (sending && seq > sendingSeq) sending = null;
     const previous = record ? record.status : null;
     record = r;

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server.record import Keys
+from server.record import Keys, RecordStore
 from server.settings import Settings
 from tests.conftest import Processes
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
@@ -246,4 +246,13 @@ async def test_an_old_style_update_reaches_an_open_socket(
             if frame["type"] == "update" and frame["request"]["current_message"] == "from an old bot":
                 break
     assert frame["request"]["progress"] == 64 and "_p" not in frame["request"]
+    seen = frame["request"].get("seq", -1)
+    # Longrun's next change after a seq-less write is not taken for a stale one
+    await RecordStore(redis, keys, ttl=settings.request_ttl).update(h, {"progress": 70, "current_message": "next"})
+    async with asyncio.timeout(5):
+        while True:
+            frame = orjson.loads((await ws.receive()).data)
+            if frame["type"] == "update" and frame["request"]["current_message"] == "next":
+                break
+    assert frame["request"]["progress"] == 70 and frame["request"]["seq"] > seen
     await ws.close()

@@ -165,7 +165,10 @@ local function slug_of(rec)
 end
 
 local function save(key, rec, p, ttl, channel, now)
-  rec.seq = (tonumber(rec.seq) or 0) + 1
+  -- An old-style bot may rewrite the record without `seq`: it then goes on from the clock (ms),
+  -- past every seq published before, so sockets and pages never take the next change as stale.
+  local seq = tonumber(rec.seq)
+  rec.seq = seq and seq + 1 or math.floor(now * 1000)
   rec.updated_at = iso(now)
   rec.expires_at = iso(now + ttl)
   local pub = public(rec)
@@ -196,6 +199,7 @@ local p = private(rec)
 local now = clock()
 rec.created_at = iso(now)
 rec.status = 'pending'
+rec.seq = 0
 p.created = now
 recount(KEYS[2], nil, 'pending', slug_of(rec))
 -- A queued request is looked at by the sweeper before its TTL could lapse (see keepalive).
