@@ -153,8 +153,9 @@ class DemoBots:
     async def step(
         self, h: str, session: Session, name: str, start: int, end: int, seconds: float, message: str
     ) -> None:
-        """A step of the portal, reporting progress along the way (about once a second)."""
-        ticks = max(2, min(20, int(seconds)))
+        """A step of the portal, reporting progress along the way: about once a second of its
+        time at ``BOT_SPEED``, at most 20 times, and at least when it starts and ends."""
+        ticks = max(1, min(20, round(seconds / self.speed)))
         await self.tell(h, ProgressEvent(start, name, message), session)
         for i in range(1, ticks + 1):
             await self.pause(seconds / ticks, session)

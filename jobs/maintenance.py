@@ -3,41 +3,34 @@ the sweeper (``server.sweeper``), the tracking list's pruning and the wait alert
 
 from __future__ import annotations
 
-import asyncio
-
-from jobs.context import JobContext, settings
-from jobs.tasks import job_connection
+from jobs.context import JobContext, run_job, settings
 from server import sweeper
 from server.ops import Operations
 
 
 def sweep() -> int:
     """Fail overdue requests and keep queued ones alive; returns how many were failed."""
-    return asyncio.run(_sweep())
+    return run_job(_sweep)
 
 
-async def _sweep() -> int:
-    async with JobContext.open(settings(), job_connection()) as ctx:
-        return await sweeper.sweep(ctx.store, ctx.life, ctx.dispatcher)
+async def _sweep(ctx: JobContext) -> int:
+    return await sweeper.sweep(ctx.store, ctx.life, ctx.dispatcher)
 
 
 def prune_tracking_list() -> int:
     """Drop hashes of expired records from ``local_requests_list``."""
-    return asyncio.run(_prune())
+    return run_job(_prune)
 
 
-async def _prune() -> int:
-    async with JobContext.open(settings(), job_connection()) as ctx:
-        return await ctx.store.prune_tracking_list()
+async def _prune(ctx: JobContext) -> int:
+    return await ctx.store.prune_tracking_list()
 
 
 def check_waits() -> list[str]:
     """Log queues whose oldest job waits past its threshold (the dashboard shows them too)."""
-    return asyncio.run(_check_waits())
+    return run_job(_check_waits)
 
 
-async def _check_waits() -> list[str]:
-    config = settings()
-    async with JobContext.open(config, job_connection()) as ctx:
-        ops = Operations(ctx.store, ctx.dispatcher, thresholds=config.wait_thresholds)
-        return await ops.check_waits()
+async def _check_waits(ctx: JobContext) -> list[str]:
+    ops = Operations(ctx.store, ctx.dispatcher, thresholds=settings().wait_thresholds)
+    return await ops.check_waits()

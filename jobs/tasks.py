@@ -16,11 +16,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-import uvloop
 from redis import Redis as SyncRedis
 from rq import get_current_job
 from rq.exceptions import AbandonedJobError
@@ -28,7 +27,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from jobs.botclient import BotRetryableError, BotTimeout, BotUnavailable
-from jobs.context import JobContext, settings
+from jobs.context import JobContext, run_job, settings
 from jobs.queues import phase_of
 from jobs.stats import record_job
 from server.catalog import Service, find_service
@@ -39,10 +38,6 @@ from server.record import Keys, is_terminal, private_view
 from server.status import Status
 
 log = logging.getLogger("longrun.jobs")
-
-
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    uvloop.run(coro)
 
 
 def tracked(phase: str) -> Callable[[Callable[[str], None]], Callable[[str], None]]:
@@ -59,11 +54,6 @@ def tracked(phase: str) -> Callable[[Callable[[str], None]], Callable[[str], Non
         return job_function
 
     return wrap
-
-
-def job_connection() -> SyncRedis | None:
-    job = get_current_job()
-    return job.connection if job is not None else None
 
 
 def _attempt() -> tuple[int, int]:
@@ -109,40 +99,39 @@ async def _timed_out(ctx: JobContext, h: str, service: Service) -> None:
 
 @tracked("run")
 def run_request(request_hash: str) -> None:
-    _run(_run_request(request_hash))
+    run_job(lambda ctx: _run_request(ctx, request_hash))
 
 
-async def _run_request(h: str) -> None:
+async def _run_request(ctx: JobContext, h: str) -> None:
     attempt, total = _attempt()
-    async with JobContext.open(settings(), job_connection()) as ctx:
-        loaded = await _load(ctx, h)
-        if loaded is None:
-            return
-        rec, service = loaded
-        started = await ctx.life.start(h, service, attempt=attempt, max_attempts=total)
-        if not started.applied:
-            return
-        fresh = await ctx.store.get(h) or rec
-        left = _time_left(fresh, service)
-        if left <= 0:
-            await _timed_out(ctx, h, service)
-            return
-        log.info("run %s on %s (attempt %d of %d)", short(h), service.slug, attempt, total)
-        try:
-            answer = await ctx.bot.run(
-                service.slug, h, rec.get("request_data") or {}, idempotency_key=f"{h}:run", timeout=left
-            )
-        except BotTimeout:
-            await _timed_out(ctx, h, service)
-            return
-        except ProtocolError as exc:
-            log.warning("bot answer for %s unreadable: %s", short(h), exc)
-            await ctx.life.fail(h, "The service sent an answer we could not understand.")
-            return
-        result = await ctx.life.apply_answer(h, answer, service)
-        if result is None:
-            assert isinstance(answer, BotFailure)
-            raise BotRetryableError(answer.error)
+    loaded = await _load(ctx, h)
+    if loaded is None:
+        return
+    rec, service = loaded
+    started = await ctx.life.start(h, service, attempt=attempt, max_attempts=total)
+    if not started.applied:
+        return
+    fresh = await ctx.store.get(h) or rec
+    left = _time_left(fresh, service)
+    if left <= 0:
+        await _timed_out(ctx, h, service)
+        return
+    log.info("run %s on %s (attempt %d of %d)", short(h), service.slug, attempt, total)
+    try:
+        answer = await ctx.bot.run(
+            service.slug, h, rec.get("request_data") or {}, idempotency_key=f"{h}:run", timeout=left
+        )
+    except BotTimeout:
+        await _timed_out(ctx, h, service)
+        return
+    except ProtocolError as exc:
+        log.warning("bot answer for %s unreadable: %s", short(h), exc)
+        await ctx.life.fail(h, "The service sent an answer we could not understand.")
+        return
+    result = await ctx.life.apply_answer(h, answer, service)
+    if result is None:
+        assert isinstance(answer, BotFailure)
+        raise BotRetryableError(answer.error)
 
 
 # --------------------------------------------------------------------------- OTP
@@ -150,47 +139,46 @@ async def _run_request(h: str) -> None:
 
 @tracked("otp")
 def check_otp(request_hash: str) -> None:
-    _run(_check_otp(request_hash))
+    run_job(lambda ctx: _check_otp(ctx, request_hash))
 
 
-async def _check_otp(h: str) -> None:
-    async with JobContext.open(settings(), job_connection()) as ctx:
-        loaded = await _load(ctx, h)
-        if loaded is None:
-            return
-        rec, service = loaded
-        code = await ctx.store.take_otp(h)
-        if code is None:
-            # The code outlived its key (a very slow queue): ask the person again.
-            prompt = _prompt_of(rec, error="The code expired before we could check it. Please enter it again.")
-            await ctx.life.ask_otp(h, prompt, service)
-            return
-        left = _time_left(rec, service)
-        log.info("relaying a code for %s", short(h))
-        try:
-            answer = await ctx.bot.run(
-                service.slug,
-                h,
-                rec.get("request_data") or {},
-                otp=code,
-                idempotency_key=f"{h}:otp:{int(rec.get('seq') or 0)}",
-                timeout=max(1.0, left),
-            )
-        except BotTimeout:
-            await _timed_out(ctx, h, service)
-            return
-        except BotUnavailable:
-            await ctx.life.fail(h, "We could not reach the service to check your code. Please start again.")
-            return
-        except ProtocolError:
-            await ctx.life.fail(h, "The service sent an answer we could not understand.")
-            return
-        finally:
-            del code
-        if isinstance(answer, BotFailure) and answer.retryable:
-            await ctx.life.fail(h, f"The service could not check the code: {answer.error}")
-            return
-        await ctx.life.apply_answer(h, answer, service)
+async def _check_otp(ctx: JobContext, h: str) -> None:
+    loaded = await _load(ctx, h)
+    if loaded is None:
+        return
+    rec, service = loaded
+    code = await ctx.store.take_otp(h)
+    if code is None:
+        # The code outlived its key (a very slow queue): ask the person again.
+        prompt = _prompt_of(rec, error="The code expired before we could check it. Please enter it again.")
+        await ctx.life.ask_otp(h, prompt, service)
+        return
+    left = _time_left(rec, service)
+    log.info("relaying a code for %s", short(h))
+    try:
+        answer = await ctx.bot.run(
+            service.slug,
+            h,
+            rec.get("request_data") or {},
+            otp=code,
+            idempotency_key=f"{h}:otp:{int(rec.get('seq') or 0)}",
+            timeout=max(1.0, left),
+        )
+    except BotTimeout:
+        await _timed_out(ctx, h, service)
+        return
+    except BotUnavailable:
+        await ctx.life.fail(h, "We could not reach the service to check your code. Please start again.")
+        return
+    except ProtocolError:
+        await ctx.life.fail(h, "The service sent an answer we could not understand.")
+        return
+    finally:
+        del code
+    if isinstance(answer, BotFailure) and answer.retryable:
+        await ctx.life.fail(h, f"The service could not check the code: {answer.error}")
+        return
+    await ctx.life.apply_answer(h, answer, service)
 
 
 def _prompt_of(rec: dict[str, Any], *, error: str | None = None) -> OtpPrompt:
@@ -207,33 +195,32 @@ def _prompt_of(rec: dict[str, Any], *, error: str | None = None) -> OtpPrompt:
 
 @tracked("resend")
 def resend_otp(request_hash: str) -> None:
-    _run(_resend_otp(request_hash))
+    run_job(lambda ctx: _resend_otp(ctx, request_hash))
 
 
-async def _resend_otp(h: str) -> None:
-    async with JobContext.open(settings(), job_connection()) as ctx:
-        loaded = await _load(ctx, h)
-        if loaded is None:
-            return
-        rec, service = loaded
-        if rec.get("status") != Status.WAITING_OTP.value:
-            return
-        job = get_current_job()
-        answer = await ctx.bot.resend_otp(
-            service.slug, h, idempotency_key=f"{h}:{job.id if job else 'resend'}", timeout=30
-        )
-        # Only while still waiting: a code the person typed meanwhile is being checked, and a
-        # late answer to the resend must not reopen the prompt under it.
-        still_waiting = [Status.WAITING_OTP.value]
-        if isinstance(answer, NeedsOtp):
-            await ctx.life.ask_otp(h, answer.otp, service, expect=still_waiting)
-        elif isinstance(answer, Accepted):
-            await ctx.life.ask_otp(h, _prompt_of(rec), service, expect=still_waiting)
-        elif isinstance(answer, BotFailure):
-            if answer.retryable:
-                raise BotRetryableError(answer.error)
-            prompt = _prompt_of(rec, error=f"Could not send a new code: {answer.error}")
-            await ctx.life.ask_otp(h, prompt, service, expect=still_waiting)
+async def _resend_otp(ctx: JobContext, h: str) -> None:
+    loaded = await _load(ctx, h)
+    if loaded is None:
+        return
+    rec, service = loaded
+    if rec.get("status") != Status.WAITING_OTP.value:
+        return
+    job = get_current_job()
+    answer = await ctx.bot.resend_otp(
+        service.slug, h, idempotency_key=f"{h}:{job.id if job else 'resend'}", timeout=30
+    )
+    # Only while still waiting: a code the person typed meanwhile is being checked, and a
+    # late answer to the resend must not reopen the prompt under it.
+    still_waiting = [Status.WAITING_OTP.value]
+    if isinstance(answer, NeedsOtp):
+        await ctx.life.ask_otp(h, answer.otp, service, expect=still_waiting)
+    elif isinstance(answer, Accepted):
+        await ctx.life.ask_otp(h, _prompt_of(rec), service, expect=still_waiting)
+    elif isinstance(answer, BotFailure):
+        if answer.retryable:
+            raise BotRetryableError(answer.error)
+        prompt = _prompt_of(rec, error=f"Could not send a new code: {answer.error}")
+        await ctx.life.ask_otp(h, prompt, service, expect=still_waiting)
 
 
 # --------------------------------------------------------------------------- cancel
@@ -241,17 +228,16 @@ async def _resend_otp(h: str) -> None:
 
 @tracked("cancel")
 def cancel_bot(request_hash: str) -> None:
-    _run(_cancel_bot(request_hash))
+    run_job(lambda ctx: _cancel_bot(ctx, request_hash))
 
 
-async def _cancel_bot(h: str) -> None:
-    async with JobContext.open(settings(), job_connection()) as ctx:
-        rec = await ctx.store.get(h)
-        service = find_service(str((rec or {}).get("service_slug", "")))
-        if service is None:
-            return
-        await ctx.bot.cancel(service.slug, h)
-        log.info("told the bot to cancel %s", short(h))
+async def _cancel_bot(ctx: JobContext, h: str) -> None:
+    rec = await ctx.store.get(h)
+    service = find_service(str((rec or {}).get("service_slug", "")))
+    if service is None:
+        return
+    await ctx.bot.cancel(service.slug, h)
+    log.info("told the bot to cancel %s", short(h))
 
 
 # --------------------------------------------------------------------------- failures
@@ -296,12 +282,11 @@ def on_job_failure(
         exc_type.__name__ if exc_type else "?",
         "retrying" if will_retry else "giving up",
     )
-    _run(_after_failure(connection, h, will_retry, next_attempt, total, text))
+    run_job(lambda ctx: _after_failure(ctx, h, will_retry, next_attempt, total, text))
 
 
-async def _after_failure(connection: SyncRedis, h: str, will_retry: bool, attempt: int, total: int, text: str) -> None:
-    async with JobContext.open(settings(), connection) as ctx:
-        if will_retry:
-            await ctx.life.retrying(h, attempt=attempt, max_attempts=total)
-        else:
-            await ctx.life.fail(h, text)
+async def _after_failure(ctx: JobContext, h: str, will_retry: bool, attempt: int, total: int, text: str) -> None:
+    if will_retry:
+        await ctx.life.retrying(h, attempt=attempt, max_attempts=total)
+    else:
+        await ctx.life.fail(h, text)
