@@ -1,9 +1,12 @@
 """RQ queues and job ids: how a request's phases reach the workers.
 
-A job carries only the request hash; everything else (data, the OTP) is read
-by the job itself from Redis. Job ids are deterministic, ``{hash}-{phase}``,
-so a phase can be found (and cancelled) by hash and is never enqueued twice
-under two names. RQ is synchronous: the web server calls this in a thread.
+A job carries nothing but its id, ``{hash}-{phase}``; everything else (data,
+the OTP) is read by the job itself from Redis. (With the hash as an argument
+too, RQ's pickled call passes 64 bytes and Redis stores the job as a hash
+table: 1.6 KB instead of 0.7 KB for every waiting request.) Ids are
+deterministic, so a phase can be found (and cancelled) by hash and is never
+enqueued twice under two names. RQ is synchronous: the web server calls this
+in a thread.
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ def job_id(prefix: str, request_hash: str, phase: str) -> str:
     return f"{prefix}{request_hash}-{phase}"
 
 
+def request_of(job: Job, prefix: str = "") -> str:
+    """The request a job works for: the hash its id names (jobs enqueued before ids carried
+    it alone had it as their one argument)."""
+    if job.args:
+        return str(job.args[0])
+    name = job.id[len(prefix) :] if prefix and job.id.startswith(prefix) else job.id
+    return name.rsplit("-", 1)[0] if "-" in name else ""
+
+
 class Dispatcher:
     """Enqueues the phases of a request on the right queue with the right RQ options."""
 
@@ -68,7 +80,6 @@ class Dispatcher:
     def _enqueue(self, priority: Priority, func: str, request_hash: str, phase: str, **options: Any) -> Job:
         return self.queues[priority].enqueue(
             func,
-            request_hash,
             job_id=job_id(self.settings.key_prefix, request_hash, phase),
             # The call string would show only the hash, but keep descriptions free of any
             # argument on principle: they end up in logs and dashboards.

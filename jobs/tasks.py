@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +28,7 @@ from rq.timeouts import JobTimeoutException
 
 from jobs.botclient import BotRetryableError, BotTimeout, BotUnavailable
 from jobs.context import JobContext, run_job, settings
-from jobs.queues import phase_of
+from jobs.queues import phase_of, request_of
 from jobs.stats import record_job
 from server.catalog import Service, find_service
 from server.errors import ProtocolError
@@ -40,16 +40,22 @@ from server.status import Status
 log = logging.getLogger("longrun.jobs")
 
 
-def tracked(phase: str) -> Callable[[Callable[[str], None]], Callable[[str], None]]:
-    """Count a phase that returned normally (failures are counted in :func:`on_job_failure`)."""
+PhaseWork = Callable[[JobContext, str], Coroutine[Any, Any, None]]
 
-    def wrap(fn: Callable[[str], None]) -> Callable[[str], None]:
-        @functools.wraps(fn)
-        def job_function(request_hash: str) -> None:
-            fn(request_hash)
+
+def phase(name: str) -> Callable[[PhaseWork], Callable[..., None]]:
+    """The RQ job function of one phase: runs ``work(ctx, hash)`` for the request its job id
+    names, on the process's event loop, and counts it when it returns (failures are counted
+    in :func:`on_job_failure`)."""
+
+    def wrap(work: PhaseWork) -> Callable[..., None]:
+        @functools.wraps(work)
+        def job_function(*args: str) -> None:
             job = get_current_job()
+            h = str(args[0]) if args else request_of(job, settings().key_prefix) if job else ""
+            run_job(lambda ctx: work(ctx, h))
             if job is not None:
-                record_job(job.connection, Keys(settings().key_prefix), job, phase, "ok")
+                record_job(job.connection, Keys(settings().key_prefix), job, name, "ok")
 
         return job_function
 
@@ -97,12 +103,8 @@ async def _timed_out(ctx: JobContext, h: str, service: Service) -> None:
 # --------------------------------------------------------------------------- run
 
 
-@tracked("run")
-def run_request(request_hash: str) -> None:
-    run_job(lambda ctx: _run_request(ctx, request_hash))
-
-
-async def _run_request(ctx: JobContext, h: str) -> None:
+@phase("run")
+async def run_request(ctx: JobContext, h: str) -> None:
     attempt, total = _attempt()
     loaded = await _load(ctx, h)
     if loaded is None:
@@ -137,12 +139,8 @@ async def _run_request(ctx: JobContext, h: str) -> None:
 # --------------------------------------------------------------------------- OTP
 
 
-@tracked("otp")
-def check_otp(request_hash: str) -> None:
-    run_job(lambda ctx: _check_otp(ctx, request_hash))
-
-
-async def _check_otp(ctx: JobContext, h: str) -> None:
+@phase("otp")
+async def check_otp(ctx: JobContext, h: str) -> None:
     loaded = await _load(ctx, h)
     if loaded is None:
         return
@@ -193,12 +191,8 @@ def _prompt_of(rec: dict[str, Any], *, error: str | None = None) -> OtpPrompt:
     )
 
 
-@tracked("resend")
-def resend_otp(request_hash: str) -> None:
-    run_job(lambda ctx: _resend_otp(ctx, request_hash))
-
-
-async def _resend_otp(ctx: JobContext, h: str) -> None:
+@phase("resend")
+async def resend_otp(ctx: JobContext, h: str) -> None:
     loaded = await _load(ctx, h)
     if loaded is None:
         return
@@ -226,12 +220,8 @@ async def _resend_otp(ctx: JobContext, h: str) -> None:
 # --------------------------------------------------------------------------- cancel
 
 
-@tracked("cancel")
-def cancel_bot(request_hash: str) -> None:
-    run_job(lambda ctx: _cancel_bot(ctx, request_hash))
-
-
-async def _cancel_bot(ctx: JobContext, h: str) -> None:
+@phase("cancel")
+async def cancel_bot(ctx: JobContext, h: str) -> None:
     rec = await ctx.store.get(h)
     service = find_service(str((rec or {}).get("service_slug", "")))
     if service is None:
@@ -262,7 +252,7 @@ def on_job_failure(
     Runs before RQ decides to retry: with retries left the person sees "retrying
     (attempt n of m)", otherwise the request fails with a message for people.
     """
-    h = str(job.args[0]) if job.args else ""
+    h = request_of(job, settings().key_prefix)
     if not h:
         return
     will_retry = bool(job.retries_left)

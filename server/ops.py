@@ -20,7 +20,7 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from jobs.queues import Dispatcher, phase_of, queue_names
+from jobs.queues import Dispatcher, phase_of, queue_names, request_of
 from server.archive import archive_status
 from server.catalog import PRIORITIES, find_service
 from server.connections import AsyncClient
@@ -252,7 +252,7 @@ class Operations:
         result = job.latest_result()
         exc = result.exc_string if result is not None else None
         last_line = (exc or "").strip().splitlines()[-1:] or ["(no error recorded)"]
-        request = str(job.args[0]) if job.args else ""
+        request = request_of(job, self.dispatcher.settings.key_prefix)
         return FailedJob(
             id=job.id,
             request=request[:12],
@@ -371,7 +371,7 @@ class Operations:
         if registry is None:
             return False
         job = await asyncio.to_thread(Job.fetch, job_id, connection=self.sync)
-        h = str(job.args[0]) if job.args else ""
+        h = request_of(job, self.dispatcher.settings.key_prefix)
         record = await self.store.get(h) if h else None
         service = find_service(str((record or {}).get("service_slug", "")))
         if record is None or service is None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import socket
 import time
+import zlib
 from typing import Any
 
 import orjson
@@ -57,7 +59,12 @@ async def test_create_answers_the_contract(client: TestClient[Any, Any], redis: 
     assert rec["request_data"] == VALID and body["access_token"] not in orjson.dumps(rec).decode()
     job = await redis.hgetall(f"rq:job:{settings.key_prefix}{h}-run")
     assert job[b"origin"] == f"{settings.key_prefix}default".encode()
-    assert b"0012345678" not in b"".join(job.values())  # the job carries only the hash
+    assert b"0012345678" not in b"".join(job.values())  # the job carries nothing but its id
+    func, _, args, kwargs = pickle.loads(zlib.decompress(job[b"data"]))
+    assert (func, tuple(args), kwargs) == ("jobs.tasks.run_request", (), {})
+    # small enough for Redis' compact hash encoding (a 64-byte value would double its size)
+    encoding = await redis.object("encoding", f"rq:job:{settings.key_prefix}{h}-run")
+    assert encoding in (b"listpack", b"ziplist")  # Redis 7, Redis 6
 
 
 async def test_unknown_service_is_404(client: TestClient[Any, Any]) -> None:
