@@ -4,8 +4,9 @@
 
 For each system in turn, in the same run and under the same load:
 
-1. The server: ``python -m server`` (one process), or ``bench/sio_server.py``
-   (``socketio.AsyncServer`` + ``AsyncRedisManager`` on aiohttp).
+1. The server: ``python -m server`` (one process, then two sharing the port:
+   ``longrun×2``), or ``bench/sio_server.py`` (``socketio.AsyncServer`` +
+   ``AsyncRedisManager`` on aiohttp, one process).
 2. A client process (``bench/wsclients.py``) opens ``--sockets`` WebSockets,
    one per request (``--per-request`` for more), and measures each update's
    latency on arrival: receive time minus the send stamp inside the update.
@@ -66,6 +67,14 @@ P99_LIMIT_MS = 50.0
 PEER_FACTOR = 10
 SUSTAINED_TARGET = 5000
 SYSTEMS = ("longrun", "socketio")
+#: systems of the run: Longrun with one and two web processes, python-socketio with one
+#: (several socket.io processes need sticky sessions behind a balancer; Longrun's do not)
+RUNS = {"longrun": 1, "socketio": 1, "longrun×2": 2}
+
+
+def kind_of(system: str) -> str:
+    """The client and publisher kind of a run (``longrun×2`` is Longrun on two processes)."""
+    return "longrun" if system.startswith("longrun") else system
 
 
 def read_samples(path: Path) -> array[float]:
@@ -82,8 +91,8 @@ def sio_channel(settings: Settings) -> str:
 
 async def start_server(procs: Processes, settings: Settings, system: str) -> tuple[subprocess.Popen[bytes], str]:
     """Longrun's web process or the python-socketio server; returns it and its base URL once it answers."""
-    if system == "longrun":
-        server, base = start_web(procs, settings, 1)
+    if kind_of(system) == "longrun":
+        server, base = start_web(procs, settings, RUNS.get(system, 1))
     else:
         port = free_port()
         args = ["-m", "bench.sio_server", "--port", str(port), "--redis-url", settings.redis_url]
@@ -136,7 +145,9 @@ class Session:
     async def start(self, targets: Path) -> dict[str, Any]:
         self.server, base = await start_server(self.procs, self.settings, self.system)
         self.out = self.work / f"{self.system}-clients"
-        self.clients, opened = await open_clients(self.procs, self.system, base, targets, self.sockets, self.out)
+        self.clients, opened = await open_clients(
+            self.procs, kind_of(self.system), base, targets, self.sockets, self.out
+        )
         await asyncio.sleep(1.0)
         return opened
 
@@ -158,7 +169,7 @@ class Session:
         before = {name: cpu_seconds(pid) for name, pid in watched.items()}
         procs = []
         for i, out in enumerate(outs):
-            args = ["-m", "bench.publish", "--kind", self.system, "--targets", str(targets)]
+            args = ["-m", "bench.publish", "--kind", kind_of(self.system), "--targets", str(targets)]
             args += ["--part", f"{i}/{self.publishers}", "--rate", str(rate / self.publishers)]
             args += ["--duration", str(duration), "--out", str(out)]
             if self.system == "socketio":
@@ -223,6 +234,7 @@ async def run(
     step_duration: float = 4.0,
     per_request: int = 1,
     publishers: int = 2,
+    systems: Sequence[str] = tuple(RUNS),
 ) -> Result:
     raise_fd_limit()
     settings = bench_settings()
@@ -237,7 +249,7 @@ async def run(
         record = work / "record.json"
         record.write_bytes(orjson.dumps(public_view(await store.get(seeded[0].hash) or {})))
         with processes("fanout") as procs:
-            for system in SYSTEMS:
+            for system in systems:
                 session = Session(procs, settings, system, work, sockets, per_request, publishers)
                 try:
                     opened = await session.start(targets)
@@ -260,7 +272,18 @@ async def run(
 
 
 def rows(figures: dict[str, Any]) -> list[Row]:
-    ours, peer = figures["longrun"], figures["socketio"]
+    out: list[Row] = []
+    for system in ("longrun", "longrun×2"):
+        if system in figures:
+            out += system_rows(figures, system)
+    return out
+
+
+def system_rows(figures: dict[str, Any], system: str) -> list[Row]:
+    """The latency and sustained fan-out rows of one Longrun run, beside python-socketio's (one process)."""
+    ours, peer = figures[system], figures["socketio"]
+    web = RUNS[system]
+    label = "" if web == 1 else f", {web} web processes"
     lo, lp = ours["latency"], peer["latency"]
     limit = min(P99_TARGET_MS, lp["p99_ms"] / PEER_FACTOR)
     met = lo["p99_ms"] <= limit and lo["delivered"] >= 0.99
@@ -271,11 +294,11 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     sockets, requests = figures["sockets"], figures["requests"]
     out = [
         Row(
-            what="publish-to-browser latency",
+            what=f"publish-to-browser latency{label}",
             how=f"{sockets:,} sockets on {requests:,} requests, {figures['rate']:,.0f} updates/s via the SDK "
             "(Lua update + PUBLISH) vs AsyncRedisManager.emit, p99 at the client",
             ours=f"p99 {lo['p99_ms']:.1f} ms",
-            peer=f"python-socketio p99 {lp['p99_ms']:.1f} ms",
+            peer=f"python-socketio (1 process) p99 {lp['p99_ms']:.1f} ms",
             ratio=f"{lo['p99_ms'] / lp['p99_ms']:.2f}" if lp["p99_ms"] else "—",
             target=f"≤ 1/{PEER_FACTOR} of peer and < {P99_TARGET_MS:g} ms",
             met=met,
@@ -296,10 +319,10 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         note = f"missed by {SUSTAINED_TARGET - best:,.0f}/s ({best / SUSTAINED_TARGET:.0%} of target); " + note
     out.append(
         Row(
-            what="sustained fan-out",
+            what=f"sustained fan-out{label}",
             how=f"rate raised in steps on the same {sockets:,} sockets until p99 ≥ {P99_LIMIT_MS:g} ms",
             ours=f"{best:,.0f} updates/s",
-            peer=f"python-socketio {peer_best:,.0f} updates/s",
+            peer=f"python-socketio (1 process) {peer_best:,.0f} updates/s",
             ratio=f"{best / peer_best:.1f}" if peer_best else "—",
             target=f"≥ {SUSTAINED_TARGET:,} updates/s",
             met=best >= SUSTAINED_TARGET,
