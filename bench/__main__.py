@@ -71,7 +71,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "fanout": Benchmark(
         fanout.run,
         {"sockets": 2000, "rate": 1000, "duration": 10.0, "steps": (2000, 3500, 5000, 7000, 10000)},
-        {"sockets": 100, "rate": 100, "duration": 1.5, "steps": (), "publishers": 1},
+        {"sockets": 100, "rate": 100, "duration": 1.5, "steps": (), "publishers": 1, "systems": fanout.SYSTEMS},
     ),
     "sockets": Benchmark(sockets_memory.run, {"sockets": 10_000}, {"sockets": 200, "settle": 0.5}),
     "redis": Benchmark(redis_costs.run, {"calls": 2000, "records": 10_000}, {"calls": 100, "records": 200}),

@@ -50,7 +50,7 @@ def test_quick_bench_runs_and_produces_numbers(tmp_path: Path) -> None:
     rows = report["rows"]
     assert {r["what"] for r in rows} == {
         "status endpoint, 1 web process",  # --quick skips the 2-process run
-        "publish-to-browser latency",
+        "publish-to-browser latency",  # and --quick skips the 2-process runs of these two
         "sustained fan-out",
         "memory per idle socket",
         "update cost for a bot",
