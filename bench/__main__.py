@@ -76,7 +76,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "sockets": Benchmark(sockets_memory.run, {"sockets": 10_000}, {"sockets": 200, "settle": 0.5}),
     "redis": Benchmark(redis_costs.run, {"calls": 2000, "records": 10_000}, {"calls": 100, "records": 200}),
     "throughput": Benchmark(
-        system.throughput, {"requests": 1000, "workers": 4, "profile": True}, {"requests": 20, "workers": 2}
+        system.throughput, {"requests": 2000, "workers": (2, 8)}, {"requests": 20, "workers": (2,)}
     ),
     "longwaits": Benchmark(
         system.longwaits,

@@ -55,7 +55,7 @@ def test_quick_bench_runs_and_produces_numbers(tmp_path: Path) -> None:
         "memory per idle socket",
         "update cost for a bot",
         "Redis memory per request",
-        "requests through the system",
+        "requests through the system, 2 workers",
         "long waits without workers",
         "archive records/s",
     }
@@ -69,7 +69,8 @@ def test_quick_bench_runs_and_produces_numbers(tmp_path: Path) -> None:
     assert not math.isnan(figures["fanout"]["longrun"]["latency"]["p99_ms"])
     assert figures["sockets"]["longrun"]["rss_after_mib"] > 0
     assert figures["redis"]["update"]["replies_read_per_call"] == 1
-    assert figures["throughput"]["statuses"] == {"completed": figures["throughput"]["requests"]}
+    run = figures["throughput"]["workers_2"]
+    assert run["statuses"] == {"completed": run["requests"]}
     assert figures["longwaits"]["statuses"] == {"completed": figures["longwaits"]["requests"]}
     assert figures["archive"]["speedup"] > 0
     table = (tmp_path / "latest.md").read_text()
