@@ -1,9 +1,12 @@
 """Periodic upkeep, enqueued by RQ's cron (``jobs/cron.py``) and run by the workers:
-the sweeper (``server.sweeper``), the tracking list's pruning and the wait alerts."""
+the sweeper (``server.sweeper``) and the tracking list's pruning; and the wait alerts,
+which the cron process checks itself."""
 
 from __future__ import annotations
 
 import asyncio
+
+from redis import Redis as SyncRedis
 
 from jobs.context import JobContext, settings
 from jobs.tasks import job_connection
@@ -31,13 +34,16 @@ async def _prune() -> int:
         return await ctx.store.prune_tracking_list()
 
 
-def check_waits() -> list[str]:
-    """Log queues whose oldest job waits past its threshold (the dashboard shows them too)."""
-    return asyncio.run(_check_waits())
+def check_waits(connection: SyncRedis | None = None) -> list[str]:
+    """Log queues whose oldest job waits past its threshold (the dashboard shows them too).
+
+    The cron process calls this itself, on its own ``connection``: it must run when no
+    worker does."""
+    return asyncio.run(_check_waits(connection or job_connection()))
 
 
-async def _check_waits() -> list[str]:
+async def _check_waits(connection: SyncRedis | None) -> list[str]:
     config = settings()
-    async with JobContext.open(config, job_connection()) as ctx:
+    async with JobContext.open(config, connection) as ctx:
         ops = Operations(ctx.store, ctx.dispatcher, thresholds=config.wait_thresholds)
         return await ops.check_waits()

@@ -291,24 +291,33 @@ class Operations:
     async def check_waits(self) -> list[str]:
         """Log (at warning) each queue that starts waiting too long, and when it recovers.
 
-        Run periodically by the cron, so alerts are logged whether or not anyone looks at
-        the dashboard; returns the queues now over their threshold."""
-        now = time.time()
-        over = {q.name: q for q in await self._queues(now) if q.alert}
-        before = {text(m) for m in await self.redis.smembers(self.keys.alerts())}
-        for name in sorted(set(over) - before):
-            q = over[name]
-            log.warning(
-                "queue %s: the oldest job has waited %.0f s (threshold %.0f s)", name, q.oldest_wait or 0, q.threshold
-            )
-        for name in sorted(before - set(over)):
-            log.info("queue %s: waits are back under the threshold", name)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.alerts())
-            if over:
-                pipe.sadd(self.keys.alerts(), *over)
-            await pipe.execute()
-        return sorted(over)
+        Run periodically by the cron process itself (not as a job: with every worker gone,
+        the very case to report, a job would never run), so alerts are logged whether or
+        not anyone looks at the dashboard. Several crons may check at once: SADD / SREM
+        answer 1 to exactly one of them, which is the one that logs. Returns the queues now
+        over their threshold."""
+        queues = await self._queues(time.time())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                if q.alert:
+                    pipe.sadd(self.keys.alerts(), q.name)
+                else:
+                    pipe.srem(self.keys.alerts(), q.name)
+            changed = await pipe.execute()
+        for q, flipped in zip(queues, changed, strict=True):
+            if not flipped:
+                continue
+            if q.alert:
+                log.warning(
+                    "queue %s: the oldest job has waited %.0f s (threshold %.0f s)",
+                    q.name,
+                    q.oldest_wait or 0,
+                    q.threshold,
+                )
+            else:
+                # Also a warning: whoever watches warnings sees each alert end, not just begin.
+                log.warning("queue %s: waits are back under the threshold (%.0f s)", q.name, q.threshold)
+        return [q.name for q in queues if q.alert]
 
     async def _sockets(self, now: float) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.socket_counts())

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from jobs.cron import check_interval
 from server.record import Keys
 from server.settings import Settings
 from tests.conftest import Processes
@@ -128,6 +129,92 @@ async def test_the_live_feed_pushes_the_rendered_dashboard(client: TestClient[An
     else:
         pytest.fail("the feed never showed the new job")
     await ws.close()
+
+
+async def snapshot(client: TestClient[Any, Any]) -> dict[str, Any]:
+    resp = await client.get("/api/dashboard", headers=BEARER)
+    assert resp.status == 200
+    snap: dict[str, Any] = await resp.json()
+    return snap
+
+
+def queue(snap: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(q for q in snap["queues"] if q["name"] == name)
+    return found
+
+
+async def create(client: TestClient[Any, Any], service: str, data: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.post("/api/requests", json={"service": service, "data": data})
+    assert resp.status == 201, await resp.text()
+    created: dict[str, Any] = await resp.json()
+    return created
+
+
+def log_entries(text: str, logger: str) -> list[dict[str, Any]]:
+    """The JSON log lines of one logger in a process's output."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = orjson.loads(line)
+        if entry.get("logger") == logger:
+            out.append(entry)
+    return out
+
+
+THRESHOLDS = {"high": 1.0, "default": 30.0, "low": 120.0}
+
+
+async def test_a_long_wait_is_shown_and_logged_once_then_its_recovery(
+    make_client: Any, settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    """Horizon-style long-wait detection: no worker takes from "high", its oldest job waits past
+    the (1 s) threshold; the dashboard shows it and the cron logs it at warning, once even with
+    two crons checking; when workers come back the recovery is logged, once."""
+    watched = settings.with_(wait_thresholds=THRESHOLDS, log_format="json")
+    client = await make_client(watched)
+    for _ in range(2):  # two crons, as on two machines: still one line per alert
+        processes.start("cron", ["-m", "jobs.cron"], watched.to_env())
+    for i in range(2):
+        await create(client, "vehicle-fines", {"plate": f"12B345-6{i}", "national_id": "0012345678"})
+
+    def lines(kind: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in log_entries(processes.logs(tail=None), "longrun.ops")
+            if e["event"].startswith("queue high") and kind in e["event"]
+        ]
+
+    async def raised() -> list[dict[str, Any]]:
+        return lines("has waited")
+
+    [alert] = await wait_for(raised, timeout=30, what="a cron to log the long wait")
+    assert alert["level"] == "warning" and alert["event"].endswith("(threshold 1 s)")
+    snap = await snapshot(client)
+    high = queue(snap, "high")
+    assert high["alert"] is True and high["oldest_wait"] > 1.0 and high["threshold"] == 1.0
+    assert not queue(snap, "default")["alert"] and not queue(snap, "low")["alert"]
+    assert len(snap["alerts"]) == 1 and snap["alerts"][0].startswith("Queue high: the oldest job has waited")
+    await log_in(client)
+    page = await (await client.get("/dashboard")).text()
+    assert '<div class="ops-alerts" role="alert">' in page and "⚠ Queue high" in page
+    assert re.search(r'<tr class="ops-alert" data-queue="high">.*?over 1 s', page, re.S)
+
+    await asyncio.sleep(3 * check_interval(THRESHOLDS))  # three more checks by each cron
+    assert len(lines("has waited")) == 1
+
+    processes.workers(watched)
+
+    async def recovered() -> list[dict[str, Any]]:
+        return lines("back under")
+
+    [back] = await wait_for(recovered, timeout=30, what="a cron to log the recovery")
+    assert back["level"] == "warning"
+    snap = await snapshot(client)
+    assert not queue(snap, "high")["alert"] and snap["alerts"] == []
+    assert "ops-alerts" not in await (await client.get("/dashboard")).text()
+    await asyncio.sleep(3 * check_interval(THRESHOLDS))
+    assert len(lines("has waited")) == 1 and len(lines("back under")) == 1
 
 
 @pytest.mark.browser
