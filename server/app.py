@@ -59,7 +59,9 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def ops_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[OPS] = Operations(app[STORE], app[DISPATCHER], thresholds=settings.wait_thresholds)
+    app[OPS] = Operations(
+        app[STORE], app[DISPATCHER], thresholds=settings.wait_thresholds, archive=bool(settings.database_url)
+    )
     yield
 
 

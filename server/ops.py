@@ -116,8 +116,18 @@ class Snapshot:
 class Operations:
     """Reads (and the few operator actions: retry, delete) over Redis and RQ."""
 
-    def __init__(self, store: RecordStore, dispatcher: Dispatcher, thresholds: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        store: RecordStore,
+        dispatcher: Dispatcher,
+        thresholds: Mapping[str, float] | None = None,
+        *,
+        archive: bool = False,
+    ):
+        """:param archive: whether an archive (``DATABASE_URL``) is configured; without one
+        its figures are not reported (nothing takes from the stream: a backlog means nothing)."""
         self.store = store
+        self.archive_enabled = archive
         self.dispatcher = dispatcher
         self.redis: AsyncClient = store.redis
         self.sync: SyncRedis = dispatcher.connection
@@ -336,7 +346,9 @@ class Operations:
         await self.redis.hdel(self.keys.socket_counts(), process)
 
     async def archive(self) -> dict[str, Any]:
-        return (await archive_status(self.redis, self.keys)).as_dict()
+        if not self.archive_enabled:
+            return {"enabled": False}
+        return {"enabled": True, **(await archive_status(self.redis, self.keys)).as_dict()}
 
     async def _jobs_total(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.job_stats())

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from jobs.cron import check_interval
-from server.record import Keys
+from server.record import SHARDS, Keys
 from server.settings import Settings
 from tests.conftest import Processes
 from tests.helpers import add_fault, wait_for, wait_status
@@ -215,6 +215,24 @@ async def test_a_long_wait_is_shown_and_logged_once_then_its_recovery(
     assert "ops-alerts" not in await (await client.get("/dashboard")).text()
     await asyncio.sleep(3 * check_interval(THRESHOLDS))
     assert len(lines("has waited")) == 1 and len(lines("back under")) == 1
+
+
+async def test_without_a_database_the_archive_is_shown_off(
+    client: TestClient[Any, Any], settings: Settings, redis: Redis
+) -> None:
+    h = (await create(client, "vehicle-fines", FINES))["hash"]
+    assert (await client.post(f"/api/requests/{h}/cancel")).status == 202
+    # the finished record is handed to the archive stream all the same (a backlog of one that
+    # nothing will ever take: the card used to show it, highlighted)
+    keys = Keys(settings.key_prefix)
+    assert sum([await redis.xlen(keys.archive(shard)) for shard in range(SHARDS)]) == 1
+    assert (await snapshot(client))["archive"] == {"enabled": False}
+    await log_in(client)
+    page = await (await client.get("/dashboard")).text()
+    card = re.search(r'<div class="ops-card[^"]*" id="ops-archive">(.*?)</div>', page, re.S)
+    assert card is not None
+    assert '<span class="ops-v">Off</span>' in card.group(1) and "DATABASE_URL" in card.group(1)
+    assert "backlog" not in card.group(1) and "ops-warm" not in card.group(0)
 
 
 @pytest.mark.browser

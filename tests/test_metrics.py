@@ -131,3 +131,17 @@ async def test_made_up_methods_share_one_series(client: TestClient[Any, Any]) ->
     after = await scrape(client)
     assert value(after, "longrun_http_requests_total", method="OTHER", route="other", status="405") == 3
     assert not [key for key in after if ("method", "PROPFIND") in key[1]]
+
+
+async def create(client: TestClient[Any, Any], data: dict[str, str] = FINES) -> dict[str, Any]:
+    resp = await client.post("/api/requests", json={"service": "vehicle-fines", "data": data})
+    assert resp.status == 201, await resp.text()
+    created: dict[str, Any] = await resp.json()
+    return created
+
+
+async def test_no_archive_figures_without_a_database(client: TestClient[Any, Any]) -> None:
+    h = (await create(client))["hash"]
+    assert (await client.post(f"/api/requests/{h}/cancel")).status == 202
+    m = await scrape(client)
+    assert not [key for key in m if key[0].startswith("longrun_archive_")]
