@@ -62,7 +62,9 @@ class QueueFigures:
     scheduled: int
     running: int
     failed: int
-    throughput_per_minute: int
+    #: jobs of this queue that finished well in the current (partial) minute: the last point
+    #: of the throughput chart, so the table and the chart never disagree
+    done_this_minute: int
     runtime_p50: float | None
     runtime_p95: float | None
     runtime_p99: float | None
@@ -180,11 +182,11 @@ class Operations:
                 pipe.zcard(ScheduledJobRegistry(queue.name, connection=self.sync).key)  # type: ignore[no-untyped-call]
                 pipe.zcard(StartedJobRegistry(queue.name, connection=self.sync).key)
                 pipe.zcard(FailedJobRegistry(queue.name, connection=self.sync).key)
-            pipe.hgetall(self.keys.minute_stats(minute - 1))
+            pipe.hgetall(self.keys.minute_stats(minute))
             for priority in self.queues:
                 pipe.lrange(self.keys.runtimes(priority), 0, -1)
             replies = await pipe.execute()
-        last_minute = {text(k): float(v) for k, v in replies[5 * len(self.queues)].items()}
+        this_minute = {text(k): float(v) for k, v in replies[5 * len(self.queues)].items()}
         samples = replies[5 * len(self.queues) + 1 :]
         oldest_ids = [text(replies[5 * i + 1]) for i in range(len(self.queues)) if replies[5 * i + 1]]
         enqueued = await self._enqueued_at(oldest_ids)
@@ -202,7 +204,7 @@ class Operations:
                     scheduled=int(scheduled),
                     running=int(running),
                     failed=int(failed),
-                    throughput_per_minute=int(last_minute.get(f"ok:{priority}", 0)),
+                    done_this_minute=int(this_minute.get(f"ok:{priority}", 0)),
                     runtime_p50=percentile(runtimes, 0.5),
                     runtime_p95=percentile(runtimes, 0.95),
                     runtime_p99=percentile(runtimes, 0.99),

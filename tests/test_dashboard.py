@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from bots.demo import create_bot_app
 from jobs.cron import check_interval
 from server.record import SHARDS, Keys
 from server.settings import Settings
 from tests.conftest import Processes
-from tests.helpers import add_fault, wait_for, wait_status
+from tests.helpers import add_fault, outbox, wait_for, wait_status
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PASSWORD = "correct horse battery staple"
@@ -215,6 +217,84 @@ async def test_a_long_wait_is_shown_and_logged_once_then_its_recovery(
     assert "ops-alerts" not in await (await client.get("/dashboard")).text()
     await asyncio.sleep(3 * check_interval(THRESHOLDS))
     assert len(lines("has waited")) == 1 and len(lines("back under")) == 1
+
+
+SLOW = 4.0  # bot speed: a fines job takes 19/4 s of the bot's time, a credit report 18/4 s to its code
+CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
+
+
+async def test_workers_codes_throughput_runtimes_memory_and_archive_lag(
+    aiohttp_server: Any, make_client: Any, pg_full_settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    bots = await aiohttp_server(create_bot_app(pg_full_settings.with_(bot_speed=SLOW)))
+    s = pg_full_settings.with_(bot_api_url=str(bots.make_url("")).rstrip("/"))
+    client = await make_client(s)
+    keys = Keys(s.key_prefix)
+    first_minute = int(time.time() // 60)
+    fines = (await create(client, "vehicle-fines", FINES))["hash"]
+    credit = (await create(client, "credit-score-rating", CREDIT))["hash"]
+    processes.workers(s, count=2)
+
+    # workers: alive, one busy on the fines job, heartbeats fresh
+    fines_job = f"{s.key_prefix}{fines}-run"
+
+    async def busy() -> dict[str, Any] | None:
+        snap = await snapshot(client)
+        return snap if any(w["state"] == "busy" and w["current_job"] == fines_job for w in snap["workers"]) else None
+
+    snap = await wait_for(busy, what="a worker busy with the fines job")
+    assert len(snap["workers"]) == 2
+    assert all(0 <= w["heartbeat_age"] < 20 for w in snap["workers"])  # within RQ's worker TTL: alive
+    assert queue(snap, "high")["running"] == 1 and queue(snap, "high")["depth"] == 0
+    await log_in(client)
+    page = await (await client.get("/dashboard")).text()
+    assert '<span class="chip chip-warm">busy</span>' in page
+
+    # a code awaited: counted, and how long it has been awaited grows
+    await wait_status(redis, keys, credit, "waiting_otp", timeout=30)
+
+    async def awaited() -> dict[str, Any] | None:
+        snap = await snapshot(client)
+        return snap if snap["waiting_otp"] == 1 and (snap["longest_otp_wait"] or 0) >= 1.0 else None
+
+    snap = await wait_for(awaited, what="the code to be awaited for a second")
+    assert snap["requests_by_service"]["credit-score-rating"] == {"waiting_otp": 1}
+    [message] = await outbox(s.bot_api_url, credit)
+    assert (await client.post(f"/api/requests/{credit}/otp", json={"otp": message["code"]})).status == 202
+    for h in (fines, credit):
+        await wait_status(redis, keys, h, "completed", timeout=40)
+
+    # throughput: three jobs done (fines run, credit run, the code check); table and chart agree
+    async def counted() -> dict[str, Any] | None:
+        snap = await snapshot(client)
+        return snap if sum(snap["jobs_total"].values()) == 3 else None
+
+    snap = await wait_for(counted, what="the three jobs to be counted")
+    assert snap["jobs_total"] == {"high|run|ok": 1, "default|run|ok": 1, "high|otp|ok": 1}
+    assert snap["waiting_otp"] == 0 and snap["longest_otp_wait"] is None
+    since = int(snap["at"] // 60) - first_minute  # minutes the test has spanned, usually 0 or 1
+    assert sum(snap["charts"]["throughput"][-1 - since :]) == 3
+    assert sum(q["done_this_minute"] for q in snap["queues"]) == snap["charts"]["throughput"][-1]
+    # runtimes: at least the time the bot spent on each (its pauses), p50 <= p95 <= p99
+    high, default = queue(snap, "high"), queue(snap, "default")
+    assert 18.5 / SLOW * 0.98 <= high["runtime_p50"] <= high["runtime_p95"] <= high["runtime_p99"]
+    assert default["runtime_p50"] == default["runtime_p99"] >= 18 / SLOW * 0.98  # one sample
+    assert snap["redis_memory"] > 0 and snap["redis_memory_human"]
+
+    # archive: two finished records wait for the archiver (none runs yet), then are archived
+    archive = snap["archive"]
+    assert archive["enabled"] is True and archive["backlog"] == 2 and archive["archived_total"] == 0
+    assert archive["oldest_age"] > 1.0  # the fines request finished seconds ago
+    page = await (await client.get("/dashboard")).text()
+    assert re.search(r'id="ops-archive"><span class="ops-k">Archive backlog</span><span class="ops-v">2<', page)
+    processes.archiver(s)
+
+    async def archived() -> dict[str, Any] | None:
+        figures: dict[str, Any] = (await snapshot(client))["archive"]
+        return figures if figures["backlog"] == 0 and figures["archived_total"] == 2 else None
+
+    archive = await wait_for(archived, timeout=30, what="the archiver to catch up")
+    assert archive["oldest_age"] is None and archive["last_archived_at"] is not None
 
 
 async def test_without_a_database_the_archive_is_shown_off(
