@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
 from jobs.cron import check_interval
+from server.app import PROCESS
 from server.record import SHARDS, Keys
 from server.settings import Settings
 from tests.conftest import Processes
@@ -313,6 +315,43 @@ async def test_without_a_database_the_archive_is_shown_off(
     assert card is not None
     assert '<span class="ops-v">Off</span>' in card.group(1) and "DATABASE_URL" in card.group(1)
     assert "backlog" not in card.group(1) and "ops-warm" not in card.group(0)
+
+
+async def test_sockets_are_shown_per_web_process(
+    client: TestClient[Any, Any], settings: Settings, processes: Processes
+) -> None:
+    """This process (the test's app) and another web process, each holding its own sockets."""
+    from tests.test_browser import WebServer, free_port
+
+    port = free_port()
+    other = WebServer(processes, settings.with_(port=port, public_url=f"http://127.0.0.1:{port}"))
+    await other.start()
+    assert other.proc is not None
+    theirs = f"{socket.gethostname()}:{other.proc.pid}"
+    created = await create(client, "vehicle-fines", FINES)
+    h, auth = created["hash"], {"Authorization": f"Bearer {created['access_token']}"}
+    here = [await client.ws_connect(f"/ws/requests/{h}") for _ in range(2)]
+    async with aiohttp.ClientSession() as http:
+        there = await http.ws_connect(f"{other.url.replace('http', 'ws')}/ws/requests/{h}", headers=auth)
+
+        def expect(counts: dict[str, int]) -> Any:
+            async def probe() -> dict[str, Any] | None:
+                snap = await snapshot(client)
+                return snap if snap["sockets"] == counts else None
+
+            return wait_for(probe, what=f"sockets per process to be {counts}")
+
+        await expect({PROCESS: 2, theirs: 1})
+        await log_in(client)
+        page = await (await client.get("/dashboard")).text()
+        assert f'<li data-process="{PROCESS}"><code>{PROCESS}</code> <b>2</b></li>' in page
+        assert f'<li data-process="{theirs}"><code>{theirs}</code> <b>1</b></li>' in page
+        assert re.search(r'id="ops-sockets"><span class="ops-k">Sockets open</span><span class="ops-v">3<', page)
+        await here[0].close()
+        await expect({PROCESS: 1, theirs: 1})
+        await there.close()
+        await expect({PROCESS: 1, theirs: 0})
+    await here[1].close()
 
 
 @pytest.mark.browser
