@@ -356,26 +356,42 @@ async def test_sockets_are_shown_per_web_process(
 
 @pytest.mark.browser
 async def test_dashboard_in_chromium_during_a_small_load(
-    settings: Settings, processes: Processes, redis: Redis, tmp_path: Path
+    aiohttp_server: Any, settings: Settings, processes: Processes, redis: Redis
 ) -> None:
+    """The page goes Live only once its socket brings a frame, and its figures follow a load
+    the test controls (queued with no worker, then worked off) without a reload."""
     from playwright.async_api import async_playwright
 
     from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WebServer, free_port
 
+    # bots slow enough for the load to be seen: about 4 s a fines job, 3.6 s to a code
+    bots = await aiohttp_server(create_bot_app(settings.with_(bot_speed=5.0)))
     port = free_port()
-    live = settings.with_(port=port, public_url=f"http://127.0.0.1:{port}", bot_speed=3.0)
+    live = settings.with_(
+        port=port, public_url=f"http://127.0.0.1:{port}", bot_api_url=str(bots.make_url("")).rstrip("/")
+    )
     web = WebServer(processes, live)
     await web.start()
-    processes.workers(live)
     async with aiohttp.ClientSession() as http:
-        for i in range(6):
+        for i in range(6):  # four fines jobs on "high", two credit reports (which ask for a code) on "default"
             service, data = (
-                ("vehicle-fines", FINES)
-                if i % 2
+                ("vehicle-fines", {"plate": f"12B345-6{i}", "national_id": "0012345678"})
+                if i < 4
                 else ("credit-score-rating", {"national_id": f"00123456{i:02d}", "mobile": "09121234567"})
             )
             async with http.post(f"{web.url}/api/requests", json={"service": service, "data": data}) as r:
                 assert r.status == 201
+        async with http.get(f"{web.url}/dashboard", headers=BEARER) as r:
+            served = await r.text()
+    # what the server sends is not "Live": only the page's script says so, once connected
+    badge = re.search(r'<span class="ops-live[^"]*" id="ops-live"[^>]*>([^<]*)</span>', served)
+    assert badge is not None and badge.group(1) == "Connecting…"
+
+    cell = """([queue, key]) => {
+      const row = document.querySelector(`#ops-body tr[data-queue="${queue}"]`);
+      return row ? (key ? row.querySelector(`td[data-k="${key}"]`) : row.querySelector('td')).textContent : null;
+    }"""
+    card = "(id) => document.querySelector(`#${id} .ops-v`).textContent"
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -383,15 +399,33 @@ async def test_dashboard_in_chromium_during_a_small_load(
         await page.fill("#password", PASSWORD)
         await page.click("button[type=submit]")
         await page.wait_for_url(f"{web.url}/dashboard")
-        await page.wait_for_function("document.querySelector('#ops-live').textContent === 'Live'")
-        # a pushed update that shows the load (jobs running or people asked for their code)
+        await page.evaluate("window.__sameDocument = true")
+        # (predicates are functions: the page's CSP forbids evaluating strings)
         await page.wait_for_function(
-            "['busy', 'processing', 'waiting_otp']"
-            ".some(w => document.querySelector('#ops-body').textContent.includes(w))",
-            timeout=30000,
+            "() => { const b = document.querySelector('#ops-live'); return !b.hidden && b.textContent === 'Live'; }"
+        )
+        assert await page.evaluate(cell, ["high", None]) == "4"
+        assert await page.evaluate(cell, ["default", None]) == "2"
+        assert await page.evaluate(card, "ops-otp") == "0"
+        assert await page.evaluate(card, "ops-archive") == "Off"  # no DATABASE_URL here
+
+        processes.workers(live, count=2)
+        # pushed frames show the workers taking the jobs, then the people asked for their codes
+        # mid-load: the queue shrinking, a worker busy with a job it names (the screenshot)
+        await page.wait_for_function(
+            f"() => Number(({cell})(['high', null])) < 4"
+            " && [...document.querySelectorAll('#ops-body tr')].some(r => r.querySelector('.chip')"
+            " && r.querySelector('.chip').textContent === 'busy' && r.querySelector('td code'))",
+            timeout=20000,
         )
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        await page.wait_for_function(
+            f"() => ({cell})(['high', null]) === '0' && ({cell})(['default', null]) === '0'"
+            f" && ({card})('ops-otp') === '2'",
+            timeout=40000,
+        )
+        assert await page.evaluate("window.__sameDocument") is True  # updated in place, never reloaded
         text = await page.text_content("#ops-body") or ""
-        assert "Waiting for a code" in text and "Workers" in text
+        assert "No worker is alive" not in text and "Nothing in flight." not in text
         await browser.close()
