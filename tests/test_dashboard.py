@@ -1,5 +1,6 @@
-"""The operator dashboard: who may see it, its figures for a known workload, acting on a
-failed job, the live feed, and a screenshot in Chromium during a small load."""
+"""The operator dashboard: who may see it, its figures for a known workload (queues, workers,
+codes awaited, throughput, runtimes, archive, sockets per process), the wait alerts, acting
+on failed jobs (one and all), the live feed, and a screenshot in Chromium during a small load."""
 
 from __future__ import annotations
 
@@ -219,6 +220,69 @@ async def test_a_long_wait_is_shown_and_logged_once_then_its_recovery(
     assert "ops-alerts" not in await (await client.get("/dashboard")).text()
     await asyncio.sleep(3 * check_interval(THRESHOLDS))
     assert len(lines("has waited")) == 1 and len(lines("back under")) == 1
+
+
+async def test_failed_jobs_deleted_and_retried_one_and_all_from_the_dashboard(
+    client: TestClient[Any, Any], settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    keys = Keys(settings.key_prefix)
+    processes.workers(settings)
+
+    async def fail(*plates: str) -> dict[str, str]:
+        """Requests whose bot is down for all four attempts: {hash: failed job id}."""
+        hashes = []
+        for plate in plates:
+            data = {"plate": plate, "national_id": "0012345678"}
+            await add_fault(settings.bot_api_url, service="vehicle-fines", match=data, mode="unavailable", count=4)
+            hashes.append((await create(client, "vehicle-fines", data))["hash"])
+        for h in hashes:
+            await wait_status(redis, keys, h, "failed", timeout=30)
+
+        async def listed() -> dict[str, str] | None:
+            jobs = {j["request"]: j["id"] for j in (await snapshot(client))["failed_jobs"]}
+            return {h: jobs[h[:12]] for h in hashes} if all(h[:12] in jobs for h in hashes) else None
+
+        return await wait_for(listed, what="the failed jobs to be listed")
+
+    a, b, c = (jobs := await fail("11B111-11", "22B222-22", "33B333-33"))
+    assert queue(await snapshot(client), "high")["failed"] == 3
+    await log_in(client)
+
+    # delete one (the page's form): gone from the list and from Redis, its request stays failed
+    token = await csrf_of(client, "/dashboard")
+    resp = await client.post(
+        "/dashboard/actions", data={"csrf_token": token, "action": f"delete:{jobs[a]}"}, allow_redirects=False
+    )
+    assert resp.status == 303
+    snap = await snapshot(client)
+    assert {j["id"] for j in snap["failed_jobs"]} == {jobs[b], jobs[c]} and queue(snap, "high")["failed"] == 2
+    assert await redis.exists(f"rq:job:{jobs[a]}") == 0
+    again = await client.post("/api/dashboard/failed-jobs/delete", json={"job_id": jobs[a]}, headers=BEARER)
+    assert again.status == 404
+
+    # retry all (the JSON endpoint): both come back and complete; the deleted one does not
+    resp = await client.post("/api/dashboard/failed-jobs/retry-all", headers=BEARER)
+    assert resp.status == 202 and (await resp.json()) == {"done": 2}
+    for h in (b, c):
+        done = await wait_status(redis, keys, h, "completed", timeout=30)
+        assert done["error"] is None
+    snap = await snapshot(client)
+    assert snap["failed_jobs"] == [] and queue(snap, "high")["failed"] == 0
+    assert (await wait_status(redis, keys, a, "failed"))["status"] == "failed"
+
+    # delete all (the page's form): the list empties, the requests stay failed
+    more = await fail("44B444-44", "55B555-55")
+    token = await csrf_of(client, "/dashboard")
+    resp = await client.post(
+        "/dashboard/actions", data={"csrf_token": token, "action": "delete-all"}, allow_redirects=False
+    )
+    assert resp.status == 303
+    snap = await snapshot(client)
+    assert snap["failed_jobs"] == [] and queue(snap, "high")["failed"] == 0
+    for h, job in more.items():
+        assert await redis.exists(f"rq:job:{job}") == 0
+        assert (await wait_status(redis, keys, h, "failed"))["status"] == "failed"
+    assert "No failed jobs." in await (await client.get("/dashboard")).text()
 
 
 SLOW = 4.0  # bot speed: a fines job takes 19/4 s of the bot's time, a credit report 18/4 s to its code
