@@ -1,5 +1,6 @@
 """Periodic upkeep, enqueued by RQ's cron (``jobs/cron.py``) and run by the workers:
-the sweeper (``server.sweeper``), the tracking list's pruning and the wait alerts."""
+the sweeper (``server.sweeper``) and the tracking list's pruning; and the wait alerts,
+which the cron process checks itself."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ async def _prune(ctx: JobContext) -> int:
 
 
 def check_waits() -> list[str]:
-    """Log queues whose oldest job waits past its threshold (the dashboard shows them too)."""
+    """Log queues whose oldest job waits past its threshold (the dashboard shows them too).
+
+    The cron process calls this itself, not through a queue: it must run when no worker does."""
     return run_job(_check_waits)
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -59,7 +60,9 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def ops_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[OPS] = Operations(app[STORE], app[DISPATCHER], thresholds=settings.wait_thresholds)
+    app[OPS] = Operations(
+        app[STORE], app[DISPATCHER], thresholds=settings.wait_thresholds, archive=bool(settings.database_url)
+    )
     yield
 
 
@@ -123,13 +126,22 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def report_sockets(ops: Operations, hub: Hub, stopping: asyncio.Event, every: float = 5.0) -> None:
-    """Tell the dashboard how many sockets this process holds (it shows each process)."""
+async def report_sockets(
+    ops: Operations, hub: Hub, stopping: asyncio.Event, every: float = 5.0, tick: float = 1.0
+) -> None:
+    """Tell the dashboard how many sockets this process holds (it shows each process): within
+    a second of a change, and every few seconds anyway (a report older than
+    ``ops.SOCKETS_STALE`` means the process is gone)."""
+    reported: int | None = None
+    at = 0.0
     while not stopping.is_set():
-        with contextlib.suppress(RedisError, OSError):
-            await ops.report_sockets(PROCESS, hub.stats.sockets)
+        count = hub.stats.sockets
+        if count != reported or time.monotonic() - at >= every:
+            with contextlib.suppress(RedisError, OSError):
+                await ops.report_sockets(PROCESS, count)
+                reported, at = count, time.monotonic()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(every):
+            async with asyncio.timeout(tick):
                 await stopping.wait()
 
 

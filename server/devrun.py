@@ -3,8 +3,9 @@
 Finds Redis (``REDIS_URL``, else 127.0.0.1:6379, else an embedded one under
 ``.run/``) and PostgreSQL (``DATABASE_URL``, else pgserver's under ``.run/pg``, its
 data kept across runs), keeps dev secrets in ``.run/dev.env`` so every process and every
-restart agrees on them, prints the URL to open, and runs the ``Procfile``
-with honcho. Ctrl-C stops everything it started.
+restart agrees on them, runs the ``Procfile`` with honcho, and prints the URL to
+open once the web answers ``/readyz`` (the way a load balancer would decide to send
+people to it). Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from server.embedded import find_or_start_postgres, find_or_start_redis
@@ -51,6 +55,29 @@ def dev_secrets() -> dict[str, str]:
     return values
 
 
+def wait_ready(proc: subprocess.Popen[bytes], url: str, *, every: float = 0.25, note_after: float = 20.0) -> bool:
+    """Poll the web's ``/readyz`` until it answers 200: True then, False if ``proc`` (honcho)
+    exits first. Says once what it is still waiting for when that takes long."""
+    started = time.monotonic()
+    noted = False
+    last = "no answer yet"
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return True
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:  # 503: up, but Redis or PostgreSQL is not
+            last = f"HTTP {exc.code}: {exc.read(300).decode(errors='replace')}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        if not noted and time.monotonic() - started > note_after:
+            print(f"\n  Still waiting for {url} ({last})\n", flush=True)
+            noted = True
+        time.sleep(every)
+    return False
+
+
 def main() -> int:
     RUN_DIR.mkdir(exist_ok=True)
     env = dict(os.environ)
@@ -74,10 +101,7 @@ def main() -> int:
     where = "embedded, under .run/redis" if embedded_redis else "external"
     pg_where = "embedded, under .run/pg" if embedded_pg else "external"
     print(
-        f"\n  Longrun is starting: open http://127.0.0.1:{port}/\n  Redis: {redis_url} ({where})\n"
-        f"  PostgreSQL: {database_url} ({pg_where})\n"
-        f"  Operator dashboard: http://127.0.0.1:{port}/dashboard (password in .run/dev.env: "
-        f"{env.get('OPERATOR_PASSWORD', '')})\n",
+        f"\n  Longrun is starting\n  Redis: {redis_url} ({where})\n  PostgreSQL: {database_url} ({pg_where})\n",
         flush=True,
     )
     honcho = Path(sys.executable).with_name("honcho")
@@ -92,6 +116,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        if wait_ready(proc, f"http://127.0.0.1:{port}/readyz"):
+            print(
+                f"\n  Longrun is ready: open http://127.0.0.1:{port}/\n"
+                f"  Operator dashboard: http://127.0.0.1:{port}/dashboard (password in .run/dev.env: "
+                f"{env.get('OPERATOR_PASSWORD', '')})\n",
+                flush=True,
+            )
         return proc.wait()
     finally:
         if embedded_redis is not None:

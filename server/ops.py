@@ -62,7 +62,9 @@ class QueueFigures:
     scheduled: int
     running: int
     failed: int
-    throughput_per_minute: int
+    #: jobs of this queue that finished well in the current (partial) minute: the last point
+    #: of the throughput chart, so the table and the chart never disagree
+    done_this_minute: int
     runtime_p50: float | None
     runtime_p95: float | None
     runtime_p99: float | None
@@ -116,8 +118,18 @@ class Snapshot:
 class Operations:
     """Reads (and the few operator actions: retry, delete) over Redis and RQ."""
 
-    def __init__(self, store: RecordStore, dispatcher: Dispatcher, thresholds: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        store: RecordStore,
+        dispatcher: Dispatcher,
+        thresholds: Mapping[str, float] | None = None,
+        *,
+        archive: bool = False,
+    ):
+        """:param archive: whether an archive (``DATABASE_URL``) is configured; without one
+        its figures are not reported (nothing takes from the stream: a backlog means nothing)."""
         self.store = store
+        self.archive_enabled = archive
         self.dispatcher = dispatcher
         self.redis: AsyncClient = store.redis
         self.sync: SyncRedis = dispatcher.connection
@@ -170,11 +182,11 @@ class Operations:
                 pipe.zcard(ScheduledJobRegistry(queue.name, connection=self.sync).key)  # type: ignore[no-untyped-call]
                 pipe.zcard(StartedJobRegistry(queue.name, connection=self.sync).key)
                 pipe.zcard(FailedJobRegistry(queue.name, connection=self.sync).key)
-            pipe.hgetall(self.keys.minute_stats(minute - 1))
+            pipe.hgetall(self.keys.minute_stats(minute))
             for priority in self.queues:
                 pipe.lrange(self.keys.runtimes(priority), 0, -1)
             replies = await pipe.execute()
-        last_minute = {text(k): float(v) for k, v in replies[5 * len(self.queues)].items()}
+        this_minute = {text(k): float(v) for k, v in replies[5 * len(self.queues)].items()}
         samples = replies[5 * len(self.queues) + 1 :]
         oldest_ids = [text(replies[5 * i + 1]) for i in range(len(self.queues)) if replies[5 * i + 1]]
         enqueued = await self._enqueued_at(oldest_ids)
@@ -192,7 +204,7 @@ class Operations:
                     scheduled=int(scheduled),
                     running=int(running),
                     failed=int(failed),
-                    throughput_per_minute=int(last_minute.get(f"ok:{priority}", 0)),
+                    done_this_minute=int(this_minute.get(f"ok:{priority}", 0)),
                     runtime_p50=percentile(runtimes, 0.5),
                     runtime_p95=percentile(runtimes, 0.95),
                     runtime_p99=percentile(runtimes, 0.99),
@@ -291,24 +303,33 @@ class Operations:
     async def check_waits(self) -> list[str]:
         """Log (at warning) each queue that starts waiting too long, and when it recovers.
 
-        Run periodically by the cron, so alerts are logged whether or not anyone looks at
-        the dashboard; returns the queues now over their threshold."""
-        now = time.time()
-        over = {q.name: q for q in await self._queues(now) if q.alert}
-        before = {text(m) for m in await self.redis.smembers(self.keys.alerts())}
-        for name in sorted(set(over) - before):
-            q = over[name]
-            log.warning(
-                "queue %s: the oldest job has waited %.0f s (threshold %.0f s)", name, q.oldest_wait or 0, q.threshold
-            )
-        for name in sorted(before - set(over)):
-            log.info("queue %s: waits are back under the threshold", name)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.alerts())
-            if over:
-                pipe.sadd(self.keys.alerts(), *over)
-            await pipe.execute()
-        return sorted(over)
+        Run periodically by the cron process itself (not as a job: with every worker gone,
+        the very case to report, a job would never run), so alerts are logged whether or
+        not anyone looks at the dashboard. Several crons may check at once: SADD / SREM
+        answer 1 to exactly one of them, which is the one that logs. Returns the queues now
+        over their threshold."""
+        queues = await self._queues(time.time())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                if q.alert:
+                    pipe.sadd(self.keys.alerts(), q.name)
+                else:
+                    pipe.srem(self.keys.alerts(), q.name)
+            changed = await pipe.execute()
+        for q, flipped in zip(queues, changed, strict=True):
+            if not flipped:
+                continue
+            if q.alert:
+                log.warning(
+                    "queue %s: the oldest job has waited %.0f s (threshold %.0f s)",
+                    q.name,
+                    q.oldest_wait or 0,
+                    q.threshold,
+                )
+            else:
+                # Also a warning: whoever watches warnings sees each alert end, not just begin.
+                log.warning("queue %s: waits are back under the threshold (%.0f s)", q.name, q.threshold)
+        return [q.name for q in queues if q.alert]
 
     async def _sockets(self, now: float) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.socket_counts())
@@ -327,7 +348,9 @@ class Operations:
         await self.redis.hdel(self.keys.socket_counts(), process)
 
     async def archive(self) -> dict[str, Any]:
-        return (await archive_status(self.redis, self.keys)).as_dict()
+        if not self.archive_enabled:
+            return {"enabled": False}
+        return {"enabled": True, **(await archive_status(self.redis, self.keys)).as_dict()}
 
     async def _jobs_total(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.job_stats())

@@ -10,6 +10,7 @@
 
   function state(text, off) {
     if (!badge) return;
+    badge.hidden = false;
     badge.textContent = text;
     badge.classList.toggle("ops-off", !!off);
   }
@@ -17,12 +18,13 @@
   function connect() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var ws = new WebSocket(scheme + location.host + root.getAttribute("data-live"));
-    ws.onopen = function () { delay = 1000; state("Live", false); };
+    ws.onopen = function () { delay = 1000; };
     ws.onmessage = function (event) {
       var frame;
       try { frame = JSON.parse(event.data); } catch (e) { return; }
       if (frame.type === "dashboard" && typeof frame.html === "string") {
         body.innerHTML = frame.html;
+        state("Live", false);  // the socket is open and the feed is rendering: say so only now
       } else if (frame.type === "error") {
         state("Redis unavailable — retrying", true);
       }
@@ -33,5 +35,6 @@
       delay = Math.min(delay * 2, 30000);
     };
   }
+  state("Connecting…", true);
   connect();
 })();
