@@ -15,11 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.lifecycle import MESSAGES
 from server.record import Keys
 from server.settings import Settings, new_webhook_secret
 from server.webhooks import sign
 from tests.conftest import ROOT, Processes
-from tests.helpers import add_fault, bot_calls, wait_status
+from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 
 CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
 
@@ -129,6 +130,112 @@ async def test_the_code_is_nowhere_after_a_full_otp_flow(
     assert code not in caplog.text
     calls = await bot_calls(settings.bot_api_url, h)
     assert sum(n for k, n in calls.items() if ":otp:" in k) == 2  # each code relayed once
+
+
+# --------------------------------------------------------------------------- the OTP cap and resend
+
+
+async def otp_jobs(redis: Redis, prefix: str, h: str) -> int:
+    """How many code checks were ever enqueued for ``h`` (job ids ``{prefix}{hash}-otp{seq}``)."""
+    return len([k async for k in redis.scan_iter(match=f"rq:job:{prefix}{h}-otp*", count=1000)])
+
+
+async def test_the_code_cap_fails_the_request_at_once_then_answers_429_and_the_bot_hears_no_more(
+    client: TestClient[Any, Any], settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    processes.workers(settings, count=2)
+    keys = Keys(settings.key_prefix)
+    cap = settings.otp_max_attempts
+    h = (await (await client.post("/api/requests", json={"service": "credit-score-rating", "data": CREDIT})).json())[
+        "hash"
+    ]
+    await wait_status(redis, keys, h, "waiting_otp")
+    code = (await outbox(settings.bot_api_url, h))[0]["code"]
+    wrong = "000000" if code != "000000" else "111111"
+
+    async def rejected(left: int) -> bool:
+        rec = await record(redis, keys, h)
+        od = rec.get("otp_data") or {}
+        return rec["status"] == "waiting_otp" and bool(od.get("error")) and od.get("attempts_left") == left
+
+    for n in range(1, cap + 1):
+        assert (await client.post(f"/api/requests/{h}/otp", json={"otp": wrong})).status == 202
+        if n < cap:
+            await wait_for(lambda n=n: rejected(cap - n), what=f"wrong code {n} to be rejected")
+    # The last wrong code ends the request there and then: no prompt that no code may answer,
+    # left for the sweeper to fail as "not entered in time" once the code's two minutes are up.
+    failed = await wait_status(redis, keys, h, "failed", "completed", "waiting_otp")
+    assert failed["status"] == "failed", failed
+    assert failed["error"] == MESSAGES["otp_exhausted"] == "Too many wrong codes. Please start a new request."
+    assert failed["message_key"] == "otp_exhausted" and failed["requires_otp"] is False
+    calls = await bot_calls(settings.bot_api_url, h)
+    assert sum(n for k, n in calls.items() if ":otp:" in k) == cap
+
+    before = await redis.get(keys.record(h))
+    for path in (f"/api/requests/{h}/otp", f"/api/local-requests/{h}/otp"):
+        refused = await client.post(path, json={"otp": code})  # even the right code
+        assert refused.status == 429, await refused.text()
+        assert refused.headers["Retry-After"].isdigit() and int(refused.headers["Retry-After"]) > 0
+        assert (await refused.json())["error"]["code"] == "otp_attempts_exhausted"
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    assert orjson.loads((await ws.receive(timeout=5)).data)["type"] == "snapshot"
+    await ws.send_str(orjson.dumps({"type": "otp", "otp": code}).decode())
+    frame = orjson.loads((await ws.receive(timeout=5)).data)
+    assert frame["type"] == "error" and frame["code"] == "otp_attempts_exhausted", frame
+    await ws.close()
+    assert await redis.get(keys.record(h)) == before  # nothing changed, seq included
+    assert not await redis.exists(keys.otp(h))  # the refused code was not kept
+    assert await otp_jobs(redis, settings.key_prefix, h) == cap  # and no check was queued
+    await asyncio.sleep(0.5)
+    assert await bot_calls(settings.bot_api_url, h) == calls  # the bot heard nothing more
+
+    # The person reads why, in their language.
+    page = await (await client.get(f"/requests/{h}", headers={"Accept-Language": "fa"})).text()
+    assert "کدهای نادرست زیادی وارد شد" in page
+
+
+async def test_resend_too_early_is_429_then_reaches_the_bot_and_a_new_sms_arrives(
+    make_client: Any, settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    throttled = settings.with_(otp_resend_interval=4)
+    client = await make_client(throttled)
+    processes.workers(throttled, count=2)
+    keys = Keys(throttled.key_prefix)
+    h = (await (await client.post("/api/requests", json={"service": "credit-score-rating", "data": CREDIT})).json())[
+        "hash"
+    ]
+    await wait_status(redis, keys, h, "waiting_otp")
+    assert len(await outbox(throttled.bot_api_url, h)) == 1
+    before = await redis.get(keys.record(h))
+    waits = []
+    for path in (f"/api/requests/{h}/resend-otp", f"/api/local-requests/{h}/resend-otp"):
+        early = await client.post(path)
+        assert early.status == 429, await early.text()
+        assert (await early.json())["error"]["code"] == "resend_too_early"
+        waits.append(early.headers["Retry-After"])
+    assert all(w.isdigit() and 1 <= int(w) <= 4 for w in waits), waits
+    assert await redis.get(keys.record(h)) == before  # refused: nothing changed
+    await asyncio.sleep(0.3)
+    assert not [k for k in await bot_calls(throttled.bot_api_url, h) if "resend" in k]
+    assert len(await outbox(throttled.bot_api_url, h)) == 1
+
+    await asyncio.sleep(max(int(w) for w in waits))
+    assert (await client.post(f"/api/requests/{h}/resend-otp")).status == 202
+    messages = await wait_for(
+        lambda: _at_least(outbox(throttled.bot_api_url, h), 2), what="the second SMS in the demo outbox"
+    )
+    assert len(messages) == 2 and messages[1]["code"] and messages[1]["to"] == messages[0]["to"]
+    calls = await bot_calls(throttled.bot_api_url, h)
+    assert [n for k, n in calls.items() if "resend" in k] == [1], calls
+    # The bot now expects the new code: it is the one that works.
+    assert (await client.post(f"/api/requests/{h}/otp", json={"otp": messages[1]["code"]})).status == 202
+    done = await wait_status(redis, keys, h, "completed", "failed")
+    assert done["status"] == "completed", done
+
+
+async def _at_least(messages: Any, n: int) -> list[dict[str, Any]] | None:
+    got: list[dict[str, Any]] = await messages
+    return got if len(got) >= n else None
 
 
 async def test_rotated_secret_is_accepted_over_http(make_client: Any, settings: Settings, redis: Redis) -> None:
