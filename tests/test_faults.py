@@ -160,16 +160,7 @@ async def test_worker_killed_mid_call_is_retried_and_the_bot_acts_once(
     h = await create(client, "vehicle-fines", data)
     ws = await client.ws_connect(f"/ws/requests/{h}")
     await wait_for(lambda: _progress_at_least(redis, keys, h, 5), what="the bot call to be under way")
-    job = await redis.hgetall(f"rq:job:{keys.prefix}{h}-run")
-    worker = await redis.hget(f"rq:worker:{job[b'worker_name'].decode()}", "pid")
-    pid = int(worker)
-    # The worker's children: RQ's scheduler (forked at start) and the work horse running our
-    # job (forked last). Kill the horse and its worker; the scheduler lives on, as it would.
-    forks = children(pid)
-    assert forks, "the worker should be running the job in a work horse"
-    horse = max(forks, key=started)
-    for victim in (horse, pid):
-        os.kill(victim, signal.SIGKILL)
+    await kill_worker_running(redis, f"{keys.prefix}{h}-run")
     killed_at = time.monotonic()
 
     seen: list[dict[str, Any]] = []
@@ -194,6 +185,70 @@ async def test_worker_killed_mid_call_is_retried_and_the_bot_acts_once(
     watcher.cancel()
     await ws.close()
     assert any(r.get("retrying") or r["status"] == "completed" for r in seen)  # the browser saw it
+
+
+async def kill_worker_running(redis: Redis, job_id: str) -> None:
+    """SIGKILL the worker running ``job_id`` and its work horse (the newest of its children;
+    the other is RQ's scheduler, forked at start, which lives on as it would)."""
+    job = await redis.hgetall(f"rq:job:{job_id}")
+    assert job.get(b"worker_name"), f"{job_id} is not running: {job.get(b'status')!r}"
+    pid = int(await redis.hget(f"rq:worker:{job[b'worker_name'].decode()}", "pid"))
+    forks = children(pid)
+    assert forks, "the worker should be running the job in a work horse"
+    horse = max(forks, key=started)
+    for victim in (horse, pid):
+        os.kill(victim, signal.SIGKILL)
+
+
+async def test_worker_killed_while_checking_a_code_fails_the_request_with_a_message(
+    client: TestClient[Any, Any], settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    """Checking a code is not safe to repeat (the code was read once and is gone): no retry,
+    a clear message instead, well before any deadline or heartbeat window."""
+    keys = Keys(settings.key_prefix)
+    start_stack(processes, settings)
+    data = {"national_id": "6666666666", "mobile": "09126666666"}
+    # the portal takes the code and never answers: the check stays in the worker's bot call
+    await add_fault(settings.bot_api_url, service="credit-score-rating", match=data, mode="hang", phase="otp")
+    h = await create(client, "credit-score-rating", data)
+    await wait_status(redis, keys, h, "waiting_otp")
+    code = (await outbox(settings.bot_api_url, h))[0]["code"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    assert orjson.loads((await ws.receive(timeout=5)).data)["type"] == "snapshot"
+    resp = await client.post(f"/api/requests/{h}/otp", json={"otp": code})
+    assert resp.status == 202
+    seq = (await resp.json())["request"]["seq"]
+    key = f"{h}:otp:{seq}"
+    await wait_for(lambda: _bot_has(settings.bot_api_url, h, key), what="the code to reach the bot")
+    await kill_worker_running(redis, f"{keys.prefix}{h}-otp{seq}")
+    killed_at = time.monotonic()
+
+    failed = await wait_status(redis, keys, h, "failed", "completed", timeout=30)
+    assert time.monotonic() - killed_at < 30
+    assert failed["status"] == "failed"
+    assert failed["error"] == "The worker running your request stopped unexpectedly. Please start again."
+    assert not failed.get("retrying")
+
+    async def browser_saw_it() -> bool:
+        while True:
+            msg = await ws.receive(timeout=5)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return False
+            if orjson.loads(msg.data)["request"]["status"] == "failed":
+                return True
+
+    assert await browser_saw_it()
+    await ws.close()
+    await asyncio.sleep(1.5)  # RQ retries after 1 s in these tests: a retry would show by now
+    calls = await bot_calls(settings.bot_api_url, h)
+    assert {k: n for k, n in calls.items() if ":otp:" in k} == {key: 1}  # the code was relayed once
+    assert not await redis.exists(keys.otp(h))
+    async with aiohttp.ClientSession() as http:  # let the hanging portal call go
+        await http.post(f"{settings.bot_api_url}/services/credit-score-rating/cancel", json={"requestHash": h})
+
+
+async def _bot_has(bot_url: str, h: str, key: str) -> bool:
+    return key in await bot_calls(bot_url, h)
 
 
 async def _progress_at_least(redis: Redis, keys: Keys, h: str, n: int) -> bool:
