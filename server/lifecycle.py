@@ -47,6 +47,7 @@ MESSAGES: Mapping[str, str] = {
     "otp_wrong": "That code was not accepted. Check it and try again.",
     "checking": "Checking the code…",
     "resending": "Sending a new code…",
+    "otp_exhausted": "Too many wrong codes. Please start a new request.",
     "done": "Done.",
     "failed": "The request failed.",
     "cancelled": "Cancelled.",
@@ -116,7 +117,8 @@ class Lifecycle:
     async def ask_otp(
         self, h: str, prompt: OtpPrompt, service: Service | None = None, *, expect: Sequence[str] | None = None
     ) -> UpdateResult:
-        """The bot sent a code to the person's phone and waits for it."""
+        """The bot sent a code to the person's phone and waits for it; fails the request
+        instead when the person has no submission left (``otp_max_attempts``)."""
         otp_data: dict[str, Any] = {
             "length": prompt.length,
             "destination_hint": prompt.destination_hint,
@@ -128,6 +130,9 @@ class Lifecycle:
         patch: dict[str, Any] = {"status": Status.WAITING_OTP.value, "otp_data": otp_data, **note}
         if service is not None and any(s.name == "otp" for s in service.steps):
             patch["step"] = "otp"
+        # With every code used up the ask is the end: the script fails the request instead of
+        # waiting (unless a code the person typed early is still to be checked).
+        exhausted = {"status": Status.FAILED.value, "error": MESSAGES["otp_exhausted"], "retrying": False}
         result = await self.store.update(
             h,
             patch,
@@ -135,6 +140,7 @@ class Lifecycle:
                 "expires_in": prompt.expires_in,
                 "resend_in": self.otp_resend_interval,
                 "max_attempts": self.otp_max_attempts,
+                "exhausted": {**exhausted, **message("otp_exhausted")},
             },
             checking=MESSAGES["checking"],
             expect=expect,

@@ -187,6 +187,10 @@ def progress_view(record: Mapping[str, Any], service: Service | None, lang: str)
     elif status in RUNNING or status == Status.PENDING.value:
         eta_text = clock(float(eta), lang) if isinstance(eta, int | float) and eta > 0 else ui("almost_done", lang)
     error = record.get("error")
+    if isinstance(error, str) and error:
+        # An error in our own words (one of the messages) is said in the reader's language.
+        named = next((k for k, english in MESSAGES.items() if english == error and "{" not in english), None)
+        error = local_messages(lang)[named] if named is not None else error
     # The headline or the code prompt already says these.
     quiet = status in TERMINAL or (status == Status.WAITING_OTP.value and message_key(record) in QUIET_IN_OTP)
     return {

@@ -56,6 +56,13 @@
     }
     return null;
   }
+  // An error in our own words (one of the messages) in the page's language (views.progress_view).
+  function errorText(r) {
+    for (const key in MESSAGES) {
+      if (MESSAGES[key][0] === r.error && MESSAGES[key][0].indexOf('{') < 0) return MESSAGES[key][1];
+    }
+    return typeof r.error === 'string' ? r.error : '';
+  }
   function messageText(r) {
     const key = messageKey(r);
     if (key) return fill(MESSAGES[key][1], paramsOf(r), D.lang === 'fa');
@@ -187,7 +194,7 @@
     renderOtp(r);
 
     show(el.failed, status === 'failed');
-    if (status === 'failed' && el.errorText) el.errorText.textContent = r.error || '';
+    if (status === 'failed' && el.errorText) el.errorText.textContent = errorText(r);
     show(el.cancelled, status === 'cancelled');
     show(el.foot, !(status in TERMINAL));
     if (!sending) resetOtpButton();

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from server.record import Keys
 from server.settings import Settings, new_webhook_secret
-from server.webhooks import sign
+from server.webhooks import HEADERS, sign
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
 
@@ -202,6 +202,7 @@ async def test_signed_bot_events(client: TestClient[Any, Any], redis: Redis, set
     resp = await post_event(client, h, {"type": "progress", "progress": 30, "step": "login"}, secret, event_id="e1")
     assert resp.status == 202 and (await resp.json())["applied"] is True
     assert orjson.loads(await redis.get(keys.record(h)))["progress"] == 30
+    applied = await redis.get(keys.record(h))
 
     replay = await post_event(client, h, {"type": "progress", "progress": 90}, secret, event_id="e1")
     assert (await error_of(replay, 409))["code"] == "replayed_event"
@@ -218,11 +219,48 @@ async def test_signed_bot_events(client: TestClient[Any, Any], redis: Redis, set
     unknown = await post_event(client, Keys().new_hash(), {"type": "progress", "progress": 9}, secret)
     await error_of(unknown, 404)
     assert orjson.loads(await redis.get(keys.record(h)))["progress"] == 30
+    assert await redis.get(keys.record(h)) == applied  # every refusal left the whole record as it was
 
     done = await post_event(client, h, {"type": "completed", "result": {"score": 700}}, secret)
     assert done.status == 202
     rec = orjson.loads(await redis.get(keys.record(h)))
     assert rec["status"] == "completed" and rec["result_data"] == {"score": 700}
+
+
+async def start_processing(redis: Redis, keys: Keys, h: str) -> None:
+    """What a worker's start does, so that progress events apply."""
+    await redis.eval(
+        "local r = cjson.decode(redis.call('GET', KEYS[1])); r.status = 'processing';"
+        "redis.call('SET', KEYS[1], cjson.encode(r), 'KEEPTTL')",
+        1,
+        keys.record(h),
+    )
+
+
+@pytest.mark.parametrize("tamper", ["one byte of the body", *[f"no {name}" for name in HEADERS]])
+async def test_a_tampered_or_unsigned_event_is_401_and_changes_nothing(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings, tamper: str
+) -> None:
+    h = (await create(client))["hash"]
+    keys = Keys(settings.key_prefix)
+    await start_processing(redis, keys, h)
+    before = await redis.get(keys.record(h))
+    body = orjson.dumps({"type": "completed", "result": {"score": 700}})
+    headers = {"Content-Type": "application/json", **sign(settings.signing_secret, body, event_id="evt-tamper")}
+    if tamper == "one byte of the body":
+        body = body.replace(b"700", b"800")
+        assert len(body) == len(orjson.dumps({"type": "completed", "result": {"score": 700}}))
+    else:
+        del headers[tamper.removeprefix("no ")]
+    refused = await client.post(f"/api/bot/requests/{h}/events", data=body, headers=headers)
+    assert (await error_of(refused, 401))["code"] == "bad_signature"
+    assert await redis.get(keys.record(h)) == before  # the whole record, seq included
+    assert not await redis.exists(keys.webhook_id("evt-tamper"))  # and the id was not used up
+    # the genuine event with the same id is still accepted
+    genuine = orjson.dumps({"type": "completed", "result": {"score": 700}})
+    signed = {"Content-Type": "application/json", **sign(settings.signing_secret, genuine, event_id="evt-tamper")}
+    assert (await client.post(f"/api/bot/requests/{h}/events", data=genuine, headers=signed)).status == 202
+    assert orjson.loads(await redis.get(keys.record(h)))["result_data"] == {"score": 700}
 
 
 async def test_an_event_refused_for_its_state_can_be_retried_with_the_same_id(

@@ -295,6 +295,26 @@ async def test_persian_on_a_phone_then_cancel(
     assert rec["status"] == "cancelled"
 
 
+async def test_the_last_wrong_code_ends_the_request_in_the_readers_language(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings
+) -> None:
+    page = await new_page(browser, web, locale="fa-IR", viewport=PHONE)
+    h = await start_request(page, "credit-score-rating", CREDIT)
+    await expect(page.locator("#otp")).to_be_visible()
+    code = (await outbox(settings.bot_api_url, h))[0]["code"]
+    wrong = "000000" if code != "000000" else "111111"
+    for left in ("۲", "۱"):
+        await page.fill("#otp-input", wrong)
+        await expect(page.locator("#otp-attempts")).to_contain_text(f"{left} بار دیگر")
+    await page.fill("#otp-input", wrong)
+    await expect(page.locator("#failed")).to_be_visible()  # at once, live: no reload, no sweeper
+    await expect(page.locator("#error-text")).to_have_text("کدهای نادرست زیادی وارد شد. لطفاً درخواست تازه‌ای ثبت کنید.")
+    await expect(page.locator("#otp")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"
+    rec = await wait_status(redis, Keys(settings.key_prefix), h, "failed")
+    assert rec["error"] == "Too many wrong codes. Please start a new request."
+
+
 # --------------------------------------------------------------------------- the server restarts mid-job
 
 

@@ -151,12 +151,7 @@ async def test_worker_killed_mid_call_is_retried_and_the_bot_acts_once(
     h = await create(client, "vehicle-fines", data)
     ws = await client.ws_connect(f"/ws/requests/{h}")
     await wait_for(lambda: _progress_at_least(redis, keys, h, 5), what="the bot call to be under way")
-    job = await redis.hgetall(f"rq:job:{keys.prefix}{h}-run")
-    worker = await redis.hget(f"rq:worker:{job[b'worker_name'].decode()}", "pid")
-    pid = int(worker)
-    # Workers run their job themselves (no work horse to kill with them; a child, if any, is
-    # RQ's scheduler, which lives on, as it would).
-    os.kill(pid, signal.SIGKILL)
+    await kill_worker_running(redis, f"{keys.prefix}{h}-run")
     killed_at = time.monotonic()
 
     seen: list[dict[str, Any]] = []
@@ -181,6 +176,66 @@ async def test_worker_killed_mid_call_is_retried_and_the_bot_acts_once(
     watcher.cancel()
     await ws.close()
     assert any(r.get("retrying") or r["status"] == "completed" for r in seen)  # the browser saw it
+
+
+async def kill_worker_running(redis: Redis, job_id: str) -> None:
+    """SIGKILL the worker running ``job_id``. Workers run their job themselves: there is no
+    work horse to kill with it (a child, if any, is RQ's scheduler, which lives on, as it would)."""
+    job = await redis.hgetall(f"rq:job:{job_id}")
+    assert job.get(b"worker_name"), f"{job_id} is not running: {job.get(b'status')!r}"
+    pid = int(await redis.hget(f"rq:worker:{job[b'worker_name'].decode()}", "pid"))
+    os.kill(pid, signal.SIGKILL)
+
+
+async def test_worker_killed_while_checking_a_code_fails_the_request_with_a_message(
+    client: TestClient[Any, Any], settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    """Checking a code is not safe to repeat (the code was read once and is gone): no retry,
+    a clear message instead, well before any deadline or heartbeat window."""
+    keys = Keys(settings.key_prefix)
+    start_stack(processes, settings)
+    data = {"national_id": "6666666666", "mobile": "09126666666"}
+    # the portal takes the code and never answers: the check stays in the worker's bot call
+    await add_fault(settings.bot_api_url, service="credit-score-rating", match=data, mode="hang", phase="otp")
+    h = await create(client, "credit-score-rating", data)
+    await wait_status(redis, keys, h, "waiting_otp")
+    code = (await outbox(settings.bot_api_url, h))[0]["code"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    assert orjson.loads((await ws.receive(timeout=5)).data)["type"] == "snapshot"
+    resp = await client.post(f"/api/requests/{h}/otp", json={"otp": code})
+    assert resp.status == 202
+    seq = (await resp.json())["request"]["seq"]
+    key = f"{h}:otp:{seq}"
+    await wait_for(lambda: _bot_has(settings.bot_api_url, h, key), what="the code to reach the bot")
+    await kill_worker_running(redis, f"{keys.prefix}{h}-otp{seq}")
+    killed_at = time.monotonic()
+
+    failed = await wait_status(redis, keys, h, "failed", "completed", timeout=30)
+    assert time.monotonic() - killed_at < 30
+    assert failed["status"] == "failed"
+    assert failed["error"] == "The worker running your request stopped unexpectedly. Please start again."
+    assert not failed.get("retrying")
+
+    async def browser_saw_it() -> bool:
+        while True:
+            msg = await ws.receive(timeout=5)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return False
+            if orjson.loads(msg.data)["request"]["status"] == "failed":
+                return True
+
+    assert await browser_saw_it()
+    await ws.close()
+    await asyncio.sleep(1.5)  # RQ retries after 1 s in these tests: a retry would show by now
+    calls = await bot_calls(settings.bot_api_url, h)
+    assert {k: n for k, n in calls.items() if ":otp:" in k} == {key: 1}  # the code was relayed once
+    assert not await redis.exists(keys.otp(h))
+    async with aiohttp.ClientSession() as http:  # let the hanging portal call go
+        await http.post(f"{settings.bot_api_url}/services/credit-score-rating/cancel", json={"requestHash": h})
+
+
+async def _bot_has(bot_url: str, h: str, key: str) -> bool:
+    return key in await bot_calls(bot_url, h)
 
 
 async def _progress_at_least(redis: Redis, keys: Keys, h: str, n: int) -> bool:
@@ -280,7 +335,9 @@ async def start_services(processes: Processes, settings: Settings) -> Settings:
 async def test_redis_stopped_for_5s_under_200_running_requests(
     base_settings: Settings, processes: Processes, tmp_path: Path
 ) -> None:
-    """API 503s while Redis is down, nothing crashes, every socket and record ends on the true state."""
+    """API 503s while Redis is down, nothing crashes, every socket and record ends on the true
+    state — also for requests that were inside a worker's bot call when Redis went — and the
+    workers take and finish new work afterwards."""
     own = EmbeddedRedis(tmp_path / "redis", extra_args=("--appendonly", "yes", "--appendfsync", "everysec"))
     own.start()
     try:
@@ -289,55 +346,88 @@ async def test_redis_stopped_for_5s_under_200_running_requests(
             base_settings.with_(
                 redis_url=own.url, bot_speed=5.0, create_rate=(500, 1.0), create_rate_per_address=(500, 1.0)
             ),
-        )  # a video takes ~24 s at this speed
-        start_stack(processes, settings)
+        )  # a video takes ~24 s at this speed (202: the bot goes on alone), vehicle fines ~4 s (a worker waits)
+        start_stack(processes, settings, workers=4)
         keys = Keys(settings.key_prefix)
         api = settings.public_url
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            created = []
-            for i in range(200):
-                body = {"service": "video-generation", "data": {"prompt": f"video {i}", "duration_seconds": 5}}
-                async with http.post(f"{api}/api/requests", json=body) as resp:
-                    assert resp.status == 201
-                    created.append(await resp.json())
-            hashes = [c["hash"] for c in created]
-            auth = {c["hash"]: {"Authorization": f"Bearer {c['access_token']}"} for c in created}
-            sockets = [
-                await http.ws_connect(f"{api.replace('http', 'ws')}/ws/requests/{h}", headers=auth[h]) for h in hashes
-            ]
-            latest: dict[str, dict[str, Any]] = {}
 
-            async def follow(h: str, ws: Any) -> None:
+            async def post(service: str, data: dict[str, Any]) -> dict[str, Any]:
+                async with http.post(f"{api}/api/requests", json={"service": service, "data": data}) as resp:
+                    assert resp.status == 201, await resp.text()
+                    created: dict[str, Any] = await resp.json()
+                    return created
+
+            created = [
+                await post("video-generation", {"prompt": f"video {i}", "duration_seconds": 5}) for i in range(200)
+            ]
+            auth = {c["hash"]: {"Authorization": f"Bearer {c['access_token']}"} for c in created}
+            latest: dict[str, dict[str, Any]] = {}
+            sockets = []
+            followers = []
+
+            async def follow(h: str) -> None:
+                ws = await http.ws_connect(f"{api.replace('http', 'ws')}/ws/requests/{h}", headers=auth[h])
+                sockets.append(ws)
                 async for msg in ws:
                     latest[h] = orjson.loads(msg.data)["request"]
 
-            followers = [asyncio.create_task(follow(h, ws)) for h, ws in zip(hashes, sockets, strict=True)]
+            for c in created:
+                followers.append(asyncio.create_task(follow(c["hash"])))
+            videos = [c["hash"] for c in created]
             probe = Redis.from_url(own.url)
-            await wait_for(lambda: _all_running(probe, keys, hashes), timeout=60, what="all 200 to be running")
+            await wait_for(lambda: _all_running(probe, keys, videos), timeout=60, what="all 200 to be running")
+            # Four requests inside a worker's bot call when Redis stops (four workers, one each):
+            # the bot answers during the outage, and the worker cannot write the answer down.
+            fines = [
+                await post("vehicle-fines", {"plate": f"1{i}B345-67", "national_id": f"000000000{i}"})
+                for i in range(4)
+            ]
+            for c in fines:
+                auth[c["hash"]] = {"Authorization": f"Bearer {c['access_token']}"}
+                followers.append(asyncio.create_task(follow(c["hash"])))
+            in_call = [c["hash"] for c in fines]
+            await wait_for(lambda: _all_running(probe, keys, in_call), timeout=20, what="the fines to be in bot calls")
             await probe.aclose()
+            hashes = videos + in_call
 
             own.stop()
             down_at = time.monotonic()
-            statuses = set()
+            statuses, creates = set(), set()
             while time.monotonic() - down_at < 5:
                 started = time.monotonic()
                 async with http.get(f"{api}/api/requests/{hashes[0]}", headers=auth[hashes[0]]) as resp:
                     statuses.add(resp.status)
                     assert resp.content_type == "application/json"
+                body = {"service": "vehicle-fines", "data": FINES}
+                async with http.post(f"{api}/api/requests", json=body) as resp:
+                    creates.add(resp.status)
+                    assert resp.content_type == "application/json"
+                    assert (await resp.json())["error"]["code"] == "unavailable"
                 assert time.monotonic() - started < 5  # never hangs
                 await asyncio.sleep(0.5)
-            assert statuses == {503}
+            assert statuses == {503} and creates == {503}
             own = EmbeddedRedis(own.directory, port=own.port, extra_args=own.extra_args)
             own.start()
 
             probe = Redis.from_url(own.url)
-            await wait_for(lambda: _all_done(probe, keys, hashes), timeout=120, interval=1, what="all 200 to finish")
+            await wait_for(lambda: _all_done(probe, keys, hashes), timeout=120, interval=1, what="all 204 to finish")
             final = {h: (await record(probe, keys, h)) for h in hashes}
-            await probe.aclose()
-            assert {r["status"] for r in final.values()} == {"completed"}
+            assert {r["status"] for r in final.values()} == {"completed"}, {
+                h[:12]: (r["status"], r.get("error")) for h, r in final.items() if r["status"] != "completed"
+            }
+            assert [final[h]["result_data"]["plate"] for h in in_call] == [f"1{i}B345-67" for i in range(4)]
+            for h in in_call:  # a call cut off by the outage is retried with the same idempotency key
+                assert set(await bot_calls(settings.bot_api_url, h)) == {f"{h}:run"}
+            assert await probe.llen(keys.tracking_list()) == len(hashes)  # a refused create left no trace
             await wait_for(
                 lambda: _sockets_caught_up(latest, final), timeout=20, what="every socket to show the final state"
             )
+            # The workers take and finish new work (not merely: their processes are alive).
+            after = await post("vehicle-fines", {"plate": "99B999-99", "national_id": "9999999999"})
+            done = await wait_status(probe, keys, after["hash"], "completed", "failed", timeout=60)
+            assert done["status"] == "completed", done
+            await probe.aclose()
             for t in followers:
                 t.cancel()
             for ws in sockets:
@@ -388,6 +478,14 @@ async def test_1000_requests_created_while_workers_are_stopped_all_complete_once
     await wait_for(lambda: _all_done(redis, keys, hashes), timeout=200, interval=1, what="all 1,000 to complete")
     raws = await redis.mget([keys.record(h) for h in hashes])
     assert {orjson.loads(r)["status"] for r in raws} == {"completed"}
-    sample = hashes[::20]
-    calls = await asyncio.gather(*(bot_calls(settings.bot_api_url, h) for h in sample))
-    assert all(c == {f"{h}:run": 1} for h, c in zip(sample, calls, strict=True))  # none ran twice
+    async with aiohttp.ClientSession() as http:  # every one of them, not a sample
+
+        async def calls_for(h: str) -> dict[str, int]:
+            async with http.get(f"{settings.bot_api_url}/demo/calls", params={"requestHash": h}) as r:
+                calls: dict[str, int] = (await r.json())["calls"]
+                return calls
+
+        calls = await asyncio.gather(*(calls_for(h) for h in hashes))
+    twice = {h: c for h, c in zip(hashes, calls, strict=True) if c != {f"{h}:run": 1}}
+    assert not twice, f"{len(twice)} not run exactly once, e.g. {list(twice.items())[:3]}"
+    assert {orjson.loads(r).get("attempt") for r in raws} == {1}  # and none was started again

@@ -229,6 +229,23 @@ async def test_early_code_is_checked_when_the_bot_asks(store: RecordStore) -> No
     assert await store.take_otp(h) == "123456"
 
 
+async def test_an_ask_with_every_code_used_up_fails_unless_a_code_waits(store: RecordStore) -> None:
+    h = await make(store)
+    await store.update(h, {"status": "processing"})
+    kw = {"code_ttl": 60, "max_attempts": 1, "early_allowed": True, "heartbeat": 60}
+    otp = {"expires_in": 60, "max_attempts": 1, "exhausted": {"status": "failed", "error": "used up"}}
+    assert (await store.submit_otp(h, "123456", **kw)).outcome == "early"  # the only code, typed early
+    asked = await store.update(h, {"status": "waiting_otp"}, otp=otp)
+    assert asked.otp_ready and asked.record is not None and asked.record["status"] == "processing"  # checked
+    assert await store.take_otp(h) == "123456"
+    again = await store.update(h, {"status": "waiting_otp", "otp_data": {"error": "wrong"}}, otp=otp)
+    assert again.applied and again.record is not None
+    assert again.record["status"] == "failed" and again.record["error"] == "used up"
+    assert again.record["requires_otp"] is False and again.record["finished_at"]
+    refused = await store.submit_otp(h, "654321", **kw)
+    assert refused.outcome == "exhausted"  # the cap answers before "not waiting"
+
+
 async def test_resend_is_throttled_and_capped(store: RecordStore) -> None:
     h = await make(store)
     await store.update(h, {"status": "processing"})

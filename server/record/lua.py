@@ -222,7 +222,8 @@ UPDATE_SCRIPT = (
 --         expect     list of statuses the record must be in, else 'conflict'
 --         deadline   seconds from now until the service deadline (set once)
 --         heartbeat  seconds the bot may stay silent
---         otp        {expires_in, resend_in, max_attempts} for an OTP prompt
+--         otp        {expires_in, resend_in, max_attempts, exhausted} for an OTP prompt;
+--                    exhausted: the patch applied instead (a failure) when every code is used up
 --         checking   message shown when an early code is checked at once
 --         sweep      only apply if the request is overdue (the sweeper)
 --         keepalive  a request still pending (queued): refresh its TTL, nothing else
@@ -274,6 +275,13 @@ if new == 'waiting_otp' and redis.call('EXISTS', KEYS[4]) == 1 then
   rec.current_message = ctl.checking or rec.current_message
   rec.message_key = 'checking'
   otp_ready = '1'
+end
+-- Every code used up (and none waiting, above): no one may type another, so waiting would
+-- only end in the sweeper's "not entered in time". Fail now, saying why.
+if new == 'waiting_otp' and type(ctl.otp) == 'table' and type(ctl.otp.exhausted) == 'table'
+    and (tonumber(p.otp_tries) or 0) >= (tonumber(ctl.otp.max_attempts) or math.huge) then
+  new = 'failed'
+  for k, v in pairs(ctl.otp.exhausted) do rec[k] = v end
 end
 if new == 'waiting_otp' or TERMINAL[new] then p.otp_inflight = nil end
 rec.status = new
@@ -385,11 +393,13 @@ SUBMIT_OTP_SCRIPT = (
 -- bot asks) | {'busy', public} | {'exhausted', public} | {'conflict', public} | {'missing'}
 local rec, p, cur = load_record(KEYS[1])
 if not rec then return {'missing'} end
-if TERMINAL[cur] then return {'conflict', public(rec)} end
-if p.otp_inflight or redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', public(rec)} end
+-- The cap answers first: once every code is used up the request has failed for that very
+-- reason, and "too many attempts" (429) is the true answer, not "not waiting" (409).
 local tries = tonumber(p.otp_tries) or 0
 local max = tonumber(ARGV[3])
 if tries >= max then return {'exhausted', public(rec)} end
+if TERMINAL[cur] then return {'conflict', public(rec)} end
+if p.otp_inflight or redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', public(rec)} end
 local now = clock()
 local early = cur == 'processing' and ARGV[6] == '1'
 if cur ~= 'waiting_otp' and not early then return {'conflict', public(rec)} end
