@@ -43,7 +43,8 @@ from psycopg import sql
 from redis.asyncio import Redis
 
 from jobs.archiver import Archiver
-from server.archive import ArchiveRow, insert_rows_one_by_one, to_row, write_rows
+from server.archive import ArchiveRow, to_row
+from server.archive_write import insert_rows_one_by_one, write_rows
 from server.db import connect, migrate
 from server.embedded import LOCAL_POSTGRES, LOCAL_REDIS, EmbeddedPostgres, postgres_answers
 from server.record import Keys

@@ -44,7 +44,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from server import db, estimates, logs
-from server.archive import ArchiveRow, delete_expired, to_row, write_rows
+from server.archive import ArchiveRow, to_row
+from server.archive_write import delete_expired, write_rows
 from server.catalog import SERVICES
 from server.connections import AsyncClient, async_client
 from server.errors import ArchiveError
