@@ -27,7 +27,7 @@ from server.archive import ArchiveError, archive_status, scrub, step_seconds, to
 from server.db import migrate
 from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
 from server.settings import Settings
-from tests.archive_helpers import TcpProxy, archived_count, make_terminal, row, rows, tools
+from tests.archive_helpers import TcpProxy, archived_count, insert, make_terminal, row, rows, tools
 from tests.conftest import Processes
 from tests.helpers import outbox, wait_for, wait_status
 
@@ -512,6 +512,57 @@ async def test_retention_deletes_old_rows_in_batches(redis: Redis, pg_settings: 
     finally:
         await conn.close()
     assert {r["hash"] for r in rows(pg_settings)} == set(hashes[5:])
+
+
+async def test_the_archiver_process_deletes_expired_history_while_records_keep_coming(
+    redis: Redis, pg_settings: Settings, processes: Processes
+) -> None:
+    """Retention runs on its schedule under sustained load, not only when the archiver idles."""
+    settings = pg_settings.with_(archive_retention_days=30, archive_retention_interval=0.5, archive_batch=10)
+    await migrate(settings)
+    expired = [row(f"u_{i}", time.time() - 90 * 86_400) for i in range(40)]
+    await insert(settings, [*expired, row("u_recent", time.time() - 86_400)])
+    keys = Keys(settings.key_prefix)
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for start in range(0, 20_000, 2000):  # thousands of batches of 10 waiting
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(start, start + 2000):
+                h = keys.new_hash()
+                rec = {"hash": h, "service_slug": "vehicle-fines", "status": "failed", "user_id": f"u_{i % 97}"}
+                pipe.xadd(keys.archive(keys.shard(h)), {"r": orjson.dumps({**rec, "finished_at": finished})})
+            await pipe.execute()
+    processes.archiver(settings)
+
+    async def expired_gone() -> bool:
+        gone = not rows(settings, "finished_at < now() - interval '30 days'")
+        return gone and await archived_count(settings) > 1
+
+    await wait_for(expired_gone, timeout=30, what="the expired rows to be deleted")
+    status = await archive_status(redis, keys)
+    assert status.backlog > 0, "retention ran only once the backlog was gone"
+    assert rows(settings, "user_id = 'u_recent'"), "a row younger than the retention is kept"
+
+
+async def test_a_retention_run_deletes_a_bounded_number_of_rows(
+    redis: Redis, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs import archiver as archiver_module
+
+    monkeypatch.setattr(archiver_module, "RETENTION_ROWS", 10)
+    monkeypatch.setattr(archiver_module, "RETENTION_BATCH", 5)
+    settings = pg_settings.with_(archive_retention_days=30)
+    await migrate(settings)
+    await insert(settings, [row(f"u_{i}", time.time() - 90 * 86_400) for i in range(25)])
+    archiver = Archiver(settings, redis, consumer="archiver-test", retention_every=3600, retention_catchup=2)
+    try:
+        archiver._next_retention = time.monotonic() + 3600
+        assert await archiver.retention() == 10
+        assert archiver._next_retention <= time.monotonic() + 2  # more left: back soon, not in an hour
+        assert await archiver.retention() == 10
+        assert await archiver.retention() == 5
+    finally:
+        await archiver.close()
+    assert not rows(settings)
 
 
 async def test_groups_start_from_the_beginning_of_each_stream(redis: Redis, pg_settings: Settings) -> None:
