@@ -303,8 +303,8 @@ async def test_killed_mid_batch_then_restarted_loses_and_duplicates_nothing(
         pg_settings.database_url, options=f"-c search_path={pg_settings.database_schema}"
     )
     try:
-        # Hold the archiver mid-batch: it has read the entries and copied them to its staging
-        # table, and its INSERT waits for this lock.
+        # Hold the archiver mid-batch: it has read the entries, and its COPY straight into
+        # history waits for this lock (SHARE conflicts with the ROW EXCLUSIVE lock COPY takes).
         await blocker.execute("LOCK TABLE history IN SHARE MODE")
         outcomes = ("completed", "failed", "cancelled")
         made = [
