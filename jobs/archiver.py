@@ -164,16 +164,20 @@ class Archiver:
         return self.archived - before
 
     async def pump(self, *, upkeep: bool) -> None:
-        """Archive new entries until none are left (or :attr:`stop`), reading and parsing each
-        batch while the one before is written: the Python work of a batch overlaps
-        PostgreSQL's work on the previous one. One batch is read ahead at most, so with
-        PostgreSQL down one batch waits in memory besides the one retried; both stay pending
-        in the group, so a stop loses nothing (the next start re-reads them).
+        """Archive new entries until none are left (or :attr:`stop`), as a pipeline: batch N+1
+        is read and parsed while batch N is written, and batch N is acknowledged while batch
+        N+1 is written, so the archiver's Python work, PostgreSQL's and Redis's overlap.
+
+        Each batch is still acknowledged only after its own commit, and only once the batch
+        before it is acknowledged. One batch is read ahead at most: with PostgreSQL down it
+        waits in memory besides the one retried, both pending in the group, so a stop or a
+        crash loses nothing (the next start re-reads them).
 
         ``upkeep``: between batches, run what is due on a schedule (:meth:`upkeep`), so that
         sustained load does not put off claims, estimates and retention.
         """
         ahead: asyncio.Task[tuple[list[Entry], list[ArchiveRow]]] | None = asyncio.create_task(self._read_parsed())
+        acking: asyncio.Task[bool] | None = None
         try:
             while ahead is not None:
                 entries, rows = await ahead
@@ -181,16 +185,23 @@ class Archiver:
                 if not entries or self.stop.is_set():
                     return
                 ahead = asyncio.create_task(self._read_parsed())
-                if not await self.process(entries, rows):
+                added = await self.write(rows)
+                if added is None:
                     return
+                if acking is not None and not await acking:
+                    return
+                acking = asyncio.create_task(self.acknowledge(entries, added))
+                await self.archived_batch(rows, added)
                 if upkeep:
                     await self.upkeep()
         finally:
-            if ahead is not None:
-                # A read in flight is short (XREADGROUP does not block); what it read stays pending.
-                await asyncio.wait([ahead])
-                if not ahead.cancelled() and ahead.exception() is not None:
-                    log.warning("read-ahead failed: %s", ahead.exception())
+            # Both are short, or return at once when stopped; what they leave is pending, and
+            # re-read on the next start.
+            for task in (ahead, acking):
+                if task is not None:
+                    await asyncio.wait([task])
+                    if not task.cancelled() and task.exception() is not None:
+                        log.warning("archiver pipeline: %s", task.exception())
 
     async def _read_parsed(self) -> tuple[list[Entry], list[ArchiveRow]]:
         entries = await self.read_new()
@@ -335,10 +346,14 @@ class Archiver:
             return False
         if not await self.acknowledge(entries, added):
             return False
+        await self.archived_batch(rows, added)
+        return True
+
+    async def archived_batch(self, rows: Sequence[ArchiveRow], added: int) -> None:
+        """Count a committed batch; recompute the estimates its completions change."""
         self.archived += added
         self._stale |= {r.service_slug for r in rows if r.status == "completed"}
         await self.refresh_stale()
-        return True
 
     async def connection(self) -> AsyncConnection[Any]:
         if self.conn is None or self.conn.closed:
