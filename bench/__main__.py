@@ -42,14 +42,18 @@ async def run_archive(**sizes: Any) -> Result:
         [
             Row(
                 what="archive records/s",
-                how=f"{figures['records']:,} terminal records, Redis streams → PostgreSQL, batches of "
-                f"{figures['batch']:,}; COPY vs one INSERT per row ({figures['insert_records']:,} rows)",
-                ours=f"archiver {figures['archiver_records_per_s']:,}/s (COPY {figures['copy_records_per_s']:,}/s)",
-                peer=f"row-by-row INSERT {figures['insert_records_per_s']:,}/s",
+                how=f"{figures['records']:,} terminal records, Redis streams → PostgreSQL (read, parse, write, "
+                f"commit, ack), batches of {figures['batch']:,}; the same job with one INSERT per row "
+                f"({figures['baseline_records']:,} records)",
+                ours=f"archiver {figures['archiver_records_per_s']:,}/s",
+                peer=f"row-by-row INSERT {figures['baseline_records_per_s']:,}/s",
                 ratio=f"{speedup}",
-                target=f"COPY ≥ {target}× INSERT",
+                target=f"archiver ≥ {target}× row-by-row",
                 met=speedup >= target,
-                note="" if speedup >= target else f"missed by {target - speedup:.1f}× ({speedup / target:.0%} of it)",
+                note=(
+                    "" if speedup >= target else f"missed by {target - speedup:.1f}× ({speedup / target:.0%} of it); "
+                )
+                + f"COPY writes alone (parsed rows, no Redis) {figures['copy_only_records_per_s']:,}/s",
             )
         ],
     )
@@ -83,9 +87,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         {"requests": 1000, "workers": 4, "seconds": 60.0},
         {"requests": 20, "workers": 2, "seconds": 2.0},
     ),
-    "archive": Benchmark(
-        run_archive, {"records": 100_000, "baseline": 20_000}, {"records": 500, "baseline": 200}
-    ),
+    "archive": Benchmark(run_archive, {"records": 100_000}, {"records": 500, "baseline": 200}),
 }
 
 COLUMNS = ("what", "how", "ours", "peer / baseline", "ratio", "target", "met?")

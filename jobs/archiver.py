@@ -7,16 +7,25 @@ PostgreSQL history table, and keeps the learned estimates fresh.
 - Reads every shard stream with the consumer group ``ARCHIVE_GROUP``, in
   batches (``ARCHIVE_BATCH``), one pipelined non-blocking XREADGROUP per shard
   (one command per stream keeps it cluster-ready; an idle archiver polls
-  every quarter second).
-- Writes a batch with COPY + ``INSERT … ON CONFLICT DO NOTHING`` in one
-  transaction, and only after the commit acknowledges and deletes the
-  entries (one script per shard). Dying anywhere in between is harmless:
-  unacknowledged entries stay pending, a restart reads its own pending
-  entries first, and a record archived twice is stored once.
+  every quarter second). The next batch is read and parsed while the current
+  one is written.
+- Writes a batch with one binary COPY straight into ``history`` in one
+  transaction (``server.archive_write.write_rows``: should a record be there
+  already, the batch goes again through a staging table and ``INSERT … ON
+  CONFLICT DO UPDATE``, keeping the newer outcome), and only after the commit
+  acknowledges and deletes the entries (one script per shard). Dying anywhere
+  in between is harmless: unacknowledged entries stay pending, a restart
+  reads its own pending entries first, and a record archived twice is stored
+  once.
+- On a schedule, busy or idle: claims entries a dead archiver left pending,
+  recomputes every service's estimate, and deletes history older than
+  ``ARCHIVE_RETENTION_DAYS`` (every ``ARCHIVE_RETENTION_INTERVAL``, a bounded
+  number of rows a run).
 - PostgreSQL down: the batch in hand is retried with capped backoff and
-  nothing more is read, so the backlog waits in the streams (see
-  ``server.archive.archive_status``). Entries another archiver left pending
-  for a minute (it died for good) are claimed every 30 s.
+  nothing is read beyond the one batch read ahead, so the backlog waits in
+  the streams (see ``server.archive.archive_status``). Entries another
+  archiver left pending for a minute (it died for good) are claimed every
+  30 s.
 - A record that can never be stored (not JSON, no hash, not terminal, a
   value PostgreSQL refuses) is logged and dropped rather than blocking the
   stream forever.
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -44,7 +54,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from server import db, estimates, logs
-from server.archive import ArchiveRow, delete_expired, to_row, write_rows
+from server.archive import ArchiveRow, to_row
+from server.archive_write import delete_expired, write_rows
 from server.catalog import SERVICES
 from server.connections import AsyncClient, async_client
 from server.errors import ArchiveError
@@ -65,6 +76,11 @@ ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 RETRY_LATER: tuple[type[BaseException], ...] = (*db.DB_DOWN, psycopg.Error)
 #: ids per acknowledgement script call (Lua's unpack has a limit of a few thousand)
 ACK_CHUNK = 1000
+#: records parsed between two chances for a COPY under way to send data
+PARSE_SLICE = 100
+#: rows a retention run deletes at most, in transactions of RETENTION_BATCH rows
+RETENTION_ROWS = 20_000
+RETENTION_BATCH = 5000
 
 
 class Archiver:
@@ -87,7 +103,8 @@ class Archiver:
         claim_idle: float = 60.0,
         estimate_every: float = 300.0,
         estimate_gap: float = 1.0,
-        retention_every: float = 3600.0,
+        retention_every: float | None = None,
+        retention_catchup: float = 5.0,
         write_timeout: float = 60.0,
     ) -> None:
         self.settings = settings
@@ -102,7 +119,8 @@ class Archiver:
         self.claim_idle = claim_idle
         self.estimate_every = estimate_every
         self.estimate_gap = estimate_gap
-        self.retention_every = retention_every
+        self.retention_every = settings.archive_retention_interval if retention_every is None else retention_every
+        self.retention_catchup = retention_catchup
         self.write_timeout = write_timeout
         self.stop = asyncio.Event()
         self.conn: AsyncConnection[Any] | None = None
@@ -127,14 +145,11 @@ class Archiver:
         self._next_claim = now + self.claim_every
         self._next_retention = now + min(60.0, self.retention_every)
         while not self.stop.is_set():
-            entries = await self.read_new()
-            if not entries and time.monotonic() >= self._next_claim:
-                self._next_claim = time.monotonic() + self.claim_every
-                entries = await self.claim_stale()
-            if entries:
-                await self.process(entries)
-                continue
-            await self.housekeeping()
+            await self.pump(upkeep=True)
+            if self.stop.is_set():
+                break
+            await self.refresh_stale(force=True)  # idle: estimates still owed
+            await self.upkeep()
             await self._sleep(self.idle_poll)
 
     async def drain(self) -> int:
@@ -144,13 +159,59 @@ class Archiver:
         if not await self.prepare():
             return 0
         await self.drain_own_pending()
-        while not self.stop.is_set():
-            entries = await self.read_new()
-            if not entries:
-                break
-            await self.process(entries)
+        await self.pump(upkeep=False)
         await self.refresh_stale(force=True)
         return self.archived - before
+
+    async def pump(self, *, upkeep: bool) -> None:
+        """Archive new entries until none are left (or :attr:`stop`), as a pipeline: batch N+1
+        is read and parsed while batch N is written, and batch N is acknowledged while batch
+        N+1 is written, so the archiver's Python work, PostgreSQL's and Redis's overlap.
+
+        Each batch is still acknowledged only after its own commit, and only once the batch
+        before it is acknowledged. One batch is read ahead at most: with PostgreSQL down it
+        waits in memory besides the one retried, both pending in the group, so a stop or a
+        crash loses nothing (the next start re-reads them).
+
+        ``upkeep``: between batches, run what is due on a schedule (:meth:`upkeep`), so that
+        sustained load does not put off claims, estimates and retention.
+        """
+        ahead: asyncio.Task[tuple[list[Entry], list[ArchiveRow]]] | None = asyncio.create_task(self._read_parsed())
+        acking: asyncio.Task[bool] | None = None
+        try:
+            while ahead is not None:
+                entries, rows = await ahead
+                ahead = None
+                if not entries or self.stop.is_set():
+                    return
+                ahead = asyncio.create_task(self._read_parsed())
+                added = await self.write(rows)
+                if added is None:
+                    return
+                if acking is not None and not await acking:
+                    return
+                acking = asyncio.create_task(self.acknowledge(entries, added))
+                await self.archived_batch(rows, added)
+                if upkeep:
+                    await self.upkeep()
+        finally:
+            # Both are short, or return at once when stopped; what they leave is pending, and
+            # re-read on the next start.
+            for task in (ahead, acking):
+                if task is not None:
+                    await asyncio.wait([task])
+                    if not task.cancelled() and task.exception() is not None:
+                        log.warning("archiver pipeline: %s", task.exception())
+
+    async def _read_parsed(self) -> tuple[list[Entry], list[ArchiveRow]]:
+        entries = await self.read_new()
+        rows: list[ArchiveRow] = []
+        for i in range(0, len(entries), PARSE_SLICE):
+            rows += self.parse(entries[i : i + PARSE_SLICE])
+            # A COPY under way sends more of its data now: PostgreSQL's socket buffers hold a
+            # fraction of a batch, and without these pauses it would wait for the whole parse.
+            await asyncio.sleep(0)
+        return entries, rows
 
     async def prepare(self) -> bool:
         """Migrations (waiting for PostgreSQL), consumer groups and warm estimates; False if
@@ -274,19 +335,25 @@ class Archiver:
                 log.warning("dropping archive entry %s (shard %d): %s", entry_id, shard, exc)
         return rows
 
-    async def process(self, entries: Sequence[Entry]) -> bool:
-        """Archive, then acknowledge. False if stopped before the batch was committed (its
-        entries stay pending and are re-read on the next start)."""
-        rows = self.parse(entries)
+    async def process(self, entries: Sequence[Entry], rows: Sequence[ArchiveRow] | None = None) -> bool:
+        """Archive (``rows``: the entries already parsed), then acknowledge. False if stopped
+        before the batch was committed (its entries stay pending and are re-read on the next
+        start)."""
+        if rows is None:
+            rows = self.parse(entries)
         added = await self.write(rows)
         if added is None:
             return False
         if not await self.acknowledge(entries, added):
             return False
+        await self.archived_batch(rows, added)
+        return True
+
+    async def archived_batch(self, rows: Sequence[ArchiveRow], added: int) -> None:
+        """Count a committed batch; recompute the estimates its completions change."""
         self.archived += added
         self._stale |= {r.service_slug for r in rows if r.status == "completed"}
         await self.refresh_stale()
-        return True
 
     async def connection(self) -> AsyncConnection[Any]:
         if self.conn is None or self.conn.closed:
@@ -398,27 +465,44 @@ class Archiver:
             log.warning("could not refresh estimates: %s", exc)
         return False
 
-    async def housekeeping(self) -> None:
-        """While idle: estimates still owed, all estimates every few minutes, retention hourly."""
-        await self.refresh_stale(force=True)
+    async def upkeep(self) -> None:
+        """What runs on a schedule, busy or idle: entries a dead archiver left pending, every
+        service's estimate, retention."""
         now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_every
+            claimed = await self.claim_stale()
+            if claimed:
+                await self.process(claimed)
         if now >= self._next_estimates:
             self._next_estimates = now + self.estimate_every
             await self.refresh_estimates(s.slug for s in SERVICES)
         if now >= self._next_retention and self.settings.archive_retention_days > 0:
             self._next_retention = now + self.retention_every
-            try:
-                conn = await self.connection()
-                deleted = await delete_expired(conn, self.settings.archive_retention_days)
-            except db.DB_DOWN as exc:
-                await self.close()
-                log.warning("retention skipped: %s", exc)
-                return
-            except psycopg.Error as exc:
-                log.warning("retention failed: %s", exc)
-                return
-            if deleted:
-                log.info("retention: deleted %d rows older than %d days", deleted, self.settings.archive_retention_days)
+            await self.retention()
+
+    async def retention(self) -> int:
+        """Delete expired history, at most ``RETENTION_ROWS`` rows a run (in short transactions,
+        so a run holds up archiving for moments); when more are left, the next run comes after
+        ``retention_catchup`` seconds instead of a full interval. Returns rows deleted."""
+        days = self.settings.archive_retention_days
+        try:
+            conn = await self.connection()
+            deleted = await delete_expired(
+                conn, days, batch=RETENTION_BATCH, max_batches=RETENTION_ROWS // RETENTION_BATCH
+            )
+        except db.DB_DOWN as exc:
+            await self.close()
+            log.warning("retention skipped: %s", exc)
+            return 0
+        except psycopg.Error as exc:
+            log.warning("retention failed: %s", exc)
+            return 0
+        if deleted >= RETENTION_ROWS:
+            self._next_retention = min(self._next_retention, time.monotonic() + self.retention_catchup)
+        if deleted:
+            log.info("retention: deleted %d rows older than %d days", deleted, days)
+        return deleted
 
     async def _note_error(self, exc: BaseException) -> None:
         with suppress(*REDIS_DOWN):
@@ -434,6 +518,11 @@ class Archiver:
 
 async def serve(settings: Settings, consumer: str, *, drain: bool = False) -> int:
     redis = async_client(settings, socket_connect_timeout=2, socket_timeout=10)
+    # Leave what start-up made (modules, clients: ~100k objects) out of every later full
+    # collection: the records of a batch outlive the young generations, so full collections
+    # come often, and walking start-up's objects each time cost a tenth of the archiver's CPU.
+    gc.collect()
+    gc.freeze()
     archiver = Archiver(settings, redis, consumer=consumer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -13,7 +13,7 @@ the error page the middleware renders for :class:`ApiError` on page paths.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 from yarl import URL
 
-from server import access, api, csrf
+from server import access, api, csrf, estimates
 from server.catalog import SERVICES, Service, find_service, get_service
 from server.errors import ApiError, Conflict, NotFound, RateLimited, ValidationFailed
 from server.i18n import LANGS, RTL, pick_lang, ui
@@ -150,15 +150,23 @@ def error_key(err: ApiError) -> str:
 # --------------------------------------------------------------------------- catalog and form
 
 
+async def expected_seconds(request: web.Request, services: Sequence[Service]) -> dict[str, float]:
+    """Each service's expected duration as ``GET /api/services`` gives it: learned from recent
+    completions, else the catalog's (also when Redis does not answer)."""
+    store = request.app[STORE]
+    return await estimates.estimated_durations(store.redis, store.keys, services)
+
+
 @routes.get("/")
 async def catalog(request: web.Request) -> web.Response:
     lang = page_lang(request)
+    expected = await expected_seconds(request, SERVICES)
     services = [
         {
             "slug": s.slug,
             "title": s.title(lang),
             "summary": s.summary(lang),
-            "about": about(s.estimated_duration, lang),
+            "about": about(round(expected[s.slug]), lang),
             "otp": s.may_ask_otp,
         }
         for s in SERVICES
@@ -193,7 +201,7 @@ def form_fields(
     return fields
 
 
-def render_form(
+async def render_form(
     request: web.Request,
     service: Service,
     lang: str,
@@ -206,7 +214,7 @@ def render_form(
 ) -> web.Response:
     context = {
         "service": {"slug": service.slug, "title": service.title(lang), "summary": service.summary(lang)},
-        "about": about(service.estimated_duration, lang),
+        "about": about(round((await expected_seconds(request, [service]))[service.slug]), lang),
         "needs_code": service.may_ask_otp,
         "fields": form_fields(service, lang, values or {}, errors or {}),
         "csrf_field": csrf.FIELD,
@@ -220,7 +228,7 @@ def render_form(
 async def service_form(request: web.Request) -> web.Response:
     service = get_service(request.match_info["slug"])
     lang = page_lang(request)
-    return render_form(request, service, lang, await csrf.token(request))
+    return await render_form(request, service, lang, await csrf.token(request))
 
 
 @routes.post("/services/{slug}")
@@ -235,10 +243,10 @@ async def start_request(request: web.Request) -> web.StreamResponse:
     try:
         record, _ = await api.create_request(request, service.slug, values, lang=lang)
     except ValidationFailed as err:
-        return render_form(request, service, lang, token, values=values, errors=err.fields, status=422)
+        return await render_form(request, service, lang, token, values=values, errors=err.fields, status=422)
     except RateLimited as err:
         banner = ui("form_rate_limited", lang, seconds=err.retry_after)
-        resp = render_form(request, service, lang, token, values=values, banner=banner, status=429)
+        resp = await render_form(request, service, lang, token, values=values, banner=banner, status=429)
         resp.headers["Retry-After"] = str(err.retry_after)
         return resp
     raise see_other(progress_url(record["hash"]))

@@ -43,9 +43,11 @@ class Settings:
     redis_cluster: bool = False
     database_url: str | None = None
     # PostgreSQL schema holding the archive (tests use one each); days of history kept
-    # (0 keeps everything); records the archiver writes per transaction.
+    # (0 keeps everything); seconds between the archiver's retention runs; records the
+    # archiver writes per transaction.
     database_schema: str = "public"
     archive_retention_days: int = 365
+    archive_retention_interval: float = 3600.0
     archive_batch: int = 2000
     bot_api_url: str = DEFAULT_BOT_API_URL
     bot_api_timeout: float = 180.0
@@ -151,6 +153,7 @@ class Settings:
             env["DATABASE_URL"] = self.database_url
         env["DATABASE_SCHEMA"] = self.database_schema
         env["ARCHIVE_RETENTION_DAYS"] = str(self.archive_retention_days)
+        env["ARCHIVE_RETENTION_INTERVAL"] = f"{self.archive_retention_interval:g}"
         env["ARCHIVE_BATCH"] = str(self.archive_batch)
         if self.operator_password:
             env["OPERATOR_PASSWORD"] = self.operator_password
@@ -214,6 +217,7 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             database_schema=(env.get("DATABASE_SCHEMA") or "public").strip(),
             archive_retention_days=int(num("ARCHIVE_RETENTION_DAYS", 365)),
+            archive_retention_interval=num("ARCHIVE_RETENTION_INTERVAL", 3600.0),
             archive_batch=int(num("ARCHIVE_BATCH", 2000)),
             bot_api_url=(env.get("BOT_API_URL") or DEFAULT_BOT_API_URL).rstrip("/"),
             bot_api_timeout=num("BOT_API_TIMEOUT", 180.0),
@@ -266,6 +270,8 @@ def _check_archive(settings: Settings) -> None:
         )
     if settings.archive_retention_days < 0:
         raise ConfigError("ARCHIVE_RETENTION_DAYS must be 0 (keep everything) or a number of days")
+    if not 0 < settings.archive_retention_interval <= 86_400:
+        raise ConfigError("ARCHIVE_RETENTION_INTERVAL must be between 0 and 86400 seconds")
     if not 1 <= settings.archive_batch <= 10_000:
         raise ConfigError("ARCHIVE_BATCH must be between 1 and 10000")
 

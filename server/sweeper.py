@@ -8,7 +8,10 @@ due to be looked at (the update scripts keep it there):
   and the bot is told to stop (the script checks again that it really is due, so
   a request that reported meanwhile is never failed by mistake);
 - still queued → its record is kept alive however long the queue, until
-  ``PENDING_MAX``, when it is given up.
+  ``PENDING_MAX``, when it is given up;
+- finished, but by an old-style bot that wrote its terminal status with a
+  plain SETEX (DESIGN.md allows it), so no script archived it → adopted:
+  handed to the archive and taken out of the index and the counts.
 
 A Redis lock makes one sweep run at a time across all machines. RQ's cron enqueues
 it for the workers (``jobs.maintenance``); the web tier runs it too, less often,
@@ -56,8 +59,13 @@ async def sweep(store: RecordStore, life: Lifecycle, dispatcher: Dispatcher) -> 
 
 async def _sweep_one(store: RecordStore, life: Lifecycle, dispatcher: Dispatcher, h: str) -> int:
     rec = await store.get(h)
-    if rec is None or is_terminal(rec.get("status")):
+    if rec is None:
         await store.forget_inflight(h)
+        return 0
+    if is_terminal(rec.get("status")):
+        # Finished by an old-style bot (SETEX of a terminal status): no script archived it.
+        if await store.adopt_terminal(h) == "adopted":
+            log.info("adopted %s, finished by the bot itself", short(h))
         return 0
     p = private_view(rec)
     if rec.get("status") == Status.PENDING.value:

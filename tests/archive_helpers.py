@@ -15,7 +15,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from redis.asyncio import Redis
 
-from server.archive import ArchiveRow, write_rows
+from server.archive import ArchiveRow
+from server.archive_write import write_rows
 from server.catalog import get_service
 from server.db import connect
 from server.lifecycle import Lifecycle

@@ -10,20 +10,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from jobs.archiver import Archiver
-from server.archive import ArchiveError, archive_status, step_seconds, to_row
+from server.archive import ArchiveError, archive_status, scrub, step_seconds, to_row
 from server.db import migrate
 from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
 from server.settings import Settings
-from tests.archive_helpers import TcpProxy, archived_count, make_terminal, row, rows, tools
+from tests.archive_helpers import TcpProxy, archived_count, insert, make_terminal, row, rows, tools
 from tests.conftest import Processes
 from tests.helpers import outbox, wait_for, wait_status
 
@@ -65,7 +69,7 @@ def test_row_keeps_timings_and_drops_secrets() -> None:
     assert row.steps == {"login": 2.0, "search": 5.0, "fetch": 3.5}
     assert row.request_data == {"plate": "12B345-67", "nested": {"x": "ab"}}
     assert row.result_data == {"fines": []}
-    assert "sha256-of-the-token" not in str(row.typed()) + str(row.params())
+    assert b"sha256-of-the-token" not in row.binary() and "sha256-of-the-token" not in str(row.params())
 
 
 def test_row_from_public_fields_only_and_never_started() -> None:
@@ -101,13 +105,64 @@ def test_bad_records_are_refused_with_the_field_named(change: dict[str, Any], me
         to_row(rec)
 
 
+_KEYS = st.sampled_from(
+    ["otp", "OTP", "Password", "pin", "cvv2", "x_token", "API_SECRET", "to\u212aen", "tok\x00en", "plate", "name", "n"]
+)
+_NAMES = _KEYS | st.text(max_size=6)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["a\x00b", "otp", "x_token", "\u212a"])
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_NAMES, children, max_size=4),
+    max_leaves=40,
+)
+
+
+@given(request_data=st.dictionaries(_NAMES, _JSON, max_size=5), result_data=_JSON)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_rows_scrub_request_and_result_data_like_scrub(request_data: dict[str, Any], result_data: Any) -> None:
+    """The row's JSON columns (and their COPY encoding) are exactly what :func:`scrub` leaves,
+    whichever way to_row gets there."""
+    rec = {
+        "hash": "req_" + "e" * 25,
+        "service_slug": "vehicle-fines",
+        "status": "completed",
+        "finished_at": "2026-01-01T00:00:00Z",
+        "request_data": request_data,
+        "result_data": result_data,
+    }
+    row = to_row(rec)
+    assert row.request_data == scrub(request_data)
+    assert row.result_data == scrub(result_data)
+    encoded = row.binary()
+    assert orjson.dumps(scrub(request_data)) in encoded
+    if result_data is not None:
+        assert orjson.dumps(scrub(result_data)) in encoded
+
+
+def test_nesting_past_the_cut_off_is_cut_even_without_secrets() -> None:
+    deep: Any = "bottom"
+    for _ in range(25):
+        deep = {"d": deep}
+    rec = {"hash": "req_" + "f" * 25, "service_slug": "x", "status": "failed", "finished_at": "2026-01-01T00:00:00Z"}
+    row = to_row({**rec, "request_data": {"a": deep}, "result_data": [[[[{"ok": 1}]]]] * 30})
+    assert row.request_data == scrub({"a": deep}) != {"a": deep}
+    assert row.result_data == [[[[{"ok": 1}]]]] * 30  # many brackets, shallow: kept
+
+
 def test_step_seconds_run_to_the_next_step_and_the_end() -> None:
     assert step_seconds([(10.0, "a"), (12.5, "b")], 20.0) == {"a": 2.5, "b": 7.5}
     assert step_seconds([], 20.0) == {}
 
 
 async def test_writing_a_batch_again_adds_only_the_new_rows(pg_settings: Settings) -> None:
-    from server.archive import write_rows
+    from server.archive_write import write_rows
     from server.db import connect
 
     await migrate(pg_settings)
@@ -131,11 +186,51 @@ async def test_writing_a_batch_again_adds_only_the_new_rows(pg_settings: Setting
     assert stored[first[4].hash]["finished_at"].timestamp() == pytest.approx(first[4].finished, abs=1e-6)
 
 
+async def test_rows_read_back_exactly_as_written(pg_settings: Settings) -> None:
+    """The binary COPY encoding, column by column: NULLs, times to the microsecond, floats,
+    text beyond ASCII, JSON; for a row from to_row and for one built by hand."""
+    from server.archive_write import write_rows
+    from server.db import connect
+
+    await migrate(pg_settings)
+    rec = {
+        "hash": "req_" + "g" * 25,
+        "service_slug": "credit-score-rating",
+        "status": "completed",
+        "user_id": "کاربر_۱",
+        "attempt": 3,
+        "request_data": {"name": "رضا", "n": [1, 2.5, None, True]},
+        "result_data": ["a", {"b": {}}],
+        "_p": {"created": T0 + 0.123456, "started": T0 + 1.5, "finished": T0 + 20.000001, "waited": 2.25},
+    }
+    never_started = row("u_2", T0 + 7.75, status="cancelled", started=None, duration=None, steps={}, result_data=None)
+    failed = row("u_3", T0 + 9.0, status="failed", error="Ü\nnew line\ttab \\ back")
+    conn = await connect(pg_settings, statement_timeout=10, application="test")
+    try:
+        assert await write_rows(conn, [to_row(rec), never_started, failed]) == 3
+    finally:
+        await conn.close()
+    stored = {r["hash"]: r for r in rows(pg_settings)}
+    got = stored[rec["hash"]]
+    assert got["user_id"] == "کاربر_۱" and got["service_slug"] == "credit-score-rating" and got["attempts"] == 3
+    assert got["created_at"] == datetime.fromtimestamp(T0 + 0.123456, UTC)
+    assert got["started_at"] == datetime.fromtimestamp(T0 + 1.5, UTC)
+    assert got["finished_at"] == datetime.fromtimestamp(T0 + 20.000001, UTC)
+    assert got["duration"] == 16.25 and got["waited"] == 2.25 and got["error"] is None and got["steps"] == {}
+    assert got["request_data"] == rec["request_data"] and got["result_data"] == ["a", {"b": {}}]
+    got = stored[never_started.hash]
+    assert got["started_at"] is None and got["duration"] is None and got["result_data"] is None
+    assert got["status"] == "cancelled" and got["finished_at"] == datetime.fromtimestamp(T0 + 7.75, UTC)
+    got = stored[failed.hash]
+    assert got["error"] == "Ü\nnew line\ttab \\ back" and got["steps"] == {"login": 2.0, "search": 6.0}
+    assert got["request_data"] == {"plate": "12B345-67"} and got["duration"] == 8.0
+
+
 async def test_a_later_outcome_replaces_an_earlier_one(pg_settings: Settings) -> None:
     """A request an operator retried after it failed finishes again: history keeps the latest."""
     import dataclasses
 
-    from server.archive import write_rows
+    from server.archive_write import write_rows
     from server.db import connect
 
     await migrate(pg_settings)
@@ -208,8 +303,8 @@ async def test_killed_mid_batch_then_restarted_loses_and_duplicates_nothing(
         pg_settings.database_url, options=f"-c search_path={pg_settings.database_schema}"
     )
     try:
-        # Hold the archiver mid-batch: it has read the entries and copied them to its staging
-        # table, and its INSERT waits for this lock.
+        # Hold the archiver mid-batch: it has read the entries, and its COPY straight into
+        # history waits for this lock (SHARE conflicts with the ROW EXCLUSIVE lock COPY takes).
         await blocker.execute("LOCK TABLE history IN SHARE MODE")
         outcomes = ("completed", "failed", "cancelled")
         made = [
@@ -397,7 +492,7 @@ async def test_status_reports_backlog_and_lag_before_the_archiver_runs(redis: Re
 
 
 async def test_retention_deletes_old_rows_in_batches(redis: Redis, pg_settings: Settings) -> None:
-    from server.archive import delete_expired
+    from server.archive_write import delete_expired
     from server.db import connect
 
     store, life = tools(redis, pg_settings)
@@ -417,6 +512,57 @@ async def test_retention_deletes_old_rows_in_batches(redis: Redis, pg_settings: 
     finally:
         await conn.close()
     assert {r["hash"] for r in rows(pg_settings)} == set(hashes[5:])
+
+
+async def test_the_archiver_process_deletes_expired_history_while_records_keep_coming(
+    redis: Redis, pg_settings: Settings, processes: Processes
+) -> None:
+    """Retention runs on its schedule under sustained load, not only when the archiver idles."""
+    settings = pg_settings.with_(archive_retention_days=30, archive_retention_interval=0.5, archive_batch=10)
+    await migrate(settings)
+    expired = [row(f"u_{i}", time.time() - 90 * 86_400) for i in range(40)]
+    await insert(settings, [*expired, row("u_recent", time.time() - 86_400)])
+    keys = Keys(settings.key_prefix)
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for start in range(0, 20_000, 2000):  # thousands of batches of 10 waiting
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(start, start + 2000):
+                h = keys.new_hash()
+                rec = {"hash": h, "service_slug": "vehicle-fines", "status": "failed", "user_id": f"u_{i % 97}"}
+                pipe.xadd(keys.archive(keys.shard(h)), {"r": orjson.dumps({**rec, "finished_at": finished})})
+            await pipe.execute()
+    processes.archiver(settings)
+
+    async def expired_gone() -> bool:
+        gone = not rows(settings, "finished_at < now() - interval '30 days'")
+        return gone and await archived_count(settings) > 1
+
+    await wait_for(expired_gone, timeout=30, what="the expired rows to be deleted")
+    status = await archive_status(redis, keys)
+    assert status.backlog > 0, "retention ran only once the backlog was gone"
+    assert rows(settings, "user_id = 'u_recent'"), "a row younger than the retention is kept"
+
+
+async def test_a_retention_run_deletes_a_bounded_number_of_rows(
+    redis: Redis, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs import archiver as archiver_module
+
+    monkeypatch.setattr(archiver_module, "RETENTION_ROWS", 10)
+    monkeypatch.setattr(archiver_module, "RETENTION_BATCH", 5)
+    settings = pg_settings.with_(archive_retention_days=30)
+    await migrate(settings)
+    await insert(settings, [row(f"u_{i}", time.time() - 90 * 86_400) for i in range(25)])
+    archiver = Archiver(settings, redis, consumer="archiver-test", retention_every=3600, retention_catchup=2)
+    try:
+        archiver._next_retention = time.monotonic() + 3600
+        assert await archiver.retention() == 10
+        assert archiver._next_retention <= time.monotonic() + 2  # more left: back soon, not in an hour
+        assert await archiver.retention() == 10
+        assert await archiver.retention() == 5
+    finally:
+        await archiver.close()
+    assert not rows(settings)
 
 
 async def test_groups_start_from_the_beginning_of_each_stream(redis: Redis, pg_settings: Settings) -> None:

@@ -100,17 +100,23 @@ def test_archive_settings_are_read_and_checked() -> None:
         "DATABASE_URL": "postgresql://x@h/db",
         "DATABASE_SCHEMA": "hist",
         "ARCHIVE_RETENTION_DAYS": "30",
+        "ARCHIVE_RETENTION_INTERVAL": "600",
         "ARCHIVE_BATCH": "200",
     }
     s = Settings.from_env(env)
     assert (s.database_schema, s.archive_retention_days, s.archive_batch) == ("hist", 30, 200)
+    assert s.archive_retention_interval == 600
+    assert Settings.from_env({"LONGRUN_ENV": "dev"}).archive_retention_interval == 3600
     again = Settings.from_env({**s.to_env(), "LONGRUN_ENV": "dev"})
     assert (again.database_url, again.database_schema, again.archive_batch) == (s.database_url, "hist", 200)
+    assert again.archive_retention_interval == 600
     assert Settings.from_env({"LONGRUN_ENV": "dev"}).database_schema == "public"
     for name, value, message in [
         ("DATABASE_SCHEMA", "Bad-Name", "DATABASE_SCHEMA"),
         ("DATABASE_SCHEMA", "x; DROP", "DATABASE_SCHEMA"),
         ("ARCHIVE_RETENTION_DAYS", "-1", "ARCHIVE_RETENTION_DAYS"),
+        ("ARCHIVE_RETENTION_INTERVAL", "0", "ARCHIVE_RETENTION_INTERVAL"),
+        ("ARCHIVE_RETENTION_INTERVAL", "nan", "ARCHIVE_RETENTION_INTERVAL"),
         ("ARCHIVE_BATCH", "0", "ARCHIVE_BATCH"),
         ("ARCHIVE_BATCH", "many", "ARCHIVE_BATCH"),
     ]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from typing import Any
@@ -98,6 +99,32 @@ async def test_the_api_uses_the_cached_estimate(redis: Redis, make_client: Any, 
     await redis.set(keys.estimate("vehicle-fines"), b"{broken")
     services = {s["slug"]: s for s in (await (await client.get("/api/services")).json())["services"]}
     assert services["vehicle-fines"]["estimated_duration"] == 20
+
+
+async def test_the_pages_show_the_estimate_the_api_gives(redis: Redis, make_client: Any, pg_settings: Settings) -> None:
+    keys = Keys(pg_settings.key_prefix)
+    await redis.set(keys.estimate("vehicle-fines"), Estimate(duration=7.4, samples=12).dumps())
+    await redis.set(keys.estimate("video-generation"), Estimate(duration=151.0, samples=30).dumps())
+    client: TestClient[Any, Any] = await make_client(pg_settings)
+    api = {s["slug"]: s["estimated_duration"] for s in (await (await client.get("/api/services")).json())["services"]}
+    assert api == {"vehicle-fines": 7, "video-generation": 151, "credit-score-rating": 60}
+
+    def chips(page: str) -> dict[str, str]:
+        cards = re.findall(r'href="/services/([a-z-]+)".*?<span class="chip">(.*?)</span>', page, re.S)
+        return dict(cards)
+
+    catalog = await (await client.get("/", headers={"Accept-Language": "en"})).text()
+    assert chips(catalog) == {
+        "vehicle-fines": "About 7 s",
+        "video-generation": "About 3 min",
+        "credit-score-rating": "About 1 min",
+    }
+    form = await (await client.get("/services/vehicle-fines", headers={"Accept-Language": "en"})).text()
+    assert '<span class="chip">About 7 s</span>' in form
+
+    await redis.delete(keys.estimate("vehicle-fines"))  # too little history again: the catalog's
+    form = await (await client.get("/services/vehicle-fines", headers={"Accept-Language": "en"})).text()
+    assert '<span class="chip">About 20 s</span>' in form
 
 
 @pytest.mark.slow

@@ -8,14 +8,18 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from jobs.archiver import Archiver
 from server import sweeper
 from server.catalog import get_service
+from server.protocol import OtpPrompt
 from server.record import SHARDS, Keys
 from server.settings import Settings
 from server.typedefs import DISPATCHER, LIFECYCLE, STORE
+from tests.archive_helpers import rows
 from tests.conftest import Processes
 from tests.helpers import record, wait_status
 
@@ -108,3 +112,61 @@ async def test_one_sweep_at_a_time(make_client: Any, settings: Settings, redis: 
     queued = [j.decode() for j in await redis.lrange(f"rq:queue:{keys.prefix}high", 0, -1)]
     cancels = [j for j in queued if j.endswith("-cancel")]
     assert sorted(cancels) == sorted(f"{keys.prefix}{h}-cancel" for h in hashes)  # the bot told once each
+
+
+@pytest.mark.parametrize("waiting_for_code", [False, True])
+async def test_a_request_an_old_style_bot_finished_is_archived_once(
+    make_client: Any, pg_full_settings: Settings, redis: Redis, waiting_for_code: bool
+) -> None:
+    """A bot written against the original design ends a request with GET, edit, SETEX,
+    PUBLISH: no script sees the terminal status. The sweeper adopts it: archived once, out
+    of the in-flight index and of the counts."""
+    settings = pg_full_settings
+    client = await make_client(settings)
+    keys = Keys(settings.key_prefix)
+    life = client.app[LIFECYCLE]
+    service = get_service("credit-score-rating")
+    h = (
+        await (
+            await client.post(
+                "/api/requests",
+                json={"service": service.slug, "data": {"national_id": "0012345678", "mobile": "09121234567"}},
+            )
+        ).json()
+    )["hash"]
+    assert (await life.start(h, service)).applied
+    if waiting_for_code:
+        prompt = OtpPrompt(length=6, destination_hint="+98 912 *** **67", expires_in=120)
+        assert (await life.ask_otp(h, prompt, service)).applied
+    shard = keys.shard(h)
+    status_counted = "waiting_otp" if waiting_for_code else "processing"
+    assert int(await redis.hget(keys.counts(shard), f"{status_counted}|{service.slug}") or 0) == 1
+
+    raw = orjson.loads(await redis.get(keys.record(h)))
+    raw.update(status="completed", progress=100, current_message="done, the old way", result_data={"score": 700})
+    del raw["seq"]
+    await redis.execute_command("SETEX", keys.record(h), 1800, orjson.dumps(raw))
+    await redis.publish(keys.channel(h), orjson.dumps(raw))
+    assert await redis.zscore(keys.inflight(shard), h) is not None  # no script saw it end
+
+    await redis.zadd(keys.inflight(shard), {h: 0})  # due now, not after the heartbeat window
+    assert await sweep(client) == 0  # adopted, not failed
+    assert await sweep(client) == 0  # and only once
+
+    assert await redis.zscore(keys.inflight(shard), h) is None
+    assert await redis.zscore(keys.otp_waits(shard), h) is None
+    counts = {k.decode(): int(v) for k, v in (await redis.hgetall(keys.counts(shard))).items()}
+    assert all(n == 0 for n in counts.values()), counts
+    stored = await record(redis, keys, h)
+    assert stored["status"] == "completed" and stored["current_message"] == "done, the old way"
+
+    archiver = Archiver(settings, redis, consumer="archiver-test")
+    try:
+        assert await archiver.drain() == 1
+        assert await archiver.drain() == 0
+    finally:
+        await archiver.close()
+    [row] = rows(settings, "hash = %s", [h])
+    assert row["status"] == "completed" and row["result_data"] == {"score": 700}
+    assert row["started_at"] is not None and row["finished_at"] >= row["started_at"]
+    assert len(rows(settings)) == 1

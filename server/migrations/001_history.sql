@@ -2,8 +2,9 @@
 --
 -- Hash-partitioned by user_id (16 partitions): the history page always asks for one
 -- person's rows, so it reads one partition; the primary key has to include the
--- partition key, and (user_id, hash) is exactly what the archiver's
--- ON CONFLICT DO NOTHING needs to make a re-delivered record a no-op.
+-- partition key, and (user_id, hash) is what makes a re-delivered record a
+-- no-op: it refuses the archiver's COPY, and the archiver's fallback
+-- INSERT … ON CONFLICT (user_id, hash) DO UPDATE keeps the newer outcome.
 CREATE TABLE history (
     user_id       text        NOT NULL,
     hash          text        NOT NULL,

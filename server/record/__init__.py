@@ -54,6 +54,7 @@ from server.record.keys import (
 from server.record.lua import (
     _PRELUDE,
     ACK_ARCHIVED_SCRIPT,
+    ADOPT_TERMINAL_SCRIPT,
     CREATE_SCRIPT,
     RATE_LIMIT_SCRIPT,
     RELEASE_LOCK_SCRIPT,
@@ -76,6 +77,7 @@ from server.record.store import RecordStore, ScriptAnswer, UpdateResult
 
 __all__ = [
     "ACK_ARCHIVED_SCRIPT",
+    "ADOPT_TERMINAL_SCRIPT",
     "ARCHIVE_GROUP",
     "CREATE_SCRIPT",
     "ESTIMATE_TTL",

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from server.connections import AsyncClient, mget
 from server.record.keys import REQUEST_TTL, TRACKING_LIST_MAX, WEBHOOK_ID_TTL, Keys
 from server.record.lua import (
+    ADOPT_TERMINAL_SCRIPT,
     CREATE_SCRIPT,
     RATE_LIMIT_SCRIPT,
     RELEASE_LOCK_SCRIPT,
@@ -66,6 +67,7 @@ class RecordStore:
         self._rate_limit = redis.register_script(RATE_LIMIT_SCRIPT)
         self._release_lock = redis.register_script(RELEASE_LOCK_SCRIPT)
         self._revive = redis.register_script(REVIVE_SCRIPT)
+        self._adopt = redis.register_script(ADOPT_TERMINAL_SCRIPT)
 
     def _shard(self, h: str) -> str:
         return self.keys.shard_channel(h) if self.sharded else ""
@@ -248,6 +250,25 @@ class RecordStore:
         """Running requests of a shard whose heartbeat, deadline or OTP has passed."""
         raw = await self.redis.zrangebyscore(self.keys.inflight(shard), "-inf", now, start=0, num=limit)
         return [text(r) for r in raw]
+
+    async def adopt_terminal(self, h: str) -> str:
+        """Hand a request an old-style bot finished by itself (SETEX of a terminal status) to the
+        archive, and take it out of the in-flight index and the counts (see
+        ADOPT_TERMINAL_SCRIPT). Returns ``adopted``, or why not: ``not_inflight``,
+        ``not_terminal``, ``missing``."""
+        shard = self.keys.shard(h)
+        reply = await self._adopt(
+            keys=[
+                self.keys.record(h),
+                self.keys.archive(shard),
+                self.keys.inflight(shard),
+                self.keys.otp(h),
+                self.keys.counts(shard),
+                self.keys.otp_waits(shard),
+            ],
+            args=[h],
+        )
+        return text(reply[0])
 
     async def forget_inflight(self, h: str) -> None:
         await self.redis.zrem(self.keys.inflight(self.keys.shard(h)), h)
