@@ -108,6 +108,11 @@ class RecordStore:
         raws = await mget(self.redis, [self.keys.record(h) for h in hashes])
         return [loads_record(r) for r in raws]
 
+    def _change_keys(self, h: str, shard: int) -> list[str]:
+        """The keys of the update and adopt scripts, in their KEYS order."""
+        k = self.keys
+        return [k.record(h), k.archive(shard), k.inflight(shard), k.otp(h), k.counts(shard), k.otp_waits(shard)]
+
     async def update(
         self,
         h: str,
@@ -142,14 +147,7 @@ class RecordStore:
             control["private"] = dict(private)
         shard = self.keys.shard(h)
         reply = await self._update(
-            keys=[
-                self.keys.record(h),
-                self.keys.archive(shard),
-                self.keys.inflight(shard),
-                self.keys.otp(h),
-                self.keys.counts(shard),
-                self.keys.otp_waits(shard),
-            ],
+            keys=self._change_keys(h, shard),
             args=[dumps(dict(patch)), dumps(control), self.keys.channel(h), h, self._shard(h)],
         )
         outcome = text(reply[0])
@@ -258,14 +256,7 @@ class RecordStore:
         ``not_terminal``, ``missing``."""
         shard = self.keys.shard(h)
         reply = await self._adopt(
-            keys=[
-                self.keys.record(h),
-                self.keys.archive(shard),
-                self.keys.inflight(shard),
-                self.keys.otp(h),
-                self.keys.counts(shard),
-                self.keys.otp_waits(shard),
-            ],
+            keys=self._change_keys(h, shard),
             args=[h],
         )
         return text(reply[0])
