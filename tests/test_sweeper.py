@@ -5,6 +5,7 @@ to end)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -170,3 +171,45 @@ async def test_a_request_an_old_style_bot_finished_is_archived_once(
     assert row["status"] == "completed" and row["result_data"] == {"score": 700}
     assert row["started_at"] is not None and row["finished_at"] >= row["started_at"]
     assert len(rows(settings)) == 1
+
+
+async def test_an_old_style_bot_reporting_by_setex_is_alive_and_failed_once_silent(
+    client: TestClient[Any, Any], settings: Settings, redis: Redis
+) -> None:
+    """A bot written against the original design reports with GET, edit, SETEX, PUBLISH: no
+    script counts a heartbeat. The sweeper takes a change it did not write for one; a record
+    that stays as it was is failed as silent one window later."""
+    keys = Keys(settings.key_prefix)
+    service = get_service("vehicle-fines")
+    resp = await client.post("/api/requests", json={"service": service.slug, "data": FINES})
+    h = (await resp.json())["hash"]
+    app = client.app
+    window = 0.8  # a short heartbeat window, the deadline far away
+    started = await app[STORE].update(  # type: ignore[index]
+        h, {"status": "processing"}, expect=["pending"], deadline=60, heartbeat=window
+    )
+    assert started.applied
+    shard = keys.shard(h)
+
+    async def old_bot_reports(progress: int) -> None:
+        raw = orjson.loads(await redis.get(keys.record(h)))
+        raw.update(progress=progress, step="search", current_message=f"old bot at {progress}")
+        await redis.execute_command("SETEX", keys.record(h), 1800, orjson.dumps(raw))
+        await redis.publish(keys.channel(h), orjson.dumps(raw))
+
+    await asyncio.sleep(window / 2)
+    await old_bot_reports(40)
+    await asyncio.sleep(window / 2 + 0.2)  # the window since the last script's heartbeat is over
+    assert await sweep(client) == 0  # alive: it reported
+    rec = await record(redis, keys, h)
+    assert rec["status"] == "processing" and rec["progress"] == 40 and rec["current_message"] == "old bot at 40"
+    due = await redis.zscore(keys.inflight(shard), h)
+    assert due is not None and due > time.time()  # looked at again one window later
+
+    await old_bot_reports(55)
+    await asyncio.sleep(window + 0.2)
+    assert await sweep(client) == 0  # reported again within the window
+    await asyncio.sleep(window + 0.2)  # and nothing since
+    assert await sweep(client) == 1
+    failed = await record(redis, keys, h)
+    assert failed["status"] == "failed" and failed["error"] == sweeper.SILENT and failed["progress"] == 55

@@ -164,7 +164,15 @@ local function slug_of(rec)
   return '?'
 end
 
+-- What an old-style bot changes when it reports (GET, edit, SETEX, PUBLISH: no script runs,
+-- so no heartbeat is counted): a short digest, kept in _p at every save of ours.
+local function fingerprint(rec)
+  local text = tostring(rec.progress) .. '|' .. tostring(rec.step) .. '|' .. tostring(rec.current_message)
+  return string.sub(redis.sha1hex(text), 1, 10)
+end
+
 local function save(key, rec, p, ttl, channel, now)
+  p.seen = fingerprint(rec)
   -- An old-style bot may rewrite the record without `seq`: it then goes on from the clock (ms),
   -- past every seq published before, so sockets and pages never take the next change as stale.
   local seq = tonumber(rec.seq)
@@ -245,8 +253,21 @@ if type(ctl.expect) == 'table' then
   for _, s in ipairs(ctl.expect) do if s == cur then found = true end end
   if not found then return {'conflict', public(rec)} end
 end
-if ctl.sweep and RUNNING[cur] and due_at(p, cur, now, default_window) > now then
-  return {'not_due', public(rec)}
+if ctl.sweep and RUNNING[cur] then
+  -- Changed since our last save, and not past its deadline: an old-style bot is at work.
+  -- That counts as its heartbeat (a silent one is failed one window later).
+  local fp = fingerprint(rec)
+  local past_deadline = tonumber(p.deadline) and tonumber(p.deadline) <= now
+  if cur == 'processing' and p.seen and p.seen ~= fp and not past_deadline then
+    p.hb = now
+    p.seen = fp
+    rec._p = p
+    redis.call('SET', KEYS[1], encode(rec), 'KEEPTTL')
+    rec._p = nil
+    redis.call('ZADD', KEYS[3], due_at(p, cur, now, default_window), ARGV[4])
+    return {'not_due', public(rec)}
+  end
+  if due_at(p, cur, now, default_window) > now then return {'not_due', public(rec)} end
 end
 if ctl.keepalive then
   -- Waiting in a long queue is not expiring: the record lives on until a worker takes it.
