@@ -13,6 +13,7 @@ person understands.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -272,11 +273,18 @@ def on_job_failure(
         exc_type.__name__ if exc_type else "?",
         "retrying" if will_retry else "giving up",
     )
-    run_job(lambda ctx: _after_failure(ctx, h, will_retry, next_attempt, total, text))
+    tell_bot = phase_of(job.id) != "cancel"  # a failed cancel is not followed by another one
+    run_job(lambda ctx: _after_failure(ctx, h, will_retry, next_attempt, total, text, tell_bot=tell_bot))
 
 
-async def _after_failure(ctx: JobContext, h: str, will_retry: bool, attempt: int, total: int, text: str) -> None:
+async def _after_failure(
+    ctx: JobContext, h: str, will_retry: bool, attempt: int, total: int, text: str, *, tell_bot: bool
+) -> None:
     if will_retry:
         await ctx.life.retrying(h, attempt=attempt, max_attempts=total)
-    else:
-        await ctx.life.fail(h, text)
+        return
+    failed = await ctx.life.fail(h, text)
+    if failed.applied and tell_bot:
+        # The bot may still be at work on it (a worker died mid-call, a code check hung):
+        # tell it to stop, as the sweeper does for a request it fails.
+        await asyncio.to_thread(ctx.dispatcher.cancel, h, tell_bot=True)

@@ -230,8 +230,8 @@ async def test_worker_killed_while_checking_a_code_fails_the_request_with_a_mess
     calls = await bot_calls(settings.bot_api_url, h)
     assert {k: n for k, n in calls.items() if ":otp:" in k} == {key: 1}  # the code was relayed once
     assert not await redis.exists(keys.otp(h))
-    async with aiohttp.ClientSession() as http:  # let the hanging portal call go
-        await http.post(f"{settings.bot_api_url}/services/credit-score-rating/cancel", json={"requestHash": h})
+    # the portal, still holding the code, is told to stop (which also lets its hanging call go)
+    await wait_for(lambda: _told_cancel(settings.bot_api_url, h), what="the bot to be told to cancel")
 
 
 async def _bot_has(bot_url: str, h: str, key: str) -> bool:
