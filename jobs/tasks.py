@@ -104,6 +104,13 @@ async def _timed_out(ctx: JobContext, h: str, service: Service) -> None:
 # --------------------------------------------------------------------------- run
 
 
+def _run_key(h: str, rec: dict[str, Any]) -> str:
+    """The idempotency key of the bot call: the same for every attempt of a run (a retried call
+    joins the first), a new one after an operator's retry (which asks the bot to act again)."""
+    revived = private_view(rec).get("revived")
+    return f"{h}:run" if not revived else f"{h}:run:{revived}"
+
+
 @phase("run")
 async def run_request(ctx: JobContext, h: str) -> None:
     attempt, total = _attempt()
@@ -122,7 +129,7 @@ async def run_request(ctx: JobContext, h: str) -> None:
     log.info("run %s on %s (attempt %d of %d)", short(h), service.slug, attempt, total)
     try:
         answer = await ctx.bot.run(
-            service.slug, h, rec.get("request_data") or {}, idempotency_key=f"{h}:run", timeout=left
+            service.slug, h, rec.get("request_data") or {}, idempotency_key=_run_key(h, fresh), timeout=left
         )
     except BotTimeout:
         await _timed_out(ctx, h, service)
@@ -241,6 +248,9 @@ _FINAL_MESSAGES: dict[type[BaseException], str] = {
 }
 
 
+_BOT_MAY_BE_AT_WORK = (AbandonedJobError, JobTimeoutException)
+
+
 def on_job_failure(
     job: Job,
     connection: SyncRedis,
@@ -273,7 +283,9 @@ def on_job_failure(
         exc_type.__name__ if exc_type else "?",
         "retrying" if will_retry else "giving up",
     )
-    tell_bot = phase_of(job.id) != "cancel"  # a failed cancel is not followed by another one
+    # Only when the bot may still be at work on it (its worker died, or its call outlived the
+    # job): a bot that answered with an error, or could not be reached, has nothing to stop.
+    tell_bot = phase_of(job.id) != "cancel" and exc_type is not None and issubclass(exc_type, _BOT_MAY_BE_AT_WORK)
     run_job(lambda ctx: _after_failure(ctx, h, will_retry, next_attempt, total, text, tell_bot=tell_bot))
 
 

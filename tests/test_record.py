@@ -215,6 +215,18 @@ async def test_otp_submission_rules(store: RecordStore, redis: Redis, keys: Keys
     rec = await store.get(h)
     assert rec is not None and rec["otp_data"]["attempts_left"] == 0
     assert b"111111" not in await redis.get(keys.record(h))
+    # an operator's retry starts the request over: the person gets their attempts back
+    await store.update(h, {"status": "failed", "error": "Too many wrong codes."})
+    assert (await store.revive(h)).outcome == "ok"
+    revived = await store.get(h)
+    assert revived is not None and revived["otp_data"] is None and revived["requires_otp"] is False
+    await store.update(h, {"status": "processing"})
+    await store.update(
+        h, {"status": "waiting_otp", "otp_data": {"length": 6}}, otp={"expires_in": 60, "max_attempts": 2}
+    )
+    again = await store.submit_otp(h, "444444", **kw)
+    assert again.outcome == "accepted" and again.record is not None
+    assert again.record["otp_data"]["attempts_left"] == 1
 
 
 async def test_early_code_is_checked_when_the_bot_asks(store: RecordStore) -> None:
