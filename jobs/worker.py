@@ -34,8 +34,9 @@ from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
 from jobs.context import settings
-from jobs.queues import queue_names
+from jobs.queues import phase_of, queue_names, request_of
 from server import logs
+from server.logs import short
 from server.connections import rq_connection
 
 log = logging.getLogger("longrun.worker")
@@ -60,7 +61,8 @@ class Heartbeat(threading.Thread):
             try:
                 self.worker.maintain_heartbeats(self.job, self.execution)
             except RedisError as exc:  # the next beat may get through; the job goes on meanwhile
-                log.warning("heartbeat for %s failed: %s", self.job.id[-24:], exc.__class__.__name__)
+                request = short(request_of(self.job, settings().key_prefix))
+                log.warning("heartbeat of the %s job for %s failed: %s", phase_of(self.job.id), request, exc)
 
     def stop(self) -> None:
         self.done.set()
