@@ -36,8 +36,8 @@ from rq.worker_pool import WorkerPool
 from jobs.context import settings
 from jobs.queues import phase_of, queue_names, request_of
 from server import logs
-from server.logs import short
 from server.connections import rq_connection
+from server.logs import short
 
 log = logging.getLogger("longrun.worker")
 
