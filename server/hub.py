@@ -44,6 +44,9 @@ SUBSCRIBE_TIMEOUT = 3.0
 LISTEN_TICK = 0.25
 #: seconds spent on each cluster node's connection when polling sharded channels
 SHARD_POLL = 0.005
+#: seconds before the first reconnect after a drop; doubles (jittered) up to RETRY_MAX while attempts fail
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
 _KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
 
 
@@ -221,6 +224,9 @@ class Hub:
     #: Redis Cluster: listen on each request's shard channel (SSUBSCRIBE) instead of its
     #: classic channel, so subscriptions live on the node that owns the request's slot
     sharded: bool = False
+    #: backoff of the pub/sub reconnects: the first wait after a drop, and the ceiling
+    retry_first: float = RETRY_FIRST
+    retry_max: float = RETRY_MAX
     _pubsub: PubSub | None = None
     _task: asyncio.Task[None] | None = None
     _confirmed: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -312,11 +318,11 @@ class Hub:
     # ------------------------------------------------------------------ listener
 
     async def _listen(self) -> None:
-        delay = 0.1
+        delay = self.retry_first
         while not self._closing:
+            generation = self.generation
             try:
                 await self._session()
-                delay = 0.1
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -337,9 +343,13 @@ class Hub:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(1.0):
                             await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if self.generation != generation:
+                # The session had been up: a fresh drop waits the shortest time again, however
+                # many drops the process has seen before (only failing attempts back off).
+                delay = self.retry_first
             if not self._closing:
                 await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, self.retry_max)
 
     async def _session(self) -> None:
         if isinstance(self.redis, RedisCluster):

@@ -17,6 +17,7 @@ from server.hub import MAX_PENDING, Client
 from server.record import RecordStore
 from server.settings import Settings
 from server.typedefs import HUB, STORE
+from tests.helpers import wait_for
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
 
@@ -279,6 +280,33 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     assert (await until(ws, lambda f: f["type"] == "update"))["request"]["progress"] == 33
     for s in [*sockets, ws]:
         await s.close()
+
+
+async def test_every_drop_is_reconnected_promptly_however_many_came_before(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    """Backoff is for attempts that fail: a connection that was up starts again from the first wait."""
+    hub = client.app[HUB]  # type: ignore[index]
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await frame(ws)
+    name = "longrun-hub-" + settings.key_prefix.strip("_")
+    # Doubling from 0.1 s without a reset, the 7th drop would wait at least 2.5 s (the 5 s
+    # ceiling, jittered down by half); with the reset every wait is 0.05-0.15 s.
+    for drop in range(8):
+        generation = hub.generation
+        ids = await hub_connection_ids(redis, name)
+        assert len(ids) == 1, (drop, ids)
+        await redis.execute_command("CLIENT", "KILL", "ID", ids[0])
+
+        async def back(generation: int = generation) -> bool:
+            return bool(hub.generation != generation)
+
+        # not a speed limit: the designed wait is 0.15 s at most
+        await wait_for(back, timeout=2.0, interval=0.01, what=f"the hub back after drop {drop + 1}")
+    await store_of(client).update(h, {"status": "cancelled"})
+    assert (await until(ws, lambda f: f["request"]["status"] == "cancelled"))["type"] == "update"
+    await ws.close()
 
 
 async def test_redis_restart_every_socket_ends_on_the_true_state(
