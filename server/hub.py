@@ -29,7 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from server.connections import AsyncClient, mget
-from server.counters import RECONNECTS, RELAYED, SOCKETS_OPEN
+from server.counters import RECONNECTS, RELAYED, RESYNCED, SOCKETS_OPEN
 from server.protocol import snapshot_frame, update_frame
 from server.record import Keys, loads_record, public_json
 from server.status import Status
@@ -60,6 +60,8 @@ class Frame:
     state: bool = True
     #: the public record JSON the frame wraps (for watchers that are not sockets)
     payload: bytes = b""
+    #: re-read after a reconnect, not published: news only to a socket that has not sent this seq
+    resync: bool = False
 
 
 def reply(text: str) -> Frame:
@@ -106,8 +108,8 @@ class Client:
 
     def offer(self, frame: Frame) -> None:
         """Queue a frame without waiting (called from the listener)."""
-        if self.closed or 0 <= frame.seq < self.last_seq:
-            return  # stale: the browser already has a newer state
+        if self.closed or 0 <= frame.seq < self.last_seq or (frame.resync and 0 <= frame.seq == self.last_seq):
+            return  # stale: the browser already has a newer state (or, after a resync, this one)
         if frame.state and self.pending and not self.pending[-1].keep:
             self.pending[-1] = frame  # conflate: the newer state supersedes the older progress
         else:
@@ -205,6 +207,8 @@ class HubStats:
     relayed: int = 0
     reconnects: int = 0
     subscribed: int = 0
+    #: watched records re-read after a reconnect and pushed: newer than anything relayed for them
+    resynced: int = 0
 
 
 @dataclass
@@ -401,7 +405,7 @@ class Hub:
         sharded: dict[str, Any] | None = await pubsub.get_sharded_message(timeout=SHARD_POLL)
         return sharded
 
-    def _dispatch(self, h: str, payload: bytes | str) -> None:
+    def _dispatch(self, h: str, payload: bytes | str, *, resync: bool = False) -> None:
         group = self.watchers.get(h)
         if not group:
             return
@@ -412,6 +416,7 @@ class Hub:
             return
         if frame is None:
             return
+        frame.resync = resync
         if frame.seq >= 0:
             self._seq[h] = max(self._seq.get(h, -1), frame.seq)
         for client in list(group):
@@ -432,4 +437,6 @@ class Hub:
                 frame = frame_for(raw)
                 if frame is None or (frame.seq >= 0 and frame.seq <= self._seq.get(h, -1)):
                     continue
-                self._dispatch(h, raw)
+                self.stats.resynced += 1
+                RESYNCED.inc()
+                self._dispatch(h, raw, resync=True)
