@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, WebSocketRoute, async_playwright, expect
 from redis.asyncio import Redis
 
-from server.record import Keys
+from server.record import Keys, RecordStore
 from server.settings import Settings
 from tests.conftest import Processes
-from tests.helpers import outbox, wait_status
+from tests.helpers import add_fault, outbox, wait_for, wait_status
 
 pytestmark = pytest.mark.browser
 
@@ -46,12 +47,17 @@ PHONE = {"width": 375, "height": 812}
 #: slow enough to see the bar move (the credit report asks for its code after ~1.2 s)
 BOT_SPEED = 15.0
 CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
+FINES = {"plate": "12B345-67", "national_id": "0012345678"}
+#: the steady polling interval (README, static/progress.js POLL_MS)
+POLL_SECONDS = 5.0
 
-# Runs before any page script: records every value the progress bar shows, lets a test
-# pretend the tab is in the background, and records desktop notifications.
+# Runs before any page script: records every value the progress bar shows and every state
+# of the connection indicator, lets a test pretend the tab is in the background, and records
+# desktop notifications.
 INIT_SCRIPT = """
 (() => {
   window.__seen = [];
+  window.__conn = [];
   window.__notes = [];
   window.__hidden = false;
   Object.defineProperty(Document.prototype, 'hidden', {configurable: true, get() { return window.__hidden; }});
@@ -70,10 +76,18 @@ INIT_SCRIPT = """
   }
   document.addEventListener('DOMContentLoaded', () => {
     const bar = document.getElementById('bar');
-    if (!bar) return;
-    const note = () => window.__seen.push(Number(bar.getAttribute('aria-valuenow')));
-    note();
-    new MutationObserver(note).observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+    if (bar) {
+      const note = () => window.__seen.push(Number(bar.getAttribute('aria-valuenow')));
+      note();
+      new MutationObserver(note).observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+    }
+    const conn = document.getElementById('conn');
+    if (conn) {
+      new MutationObserver(() => {
+        const state = conn.dataset.state;
+        if (window.__conn[window.__conn.length - 1] !== state) window.__conn.push(state);
+      }).observe(conn, {attributes: true, attributeFilter: ['data-state']});
+    }
   });
 })();
 """
@@ -139,6 +153,18 @@ async def web(processes: Processes, settings: Settings) -> WebServer:
 
 
 @pytest.fixture
+async def stalled(settings: Settings) -> AsyncIterator[list[tuple[str, str]]]:
+    """(service, hash) of requests whose bot stalls on purpose: the bot is told to cancel at the
+    end, pass or fail (a stalled call holds a worker and the bot server's shutdown for a minute)."""
+    held: list[tuple[str, str]] = []
+    yield held
+    async with aiohttp.ClientSession() as http:
+        for slug, h in held:
+            async with http.post(f"{settings.bot_api_url}/services/{slug}/cancel", json={"requestHash": h}) as r:
+                assert r.status == 200
+
+
+@pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -172,6 +198,28 @@ async def start_request(page: Page, slug: str, fields: dict[str, str]) -> str:
     return page.url.rsplit("/", 1)[1]
 
 
+class StatusPolls:
+    """Records the page's polls of ``GET /api/requests/{hash}``; the first ``errors`` get a 503."""
+
+    def __init__(self, errors: int = 0):
+        self.errors = errors
+        self.seen: list[tuple[float, int]] = []
+
+    async def install(self, page: Page) -> None:
+        await page.route(re.compile(r"/api/requests/req_[A-Za-z0-9_-]+$"), self.handle)
+
+    async def handle(self, route: Route) -> None:
+        if route.request.method != "GET":
+            await route.continue_()
+        elif self.errors:
+            self.errors -= 1
+            self.seen.append((time.monotonic(), 503))
+            await route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "Try again soon."}})
+        else:
+            self.seen.append((time.monotonic(), 200))
+            await route.continue_()
+
+
 async def seen(page: Page) -> list[int]:
     values: list[int] = await page.evaluate("window.__seen")
     return values
@@ -186,6 +234,7 @@ async def test_form_to_result_with_a_wrong_then_right_code(
 ) -> None:
     page = await new_page(browser, web)
     blocked: list[str] = []
+    polls = StatusPolls(errors=1)
     if transport == "polling":
 
         async def refuse(ws: WebSocketRoute) -> None:
@@ -193,6 +242,7 @@ async def test_form_to_result_with_a_wrong_then_right_code(
             await ws.close()
 
         await page.route_web_socket(re.compile(r".*/ws/.*"), refuse)
+        await polls.install(page)  # and the first poll fails
 
     await page.goto("/")
     if transport == "socket":
@@ -203,7 +253,8 @@ async def test_form_to_result_with_a_wrong_then_right_code(
         await page.evaluate("window.__setHidden(true)")
 
     otp = page.locator("#otp")
-    await expect(otp).to_be_visible()
+    # polling sees the prompt at the next poll, up to POLL_SECONDS after it came
+    await expect(otp).to_be_visible(timeout=(2 * POLL_SECONDS + 5) * 1000)
     values = await seen(page)
     assert values == sorted(values) and values[-1] >= 40, values
     # over the socket, every value the bot reported (at this speed: start and end of login
@@ -217,6 +268,12 @@ async def test_form_to_result_with_a_wrong_then_right_code(
 
     if transport == "polling":
         assert blocked, "the page never tried the socket"
+        # polled at once, and after the error it waited longer than the steady interval
+        assert [code for _, code in polls.seen[:2]] == [503, 200], polls.seen
+        gap = polls.seen[1][0] - polls.seen[0][0]
+        assert gap > POLL_SECONDS + 1, f"the poll after an error came {gap:.1f} s later: no backoff"
+        states = await page.evaluate("window.__conn")
+        assert states[:2] == ["offline", "polling"], states
         assert (await page.title()).startswith("● Code needed")
         notes = await page.evaluate("window.__notes.map(n => n.title)")
         assert notes == ["Code needed"], notes
@@ -315,6 +372,66 @@ async def test_the_last_wrong_code_ends_the_request_in_the_readers_language(
     assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"
     rec = await wait_status(redis, Keys(settings.key_prefix), h, "failed")
     assert rec["error"] == "Too many wrong codes. Please start a new request."
+
+
+# --------------------------------------------------------------------------- polling, and back to the socket
+
+
+async def test_the_page_polls_while_sockets_are_refused_and_goes_back_to_the_socket_by_itself(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]]
+) -> None:
+    await add_fault(settings.bot_api_url, service="vehicle-fines", mode="stall")
+    page = await new_page(browser, web)
+    sockets_allowed = False
+    refused = 0
+    frames: list[dict[str, Any]] = []
+
+    async def sockets(ws: WebSocketRoute) -> None:
+        nonlocal refused
+        if not sockets_allowed:
+            refused += 1
+            await ws.close()
+            return
+        server = ws.connect_to_server()
+
+        def relay(message: str | bytes) -> None:
+            frames.append(orjson.loads(message))
+            ws.send(message)
+
+        server.on_message(relay)
+
+    await page.route_web_socket(re.compile(r".*/ws/.*"), sockets)
+    polls = StatusPolls()
+    await polls.install(page)
+    h = await start_request(page, "vehicle-fines", FINES)
+    stalled.append(("vehicle-fines", h))
+
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "polling")
+    assert polls.seen, "no status request"
+
+    async def tried_again() -> bool:
+        return refused >= 2
+
+    await wait_for(tried_again, timeout=10, what="the page to try the socket again")
+    assert not frames
+
+    # sockets work again: the page goes back to one by itself, and stops polling
+    sockets_allowed = True
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15_000)
+    assert frames and frames[0]["type"] == "snapshot" and frames[0]["request"]["hash"] == h, frames
+    assert (await page.evaluate("window.__conn"))[-2:] == ["polling", "live"]
+    polled = len(polls.seen)
+    store = RecordStore(redis, Keys(settings.key_prefix))
+    await store.update(h, {"progress": 40, "step": "fines", "current_message": "Reading the fines"})
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "40")
+    assert any(f["type"] == "update" and f["request"]["progress"] == 40 for f in frames), frames
+    # and actions go over the socket again
+    await page.click("#cancel summary")
+    await page.click("#cancel-yes")
+    await expect(page.locator("#cancelled")).to_be_visible()
+    assert frames[-1]["type"] == "update" and frames[-1]["request"]["status"] == "cancelled", frames[-1]
+    assert len(polls.seen) == polled, "still polling with the socket live"
+    assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"  # never reloaded
 
 
 # --------------------------------------------------------------------------- the server restarts mid-job
