@@ -52,25 +52,43 @@ FINES = {"plate": "12B345-67", "national_id": "0012345678"}
 POLL_SECONDS = 5.0
 
 # Runs before any page script: records every value the progress bar shows and every state
-# of the connection indicator, lets a test pretend the tab is in the background, and records
-# desktop notifications.
+# of the connection indicator, lets a test pretend the tab is in the background (from the
+# first moment of the next page too, through sessionStorage), and stands in for desktop
+# notifications: permission starts as a browser's "default", is granted when asked, and
+# every request for it is recorded (page and event) across page loads, as is every
+# notification and every window.focus() call.
 INIT_SCRIPT = """
 (() => {
   window.__seen = [];
   window.__conn = [];
   window.__notes = [];
-  window.__hidden = false;
+  window.__focusCalls = 0;
+  window.__hidden = sessionStorage.getItem('startHidden') === '1';
   Object.defineProperty(Document.prototype, 'hidden', {configurable: true, get() { return window.__hidden; }});
   Object.defineProperty(Document.prototype, 'visibilityState',
     {configurable: true, get() { return window.__hidden ? 'hidden' : 'visible'; }});
   window.__setHidden = (v) => { window.__hidden = v; document.dispatchEvent(new Event('visibilitychange')); };
+  const asks = () => JSON.parse(sessionStorage.getItem('permissionAsks') || '[]');
   class FakeNotification {
-    constructor(title, options) { this.title = title; this.body = options && options.body; window.__notes.push(this); }
-    close() {}
-    static get permission() { return 'granted'; }
-    static requestPermission() { return Promise.resolve('granted'); }
+    constructor(title, options) {
+      this.title = title; this.body = options && options.body; this.closed = false; window.__notes.push(this);
+    }
+    close() { this.closed = true; }
+    static get permission() { return sessionStorage.getItem('notifyPermission') || 'default'; }
+    static requestPermission(callback) {
+      sessionStorage.setItem('permissionAsks', JSON.stringify(
+        [...asks(), {path: location.pathname, event: window.event ? window.event.type : null}]));
+      sessionStorage.setItem('notifyPermission', 'granted');
+      return Promise.resolve('granted').then((answer) => {
+        if (typeof callback === 'function') callback(answer);
+        return answer;
+      });
+    }
   }
   window.Notification = FakeNotification;
+  window.__asks = asks;
+  const focus = window.focus.bind(window);
+  window.focus = () => { window.__focusCalls += 1; focus(); };
   if (/^\\/requests\\/[^/]+$/.test(location.pathname)) {
     sessionStorage.setItem('progressLoads', String(Number(sessionStorage.getItem('progressLoads') || 0) + 1));
   }
@@ -478,6 +496,42 @@ async def test_the_page_polls_while_sockets_are_refused_and_goes_back_to_the_soc
     assert frames[-1]["type"] == "update" and frames[-1]["request"]["status"] == "cancelled", frames[-1]
     assert len(polls.seen) == polled, "still polling with the socket live"
     assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"  # never reloaded
+
+
+# --------------------------------------------------------------------------- calling the person back
+
+
+async def test_notifications_are_asked_for_on_submit_and_bring_the_tab_forward(
+    browser: Browser, web: WebServer, settings: Settings
+) -> None:
+    page = await new_page(browser, web)
+    await page.goto("/services/credit-score-rating")
+    await page.wait_for_load_state("load")
+    assert await page.evaluate("window.__asks()") == []  # not on page load
+    for name, value in CREDIT.items():
+        await page.fill(f"[name={name}]", value)
+    # the person goes to another tab as soon as the request is on its way
+    await page.evaluate("sessionStorage.setItem('startHidden', '1')")
+    await page.click("#start")
+    await page.wait_for_url(re.compile(r"/requests/req_[A-Za-z0-9_-]+$"))
+    asks = await page.evaluate("window.__asks()")
+    assert asks == [{"path": "/services/credit-score-rating", "event": "submit"}], asks
+
+    # the bot asks for the code while the tab is in the background
+    await expect(page).to_have_title(re.compile(r"^● Code needed"))
+    assert "favicon-alert" in (await page.get_attribute("#favicon", "href") or "")
+    notes = await page.evaluate("window.__notes.map(n => [n.title, n.body])")
+    assert len(notes) == 1 and notes[0][0] == "Code needed", notes
+    assert "Credit" in notes[0][1], notes
+    assert await page.evaluate("window.__asks().length") == 1  # the progress page never asks
+
+    # clicking the notification brings the tab forward and puts it away
+    await page.evaluate("window.__notes[0].onclick()")
+    assert await page.evaluate("[window.__focusCalls, window.__notes[0].closed]") == [1, True]
+    await page.evaluate("window.__setHidden(false)")
+    assert not (await page.title()).startswith("●")
+    assert "favicon-alert" not in (await page.get_attribute("#favicon", "href") or "")
+    await expect(page.locator("#otp-input")).to_be_focused()
 
 
 # --------------------------------------------------------------------------- the server restarts mid-job
