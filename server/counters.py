@@ -18,3 +18,6 @@ RATE_LIMITED = Counter("longrun_rate_limited_total", "Calls refused by a rate li
 SOCKETS_OPEN = Gauge("longrun_websockets_open", "WebSockets open", multiprocess_mode="livesum")
 RELAYED = Counter("longrun_ws_messages_relayed_total", "Record updates relayed to sockets")
 RECONNECTS = Counter("longrun_pubsub_reconnects_total", "Times the hub's pub/sub connection was re-established")
+RESYNCED = Counter(
+    "longrun_pubsub_resynced_total", "Watched records re-sent after a pub/sub reconnect because they changed meanwhile"
+)

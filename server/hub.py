@@ -29,7 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from server.connections import AsyncClient, mget
-from server.counters import RECONNECTS, RELAYED, SOCKETS_OPEN
+from server.counters import RECONNECTS, RELAYED, RESYNCED, SOCKETS_OPEN
 from server.protocol import snapshot_frame, update_frame
 from server.record import Keys, loads_record, public_json
 from server.status import Status
@@ -44,6 +44,9 @@ SUBSCRIBE_TIMEOUT = 3.0
 LISTEN_TICK = 0.25
 #: seconds spent on each cluster node's connection when polling sharded channels
 SHARD_POLL = 0.005
+#: seconds before the first reconnect after a drop; doubles (jittered) up to RETRY_MAX while attempts fail
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
 _KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
 
 
@@ -57,6 +60,8 @@ class Frame:
     state: bool = True
     #: the public record JSON the frame wraps (for watchers that are not sockets)
     payload: bytes = b""
+    #: re-read after a reconnect, not published: news only to a socket that has not sent this seq
+    resync: bool = False
 
 
 def reply(text: str) -> Frame:
@@ -103,8 +108,8 @@ class Client:
 
     def offer(self, frame: Frame) -> None:
         """Queue a frame without waiting (called from the listener)."""
-        if self.closed or 0 <= frame.seq < self.last_seq:
-            return  # stale: the browser already has a newer state
+        if self.closed or 0 <= frame.seq < self.last_seq or (frame.resync and 0 <= frame.seq == self.last_seq):
+            return  # stale: the browser already has a newer state (or, after a resync, this one)
         if frame.state and self.pending and not self.pending[-1].keep:
             self.pending[-1] = frame  # conflate: the newer state supersedes the older progress
         else:
@@ -202,6 +207,8 @@ class HubStats:
     relayed: int = 0
     reconnects: int = 0
     subscribed: int = 0
+    #: watched records re-read after a reconnect and pushed: newer than anything relayed for them
+    resynced: int = 0
 
 
 @dataclass
@@ -221,6 +228,9 @@ class Hub:
     #: Redis Cluster: listen on each request's shard channel (SSUBSCRIBE) instead of its
     #: classic channel, so subscriptions live on the node that owns the request's slot
     sharded: bool = False
+    #: backoff of the pub/sub reconnects: the first wait after a drop, and the ceiling
+    retry_first: float = RETRY_FIRST
+    retry_max: float = RETRY_MAX
     _pubsub: PubSub | None = None
     _task: asyncio.Task[None] | None = None
     _confirmed: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -312,11 +322,11 @@ class Hub:
     # ------------------------------------------------------------------ listener
 
     async def _listen(self) -> None:
-        delay = 0.1
+        delay = self.retry_first
         while not self._closing:
+            generation = self.generation
             try:
                 await self._session()
-                delay = 0.1
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -337,9 +347,13 @@ class Hub:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(1.0):
                             await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if self.generation != generation:
+                # The session had been up: a fresh drop waits the shortest time again, however
+                # many drops the process has seen before (only failing attempts back off).
+                delay = self.retry_first
             if not self._closing:
                 await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, self.retry_max)
 
     async def _session(self) -> None:
         if isinstance(self.redis, RedisCluster):
@@ -391,7 +405,7 @@ class Hub:
         sharded: dict[str, Any] | None = await pubsub.get_sharded_message(timeout=SHARD_POLL)
         return sharded
 
-    def _dispatch(self, h: str, payload: bytes | str) -> None:
+    def _dispatch(self, h: str, payload: bytes | str, *, resync: bool = False) -> None:
         group = self.watchers.get(h)
         if not group:
             return
@@ -402,6 +416,7 @@ class Hub:
             return
         if frame is None:
             return
+        frame.resync = resync
         if frame.seq >= 0:
             self._seq[h] = max(self._seq.get(h, -1), frame.seq)
         for client in list(group):
@@ -422,4 +437,6 @@ class Hub:
                 frame = frame_for(raw)
                 if frame is None or (frame.seq >= 0 and frame.seq <= self._seq.get(h, -1)):
                     continue
-                self._dispatch(h, raw)
+                self.stats.resynced += 1
+                RESYNCED.inc()
+                self._dispatch(h, raw, resync=True)

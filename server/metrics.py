@@ -1,7 +1,7 @@
 """``GET /metrics``: Prometheus text, with the official client.
 
 What this process does is counted as it happens (HTTP requests and their
-latency by route, sockets, relayed messages, pub/sub reconnects, rate-limit
+latency by route, sockets, relayed messages, pub/sub reconnects and resyncs, rate-limit
 refusals); with several web processes the client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``) adds them up. What lives in Redis (queues,
 jobs by outcome, requests in flight, archive lag) is read at scrape time

@@ -371,13 +371,18 @@
     };
     sock.onclose = function () {
       if (ws !== sock) return;
+      const wasLive = live;
       ws = null;
       live = false;
       clearInterval(pingTimer);
       clearTimeout(silenceTimer);
       if (finished) return;
       if (sending) { sending = null; resetOtpButton(); }
-      schedulePoll(0);      // no gap: poll at once, then every few seconds
+      // A live socket dropped, or the first one failed: poll at once, so there is no gap. A
+      // retry that failed leaves polling on its own schedule (every few seconds, backing off
+      // on errors): retries come often and must not turn into a poll each.
+      if (wasLive || !pollsStarted) schedulePoll(0);
+      else if (!pollTimer && !polling) schedulePoll(nextPollDelay());
       scheduleReconnect();
     };
   }
@@ -393,6 +398,7 @@
 
   let pollTimer = 0;
   let polling = false;
+  let pollsStarted = false;
   let pollFailures = 0;
   let fastUntil = 0;
 
@@ -432,6 +438,7 @@
     pollTimer = 0;
     if (finished || live || polling) return;
     polling = true;
+    pollsStarted = true;
     let delay;
     try {
       const resp = await request(D.api_url);

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, WebSocketRoute, async_playwright, expect
 from redis.asyncio import Redis
 
-from server.record import Keys
+from server.record import Keys, RecordStore
 from server.settings import Settings
 from tests.conftest import Processes
-from tests.helpers import outbox, wait_status
+from tests.helpers import add_fault, outbox, wait_for, wait_status
 
 pytestmark = pytest.mark.browser
 
@@ -46,34 +47,65 @@ PHONE = {"width": 375, "height": 812}
 #: slow enough to see the bar move (the credit report asks for its code after ~1.2 s)
 BOT_SPEED = 15.0
 CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
+FINES = {"plate": "12B345-67", "national_id": "0012345678"}
+#: the steady polling interval (README, static/progress.js POLL_MS)
+POLL_SECONDS = 5.0
 
-# Runs before any page script: records every value the progress bar shows, lets a test
-# pretend the tab is in the background, and records desktop notifications.
+# Runs before any page script: records every value the progress bar shows and every state
+# of the connection indicator, lets a test pretend the tab is in the background (from the
+# first moment of the next page too, through sessionStorage), and stands in for desktop
+# notifications: permission starts as a browser's "default", is granted when asked, and
+# every request for it is recorded (page and event) across page loads, as is every
+# notification and every window.focus() call.
 INIT_SCRIPT = """
 (() => {
   window.__seen = [];
+  window.__conn = [];
   window.__notes = [];
-  window.__hidden = false;
+  window.__focusCalls = 0;
+  window.__hidden = sessionStorage.getItem('startHidden') === '1';
   Object.defineProperty(Document.prototype, 'hidden', {configurable: true, get() { return window.__hidden; }});
   Object.defineProperty(Document.prototype, 'visibilityState',
     {configurable: true, get() { return window.__hidden ? 'hidden' : 'visible'; }});
   window.__setHidden = (v) => { window.__hidden = v; document.dispatchEvent(new Event('visibilitychange')); };
+  const asks = () => JSON.parse(sessionStorage.getItem('permissionAsks') || '[]');
   class FakeNotification {
-    constructor(title, options) { this.title = title; this.body = options && options.body; window.__notes.push(this); }
-    close() {}
-    static get permission() { return 'granted'; }
-    static requestPermission() { return Promise.resolve('granted'); }
+    constructor(title, options) {
+      this.title = title; this.body = options && options.body; this.closed = false; window.__notes.push(this);
+    }
+    close() { this.closed = true; }
+    static get permission() { return sessionStorage.getItem('notifyPermission') || 'default'; }
+    static requestPermission(callback) {
+      sessionStorage.setItem('permissionAsks', JSON.stringify(
+        [...asks(), {path: location.pathname, event: window.event ? window.event.type : null}]));
+      sessionStorage.setItem('notifyPermission', 'granted');
+      return Promise.resolve('granted').then((answer) => {
+        if (typeof callback === 'function') callback(answer);
+        return answer;
+      });
+    }
   }
   window.Notification = FakeNotification;
+  window.__asks = asks;
+  const focus = window.focus.bind(window);
+  window.focus = () => { window.__focusCalls += 1; focus(); };
   if (/^\\/requests\\/[^/]+$/.test(location.pathname)) {
     sessionStorage.setItem('progressLoads', String(Number(sessionStorage.getItem('progressLoads') || 0) + 1));
   }
   document.addEventListener('DOMContentLoaded', () => {
     const bar = document.getElementById('bar');
-    if (!bar) return;
-    const note = () => window.__seen.push(Number(bar.getAttribute('aria-valuenow')));
-    note();
-    new MutationObserver(note).observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+    if (bar) {
+      const note = () => window.__seen.push(Number(bar.getAttribute('aria-valuenow')));
+      note();
+      new MutationObserver(note).observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+    }
+    const conn = document.getElementById('conn');
+    if (conn) {
+      new MutationObserver(() => {
+        const state = conn.dataset.state;
+        if (window.__conn[window.__conn.length - 1] !== state) window.__conn.push(state);
+      }).observe(conn, {attributes: true, attributeFilter: ['data-state']});
+    }
   });
 })();
 """
@@ -139,6 +171,18 @@ async def web(processes: Processes, settings: Settings) -> WebServer:
 
 
 @pytest.fixture
+async def stalled(settings: Settings) -> AsyncIterator[list[tuple[str, str]]]:
+    """(service, hash) of requests whose bot stalls on purpose: the bot is told to cancel at the
+    end, pass or fail (a stalled call holds a worker and the bot server's shutdown for a minute)."""
+    held: list[tuple[str, str]] = []
+    yield held
+    async with aiohttp.ClientSession() as http:
+        for slug, h in held:
+            async with http.post(f"{settings.bot_api_url}/services/{slug}/cancel", json={"requestHash": h}) as r:
+                assert r.status == 200
+
+
+@pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -157,10 +201,17 @@ async def new_page(browser: Browser, web: WebServer, *, locale: str = "en-US", v
 
 
 async def shoot(page: Page, name: str, viewport: Any = None) -> None:
+    """Screenshot the page (at ``viewport``), after checking nothing sticks out sideways."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     if viewport is not None:
         await page.set_viewport_size(viewport)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    # On a phone a page wider than the screen scrolls sideways as a whole: every shot is checked.
+    wide, window = await page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert wide <= window, f"{name}: the page is {wide} px wide in a {window} px window"
+    path = ARTIFACTS / f"{name}.png"
+    path.unlink(missing_ok=True)  # a picture left by an earlier run must not pass for this one
+    await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 0, name
 
 
 async def start_request(page: Page, slug: str, fields: dict[str, str]) -> str:
@@ -172,9 +223,39 @@ async def start_request(page: Page, slug: str, fields: dict[str, str]) -> str:
     return page.url.rsplit("/", 1)[1]
 
 
+class StatusPolls:
+    """Records the page's polls of ``GET /api/requests/{hash}``; the first ``errors`` get a 503."""
+
+    def __init__(self, errors: int = 0):
+        self.errors = errors
+        self.seen: list[tuple[float, int]] = []
+
+    async def install(self, page: Page) -> None:
+        await page.route(re.compile(r"/api/requests/req_[A-Za-z0-9_-]+$"), self.handle)
+
+    async def handle(self, route: Route) -> None:
+        if route.request.method != "GET":
+            await route.continue_()
+        elif self.errors:
+            self.errors -= 1
+            self.seen.append((time.monotonic(), 503))
+            await route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "Try again soon."}})
+        else:
+            self.seen.append((time.monotonic(), 200))
+            await route.continue_()
+
+
 async def seen(page: Page) -> list[int]:
     values: list[int] = await page.evaluate("window.__seen")
     return values
+
+
+async def time_left(page: Page) -> int:
+    """The remaining time the page shows (m:ss, in either language's digits), in seconds."""
+    text = (await page.text_content("#eta") or "").strip().translate(str.maketrans("۰۱۲۳۴۵۶۷۸۹", "0123456789"))
+    match = re.fullmatch(r"(\d+):(\d\d)", text)
+    assert match, f"no time left on the page: {text!r}"
+    return int(match[1]) * 60 + int(match[2])
 
 
 # --------------------------------------------------------------------------- the whole flow
@@ -186,6 +267,7 @@ async def test_form_to_result_with_a_wrong_then_right_code(
 ) -> None:
     page = await new_page(browser, web)
     blocked: list[str] = []
+    polls = StatusPolls(errors=1)
     if transport == "polling":
 
         async def refuse(ws: WebSocketRoute) -> None:
@@ -193,6 +275,7 @@ async def test_form_to_result_with_a_wrong_then_right_code(
             await ws.close()
 
         await page.route_web_socket(re.compile(r".*/ws/.*"), refuse)
+        await polls.install(page)  # and the first poll fails
 
     await page.goto("/")
     if transport == "socket":
@@ -203,7 +286,8 @@ async def test_form_to_result_with_a_wrong_then_right_code(
         await page.evaluate("window.__setHidden(true)")
 
     otp = page.locator("#otp")
-    await expect(otp).to_be_visible()
+    # polling sees the prompt at the next poll, up to POLL_SECONDS after it came
+    await expect(otp).to_be_visible(timeout=(2 * POLL_SECONDS + 5) * 1000)
     values = await seen(page)
     assert values == sorted(values) and values[-1] >= 40, values
     # over the socket, every value the bot reported (at this speed: start and end of login
@@ -217,6 +301,12 @@ async def test_form_to_result_with_a_wrong_then_right_code(
 
     if transport == "polling":
         assert blocked, "the page never tried the socket"
+        # polled at once, and after the error it waited longer than the steady interval
+        assert [code for _, code in polls.seen[:2]] == [503, 200], polls.seen
+        gap = polls.seen[1][0] - polls.seen[0][0]
+        assert gap > POLL_SECONDS + 1, f"the poll after an error came {gap:.1f} s later: no backoff"
+        states = await page.evaluate("window.__conn")
+        assert states[:2] == ["offline", "polling"], states
         assert (await page.title()).startswith("● Code needed")
         notes = await page.evaluate("window.__notes.map(n => n.title)")
         assert notes == ["Code needed"], notes
@@ -272,11 +362,6 @@ async def test_persian_on_a_phone_then_cancel(
     assert await page.get_attribute("html", "dir") == "rtl"
     await shoot(page, "form-fa-phone")
     h = await start_request(page, "credit-score-rating", CREDIT)
-    try:
-        await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", re.compile(r"^(1\d|2\d|3\d)$"))
-        await shoot(page, "progress-running-fa-phone")
-    except AssertionError:
-        pass  # only a picture: the bot may already be past that point
     await expect(page.locator("#otp")).to_be_visible()
     await expect(page.locator("#headline")).to_have_text("کد تأیید لازم است")
     await expect(page.locator("#otp-attempts")).to_contain_text("۳ بار دیگر")
@@ -315,6 +400,138 @@ async def test_the_last_wrong_code_ends_the_request_in_the_readers_language(
     assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"
     rec = await wait_status(redis, Keys(settings.key_prefix), h, "failed")
     assert rec["error"] == "Too many wrong codes. Please start a new request."
+
+
+# --------------------------------------------------------------------------- the time left, between updates
+
+
+async def test_the_time_left_counts_down_while_the_bot_is_silent(
+    browser: Browser, web: WebServer, settings: Settings, stalled: list[tuple[str, str]]
+) -> None:
+    # The bot reports once ("Logging in", 3%) and then says nothing at all.
+    await add_fault(settings.bot_api_url, service="credit-score-rating", mode="stall")
+    page = await new_page(browser, web)
+    h = await start_request(page, "credit-score-rating", CREDIT)
+    stalled.append(("credit-score-rating", h))
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "3")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    renders = len(await seen(page))  # every record the page applies sets the bar again
+    first = await time_left(page)
+    await page.wait_for_timeout(1500)  # at least one tick of the once-a-second countdown
+    second = await time_left(page)
+    assert len(await seen(page)) == renders, "an update arrived: this proves nothing"
+    assert first - 5 <= second < first, (first, second)
+    await expect(page.locator("#eta-label")).to_have_text("Time left")
+
+    # In Persian (the switch in the header reloads the page), on a phone: the same, in Persian digits.
+    await page.click(".langs a[hreflang=fa]")
+    await expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    await page.set_viewport_size(PHONE)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    renders = len(await seen(page))
+    first = await time_left(page)
+    await page.wait_for_timeout(1500)
+    second = await time_left(page)
+    assert len(await seen(page)) == renders, "an update arrived: this proves nothing"
+    assert first - 5 <= second < first, (first, second)
+    assert re.fullmatch(r"[۰-۹]+:[۰-۹]{2}", (await page.text_content("#eta") or "").strip())
+    await shoot(page, "progress-running-fa-phone")
+
+
+# --------------------------------------------------------------------------- polling, and back to the socket
+
+
+async def test_the_page_polls_while_sockets_are_refused_and_goes_back_to_the_socket_by_itself(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]]
+) -> None:
+    await add_fault(settings.bot_api_url, service="vehicle-fines", mode="stall")
+    page = await new_page(browser, web)
+    sockets_allowed = False
+    refused = 0
+    frames: list[dict[str, Any]] = []
+
+    async def sockets(ws: WebSocketRoute) -> None:
+        nonlocal refused
+        if not sockets_allowed:
+            refused += 1
+            await ws.close()
+            return
+        server = ws.connect_to_server()
+
+        def relay(message: str | bytes) -> None:
+            frames.append(orjson.loads(message))
+            ws.send(message)
+
+        server.on_message(relay)
+
+    await page.route_web_socket(re.compile(r".*/ws/.*"), sockets)
+    polls = StatusPolls()
+    await polls.install(page)
+    h = await start_request(page, "vehicle-fines", FINES)
+    stalled.append(("vehicle-fines", h))
+
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "polling")
+    assert polls.seen, "no status request"
+
+    async def tried_again() -> bool:
+        return refused >= 2
+
+    await wait_for(tried_again, timeout=10, what="the page to try the socket again")
+    assert not frames
+
+    # sockets work again: the page goes back to one by itself, and stops polling
+    sockets_allowed = True
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15_000)
+    assert frames and frames[0]["type"] == "snapshot" and frames[0]["request"]["hash"] == h, frames
+    assert (await page.evaluate("window.__conn"))[-2:] == ["polling", "live"]
+    polled = len(polls.seen)
+    store = RecordStore(redis, Keys(settings.key_prefix))
+    await store.update(h, {"progress": 40, "step": "fines", "current_message": "Reading the fines"})
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "40")
+    assert any(f["type"] == "update" and f["request"]["progress"] == 40 for f in frames), frames
+    # and actions go over the socket again
+    await page.click("#cancel summary")
+    await page.click("#cancel-yes")
+    await expect(page.locator("#cancelled")).to_be_visible()
+    assert frames[-1]["type"] == "update" and frames[-1]["request"]["status"] == "cancelled", frames[-1]
+    assert len(polls.seen) == polled, "still polling with the socket live"
+    assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"  # never reloaded
+
+
+# --------------------------------------------------------------------------- calling the person back
+
+
+async def test_notifications_are_asked_for_on_submit_and_bring_the_tab_forward(
+    browser: Browser, web: WebServer, settings: Settings
+) -> None:
+    page = await new_page(browser, web)
+    await page.goto("/services/credit-score-rating")
+    await page.wait_for_load_state("load")
+    assert await page.evaluate("window.__asks()") == []  # not on page load
+    for name, value in CREDIT.items():
+        await page.fill(f"[name={name}]", value)
+    # the person goes to another tab as soon as the request is on its way
+    await page.evaluate("sessionStorage.setItem('startHidden', '1')")
+    await page.click("#start")
+    await page.wait_for_url(re.compile(r"/requests/req_[A-Za-z0-9_-]+$"))
+    asks = await page.evaluate("window.__asks()")
+    assert asks == [{"path": "/services/credit-score-rating", "event": "submit"}], asks
+
+    # the bot asks for the code while the tab is in the background
+    await expect(page).to_have_title(re.compile(r"^● Code needed"))
+    assert "favicon-alert" in (await page.get_attribute("#favicon", "href") or "")
+    notes = await page.evaluate("window.__notes.map(n => [n.title, n.body])")
+    assert len(notes) == 1 and notes[0][0] == "Code needed", notes
+    assert "Credit" in notes[0][1], notes
+    assert await page.evaluate("window.__asks().length") == 1  # the progress page never asks
+
+    # clicking the notification brings the tab forward and puts it away
+    await page.evaluate("window.__notes[0].onclick()")
+    assert await page.evaluate("[window.__focusCalls, window.__notes[0].closed]") == [1, True]
+    await page.evaluate("window.__setHidden(false)")
+    assert not (await page.title()).startswith("●")
+    assert "favicon-alert" not in (await page.get_attribute("#favicon", "href") or "")
+    await expect(page.locator("#otp-input")).to_be_focused()
 
 
 # --------------------------------------------------------------------------- the server restarts mid-job

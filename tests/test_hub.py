@@ -17,6 +17,7 @@ from server.hub import MAX_PENDING, Client
 from server.record import RecordStore
 from server.settings import Settings
 from server.typedefs import HUB, STORE
+from tests.helpers import wait_for
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
 
@@ -253,6 +254,9 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     client: TestClient[Any, Any], redis: Redis, settings: Settings
 ) -> None:
     hub = client.app[HUB]  # type: ignore[index]
+    # Hold the reconnect for 1-3 s (the hub's own backoff) so that the writes below land while
+    # the hub has no subscription at all: only the resync can bring them to the sockets.
+    hub.retry_first = 2.0
     store = store_of(client)
     hashes = [(await create(client))["hash"] for _ in range(3)]
     sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in hashes]
@@ -261,14 +265,21 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     name = "longrun-hub-" + settings.key_prefix.strip("_")
     ids = await hub_connection_ids(redis, name)
     assert len(ids) == 1  # one pub/sub connection for the whole process
+    resynced = hub.stats.resynced
     # CLIENT KILL TYPE pubsub, aimed at this test's hub only (other processes share this Redis)
     await redis.execute_command("CLIENT", "KILL", "ID", ids[0])
-    for h in hashes:  # written while the hub is reconnecting
+    for h in hashes:
         await store.update(h, {"status": "processing", "progress": 10})
         await store.update(h, {"status": "completed", "result_data": {"ok": h}})
+    assert await hub_connection_ids(redis, name) == [], "the hub resubscribed before the writes: nothing is proven"
     for h, ws in zip(hashes, sockets, strict=True):
-        done = await until(ws, lambda f: f["request"]["status"] == "completed")
+        # The very next frame is the final state, re-read from Redis: the processing step in
+        # between was published to nobody.
+        done = await frame(ws, timeout=10)
+        assert done["type"] == "update" and done["request"]["status"] == "completed"
         assert done["request"]["result_data"] == {"ok": h}
+        assert done["request"]["seq"] == (await store_record(redis, store, h))["seq"] == 3
+    assert hub.stats.resynced - resynced == len(hashes)
     assert hub.stats.reconnects >= 1
     assert len(await hub_connection_ids(redis, name)) == 1
     # and live relaying works again after the reconnect
@@ -277,8 +288,43 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     await frame(ws)
     await store.update(h, {"status": "processing", "progress": 33})
     assert (await until(ws, lambda f: f["type"] == "update"))["request"]["progress"] == 33
+    assert hub.stats.resynced - resynced == len(hashes)  # that one came live
     for s in [*sockets, ws]:
         await s.close()
+
+
+async def store_record(redis: Redis, store: RecordStore, h: str) -> dict[str, Any]:
+    rec: dict[str, Any] = orjson.loads(await redis.get(store.keys.record(h)))
+    return rec
+
+
+async def test_every_drop_is_reconnected_promptly_however_many_came_before(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    """Backoff is for attempts that fail: a connection that was up starts again from the first wait."""
+    hub = client.app[HUB]  # type: ignore[index]
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    await frame(ws)
+    name = "longrun-hub-" + settings.key_prefix.strip("_")
+    # Doubling from 0.1 s without a reset, the 7th drop would wait at least 2.5 s (the 5 s
+    # ceiling, jittered down by half); with the reset every wait is 0.05-0.15 s.
+    for drop in range(8):
+        generation = hub.generation
+        ids = await hub_connection_ids(redis, name)
+        assert len(ids) == 1, (drop, ids)
+        await redis.execute_command("CLIENT", "KILL", "ID", ids[0])
+
+        async def back(generation: int = generation) -> bool:
+            return bool(hub.generation != generation)
+
+        # not a speed limit: the designed wait is 0.15 s at most
+        await wait_for(back, timeout=2.0, interval=0.01, what=f"the hub back after drop {drop + 1}")
+    # eight resyncs of a record that had not changed: the socket was sent nothing again
+    await store_of(client).update(h, {"status": "cancelled"})
+    upd = await frame(ws)
+    assert upd["type"] == "update" and upd["request"]["status"] == "cancelled" and upd["request"]["seq"] == 2
+    await ws.close()
 
 
 async def test_redis_restart_every_socket_ends_on_the_true_state(
@@ -290,26 +336,39 @@ async def test_redis_restart_every_socket_ends_on_the_true_state(
     own.start()
     try:
         client = await make_client(settings.with_(redis_url=own.url))
+        hub = client.app[HUB]
+        # The first attempt after the drop comes 1-3 s later: the restart below and the writes
+        # after it are done by then, so the sockets can only learn of them through the resync.
+        hub.retry_first = 2.0
         store = store_of(client)
         hashes = [(await create(client))["hash"] for _ in range(5)]
         sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in hashes]
         for ws in sockets:
             await frame(ws)
+        resynced = hub.stats.resynced
         own.stop()
         resp = await client.get(f"/api/requests/{hashes[0]}")
         assert resp.status == 503  # a friendly JSON error while Redis is gone
-        await asyncio.sleep(1.0)
+
+        async def dropped() -> bool:
+            return not hub.connected
+
+        await wait_for(dropped, timeout=5, interval=0.01, what="the hub to see the drop")
         own = EmbeddedRedis(own.directory, port=own.port, extra_args=own.extra_args)
         own.start()
-        # written right after the restart, likely before the hub's next reconnect attempt
         fresh = Redis.from_url(own.url)
         writer = RecordStore(fresh, store.keys, ttl=600)
         for h in hashes:
             await writer.update(h, {"status": "processing"})
             await writer.update(h, {"status": "failed", "error": f"gone {h[-4:]}"})
+        subscribers = [c for c in await fresh.client_list() if "P" in c.get("flags", "")]
+        assert subscribers == [], "the hub resubscribed before the writes: nothing is proven"
         for h, ws in zip(hashes, sockets, strict=True):
-            done = await until(ws, lambda f: f["request"]["status"] == "failed", timeout=15)
+            done = await frame(ws, timeout=15)  # the final state, re-read: nobody heard "processing"
+            assert done["type"] == "update" and done["request"]["status"] == "failed"
             assert done["request"]["error"] == f"gone {h[-4:]}"
+            assert done["request"]["seq"] == (await store_record(fresh, store, h))["seq"] == 3
+        assert hub.stats.resynced - resynced == len(hashes)
         await fresh.aclose()
         for ws in sockets:
             await ws.close()
