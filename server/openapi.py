@@ -51,6 +51,9 @@ _HISTORY_PAGE = {
 }
 
 _COMMON = {"400": _error("Malformed JSON"), "413": _error("Body over 64 KiB"), "503": _error("Redis unavailable")}
+# server.middleware.refuse_cross_site: a write made with the session cookie (no bearer token)
+# that the browser says comes from another site.
+_CROSS_SITE = {"403": _error("Sent with the session cookie from another site (Origin / Sec-Fetch-Site)")}
 
 
 def _action(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -64,6 +67,7 @@ def _action(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -> 
             "404": _error("Unknown, expired or not yours"),
             "409": _error("Not allowed in the request's current state"),
             "429": _RATE,
+            **_CROSS_SITE,
             **_COMMON,
         },
     }
@@ -170,6 +174,7 @@ def document() -> dict[str, Any]:
                         "404": _error("Unknown service"),
                         "422": _error("Invalid fields (per-field messages in error.fields)"),
                         "429": _RATE,
+                        **_CROSS_SITE,
                         **_COMMON,
                     },
                 }
