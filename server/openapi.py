@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from server.catalog import SERVICES
+from server.protocol import MAX_TEXT
 from server.status import Status
 
 routes = web.RouteTableDef()
@@ -54,6 +55,23 @@ _COMMON = {"400": _error("Malformed JSON"), "413": _error("Body over 64 KiB"), "
 # server.middleware.refuse_cross_site: a write made with the session cookie (no bearer token)
 # that the browser says comes from another site.
 _CROSS_SITE = {"403": _error("Sent with the session cookie from another site (Origin / Sec-Fetch-Site)")}
+
+
+def _number(lo: int, hi: int) -> dict[str, Any]:
+    # Bots written in any language may send 42.0; the parser takes any number and truncates.
+    return {"type": "number", "minimum": lo, "maximum": hi}
+
+
+def _text(limit: int = MAX_TEXT) -> dict[str, Any]:
+    return {"type": ["string", "null"], "maxLength": limit}
+
+
+def _event(kind: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["type", *required],
+        "properties": {"type": {"const": kind}, **properties},
+    }
 
 
 def _action(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -329,17 +347,29 @@ def document() -> dict[str, Any]:
                     "required": ["otp"],
                     "properties": {"otp": {"type": "string", "pattern": "^[0-9]{4,10}$"}},
                 },
+                # What server.protocol.parse_bot_event accepts, one variant per type. Fields the
+                # type does not use are ignored, so a newer bot may send more than this names.
                 "BotEvent": {
-                    "type": "object",
-                    "required": ["type"],
+                    "oneOf": [
+                        _event(
+                            "progress",
+                            ["progress"],
+                            {"progress": _number(0, 100), "step": _text(64), "message": _text()},
+                        ),
+                        _event("otp_required", [], {"otp": {"$ref": "#/components/schemas/OtpPrompt"}}),
+                        _event("completed", [], {"result": {"type": ["object", "null"]}}),
+                        _event("failed", ["error"], {"error": {"type": "string", "maxLength": MAX_TEXT}}),
+                    ],
+                    "discriminator": {"propertyName": "type"},
+                },
+                "OtpPrompt": {
+                    "type": ["object", "null"],
                     "properties": {
-                        "type": {"type": "string", "enum": ["progress", "otp_required", "completed", "failed"]},
-                        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-                        "step": {"type": "string"},
-                        "message": {"type": "string"},
-                        "otp": {"type": "object"},
-                        "result": {"type": "object"},
-                        "error": {"type": "string"},
+                        "length": _number(4, 10),
+                        "destination_hint": _text(64),
+                        "expires_in": _number(10, 3600),
+                        "attempts_left": {**_number(0, 100), "type": ["number", "null"]},
+                        "error": _text(200),
                     },
                 },
                 "Catalog": {

@@ -6,7 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema_rs
+import orjson
 from aiohttp.test_utils import TestClient
+
+from server.errors import ProtocolError
+from server.protocol import parse_bot_event
 
 CREDIT = {"service": "credit-score-rating", "data": {"national_id": "0012345678", "mobile": "09121234567"}}
 
@@ -50,3 +54,45 @@ async def test_writes_with_the_session_cookie_from_another_site_answer_a_documen
         schema = documented(doc, "POST", template, 403)["content"]["application/json"]["schema"]
         assert validator(doc, schema).is_valid(await resp.json())
     assert (await (await client.get(f"/api/requests/{h}")).json())["status"] == "pending"  # nothing happened
+
+
+# Bot events: each is (event, whether server.protocol accepts it). The first two are what the
+# fuzz run met: fields of other event types are ignored, and "failed" needs its error.
+EVENTS = [
+    ({"type": "progress", "progress": 0, "step": "", "message": "", "otp": {}, "result": {}, "error": [None]}, True),
+    ({"type": "failed"}, False),
+    ({"type": "failed", "error": "The portal is down."}, True),
+    ({"type": "failed", "error": "x" * 501}, False),
+    ({"type": "progress", "progress": 42.5}, True),
+    ({"type": "progress"}, False),
+    ({"type": "progress", "progress": 101}, False),
+    ({"type": "progress", "progress": 5, "step": "s" * 65}, False),
+    ({"type": "progress", "progress": True}, False),
+    ({"type": "otp_required"}, True),
+    ({"type": "otp_required", "otp": None}, True),
+    ({"type": "otp_required", "otp": {"length": 6, "destination_hint": "+98 912", "expires_in": 120}}, True),
+    ({"type": "otp_required", "otp": {"length": 3}}, False),
+    ({"type": "otp_required", "otp": {"expires_in": None}}, False),
+    ({"type": "otp_required", "otp": {"attempts_left": None, "error": None}}, True),
+    ({"type": "otp_required", "otp": []}, False),
+    ({"type": "completed"}, True),
+    ({"type": "completed", "result": {"score": 700}}, True),
+    ({"type": "completed", "result": [1]}, False),
+    ({"type": "finished"}, False),
+    ({"progress": 5}, False),
+    ([], False),
+]
+
+
+async def test_the_bot_event_schema_admits_exactly_what_the_server_accepts(client: TestClient[Any, Any]) -> None:
+    doc = await served(client)
+    body = doc["paths"]["/api/bot/requests/{hash}/events"]["post"]["requestBody"]
+    schema = validator(doc, body["content"]["application/json"]["schema"])
+    for event, accepted in EVENTS:
+        try:
+            parse_bot_event(orjson.loads(orjson.dumps(event)))
+            parsed = True
+        except ProtocolError:
+            parsed = False
+        assert parsed is accepted, event
+        assert schema.is_valid(event) is accepted, event
