@@ -19,6 +19,19 @@ routes = web.RouteTableDef()
 
 _HASH = {"name": "hash", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 80}}
 _NULLABLE_STR = {"type": ["string", "null"]}
+#: a service slug as server.history reads the filter
+_SLUG = "^[a-z0-9][a-z0-9-]{0,63}$"
+# aiohttp's HTTP parser refuses a request line over 8190 bytes before any handler runs, with
+# a plain-text 400: only a query string of free text (a cursor) can grow that long.
+_REQUEST_LINE_TOO_LONG = {
+    "description": "Request line over 8 KiB (refused by the HTTP layer, in plain text)",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+
+
+def _filter(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    # server.history reads an empty value as no value (a form's "any" option sends one).
+    return {"name": name, "in": "query", "allowEmptyValue": True, "schema": schema}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -141,16 +154,17 @@ def document() -> dict[str, Any]:
                     "operationId": "listHistory",
                     "security": [{}, {"session": []}],  # anonymous: an empty page
                     "parameters": [
-                        {"name": "service", "in": "query", "schema": {"type": "string", "maxLength": 64}},
-                        {"name": "status", "in": "query", "schema": {"enum": ["cancelled", "completed", "failed"]}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                        _filter("service", {"type": "string", "pattern": _SLUG}),
+                        _filter("status", {"enum": ["cancelled", "completed", "failed"]}),
+                        _filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                        _filter("cursor", {"type": "string", "maxLength": 200}),
                     ],
                     "responses": {
                         "200": {
                             "description": "A page; next_cursor is null on the last one",
                             "content": {"application/json": {"schema": _HISTORY_PAGE}},
                         },
+                        "400": _REQUEST_LINE_TOO_LONG,
                         "422": _error("Invalid parameters (named in error.fields)"),
                         "503": _error("PostgreSQL unavailable"),
                     },

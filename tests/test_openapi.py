@@ -96,3 +96,26 @@ async def test_the_bot_event_schema_admits_exactly_what_the_server_accepts(clien
             parsed = False
         assert parsed is accepted, event
         assert schema.is_valid(event) is accepted, event
+
+
+async def test_history_filters_are_documented_as_the_server_reads_them(client: TestClient[Any, Any]) -> None:
+    doc = await served(client)
+    parameters = {p["name"]: p for p in doc["paths"]["/api/history"]["get"]["parameters"]}
+
+    # An empty value is no filter (the history page's "any" option sends one).
+    resp = await client.get("/api/history", params={"service": "", "status": "", "limit": "", "cursor": ""})
+    assert resp.status == 200, await resp.text()
+    assert all(p.get("allowEmptyValue") is True for p in parameters.values())
+
+    # A service filter is a slug: anything else is refused, and the document says so.
+    slug = jsonschema_rs.validator_for(parameters["service"]["schema"])
+    for service, status in (("credit-score-rating", 200), ("بهروزرسانی", 422), ("Credit", 422), ("a" * 65, 422)):
+        resp = await client.get("/api/history", params={"service": service})
+        assert resp.status == status, (service, await resp.text())
+        assert slug.is_valid(service) is (status == 200)
+
+    # A request line over 8 KiB never reaches a handler: aiohttp's parser answers 400, as text.
+    resp = await client.get("/api/history", params={"cursor": "€" * 1500})
+    assert resp.status == 400
+    assert "text/plain" in documented(doc, "GET", "/api/history", 400)["content"]
+    assert resp.content_type == "text/plain"
