@@ -16,6 +16,17 @@ from typing import Any, Literal
 from server.errors import NotFound, ValidationFailed
 from server.i18n import DEFAULT_LANG, Text, ascii_digits, field_error
 
+#: What is trimmed from typed text: Unicode's White_Space characters, named once for
+#: :meth:`Field.clean` and for the patterns of :meth:`Field.json_schema`. "Whitespace" is not
+#: one set: Python's str.strip() also trims \x1c-\x1f, ECMA-262's \s also matches \ufeff, so
+#: with either on one side the OpenAPI document promised values the server refused.
+BLANKS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_BLANK = r"[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_SOLID = "[^" + _BLANK[1:]
+#: what a person may type for one digit (ascii_digits maps them), and may put between digits
+_DIGIT_FORMS = ("0۰٠", "1۱١", "2۲٢", "3۳٣", "4۴٤", "5۵٥", "6۶٦", "7۷٧", "8۸٨", "9۹٩")
+_SEPARATORS = "[ -]*"
+
 FieldType = Literal["text", "tel", "number", "textarea", "select"]
 Priority = Literal["high", "default", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "default", "low")
@@ -43,7 +54,7 @@ class Field:
 
     def clean(self, raw: Any, lang: str = DEFAULT_LANG) -> tuple[Any, str | None]:
         """The cleaned value and an error message (None when valid)."""
-        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        if raw is None or (isinstance(raw, str) and raw.strip(BLANKS) == ""):
             return None, field_error("required", lang) if self.required else None
         if self.type == "number":
             return self._clean_number(raw, lang)
@@ -51,7 +62,7 @@ class Field:
             return None, field_error("type", lang)
         if len(raw) > self.max_length:  # bounded as typed, before any clean-up
             return None, field_error("max_length", lang, max=self.max_length)
-        value = raw.strip()
+        value = raw.strip(BLANKS)
         if self.digits:
             value = ascii_digits(value).replace(" ", "").replace("-", "")
         if self.min_length is not None and len(value) < self.min_length:
@@ -71,7 +82,7 @@ class Field:
             return None, field_error("number", lang)
         if isinstance(raw, str):
             try:
-                raw = float(ascii_digits(raw.strip()))
+                raw = float(ascii_digits(raw.strip(BLANKS)))
             except ValueError:
                 return None, field_error("number", lang)
         if not isinstance(raw, int | float) or raw != raw or raw in (float("inf"), float("-inf")):
@@ -84,7 +95,7 @@ class Field:
         return value, None
 
     def json_schema(self) -> dict[str, Any]:
-        """A JSON Schema every value of which :meth:`clean` accepts (for the OpenAPI document)."""
+        """A JSON Schema of exactly the values :meth:`clean` accepts (for the OpenAPI document)."""
         if self.type == "number":
             out: dict[str, Any] = {"type": "number"}
             if self.min_value is not None:
@@ -94,13 +105,15 @@ class Field:
             return out
         if self.choices:
             return {"type": "string", "enum": [v for v, _ in self.choices]}
-        # Values are stripped before checks: allow surrounding blanks, require the core.
-        if self.pattern:
+        # Values are trimmed before checks: allow surrounding blanks, require the core.
+        if self.pattern and self.digits:
+            core = _typed_digits(self.pattern)
+        elif self.pattern:
             core = self.pattern
         else:
             least = max(1, self.min_length or 1)
-            core = r"\S" if least == 1 else rf"\S[\s\S]{{{least - 2},}}\S"
-        return {"type": "string", "maxLength": self.max_length, "pattern": rf"^\s*(?:{core})\s*$"}
+            core = _SOLID if least == 1 else rf"{_SOLID}[\s\S]{{{least - 2},}}{_SOLID}"
+        return {"type": "string", "maxLength": self.max_length, "pattern": rf"^{_BLANK}*(?:{core}){_BLANK}*$"}
 
     def describe(self, lang: str = DEFAULT_LANG) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -120,6 +133,25 @@ class Field:
         if self.choices:
             out["choices"] = [{"value": v, "label": t(lang)} for v, t in self.choices]
         return out
+
+
+_DIGIT_TOKEN = re.compile(r"\[0-9\](?:\{(\d+)\})?|(\d)")
+
+
+def _typed_digits(pattern: str) -> str:
+    """``pattern`` (digits only: ``[0-9]``, ``[0-9]{n}``, a literal digit) as a person may type
+    it: Persian or Arabic-Indic digits, spaces and hyphens anywhere (:meth:`Field.clean` maps
+    and drops them before it matches)."""
+    out, at = [_SEPARATORS], 0
+    for token in _DIGIT_TOKEN.finditer(pattern):
+        if token.start() != at:
+            raise ValueError(f"a digits field's pattern may only hold digit tokens: {pattern!r}")
+        at = token.end()
+        forms = f"[{_DIGIT_FORMS[int(token[2])]}]" if token[2] else f"[{''.join(_DIGIT_FORMS)}]"
+        out.append(f"(?:{forms}{_SEPARATORS}){{{token[1]}}}" if token[1] else f"{forms}{_SEPARATORS}")
+    if at != len(pattern):
+        raise ValueError(f"a digits field's pattern may only hold digit tokens: {pattern!r}")
+    return "".join(out)
 
 
 def _num(v: float) -> str:

@@ -12,12 +12,26 @@ import orjson
 from aiohttp import web
 
 from server.catalog import SERVICES
+from server.protocol import MAX_TEXT
 from server.status import Status
 
 routes = web.RouteTableDef()
 
 _HASH = {"name": "hash", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 80}}
 _NULLABLE_STR = {"type": ["string", "null"]}
+#: a service slug as server.history reads the filter
+_SLUG = "^[a-z0-9][a-z0-9-]{0,63}$"
+# aiohttp's HTTP parser refuses a request line over 8190 bytes before any handler runs, with
+# a plain-text 400: only a query string of free text (a cursor) can grow that long.
+_REQUEST_LINE_TOO_LONG = {
+    "description": "Request line over 8 KiB (refused by the HTTP layer, in plain text)",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+
+
+def _filter(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    # server.history reads an empty value as no value (a form's "any" option sends one).
+    return {"name": name, "in": "query", "allowEmptyValue": True, "schema": schema}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -51,6 +65,26 @@ _HISTORY_PAGE = {
 }
 
 _COMMON = {"400": _error("Malformed JSON"), "413": _error("Body over 64 KiB"), "503": _error("Redis unavailable")}
+# server.middleware.refuse_cross_site: a write made with the session cookie (no bearer token)
+# that the browser says comes from another site.
+_CROSS_SITE = {"403": _error("Sent with the session cookie from another site (Origin / Sec-Fetch-Site)")}
+
+
+def _number(lo: int, hi: int) -> dict[str, Any]:
+    # Bots written in any language may send 42.0; the parser takes any number and truncates.
+    return {"type": "number", "minimum": lo, "maximum": hi}
+
+
+def _text(limit: int = MAX_TEXT) -> dict[str, Any]:
+    return {"type": ["string", "null"], "maxLength": limit}
+
+
+def _event(kind: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["type", *required],
+        "properties": {"type": {"const": kind}, **properties},
+    }
 
 
 def _action(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -64,6 +98,7 @@ def _action(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -> 
             "404": _error("Unknown, expired or not yours"),
             "409": _error("Not allowed in the request's current state"),
             "429": _RATE,
+            **_CROSS_SITE,
             **_COMMON,
         },
     }
@@ -119,16 +154,17 @@ def document() -> dict[str, Any]:
                     "operationId": "listHistory",
                     "security": [{}, {"session": []}],  # anonymous: an empty page
                     "parameters": [
-                        {"name": "service", "in": "query", "schema": {"type": "string", "maxLength": 64}},
-                        {"name": "status", "in": "query", "schema": {"enum": ["cancelled", "completed", "failed"]}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                        _filter("service", {"type": "string", "pattern": _SLUG}),
+                        _filter("status", {"enum": ["cancelled", "completed", "failed"]}),
+                        _filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                        _filter("cursor", {"type": "string", "maxLength": 200}),
                     ],
                     "responses": {
                         "200": {
                             "description": "A page; next_cursor is null on the last one",
                             "content": {"application/json": {"schema": _HISTORY_PAGE}},
                         },
+                        "400": _REQUEST_LINE_TOO_LONG,
                         "422": _error("Invalid parameters (named in error.fields)"),
                         "503": _error("PostgreSQL unavailable"),
                     },
@@ -170,6 +206,7 @@ def document() -> dict[str, Any]:
                         "404": _error("Unknown service"),
                         "422": _error("Invalid fields (per-field messages in error.fields)"),
                         "429": _RATE,
+                        **_CROSS_SITE,
                         **_COMMON,
                     },
                 }
@@ -324,17 +361,29 @@ def document() -> dict[str, Any]:
                     "required": ["otp"],
                     "properties": {"otp": {"type": "string", "pattern": "^[0-9]{4,10}$"}},
                 },
+                # What server.protocol.parse_bot_event accepts, one variant per type. Fields the
+                # type does not use are ignored, so a newer bot may send more than this names.
                 "BotEvent": {
-                    "type": "object",
-                    "required": ["type"],
+                    "oneOf": [
+                        _event(
+                            "progress",
+                            ["progress"],
+                            {"progress": _number(0, 100), "step": _text(64), "message": _text()},
+                        ),
+                        _event("otp_required", [], {"otp": {"$ref": "#/components/schemas/OtpPrompt"}}),
+                        _event("completed", [], {"result": {"type": ["object", "null"]}}),
+                        _event("failed", ["error"], {"error": {"type": "string", "maxLength": MAX_TEXT}}),
+                    ],
+                    "discriminator": {"propertyName": "type"},
+                },
+                "OtpPrompt": {
+                    "type": ["object", "null"],
                     "properties": {
-                        "type": {"type": "string", "enum": ["progress", "otp_required", "completed", "failed"]},
-                        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-                        "step": {"type": "string"},
-                        "message": {"type": "string"},
-                        "otp": {"type": "object"},
-                        "result": {"type": "object"},
-                        "error": {"type": "string"},
+                        "length": _number(4, 10),
+                        "destination_hint": _text(64),
+                        "expires_in": _number(10, 3600),
+                        "attempts_left": {**_number(0, 100), "type": ["number", "null"]},
+                        "error": _text(200),
                     },
                 },
                 "Catalog": {

@@ -1,0 +1,149 @@
+"""The running system tests/test_fuzz.py aims at: requests in every state, made through the
+public API as one browser session, with the demo bots' faults holding some of them there."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from server.settings import Settings
+
+CREDIT = "credit-score-rating"
+VEHICLE = "vehicle-fines"
+VIDEO = "video-generation"
+NATIONAL_ID = "0012345678"
+# Data the demo bots' faults match on (each picks one behaviour).
+HOLD = {"prompt": "hold a renderer for the whole run", "duration_seconds": 15}
+SILENT_MOBILE = "09120000009"
+FATAL_PLATE = "66F666-66"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A request the fuzzer may aim at, as it was created (its state may have moved on since)."""
+
+    hash: str
+    token: str
+    state: str
+    #: the code the demo portal texted, for requests that were waiting for one
+    code: str | None = None
+
+
+@dataclass
+class System:
+    url: str
+    settings: Settings
+    cookie: str
+    #: requests per operation id; under "" those of the operations that only read
+    targets: dict[str, list[Target]] = field(default_factory=dict)
+    #: case id → (target, credential) of the cases aimed at a request, for the stranger check
+    aimed: dict[str, tuple[Target, str]] = field(default_factory=dict)
+
+    def targets_for(self, operation_id: str | None) -> list[Target]:
+        return self.targets.get(operation_id or "") or self.targets[""]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
+
+
+class Builder:
+    """Makes requests through the public API, as one browser session, and waits for their states."""
+
+    def __init__(self, config: Settings):
+        self.url = config.public_url
+        self.bots = config.bot_api_url
+        self.http = requests.Session()
+
+    def create(self, service: str, data: dict[str, Any]) -> tuple[str, str]:
+        r = self.http.post(f"{self.url}/api/requests", json={"service": service, "data": data}, timeout=10)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return body["hash"], body["access_token"]
+
+    def status(self, h: str, token: str) -> str:
+        r = self.http.get(f"{self.url}/api/requests/{h}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 200, r.text
+        status: str = r.json()["status"]
+        return status
+
+    def wait(self, wanted: dict[tuple[str, str], str], timeout: float = 30.0) -> None:
+        """Until every (hash, token) is in its wanted status."""
+        left = dict(wanted)
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            left = {k: s for k, s in left.items() if self.status(*k) != s}
+            if left:
+                time.sleep(0.05)
+        late = [(h[:12], s, self.status(h, t)) for (h, t), s in left.items()]
+        assert not late, f"not reached in {timeout:.0f} s (hash, wanted, status): {late}"
+
+    def cancel(self, h: str, token: str) -> None:
+        r = self.http.post(f"{self.url}/api/requests/{h}/cancel", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code in (202, 409), r.text
+
+    def fault(self, **fault: Any) -> None:
+        r = requests.post(f"{self.bots}/demo/faults", json=fault, timeout=10)
+        assert r.status_code == 201, r.text
+
+    def texted_code(self, h: str) -> str:
+        r = requests.get(f"{self.bots}/demo/outbox", params={"requestHash": h}, timeout=10)
+        code: str = r.json()["messages"][-1]["code"]
+        return code
+
+
+def build_targets(builder: Builder, names: list[str]) -> tuple[list[tuple[str, str]], dict[str, list[Target]]]:
+    """Two requests that hold video-generation's two slots for the whole run (so that later ones
+    stay pending, queued behind the service's concurrency cap), then, for each of ``names``, one
+    request in each state."""
+    builder.fault(mode="busy", count=2, service=VIDEO, match=HOLD)
+    builder.fault(mode="silent", count=len(names), service=CREDIT, match={"mobile": SILENT_MOBILE})
+    builder.fault(mode="fatal", count=len(names), service=VEHICLE, match={"plate": FATAL_PLATE})
+    holders = [builder.create(VIDEO, HOLD) for _ in range(2)]
+    builder.wait({k: "processing" for k in holders})
+
+    made: dict[str, list[tuple[str, tuple[str, str]]]] = {}
+    for name in names:
+        cancelled = builder.create(VEHICLE, {"plate": "12B345-68", "national_id": NATIONAL_ID})
+        builder.cancel(*cancelled)
+        made[name] = [
+            ("pending", builder.create(VIDEO, {"prompt": "a paper boat on a rainy street", "duration_seconds": 20})),
+            # the bot answers 202 and then says nothing: processing until its heartbeat window ends
+            ("processing", builder.create(CREDIT, {"national_id": NATIONAL_ID, "mobile": SILENT_MOBILE})),
+            # three: wrong codes, right codes and cancellations use them up
+            *(
+                ("waiting_otp", builder.create(CREDIT, {"national_id": NATIONAL_ID, "mobile": f"0912123456{n}"}))
+                for n in range(3)
+            ),
+            ("completed", builder.create(VEHICLE, {"plate": "12B345-67", "national_id": NATIONAL_ID})),
+            ("failed", builder.create(VEHICLE, {"plate": FATAL_PLATE, "national_id": NATIONAL_ID})),
+            ("cancelled", cancelled),
+        ]
+    builder.wait({key: state for states in made.values() for state, key in states})
+    targets = {
+        name: [
+            Target(h, token, state, builder.texted_code(h) if state == "waiting_otp" else None)
+            for state, (h, token) in states
+        ]
+        for name, states in made.items()
+    }
+    return holders, targets
