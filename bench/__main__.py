@@ -77,10 +77,12 @@ BENCHMARKS: dict[str, Benchmark] = {
         {"sockets": 2000, "rate": 1000, "duration": 10.0, "steps": (2000, 3500, 5000, 7000, 10000)},
         {"sockets": 100, "rate": 100, "duration": 1.5, "steps": (), "publishers": 1, "systems": fanout.SYSTEMS},
     ),
-    "sockets": Benchmark(sockets_memory.run, {"sockets": 10_000}, {"sockets": 200, "settle": 0.5}),
+    "sockets": Benchmark(
+        sockets_memory.run, {"sockets": 10_000}, {"sockets": 200, "settle": 0.5, "systems": fanout.SYSTEMS}
+    ),
     "redis": Benchmark(redis_costs.run, {"calls": 2000, "records": 10_000}, {"calls": 100, "records": 200}),
     "throughput": Benchmark(
-        system.throughput, {"requests": 2000, "workers": (2, 8)}, {"requests": 20, "workers": (2,)}
+        system.throughput, {"requests": 2000, "workers": (2, 8)}, {"requests": 20, "workers": (2,), "web": (1,)}
     ),
     "longwaits": Benchmark(
         system.longwaits,

@@ -72,10 +72,11 @@ VIDEO_CONCURRENCY = get_service("video-generation").concurrency
 class System:
     """web, workers and demo bots of one benchmark, and the creation load."""
 
-    def __init__(self, procs: Processes, settings: Settings, workers: int):
+    def __init__(self, procs: Processes, settings: Settings, workers: int, web: int = 1):
         self.procs = procs
         self.settings = settings
         self.workers = workers
+        self.web = web
         self.keys = Keys(settings.key_prefix)
         self.pids: dict[str, int] = {}
 
@@ -83,7 +84,7 @@ class System:
         bot_port = free_port()
         self.settings = self.settings.with_(bot_port=bot_port, bot_api_url=f"http://127.0.0.1:{bot_port}")
         env = self.settings.to_env()
-        web, self.base = start_web(self.procs, self.settings, 1)
+        web, self.base = start_web(self.procs, self.settings, self.web)
         bots = self.procs.start("bots", ["-m", "bots.demo"], env)
         workers = self.procs.start("workers", ["-m", "jobs.worker", "--workers", str(self.workers)], env)
         await wait_http(f"{self.base}/healthz", web)
@@ -258,22 +259,31 @@ async def throughput(
     concurrency: int = 32,
     profile: bool = False,
     timeout: float = 240,
+    web: Sequence[int] = (1, 2),
 ) -> Result:
-    """One run per worker count (the Procfile's 2, and 8): a fresh system each time."""
+    """One run per worker count (the Procfile's 2, and 8) on one web process, and the largest
+    worker count again on each larger web count: a fresh system each time."""
     raise_fd_limit()
     runs: dict[str, Any] = {}
-    for count in workers:
+    plan = [(count, 1) for count in workers] + [(max(workers), n) for n in web if n > 1]
+    for count, web_processes in plan:
         settings = bench_settings(bot_speed=1000.0, log_level="WARNING")
-        figures: dict[str, Any] = {"service": "vehicle-fines", "bot_speed": 1000, "workers": count}
+        figures: dict[str, Any] = {
+            "service": "vehicle-fines",
+            "bot_speed": 1000,
+            "workers": count,
+            "web_processes": web_processes,
+        }
         async with isolated("throughput", settings) as procs:
-            system = System(procs, settings, count)
+            system = System(procs, settings, count, web_processes)
             await system.start()
             spy = asyncio.create_task(profile_workers(procs, system.pids["workers"], 6)) if profile else None
             figures.update(await system.drive(requests, "vehicle-fines", concurrency, timeout))
             figures["jobs"] = await job_timings(settings, figures.pop("hashes"))
             if spy is not None:
                 figures["profile"] = await spy
-        runs[f"workers_{count}"] = figures
+        key = f"workers_{count}" if web_processes == 1 else f"workers_{count}_web_{web_processes}"
+        runs[key] = figures
     return Result("throughput", runs, [row for figures in runs.values() for row in throughput_rows(figures)])
 
 
@@ -293,9 +303,10 @@ def throughput_rows(figures: dict[str, Any]) -> list[Row]:
         note = f"missed by {THROUGHPUT_TARGET - rate:.0f}/s ({rate / THROUGHPUT_TARGET:.0%} of target); " + note
     return [
         Row(
-            what=f"requests through the system, {figures['workers']} workers",
+            what=f"requests through the system, {figures['workers']} workers"
+            + (f", {web} web processes" if (web := figures.get("web_processes", 1)) > 1 else ""),
             how=f"{n:,} vehicle-fines over HTTP, BOT_SPEED {figures['bot_speed']} (8 record updates each), "
-            f"jobs.worker --workers {figures['workers']}, web ×1, demo bots",
+            f"jobs.worker --workers {figures['workers']}, web ×{web}, demo bots",
             ours=f"{rate:,.0f} requests/s",
             target=f"≥ {THROUGHPUT_TARGET}/s",
             met=rate >= THROUGHPUT_TARGET and completed == n,

@@ -189,6 +189,12 @@ class Processes:
     def archiver(self, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
         return self.start("archiver", ["-m", "jobs.archiver", *args], settings.to_env())
 
+    def _signal_all(self, sig: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+
     def logs(self, tail: int | None = 4000) -> str:
         """The children's output (the last ``tail`` characters of each; all of it with None)."""
         texts = (p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
@@ -207,13 +213,16 @@ class Processes:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def stop_all(self, timeout: float = 10.0) -> list[str]:
-        """SIGTERM everything at once, SIGKILL what is left after ``timeout``; names what had to be killed."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+    def stop_all(self, timeout: float = 10.0, grace: float = 1.0) -> list[str]:
+        """SIGTERM everything at once; after ``grace``, SIGTERM again what is still up (a second
+        SIGTERM is RQ's cold shutdown: a worker stops its current job instead of finishing it);
+        SIGKILL what is left after ``timeout``. Names what had to be killed."""
+        self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + timeout
+        end_of_grace = time.monotonic() + grace
+        while time.monotonic() < end_of_grace and any(p.poll() is None for p in self.procs):
+            time.sleep(0.05)
+        self._signal_all(signal.SIGTERM)
         killed = []
         for proc in self.procs:
             try:
