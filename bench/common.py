@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import psutil
 import redis
 from redis.asyncio import Redis
@@ -356,6 +357,13 @@ class Result:
     name: str
     figures: dict[str, Any] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
+
+    def show(self) -> Result:
+        """Its rows, then every figure as JSON (what a benchmark module run alone shows)."""
+        for row in self.rows:
+            print(row)
+        print(orjson.dumps(self.figures, option=orjson.OPT_INDENT_2).decode())
+        return self
 
 
 def machine() -> dict[str, Any]:

@@ -345,10 +345,7 @@ def main(argv: Sequence[str] = ()) -> Result:
     result = asyncio.run(
         run(args.sockets, args.rate, args.duration, args.steps, args.step_duration, args.per_request, args.publishers)
     )
-    for row in result.rows:
-        print(row)
-    print(orjson.dumps(result.figures, option=orjson.OPT_INDENT_2).decode())
-    return result
+    return result.show()
 
 
 if __name__ == "__main__":

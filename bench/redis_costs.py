@@ -29,7 +29,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import Connection
@@ -227,10 +226,7 @@ def main(argv: Sequence[str] = ()) -> Result:
     parser.add_argument("--records", type=int, default=10_000)
     args = parser.parse_args(list(argv))
     result = asyncio.run(run(args.calls, args.records))
-    for row in result.rows:
-        print(row)
-    print(orjson.dumps(result.figures, option=orjson.OPT_INDENT_2).decode())
-    return result
+    return result.show()
 
 
 if __name__ == "__main__":

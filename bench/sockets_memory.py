@@ -124,10 +124,7 @@ def main(argv: Sequence[str] = ()) -> Result:
     parser.add_argument("--sockets", type=int, default=10_000)
     args = parser.parse_args(list(argv))
     result = asyncio.run(run(args.sockets))
-    for row in result.rows:
-        print(row)
-    print(orjson.dumps(result.figures, option=orjson.OPT_INDENT_2).decode())
-    return result
+    return result.show()
 
 
 if __name__ == "__main__":

@@ -196,10 +196,7 @@ def main(argv: Sequence[str] = ()) -> Result:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the best of each is kept")
     args = parser.parse_args(list(argv))
     result = asyncio.run(run(args.duration, args.connections, args.processes, rounds=args.rounds))
-    for row in result.rows:
-        print(row)
-    print(orjson.dumps(result.figures, option=orjson.OPT_INDENT_2).decode())
-    return result
+    return result.show()
 
 
 if __name__ == "__main__":

@@ -378,10 +378,7 @@ def main(argv: Sequence[str] = ()) -> Result:
         result = asyncio.run(throughput(args.requests, args.workers, profile=args.profile))
     else:
         result = asyncio.run(longwaits(args.requests, args.workers, args.seconds))
-    for row in result.rows:
-        print(row)
-    print(orjson.dumps(result.figures, option=orjson.OPT_INDENT_2).decode())
-    return result
+    return result.show()
 
 
 if __name__ == "__main__":
