@@ -48,6 +48,13 @@ def redis_url() -> str:
     return os.environ.get("REDIS_URL") or LOCAL_REDIS
 
 
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as JSON at ``path``, all at once (a parent waiting for the file never reads half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(value))
+    tmp.rename(path)
+
+
 def raise_fd_limit() -> int:
     """Soft open-files limit up to the hard one (children inherit it); returns the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from bench.common import write_json
 from bench.seed import FORMS
 
 
@@ -97,9 +98,7 @@ def main(argv: list[str]) -> int:
         result: object = asyncio.run(get_load(args.url, args.duration, args.connections, headers))
     else:
         result = asyncio.run(create_load(args.url, args.count, args.concurrency, args.service))
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(result))
-    tmp.rename(args.out)
+    write_json(args.out, result)
     return 0
 
 

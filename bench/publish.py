@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from bench.common import write_json
 from bench.wsclients import STAMP
 
 Send = Callable[[str, str], Awaitable[None]]
@@ -133,9 +134,7 @@ def main(argv: list[str]) -> int:
         )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["cpu_s"] = usage.ru_utime + usage.ru_stime
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(result))
-    tmp.rename(args.out)
+    write_json(args.out, result)
     return 0
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.common import raise_fd_limit
+from bench.common import raise_fd_limit, write_json
 
 STAMP = "bench "
 Socket = aiohttp.ClientWebSocketResponse
@@ -183,9 +183,7 @@ class Clients:
                 "errors": self.errors,
                 "seconds": round(time.monotonic() - started, 2),
             }
-            tmp = self.out.with_name(self.out.name + ".ready.tmp")
-            tmp.write_bytes(orjson.dumps(ready))
-            tmp.rename(self.out.with_name(self.out.name + ".ready"))
+            write_json(self.out.with_name(self.out.name + ".ready"), ready)
             await self.stopping.wait()
             self.dump()
             for ws in sockets:

@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from psycopg import sql
 from redis.asyncio import Redis
 
+from bench.common import delete_prefixed
 from bots.demo import create_bot_app
 from server.app import create_app
 from server.embedded import LOCAL_POSTGRES, EmbeddedPostgres, EmbeddedRedis, postgres_answers, redis_answers
@@ -62,17 +63,6 @@ async def redis(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
     yield client
     await delete_prefixed(client, prefix)
     await client.aclose()
-
-
-async def delete_prefixed(client: Redis, prefix: str) -> None:
-    keys = [k async for k in client.scan_iter(match=f"*{prefix}*", count=1000)]
-    for i in range(0, len(keys), 500):
-        await client.delete(*keys[i : i + 500])
-    # RQ's global index sets hold our queue and rate-limit names as members.
-    for index in ("rq:queues", "rq:rl-keys"):
-        members = [m for m in await client.smembers(index) if prefix.encode() in m]
-        if members:
-            await client.srem(index, *members)
 
 
 @pytest.fixture

@@ -60,11 +60,12 @@ from schemathesis.engine import events
 from schemathesis.generation.meta import TestPhase
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from bench.common import delete_prefixed
 from server.access import COOKIE_NAME
 from server.history import Cursor
 from server.settings import Settings, new_webhook_secret
 from server.webhooks import sign
-from tests.conftest import Processes, delete_prefixed
+from tests.conftest import Processes
 from tests.fuzz_helpers import Builder, System, Target, build_targets, free_port, wait_until_up
 
 #: operations that change a request's state: each gets requests of its own to change
