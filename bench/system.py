@@ -234,16 +234,14 @@ async def profile_workers(procs: Processes, pool_pid: int, seconds: float) -> di
 def where(stack: str) -> str:
     """One bucket per stack: the outermost frame that says what the time was spent on."""
     rules = (
-        ("os.fork", "fork a work horse"),
-        ("_run_request", "the job: bot call, record updates"),
+        ("run_request", "the job: bot call, record updates"),
         ("check_otp", "the job: bot call, record updates"),
-        ("JobContext.open", "job set-up: clients, session"),
-        ("asyncio/runners.py", "job set-up: event loop"),
+        ("JobContext.create", "job set-up: clients (once per process)"),
+        ("Heartbeat.run", "heartbeat thread"),
         ("execute_job", "RQ: job bookkeeping"),
         ("perform_job", "RQ: job bookkeeping"),
         ("handle_job", "RQ: job bookkeeping"),
         ("dequeue_job", "RQ: waiting for / taking a job"),
-        ("monitor_work_horse", "RQ: parent watching the horse"),
         ("maintenance", "RQ: maintenance"),
         ("import", "imports"),
     )
