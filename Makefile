@@ -1,21 +1,42 @@
 # Longrun: `make run` starts the whole system, `make test` runs every check.
-# Both set themselves up from a fresh clone with only Python 3.11+.
+# Both set themselves up from a fresh clone with only Python 3.11+: pip installs uv (one
+# pinned, hash-checked wheel), and uv installs exactly what uv.lock says into .venv.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+TOOLS  := .venv-tools
+UV     := $(TOOLS)/bin/uv
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# uv uses the interpreter above and never downloads one of its own.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint bench chromium wrk clean
+.PHONY: install run test lint bench lock upgrade chromium wrk clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,embedded,bench]'
-	touch $(STAMP)
+$(UV): .ci/uv.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --require-hashes --only-binary :all: -r .ci/uv.txt
+	touch $(UV)
 
-install: $(STAMP)
+# Every command installs from the committed lock, and fails when pyproject.toml has moved on
+# without it (uv sync is a no-op in ~0.1 s when .venv already matches).
+install: $(UV)
+	@$(UV) sync --locked --all-extras --quiet || { \
+	  echo >&2 ""; \
+	  echo >&2 "uv.lock does not match pyproject.toml (or could not be installed: see above)."; \
+	  echo >&2 "Run 'make lock' to update the lock from pyproject.toml, and commit both."; \
+	  exit 1; }
+
+# `make lock`: the lock follows pyproject.toml (a dependency added or its range changed),
+# moving nothing else. `make upgrade`: every package to the newest release pyproject.toml
+# allows. Both print what moved; commit uv.lock with pyproject.toml.
+lock: $(UV)
+	$(UV) lock
+
+upgrade: $(UV)
+	$(UV) lock --upgrade
 
 # Browser tests drive Debian's chromium; Playwright's own download does not work offline.
 chromium:
@@ -30,8 +51,12 @@ lint: install
 	$(BIN)/ruff check server jobs bots tests bench
 	$(BIN)/mypy
 
+# Tests run side by side in TEST_WORKERS processes (pytest-xdist): each has its own key prefix
+# and schema, and most of a test is waiting on processes and events, not CPU.
+TEST_WORKERS ?= 6
+
 test: install chromium lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The status endpoint benchmark drives the server with Debian's wrk (bench/ falls back to a
 # slower Python load generator, and says so, where it cannot be installed).
@@ -44,4 +69,4 @@ bench: install wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .run .mypy_cache .ruff_cache .pytest_cache

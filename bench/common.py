@@ -1,8 +1,7 @@
 """What every benchmark shares: child processes, a private key prefix, ports, memory, the machine.
 
-- :class:`Processes` starts each server and load generator as its own process
-  (its own session, output to a log file) and stops them all at the end,
-  SIGTERM then SIGKILL, the same pattern as ``tests/conftest.py``.
+- :func:`processes` and :func:`isolated` give a benchmark its
+  :class:`~server.devtools.processes.Processes` (shared with the tests), stopped at the end.
 - :func:`bench_settings` gives a benchmark its own ``KEY_PREFIX``;
   :func:`delete_prefixed` deletes exactly the keys carrying it (never a FLUSH).
 - :func:`private_redis` starts a redis-server of our own on a loopback port for the
@@ -18,7 +17,6 @@ import platform
 import resource
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import psutil
 import redis
 from redis.asyncio import Redis
 
-from server.embedded import LOCAL_REDIS, free_port, redis_server_binary
+from server.devtools.processes import Processes, delete_prefixed, free_port
+from server.embedded import LOCAL_REDIS, redis_server_binary
 from server.settings import Settings, new_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,13 +44,6 @@ UNLIMITED = (1_000_000, 1.0)
 
 def redis_url() -> str:
     return os.environ.get("REDIS_URL") or LOCAL_REDIS
-
-
-def write_json(path: Path, value: Any) -> None:
-    """``value`` as JSON at ``path``, all at once (a parent waiting for the file never reads half)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(value))
-    tmp.rename(path)
 
 
 def raise_fd_limit() -> int:
@@ -80,19 +71,6 @@ def bench_settings(url: str | None = None, **changes: Any) -> Settings:
     return settings.with_(**changes)
 
 
-async def delete_prefixed(client: Redis, prefix: str) -> int:
-    """Delete every key carrying ``prefix`` (records, side keys, RQ jobs and queues); returns how many."""
-    keys = [k async for k in client.scan_iter(match=f"*{prefix}*", count=2000)]
-    for i in range(0, len(keys), 500):
-        await client.delete(*keys[i : i + 500])
-    # RQ's global index sets hold our queue and rate-limit names as members.
-    for index in ("rq:queues", "rq:rl-keys"):
-        members = [m for m in await client.smembers(index) if prefix.encode() in m]
-        if members:
-            await client.srem(index, *members)
-    return len(keys)
-
-
 async def cleanup(settings: Settings) -> None:
     client = Redis.from_url(settings.redis_url)
     try:
@@ -102,78 +80,6 @@ async def cleanup(settings: Settings) -> None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-class Processes:
-    """Child processes of one benchmark, stopped (SIGTERM, then SIGKILL) when it ends."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.log_paths: dict[int, Path] = {}
-
-    def start(
-        self, name: str, args: Sequence[str], env: dict[str, str] | None = None, *, python: bool = True
-    ) -> subprocess.Popen[bytes]:
-        path = self.log_dir / f"{len(self.procs):02d}-{name}.log"
-        log = open(path, "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, *args] if python else list(args),
-            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs.append(proc)
-        self.log_paths[proc.pid] = path
-        return proc
-
-    def output(self, proc: subprocess.Popen[bytes]) -> str:
-        """What a process wrote (stdout and stderr) so far."""
-        return self.log_paths[proc.pid].read_text(errors="replace")
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-        if proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def stop_all(self, timeout: float = 10.0) -> list[str]:
-        """SIGTERM everything at once, SIGKILL what is left after ``timeout``; names what had to be killed."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        killed = []
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                killed.append(" ".join(str(a) for a in proc.args))
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return killed
-
-    def logs(self, tail: int = 3000) -> str:
-        return "\n".join(
-            f"---- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )
-
-    def check_alive(self, *procs: subprocess.Popen[bytes]) -> None:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode}\n{self.logs()}")
 
 
 @contextlib.contextmanager
@@ -202,35 +108,6 @@ async def isolated(name: str, settings: Settings) -> AsyncIterator[Processes]:
             yield procs
     finally:
         await cleanup(settings)
-
-
-def start_web(
-    procs: Processes, settings: Settings, web_processes: int = 1, **env: str
-) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m server`` on a free port (``WEB_CONCURRENCY``); returns the process and its base URL."""
-    port = free_port()
-    environment = {
-        **settings.with_(port=port, public_url=f"http://127.0.0.1:{port}").to_env(),
-        "WEB_CONCURRENCY": str(web_processes),
-        **env,
-    }
-    proc = procs.start(f"web{web_processes}", ["-m", "server"], environment)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-async def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
-    """Until ``url`` answers 200 (or the process dies, or ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode} at start")
-            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def _exists(path: Path) -> bool:
@@ -413,3 +290,4 @@ def machine() -> dict[str, Any]:
         "commit": commit,
         "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     }
+

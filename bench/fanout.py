@@ -43,7 +43,6 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.common import (
-    Processes,
     Result,
     Row,
     bench_settings,
@@ -53,12 +52,10 @@ from bench.common import (
     processes,
     raise_fd_limit,
     redis_pid,
-    start_web,
     wait_file,
-    wait_http,
 )
 from bench.seed import create_direct
-from server.embedded import free_port
+from server.devtools.processes import Processes, free_port, wait_http
 from server.record import Keys, RecordStore, public_view
 from server.settings import Settings
 
@@ -92,7 +89,7 @@ def sio_channel(settings: Settings) -> str:
 async def start_server(procs: Processes, settings: Settings, system: str) -> tuple[subprocess.Popen[bytes], str]:
     """Longrun's web process or the python-socketio server; returns it and its base URL once it answers."""
     if kind_of(system) == "longrun":
-        server, base = start_web(procs, settings, RUNS.get(system, 1))
+        server, base = procs.web(settings, RUNS.get(system, 1))
     else:
         port = free_port()
         args = ["-m", "bench.sio_server", "--port", str(port), "--redis-url", settings.redis_url]

@@ -21,8 +21,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench.common import write_json
 from bench.seed import FORMS
+from server.devtools.processes import write_json
 
 
 async def get_load(url: str, duration: float, connections: int, headers: dict[str, str]) -> dict[str, float]:

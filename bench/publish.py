@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from bench.common import write_json
 from bench.wsclients import STAMP
+from server.devtools.processes import write_json
 
 Send = Callable[[str, str], Awaitable[None]]
 

@@ -37,17 +37,14 @@ import aiohttp
 import orjson
 
 from bench.common import (
-    Processes,
     Result,
     Row,
     bench_settings,
     isolated,
     raise_fd_limit,
-    start_web,
-    wait_http,
 )
 from bench.seed import create_over_http
-from server.embedded import free_port
+from server.devtools.processes import Processes, free_port, wait_http
 from server.record import Keys
 
 TARGET_RATIO = 0.6
@@ -107,7 +104,7 @@ async def measure(
 ) -> dict[str, dict[str, float]]:
     """The three servers with ``n`` processes each, all up at once and driven in turn,
     ``rounds`` times (best round kept for each: noise on a shared machine only slows)."""
-    web, base = start_web(procs, settings, n)
+    web, base = procs.web(settings, n)
     await wait_http(f"{base}/healthz", web)
     target = (await create_over_http(base, 1))[0]
     url_path = f"/api/requests/{target.hash}"

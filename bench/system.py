@@ -43,7 +43,6 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.common import (
-    Processes,
     Result,
     Row,
     bench_settings,
@@ -53,12 +52,10 @@ from bench.common import (
     raise_fd_limit,
     redis_pid,
     rss,
-    start_web,
     wait_file,
-    wait_http,
 )
 from server.catalog import get_service
-from server.embedded import free_port
+from server.devtools.processes import Processes, free_port, wait_http
 from server.record import SHARDS, Keys, loads_record
 from server.settings import Settings
 
@@ -84,7 +81,7 @@ class System:
         bot_port = free_port()
         self.settings = self.settings.with_(bot_port=bot_port, bot_api_url=f"http://127.0.0.1:{bot_port}")
         env = self.settings.to_env()
-        web, self.base = start_web(self.procs, self.settings, self.web)
+        web, self.base = self.procs.web(self.settings, self.web)
         bots = self.procs.start("bots", ["-m", "bots.demo"], env)
         workers = self.procs.start("workers", ["-m", "jobs.worker", "--workers", str(self.workers)], env)
         await wait_http(f"{self.base}/healthz", web)

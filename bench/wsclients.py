@@ -38,7 +38,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.common import raise_fd_limit, write_json
+from bench.common import raise_fd_limit
+from server.devtools.processes import write_json
 
 STAMP = "bench "
 Socket = aiohttp.ClientWebSocketResponse

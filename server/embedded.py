@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import warnings
@@ -24,14 +23,8 @@ import psycopg
 import redis
 from psycopg import sql
 
+from server.devtools.processes import free_port
 from server.errors import ConfigError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:

@@ -346,7 +346,7 @@ class Hub:
                     # Bounded: on a dead connection a polite close can wait forever.
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(1.0):
-                            await pubsub.aclose()  # type: ignore[no-untyped-call]
+                            await pubsub.aclose()
             if self.generation != generation:
                 # The session had been up: a fresh drop waits the shortest time again, however
                 # many drops the process has seen before (only failing attempts back off).

@@ -7,13 +7,9 @@ when it ends. Nothing here flushes a database.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +21,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from psycopg import sql
 from redis.asyncio import Redis
 
-from bench.common import delete_prefixed
 from bots.demo import create_bot_app
 from server.app import create_app
+from server.devtools.processes import Processes, delete_prefixed
 from server.embedded import LOCAL_POSTGRES, EmbeddedPostgres, EmbeddedRedis, postgres_answers, redis_answers
 from server.settings import Settings, new_webhook_secret
 
@@ -150,79 +146,6 @@ def pg_full_settings(settings: Settings, database_url: str, pg_schema: str) -> S
 
 
 # --------------------------------------------------------------------------- processes
-
-
-class Processes:
-    """Child processes started by a test, stopped (SIGTERM, then SIGKILL) when it ends."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def workers(self, settings: Settings, count: int = 1, **env: str) -> subprocess.Popen[bytes]:
-        return self.start("worker", ["-m", "jobs.worker", "--workers", str(count)], {**settings.to_env(), **env})
-
-    def archiver(self, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-        return self.start("archiver", ["-m", "jobs.archiver", *args], settings.to_env())
-
-    def _signal_all(self, sig: int) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-
-    def logs(self, tail: int | None = 4000) -> str:
-        """The children's output (the last ``tail`` characters of each; all of it with None)."""
-        texts = (p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
-        return "\n".join(t if tail is None else t[-tail:] for t in texts)
-
-    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def stop_all(self, timeout: float = 10.0, grace: float = 1.0) -> list[str]:
-        """SIGTERM everything at once; after ``grace``, SIGTERM again what is still up (a second
-        SIGTERM is RQ's cold shutdown: a worker stops its current job instead of finishing it);
-        SIGKILL what is left after ``timeout``. Names what had to be killed."""
-        self._signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        end_of_grace = time.monotonic() + grace
-        while time.monotonic() < end_of_grace and any(p.poll() is None for p in self.procs):
-            time.sleep(0.05)
-        self._signal_all(signal.SIGTERM)
-        killed = []
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                killed.append(" ".join(str(a) for a in proc.args))
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return killed
 
 
 @pytest.fixture

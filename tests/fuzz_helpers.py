@@ -3,7 +3,6 @@ public API as one browser session, with the demo bots' faults holding some of th
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,25 +44,6 @@ class System:
 
     def targets_for(self, operation_id: str | None) -> list[Target]:
         return self.targets.get(operation_id or "") or self.targets[""]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until_up(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
 
 
 class Builder:

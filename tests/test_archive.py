@@ -25,10 +25,10 @@ from redis.asyncio import Redis
 from jobs.archiver import Archiver
 from server.archive import ArchiveError, archive_status, scrub, step_seconds, to_row
 from server.db import migrate
+from server.devtools.processes import Processes
 from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
 from server.settings import Settings
 from tests.archive_helpers import TcpProxy, archived_count, insert, make_terminal, row, rows, tools
-from tests.conftest import Processes
 from tests.helpers import outbox, wait_for, wait_status
 
 

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -26,14 +27,27 @@ NUMBER = re.compile(r"\d")
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(110)
-def test_quick_bench_runs_and_produces_numbers(tmp_path: Path) -> None:
+#: what each benchmark fills in at its smallest size: the rows of the table
+ROWS = {
+    "status": {"status endpoint, 1 web process"},  # --quick skips the 2-process run
+    # --quick skips the 2-process runs of these two
+    "fanout": {"publish-to-browser latency", "sustained fan-out"},
+    "sockets": {"memory per idle socket"},
+    "redis": {"update cost for a bot", "Redis memory per request"},
+    "throughput": {"requests through the system, 2 workers"},
+    "longwaits": {"long waits without workers"},
+    "archive": {"archive records/s"},
+}
+
+
+def quick_bench(name: str, out: Path) -> dict[str, Any]:
+    """``python -m bench --quick --only name``: its report, after the common checks."""
     if not redis_answers(os.environ.get("REDIS_URL") or LOCAL_REDIS):
         pytest.skip("the benchmarks need the machine's Redis (127.0.0.1:6379 or REDIS_URL)")
     if not postgres_answers(os.environ.get("DATABASE_URL") or LOCAL_POSTGRES):
         pytest.skip("the archive benchmark needs PostgreSQL (127.0.0.1:5432/test or DATABASE_URL)")
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench", "--quick", "--only", name, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -41,37 +55,50 @@ def test_quick_bench_runs_and_produces_numbers(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    report = orjson.loads((tmp_path / "latest.json").read_bytes())
+    report: dict[str, Any] = orjson.loads((out / "latest.json").read_bytes())
     assert report["quick"] is True
     assert report["machine"]["cores"] >= 1
     figures = report["figures"]
-    assert set(figures) == {"status", "fanout", "sockets", "redis", "throughput", "longwaits", "archive"}
-    assert not [name for name, f in figures.items() if "error" in f]
+    assert set(figures) == {name}
+    assert not [n for n, f in figures.items() if "error" in f]
     rows = report["rows"]
-    assert {r["what"] for r in rows} == {
-        "status endpoint, 1 web process",  # --quick skips the 2-process run
-        "publish-to-browser latency",  # and --quick skips the 2-process runs of these two
-        "sustained fan-out",
-        "memory per idle socket",
-        "update cost for a bot",
-        "Redis memory per request",
-        "requests through the system, 2 workers",
-        "long waits without workers",
-        "archive records/s",
-    }
+    assert {r["what"] for r in rows} == ROWS[name]
     for row in rows:
         assert NUMBER.search(row["ours"]), row
         assert row["met"] in (True, False), row
-    # the figures are real numbers, not placeholders
-    assert figures["status"]["processes_1"]["ours"]["requests_per_s"] > 0
-    assert figures["fanout"]["longrun"]["latency"]["samples"] > 0
-    assert figures["fanout"]["socketio"]["latency"]["samples"] > 0
-    assert not math.isnan(figures["fanout"]["longrun"]["latency"]["p99_ms"])
-    assert figures["sockets"]["longrun"]["rss_after_mib"] > 0
-    assert figures["redis"]["update"]["replies_read_per_call"] == 1
-    run = figures["throughput"]["workers_2"]
-    assert run["statuses"] == {"completed": run["requests"]}
-    assert figures["longwaits"]["statuses"] == {"completed": figures["longwaits"]["requests"]}
-    assert figures["archive"]["speedup"] > 0
-    table = (tmp_path / "latest.md").read_text()
+    table = (out / "latest.md").read_text()
     assert table.count("\n|") >= len(rows) + 1
+    return report
+
+
+# One test per benchmark (the suite's workers run them side by side), together every one.
+@pytest.mark.timeout(110)
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_quick_bench_runs_and_produces_numbers(name: str, tmp_path: Path) -> None:
+    figures = quick_bench(name, tmp_path)["figures"]
+    # the figures are real numbers, not placeholders
+    if name == "status":
+        assert figures["status"]["processes_1"]["ours"]["requests_per_s"] > 0
+    elif name == "fanout":
+        assert figures["fanout"]["longrun"]["latency"]["samples"] > 0
+        assert figures["fanout"]["socketio"]["latency"]["samples"] > 0
+        assert not math.isnan(figures["fanout"]["longrun"]["latency"]["p99_ms"])
+    elif name == "sockets":
+        assert figures["sockets"]["longrun"]["rss_after_mib"] > 0
+    elif name == "redis":
+        assert figures["redis"]["update"]["replies_read_per_call"] == 1
+    elif name == "throughput":
+        run = figures["throughput"]["workers_2"]
+        assert run["statuses"] == {"completed": run["requests"]}
+    elif name == "longwaits":
+        assert figures["longwaits"]["statuses"] == {"completed": figures["longwaits"]["requests"]}
+    elif name == "archive":
+        assert figures["archive"]["speedup"] > 0
+
+
+def test_every_benchmark_has_its_quick_test() -> None:
+    # Through the command line: tests/ and bench/ do not import each other.
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=ROOT, capture_output=True, text=True)
+    listed = re.search(r"benchmarks: ([\w, ]+)", done.stdout)
+    assert listed, done.stdout
+    assert set(listed.group(1).replace(",", " ").split()) == set(ROWS)

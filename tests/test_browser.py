@@ -8,10 +8,8 @@ bots answer over HTTP from this process. Screenshots of the progress page land i
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -24,9 +22,9 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, WebSocketRoute, async_playwright, expect
 from redis.asyncio import Redis
 
+from server.devtools.processes import Processes, free_port, wait_http
 from server.record import Keys, RecordStore
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import add_fault, outbox, wait_for, wait_status
 
 pytestmark = pytest.mark.browser
@@ -124,13 +122,6 @@ def base_settings(base_settings: Settings) -> Settings:
     return base_settings.with_(bot_speed=BOT_SPEED)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class WebServer:
     """``python -m server`` in its own process, on one port across restarts."""
 
@@ -142,18 +133,10 @@ class WebServer:
 
     async def start(self) -> None:
         self.proc = self.processes.start("web", ["-m", "server"], self.settings.to_env())
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, "the web server exited:\n" + self.processes.logs()
-                try:
-                    async with http.get(f"{self.url}/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("the web server did not come up:\n" + self.processes.logs())
+        try:
+            await wait_http(f"{self.url}/healthz", self.proc, timeout=20)
+        except RuntimeError as exc:
+            raise AssertionError(f"the web server did not come up ({exc}):\n{self.processes.logs()}") from None
 
     def kill(self) -> None:
         assert self.proc is not None

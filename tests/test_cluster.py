@@ -26,9 +26,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from server.devtools.processes import Processes
 from server.record import Keys, key_slot
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import outbox, wait_for
 
 CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}

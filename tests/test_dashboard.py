@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 from bots.demo import create_bot_app
 from jobs.cron import check_interval
 from server.app import PROCESS
+from server.devtools.processes import Processes, free_port
 from server.record import SHARDS, Keys
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import add_fault, outbox, wait_for, wait_status
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -387,7 +387,7 @@ async def test_sockets_are_shown_per_web_process(
     client: TestClient[Any, Any], settings: Settings, processes: Processes
 ) -> None:
     """This process (the test's app) and another web process, each holding its own sockets."""
-    from tests.test_browser import WebServer, free_port
+    from tests.test_browser import WebServer
 
     port = free_port()
     other = WebServer(processes, settings.with_(port=port, public_url=f"http://127.0.0.1:{port}"))
@@ -428,7 +428,7 @@ async def test_dashboard_in_chromium_during_a_small_load(
     the test controls (queued with no worker, then worked off) without a reload."""
     from playwright.async_api import async_playwright
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WebServer, free_port
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WebServer
 
     # bots slow enough for the load to be seen: about 4 s a fines job, 3.6 s to a code
     bots = await aiohttp_server(create_bot_app(settings.with_(bot_speed=5.0)))

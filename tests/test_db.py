@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.db import Migration, check_schema, load_migrations, migrate
-from server.embedded import free_port
+from server.devtools.processes import free_port
 from server.errors import ConfigError
 from server.settings import Settings
 

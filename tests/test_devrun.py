@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from server.devrun import wait_ready
+from server.devtools.processes import Processes
 from server.embedded import EmbeddedRedis
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import wait_for
 
 

@@ -15,11 +15,11 @@ from server import estimates
 from server.app import create_app
 from server.catalog import SERVICES, get_service
 from server.db import connect, migrate
+from server.devtools.processes import Processes
 from server.estimates import Estimate, summarize
 from server.record import Keys
 from server.settings import Settings
 from tests.archive_helpers import archived_count, insert, row, rows
-from tests.conftest import Processes
 from tests.helpers import wait_for, wait_status
 
 FINES = get_service("vehicle-fines")

@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
+from server.devtools.processes import Processes, free_port, wait_http
 from server.embedded import EmbeddedRedis
 from server.record import OTP_EXPIRY_GRACE, Keys
 from server.settings import Settings
 from server.sweeper import OTP_EXPIRED, OVERDUE, SILENT
-from tests.conftest import Processes
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 
 FINES = {"plate": "12B345-67", "national_id": "0012345678"}
@@ -296,24 +296,6 @@ async def test_workers_finish_their_job_on_sigterm(
     assert await asyncio.to_thread(pool.wait, 20) == 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def wait_healthy(url: str, timeout: float = 20) -> None:
-    async def ok() -> bool:
-        try:
-            async with aiohttp.ClientSession() as s, s.get(f"{url}/healthz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await wait_for(ok, timeout=timeout, interval=0.1, what=f"{url} to answer")
-
-
 async def start_services(processes: Processes, settings: Settings) -> Settings:
     """The demo bots and the web server as their own processes (as in production)."""
     bots_port, web_port = free_port(), free_port()
@@ -323,10 +305,10 @@ async def start_services(processes: Processes, settings: Settings) -> Settings:
         port=web_port,
         public_url=f"http://127.0.0.1:{web_port}",
     )
-    processes.start("bots", ["-m", "bots.demo"], settings.to_env())
-    processes.start("web", ["-m", "server"], settings.to_env())
-    await wait_healthy(settings.bot_api_url)
-    await wait_healthy(settings.public_url)
+    bots = processes.start("bots", ["-m", "bots.demo"], settings.to_env())
+    web = processes.start("web", ["-m", "server"], settings.to_env())
+    await wait_http(f"{settings.bot_api_url}/healthz", bots)
+    await wait_http(f"{settings.public_url}/healthz", web)
     return settings
 
 

@@ -60,13 +60,12 @@ from schemathesis.engine import events
 from schemathesis.generation.meta import TestPhase
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from bench.common import delete_prefixed
 from server.access import COOKIE_NAME
+from server.devtools.processes import Processes, delete_prefixed, free_port, wait_http_sync
 from server.history import Cursor
 from server.settings import Settings, new_webhook_secret
 from server.webhooks import sign
-from tests.conftest import Processes
-from tests.fuzz_helpers import Builder, System, Target, build_targets, free_port, wait_until_up
+from tests.fuzz_helpers import Builder, System, Target, build_targets
 
 #: operations that change a request's state: each gets requests of its own to change
 MUTATING = (
@@ -135,12 +134,12 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     procs = Processes(logs)
     started = time.monotonic()
     try:
-        procs.start("bots", ["-m", "bots.demo"], config.to_env())
+        bots = procs.start("bots", ["-m", "bots.demo"], config.to_env())
         # two workers stay busy with the slot holders; two do everything else
         procs.workers(config, count=4)
-        procs.start("web", ["-m", "server"], config.to_env())
-        wait_until_up(f"{config.bot_api_url}/healthz")
-        wait_until_up(f"{config.public_url}/readyz")
+        web = procs.start("web", ["-m", "server"], config.to_env())
+        wait_http_sync(f"{config.bot_api_url}/healthz", bots)
+        wait_http_sync(f"{config.public_url}/readyz", web)
         up = time.monotonic()
         builder = Builder(config)
         holders, targets = build_targets(builder, ["", *MUTATING])

@@ -13,6 +13,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.devtools.processes import wait_http
 from server.hub import MAX_PENDING, Client
 from server.record import RecordStore
 from server.settings import Settings
@@ -214,22 +215,9 @@ async def _token(client: TestClient[Any, Any], h: str) -> str:
 async def test_updates_written_through_another_process_reach_the_socket(
     client: TestClient[Any, Any], settings: Settings, processes: Any, redis: Redis
 ) -> None:
-    import socket as _socket
-
-    with _socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    other = settings.with_(port=port)
-    processes.start("web-b", ["-m", "server"], other.to_env())
-    base = f"http://127.0.0.1:{port}"
+    proc, base = processes.web(settings)
+    await wait_http(f"{base}/healthz", proc)
     async with aiohttp.ClientSession() as b:
-        for _ in range(100):
-            try:
-                async with b.get(f"{base}/healthz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
         async with b.post(
             f"{base}/api/requests",
             json={"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}},
@@ -378,21 +366,9 @@ async def test_redis_restart_every_socket_ends_on_the_true_state(
 
 async def test_shutdown_closes_sockets_with_going_away(settings: Settings, processes: Any) -> None:
     import signal
-    import socket as _socket
-
-    with _socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = processes.start("web", ["-m", "server"], settings.with_(port=port).to_env())
-    base = f"http://127.0.0.1:{port}"
+    proc, base = processes.web(settings)
+    await wait_http(f"{base}/healthz", proc)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"{base}/healthz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
         data = {"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}}
         async with session.post(f"{base}/api/requests", json=data) as r:
             h = (await r.json())["hash"]

@@ -14,9 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.devtools.processes import Processes
 from server.record import Keys, RecordStore
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 
 pytestmark = pytest.mark.usefixtures("workers")

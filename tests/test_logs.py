@@ -10,10 +10,10 @@ import orjson
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.devtools.processes import Processes
 from server.logs import short
 from server.record import Keys
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import outbox, wait_status
 
 CREDIT = {"national_id": "0012345678", "mobile": "09121234567"}
@@ -36,7 +36,7 @@ async def test_a_job_logs_its_phases_with_the_hash_short_and_no_secrets(
     await wait_status(redis, keys, h, "completed", timeout=30)
     processes.stop(worker)  # a warm shutdown: everything it had to say is written
 
-    text = processes.logs(tail=None)
+    text = processes.output(worker)
     entries = [orjson.loads(line) for line in text.splitlines()]  # structured: every line is JSON
     assert entries and all({"event", "level", "logger", "timestamp"} <= e.keys() for e in entries)
     jobs = [e["event"] for e in entries if e["logger"] == "longrun.jobs"]

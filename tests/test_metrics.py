@@ -13,11 +13,11 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from server.devtools.processes import Processes
 from server.embedded import EmbeddedRedis
 from server.logs import ACCESS
 from server.record import Keys
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import add_fault, wait_for, wait_status
 
 Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -9,9 +9,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from jobs.queues import job_id, queue_names
+from server.devtools.processes import Processes
 from server.record import Keys
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import outbox, wait_for, wait_status
 
 FINES = {"plate": "12B345-67", "national_id": "1111111111"}

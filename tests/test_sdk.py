@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
 from bots.sdk import HttpReporter, RedisReporter
+from server.devtools.processes import Processes
 from server.record import Keys, RecordStore, new_record, token_digest
 from server.settings import Settings
-from tests.conftest import Processes
 from tests.helpers import outbox, wait_status
 
 

@@ -10,9 +10,8 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.devtools.processes import Processes, free_port, wait_http
 from server.settings import Settings
-from tests.conftest import Processes
-from tests.test_faults import free_port, wait_healthy
 
 FINES = {"plate": "12B345-67", "national_id": "0012345678"}
 
@@ -21,7 +20,7 @@ async def test_two_processes_share_the_port_and_the_updates(settings: Settings, 
     port = free_port()
     web = settings.with_(port=port, public_url=f"http://127.0.0.1:{port}", web_concurrency=2)
     supervisor = processes.start("web", ["-m", "server"], web.to_env())
-    await wait_healthy(web.public_url)
+    await wait_http(f"{web.public_url}/healthz", supervisor)
     processes.workers(web)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
         pids = set()

@@ -16,12 +16,12 @@ from redis.asyncio import Redis
 from jobs.archiver import Archiver
 from server import sweeper
 from server.catalog import get_service
+from server.devtools.processes import Processes
 from server.protocol import OtpPrompt
 from server.record import SHARDS, Keys
 from server.settings import Settings
 from server.typedefs import DISPATCHER, LIFECYCLE, STORE
 from tests.archive_helpers import rows
-from tests.conftest import Processes
 from tests.helpers import record, wait_status
 
 FINES = {"plate": "12B345-67", "national_id": "0012345678"}
