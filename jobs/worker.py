@@ -87,6 +87,8 @@ class LongrunWorker(SimpleWorker):
         kwargs.setdefault("log_job_description", False)
         super().__init__(*args, **kwargs)
         self.log_result_lifespan = False
+        #: the stop signals handled so far (see request_force_stop)
+        self._stop_signals: set[int] = set()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
@@ -98,7 +100,31 @@ class LongrunWorker(SimpleWorker):
             heartbeat.stop()
         self.set_state(WorkerStatus.IDLE)
 
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_signals = {signum}
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """A second stop signal is a cold shutdown, except the pool's copy of the first.
+
+        The pool forwards its own stop to each worker as SIGINT, so when the whole process
+        group gets SIGTERM (systemd, honcho, ``kill -- -pgid``) a worker sees both. RQ ignores
+        a second signal handled within 1 s of the first, but a worker busy in its event loop
+        was seen handling the pool's copy more than 1 s later, and then abandoned the job it
+        was to finish. A signal of another number than any seen is that copy; a repeated
+        one is a real second request.
+        """
+        if signum not in self._stop_signals:
+            self._stop_signals.add(signum)
+            self.log.debug("Worker %s: the pool's copy of the stop signal ignored", self.name)
+            return
+        super().request_force_stop(signum, frame)
+
     def run_maintenance_tasks(self) -> None:
+        # Stopping: no new scheduler. One forked now could get the group's SIGTERM before it
+        # installs its own handlers, and the worker would wait for it forever.
+        if self._stop_requested:
+            return
         # Before RQ's own upkeep, which starts this worker's scheduler when it can lock.
         if self.scheduler is not None:
             freed = reclaim_stale_scheduler_locks(self.connection, self.queue_names())
