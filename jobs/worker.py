@@ -17,6 +17,7 @@ killed worker's job is found by maintenance as before.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import threading
@@ -132,6 +133,27 @@ class LongrunWorker(SimpleWorker):
                 self.log.warning("freed scheduler locks left by a dead scheduler: %s", ", ".join(freed))
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
+    def unsubscribe(self) -> None:
+        """RQ's unsubscribe with the listener stopped before the UNSUBSCRIBE, not after.
+
+        RQ sends UNSUBSCRIBE, then stops the listener thread (which reads with a 60 s
+        timeout). redis-py 8.2's ``PubSubWorkerThread.stop`` waits for the thread without
+        a bound, and when the thread took the UNSUBSCRIBE reply before the stop flag was
+        cleared it went back to reading for 60 s: the worker hung after its last job,
+        until a second signal cold-stopped it. Clearing the flag first lets the reply
+        end the thread; the wait is bounded either way (the thread is a daemon).
+        """
+        thread = self.pubsub_thread
+        if thread is None or self.pubsub is None:
+            return
+        self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+        thread.stop(timeout=0)  # clears the flag only
+        with contextlib.suppress(RedisError):
+            self.pubsub.unsubscribe()
+        thread.join(timeout=UNSUBSCRIBE_WAIT)
+        if not thread.is_alive():
+            self.pubsub.close()
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         interval = int(self.job_monitoring_interval)
         grace = interval * 2
@@ -139,6 +161,9 @@ class LongrunWorker(SimpleWorker):
             return int(min(float(job.timeout) - working_time, interval)) + grace
         return interval + grace
 
+
+#: how long a stopping worker waits for its pub/sub listener to end (seconds)
+UNSUBSCRIBE_WAIT = 2.0
 
 #: RQ's scheduler holds each queue's lock for its interval (1 s) + 60 s and refreshes it every
 #: interval; a lock not refreshed for this long belongs to a scheduler that is gone
