@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ MAX_SESSIONS = 20_000
 OTP_LENGTH = 6
 OTP_TTL = 120
 BOT_ATTEMPTS = 5
+#: seconds a finished 202 job keeps trying to report its outcome
+FINAL_REPORT_PATIENCE = 60.0
 FAULT_MODES = (
     "unavailable",
     "retryable",
@@ -269,14 +272,22 @@ class DemoBots:
         return 202, {"status": "accepted"}
 
     async def final(self, h: str, event: CompletedEvent | FailedEvent) -> None:
-        """The outcome of a 202 job must arrive: retry the report a few times."""
-        for delay in (0.5, 1, 2, 4, 8):
+        """The outcome of a 202 job must arrive: retry the report, backing off up to 4 s
+        between tries, for up to FINAL_REPORT_PATIENCE (a Redis restart under load, AOF
+        reload included, outlasted the five tries in 15 s this used to make)."""
+        give_up_at = time.monotonic() + FINAL_REPORT_PATIENCE
+        delay = 0.5
+        while True:
             try:
                 await self.reporter.report(h, event)
                 return
             except Exception as exc:
-                log.warning("final report for %s failed (%s); retrying", h[:12], exc)
+                if time.monotonic() + delay > give_up_at:
+                    log.error("final report for %s failed (%s); giving up", h[:12], exc)
+                    return
+                log.warning("final report for %s failed (%s); retrying in %.1f s", h[:12], exc, delay)
                 await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
 
     SERVICES: ClassVar[dict[str, str]] = {
         "credit-score-rating": "credit_score",

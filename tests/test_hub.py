@@ -242,9 +242,10 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     client: TestClient[Any, Any], redis: Redis, settings: Settings
 ) -> None:
     hub = client.app[HUB]  # type: ignore[index]
-    # Hold the reconnect for 1-3 s (the hub's own backoff) so that the writes below land while
-    # the hub has no subscription at all: only the resync can bring them to the sockets.
-    hub.retry_first = 2.0
+    # Hold the reconnect for 2-6 s (the hub's own backoff, jittered 0.5-1.5x) so that the
+    # writes below land while the hub has no subscription at all: only the resync can bring
+    # them to the sockets. (1-3 s was not always enough with the suite running side by side.)
+    hub.retry_first = 4.0
     store = store_of(client)
     hashes = [(await create(client))["hash"] for _ in range(3)]
     sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in hashes]
