@@ -45,11 +45,12 @@ chromium:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 run: install
-	$(BIN)/python -m server.devrun
+	$(BIN)/python -m server.devtools.devrun
 
 lint: install
 	$(BIN)/ruff check server jobs bots tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Tests run side by side in TEST_WORKERS processes (pytest-xdist): each has its own key prefix
 # and schema, and most of a test is waiting on processes and events, not CPU.

@@ -45,10 +45,10 @@ from psycopg import sql
 from redis.asyncio import Redis
 
 from jobs.archiver import Archiver
-from server.archive import ArchiveRow, to_row
-from server.archive_write import insert_rows_one_by_one, write_rows
-from server.db import connect, migrate
-from server.embedded import LOCAL_POSTGRES, LOCAL_REDIS, EmbeddedPostgres, postgres_answers
+from server.devtools.embedded import LOCAL_POSTGRES, LOCAL_REDIS, EmbeddedPostgres, postgres_answers
+from server.history.db import connect, migrate
+from server.history.rows import ArchiveRow, to_row
+from server.history.writer import insert_rows_one_by_one, write_rows
 from server.record import Keys
 from server.settings import Settings, new_webhook_secret
 

@@ -31,8 +31,8 @@ import psutil
 import redis
 from redis.asyncio import Redis
 
+from server.devtools.embedded import LOCAL_REDIS, redis_server_binary
 from server.devtools.processes import Processes, delete_prefixed, free_port
-from server.embedded import LOCAL_REDIS, redis_server_binary
 from server.settings import Settings, new_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent

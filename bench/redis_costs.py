@@ -36,10 +36,10 @@ from redis.asyncio.connection import Connection
 from bench.common import Result, Row, bench_settings, cleanup, percentile, private_redis, processes
 from bench.seed import FORMS, create_direct
 from bots.sdk import RedisReporter
-from jobs.queues import Dispatcher
-from server.catalog import get_service
-from server.lifecycle import Lifecycle
+from server.domain.catalog import get_service
+from server.queue.dispatch import Dispatcher
 from server.record import Keys, RecordStore
+from server.requests.lifecycle import Lifecycle
 
 P50_TARGET_MS = 0.5
 BYTES_TARGET = 1536

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from server.access import new_access_token
+from server.domain.status import Status
 from server.record import RecordStore, new_record, token_digest
-from server.status import Status
+from server.web.access import new_access_token
 
 #: a form each demo service accepts
 FORMS: dict[str, dict[str, Any]] = {

@@ -54,8 +54,8 @@ from bench.common import (
     rss,
     wait_file,
 )
-from server.catalog import get_service
 from server.devtools.processes import Processes, free_port, wait_http
+from server.domain.catalog import get_service
 from server.record import SHARDS, Keys, loads_record
 from server.settings import Settings
 

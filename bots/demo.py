@@ -31,8 +31,8 @@ import orjson
 from aiohttp import web
 
 from bots.sdk import Reporter, reporter_for
-from server import logs
-from server.protocol import BotEvent, CompletedEvent, FailedEvent, OtpPrompt, ProgressEvent
+from server.domain.protocol import BotEvent, CompletedEvent, FailedEvent, OtpPrompt, ProgressEvent
+from server.infra import logs
 from server.settings import Settings
 
 log = logging.getLogger("longrun.demo")

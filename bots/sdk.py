@@ -25,11 +25,8 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from jobs.queues import Dispatcher
-from server.connections import async_client, rq_connection
-from server.errors import LongrunError
-from server.lifecycle import Lifecycle
-from server.protocol import (
+from server.domain.errors import LongrunError
+from server.domain.protocol import (
     BotEvent,
     CompletedEvent,
     FailedEvent,
@@ -37,9 +34,12 @@ from server.protocol import (
     OtpRequiredEvent,
     ProgressEvent,
 )
+from server.infra.connections import async_client, rq_connection
+from server.infra.webhooks import sign
+from server.queue.dispatch import Dispatcher
 from server.record import Keys, RecordStore, UpdateResult
+from server.requests.lifecycle import Lifecycle
 from server.settings import Settings
-from server.webhooks import sign
 
 
 class ReportError(LongrunError):

@@ -10,7 +10,7 @@ PostgreSQL history table, and keeps the learned estimates fresh.
   every quarter second). The next batch is read and parsed while the current
   one is written.
 - Writes a batch with one binary COPY straight into ``history`` in one
-  transaction (``server.archive_write.write_rows``: should a record be there
+  transaction (``server.history.writer.write_rows``: should a record be there
   already, the batch goes again through a staging table and ``INSERT … ON
   CONFLICT DO UPDATE``, keeping the newer outcome), and only after the commit
   acknowledges and deletes the entries (one script per shard). Dying anywhere
@@ -23,7 +23,7 @@ PostgreSQL history table, and keeps the learned estimates fresh.
   number of rows a run).
 - PostgreSQL down: the batch in hand is retried with capped backoff and
   nothing is read beyond the one batch read ahead, so the backlog waits in
-  the streams (see ``server.archive.archive_status``). Entries another
+  the streams (see ``server.history.rows.archive_status``). Entries another
   archiver left pending for a minute (it died for good) are claimed every
   30 s.
 - A record that can never be stored (not JSON, no hash, not terminal, a
@@ -53,12 +53,13 @@ from psycopg import AsyncConnection
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from server import db, estimates, logs
-from server.archive import ArchiveRow, to_row
-from server.archive_write import delete_expired, write_rows
-from server.catalog import SERVICES
-from server.connections import AsyncClient, async_client
-from server.errors import ArchiveError
+from server.domain.catalog import SERVICES
+from server.domain.errors import ArchiveError
+from server.history import db, estimates
+from server.history.rows import ArchiveRow, to_row
+from server.history.writer import delete_expired, write_rows
+from server.infra import logs
+from server.infra.connections import AsyncClient, async_client
 from server.record import ACK_ARCHIVED_SCRIPT, ARCHIVE_GROUP, SHARDS, Keys, loads_record, text
 from server.settings import Settings
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from server.errors import LongrunError, ProtocolError
-from server.protocol import BotAnswer, parse_bot_answer
+from server.domain.errors import LongrunError, ProtocolError
+from server.domain.protocol import BotAnswer, parse_bot_answer
 
 MAX_ANSWER_BYTES = 1024 * 1024
 

@@ -26,10 +26,10 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from jobs.botclient import BotClient
-from jobs.queues import Dispatcher
-from server.connections import AsyncClient, async_client, rq_connection
-from server.lifecycle import Lifecycle
+from server.infra.connections import AsyncClient, async_client, rq_connection
+from server.queue.dispatch import Dispatcher
 from server.record import Keys, RecordStore
+from server.requests.lifecycle import Lifecycle
 from server.settings import Settings
 
 T = TypeVar("T")

@@ -19,10 +19,10 @@ from rq.exceptions import StopRequested
 
 from jobs import maintenance
 from jobs.context import settings
-from jobs.queues import queue_names
-from server import logs
-from server.connections import rq_connection
-from server.ops import WAIT_THRESHOLDS
+from server.infra import logs
+from server.infra.connections import rq_connection
+from server.ops.operations import WAIT_THRESHOLDS
+from server.queue.dispatch import queue_names
 
 log = logging.getLogger("longrun.cron")
 

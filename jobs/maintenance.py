@@ -1,12 +1,12 @@
 """Periodic upkeep, enqueued by RQ's cron (``jobs/cron.py``) and run by the workers:
-the sweeper (``server.sweeper``) and the tracking list's pruning; and the wait alerts,
+the sweeper (``server.requests.sweeper``) and the tracking list's pruning; and the wait alerts,
 which the cron process checks itself."""
 
 from __future__ import annotations
 
 from jobs.context import JobContext, run_job, settings
-from server import sweeper
-from server.ops import Operations
+from server.ops.operations import Operations
+from server.requests import sweeper
 
 
 def sweep() -> int:

@@ -29,14 +29,14 @@ from rq.timeouts import JobTimeoutException
 
 from jobs.botclient import BotRetryableError, BotTimeout, BotUnavailable
 from jobs.context import JobContext, run_job, settings
-from jobs.queues import phase_of, request_of
 from jobs.stats import record_job
-from server.catalog import Service, find_service
-from server.errors import ProtocolError
-from server.logs import short
-from server.protocol import Accepted, BotFailure, NeedsOtp, OtpPrompt
+from server.domain.catalog import Service, find_service
+from server.domain.errors import ProtocolError
+from server.domain.protocol import Accepted, BotFailure, NeedsOtp, OtpPrompt
+from server.domain.status import Status
+from server.infra.logs import short
+from server.queue.dispatch import phase_of, request_of
 from server.record import Keys, is_terminal, private_view
-from server.status import Status
 
 log = logging.getLogger("longrun.jobs")
 

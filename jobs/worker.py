@@ -35,10 +35,10 @@ from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
 from jobs.context import settings
-from jobs.queues import phase_of, queue_names, request_of
-from server import logs
-from server.connections import rq_connection
-from server.logs import short
+from server.infra import logs
+from server.infra.connections import rq_connection
+from server.infra.logs import short
+from server.queue.dispatch import phase_of, queue_names, request_of
 
 log = logging.getLogger("longrun.worker")
 

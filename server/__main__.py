@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from server import logs
+from server.infra import logs
 from server.settings import Settings
 
 
@@ -27,7 +27,7 @@ def serve(settings: Settings) -> None:
     import uvloop
     from aiohttp import web
 
-    from server.app import create_app
+    from server.web.app import create_app
 
     logs.configure(settings)
     app = create_app(settings)

@@ -15,13 +15,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from redis.asyncio import Redis
 
-from server.archive import ArchiveRow
-from server.archive_write import write_rows
-from server.catalog import get_service
-from server.db import connect
-from server.lifecycle import Lifecycle
-from server.protocol import OtpPrompt
+from server.domain.catalog import get_service
+from server.domain.protocol import OtpPrompt
+from server.history.db import connect
+from server.history.rows import ArchiveRow
+from server.history.writer import write_rows
 from server.record import Keys, RecordStore, new_record, token_digest
+from server.requests.lifecycle import Lifecycle
 from server.settings import Settings
 
 Outcome = Literal["completed", "failed", "cancelled"]

@@ -22,10 +22,10 @@ from psycopg import sql
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
-from server.app import create_app
+from server.devtools.embedded import LOCAL_POSTGRES, EmbeddedPostgres, EmbeddedRedis, postgres_answers, redis_answers
 from server.devtools.processes import Processes, delete_prefixed
-from server.embedded import LOCAL_POSTGRES, EmbeddedPostgres, EmbeddedRedis, postgres_answers, redis_answers
 from server.settings import Settings, new_webhook_secret
+from server.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"

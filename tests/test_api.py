@@ -14,9 +14,9 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.infra.webhooks import HEADERS, sign
 from server.record import Keys
 from server.settings import Settings, new_webhook_secret
-from server.webhooks import HEADERS, sign
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
 

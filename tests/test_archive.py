@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from jobs.archiver import Archiver
-from server.archive import ArchiveError, archive_status, scrub, step_seconds, to_row
-from server.db import migrate
 from server.devtools.processes import Processes
+from server.history.db import migrate
+from server.history.rows import ArchiveError, archive_status, scrub, step_seconds, to_row
 from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
 from server.settings import Settings
 from tests.archive_helpers import TcpProxy, archived_count, insert, make_terminal, row, rows, tools
@@ -162,8 +162,8 @@ def test_step_seconds_run_to_the_next_step_and_the_end() -> None:
 
 
 async def test_writing_a_batch_again_adds_only_the_new_rows(pg_settings: Settings) -> None:
-    from server.archive_write import write_rows
-    from server.db import connect
+    from server.history.db import connect
+    from server.history.writer import write_rows
 
     await migrate(pg_settings)
     now = time.time()
@@ -189,8 +189,8 @@ async def test_writing_a_batch_again_adds_only_the_new_rows(pg_settings: Setting
 async def test_rows_read_back_exactly_as_written(pg_settings: Settings) -> None:
     """The binary COPY encoding, column by column: NULLs, times to the microsecond, floats,
     text beyond ASCII, JSON; for a row from to_row and for one built by hand."""
-    from server.archive_write import write_rows
-    from server.db import connect
+    from server.history.db import connect
+    from server.history.writer import write_rows
 
     await migrate(pg_settings)
     rec = {
@@ -230,8 +230,8 @@ async def test_a_later_outcome_replaces_an_earlier_one(pg_settings: Settings) ->
     """A request an operator retried after it failed finishes again: history keeps the latest."""
     import dataclasses
 
-    from server.archive_write import write_rows
-    from server.db import connect
+    from server.history.db import connect
+    from server.history.writer import write_rows
 
     await migrate(pg_settings)
     now = time.time()
@@ -492,8 +492,8 @@ async def test_status_reports_backlog_and_lag_before_the_archiver_runs(redis: Re
 
 
 async def test_retention_deletes_old_rows_in_batches(redis: Redis, pg_settings: Settings) -> None:
-    from server.archive_write import delete_expired
-    from server.db import connect
+    from server.history.db import connect
+    from server.history.writer import delete_expired
 
     store, life = tools(redis, pg_settings)
     hashes = [await make_terminal(store, life, user=f"u_{i}") for i in range(7)]
@@ -585,7 +585,7 @@ async def test_groups_start_from_the_beginning_of_each_stream(redis: Redis, pg_s
 async def test_otp_request_archived_with_its_wait_and_never_its_code(
     redis: Redis, pg_full_settings: Settings, processes: Processes, aiohttp_client: Any
 ) -> None:
-    from server.app import create_app
+    from server.web.app import create_app
 
     settings = pg_full_settings
     processes.workers(settings, count=2)

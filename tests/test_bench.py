@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from server.embedded import LOCAL_POSTGRES, LOCAL_REDIS, postgres_answers, redis_answers
+from server.devtools.embedded import LOCAL_POSTGRES, LOCAL_REDIS, postgres_answers, redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"\d")

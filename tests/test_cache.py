@@ -9,10 +9,10 @@ import orjson
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server.cache import RecordCache
+from server.live.cache import RecordCache
 from server.record import RecordStore
 from server.settings import Settings
-from server.typedefs import CACHE, HUB, STORE
+from server.web.typedefs import CACHE, HUB, STORE
 
 FINES = {"plate": "12B345-67", "national_id": "0012345678"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jsonschema_rs
 import pytest
 
-from server.catalog import SERVICES, get_service
-from server.errors import NotFound, ValidationFailed
+from server.domain.catalog import SERVICES, get_service
+from server.domain.errors import NotFound, ValidationFailed
 
 
 def test_every_service_is_complete() -> None:

@@ -19,10 +19,10 @@ from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
 from jobs.cron import check_interval
-from server.app import PROCESS
 from server.devtools.processes import Processes, free_port
 from server.record import SHARDS, Keys
 from server.settings import Settings
+from server.web.app import PROCESS
 from tests.helpers import add_fault, outbox, wait_for, wait_status
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

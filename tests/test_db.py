@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.app import create_app
-from server.db import Migration, check_schema, load_migrations, migrate
 from server.devtools.processes import free_port
-from server.errors import ConfigError
+from server.domain.errors import ConfigError
+from server.history.db import Migration, check_schema, load_migrations, migrate
 from server.settings import Settings
+from server.web.app import create_app
 
 
 def catalog(settings: Settings, query: str) -> list[tuple[Any, ...]]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from server.devrun import wait_ready
+from server.devtools.devrun import wait_ready
+from server.devtools.embedded import EmbeddedRedis
 from server.devtools.processes import Processes
-from server.embedded import EmbeddedRedis
 from server.settings import Settings
 from tests.helpers import wait_for
 

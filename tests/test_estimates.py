@@ -11,14 +11,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server import estimates
-from server.app import create_app
-from server.catalog import SERVICES, get_service
-from server.db import connect, migrate
 from server.devtools.processes import Processes
-from server.estimates import Estimate, summarize
+from server.domain.catalog import SERVICES, get_service
+from server.history import estimates
+from server.history.db import connect, migrate
+from server.history.estimates import Estimate, summarize
 from server.record import Keys
 from server.settings import Settings
+from server.web.app import create_app
 from tests.archive_helpers import archived_count, insert, row, rows
 from tests.helpers import wait_for, wait_status
 

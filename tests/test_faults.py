@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
+from server.devtools.embedded import EmbeddedRedis
 from server.devtools.processes import Processes, free_port, wait_http
-from server.embedded import EmbeddedRedis
 from server.record import OTP_EXPIRY_GRACE, Keys
+from server.requests.sweeper import OTP_EXPIRED, OVERDUE, SILENT
 from server.settings import Settings
-from server.sweeper import OTP_EXPIRED, OVERDUE, SILENT
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 
 FINES = {"plate": "12B345-67", "national_id": "0012345678"}

@@ -60,11 +60,11 @@ from schemathesis.engine import events
 from schemathesis.generation.meta import TestPhase
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from server.access import COOKIE_NAME
 from server.devtools.processes import Processes, delete_prefixed, free_port, wait_http_sync
-from server.history import Cursor
+from server.history.queries import Cursor
+from server.infra.webhooks import sign
 from server.settings import Settings, new_webhook_secret
-from server.webhooks import sign
+from server.web.access import COOKIE_NAME
 from tests.fuzz_helpers import Builder, System, Target, build_targets
 
 #: operations that change a request's state: each gets requests of its own to change

@@ -16,11 +16,11 @@ import aiohttp_jinja2
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server import pages
-from server.app import create_app
-from server.db import migrate
-from server.history import Cursor
+from server.history.db import migrate
+from server.history.queries import Cursor
 from server.settings import Settings
+from server.web import pages
+from server.web.app import create_app
 from tests.archive_helpers import TcpProxy, insert, row
 from tests.helpers import wait_for
 

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from server.devtools.processes import wait_http
-from server.hub import MAX_PENDING, Client
+from server.live.hub import MAX_PENDING, Client
 from server.record import RecordStore
 from server.settings import Settings
-from server.typedefs import HUB, STORE
+from server.web.typedefs import HUB, STORE
 from tests.helpers import wait_for
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
@@ -319,7 +319,7 @@ async def test_every_drop_is_reconnected_promptly_however_many_came_before(
 async def test_redis_restart_every_socket_ends_on_the_true_state(
     make_client: Any, settings: Settings, tmp_path: Any
 ) -> None:
-    from server.embedded import EmbeddedRedis
+    from server.devtools.embedded import EmbeddedRedis
 
     own = EmbeddedRedis(tmp_path / "redis", extra_args=("--appendonly", "yes", "--appendfsync", "always"))
     own.start()

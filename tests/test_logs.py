@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from server.devtools.processes import Processes
-from server.logs import short
+from server.infra.logs import short
 from server.record import Keys
 from server.settings import Settings
 from tests.helpers import outbox, wait_status

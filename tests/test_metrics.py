@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from server.devtools.embedded import EmbeddedRedis
 from server.devtools.processes import Processes
-from server.embedded import EmbeddedRedis
-from server.logs import ACCESS
+from server.infra.logs import ACCESS
 from server.record import Keys
 from server.settings import Settings
 from tests.helpers import add_fault, wait_for, wait_status

@@ -9,8 +9,8 @@ import jsonschema_rs
 import orjson
 from aiohttp.test_utils import TestClient
 
-from server.errors import ProtocolError
-from server.protocol import parse_bot_event
+from server.domain.errors import ProtocolError
+from server.domain.protocol import parse_bot_event
 
 CREDIT = {"service": "credit-score-rating", "data": {"national_id": "0012345678", "mobile": "09121234567"}}
 
@@ -56,7 +56,7 @@ async def test_writes_with_the_session_cookie_from_another_site_answer_a_documen
     assert (await (await client.get(f"/api/requests/{h}")).json())["status"] == "pending"  # nothing happened
 
 
-# Bot events: each is (event, whether server.protocol accepts it). The first two are what the
+# Bot events: each is (event, whether server.domain.protocol accepts it). The first two are what the
 # fuzz run met: fields of other event types are ignored, and "failed" needs its error.
 EVENTS = [
     ({"type": "progress", "progress": 0, "step": "", "message": "", "otp": {}, "result": {}, "error": [None]}, True),

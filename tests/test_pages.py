@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server.catalog import get_service
-from server.protocol import OtpPrompt
+from server.domain.catalog import get_service
+from server.domain.protocol import OtpPrompt
 from server.record import Keys
 from server.settings import Settings
-from server.typedefs import LIFECYCLE
+from server.web.typedefs import LIFECYCLE
 from tests.helpers import outbox, wait_status
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from server.errors import ProtocolError
-from server.protocol import (
+from server.domain.errors import ProtocolError
+from server.domain.protocol import (
     Accepted,
     BotFailure,
     CancelFrame,

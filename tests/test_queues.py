@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from jobs.queues import job_id, queue_names
 from server.devtools.processes import Processes
+from server.queue.dispatch import job_id, queue_names
 from server.record import Keys
 from server.settings import Settings
 from tests.helpers import outbox, wait_for, wait_status

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot as redis_key_slot
 
-from server.connections import async_client
+from server.infra.connections import async_client
 from server.record import (
     _PRELUDE,
     SHARD_TAGS,

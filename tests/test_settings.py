@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.errors import ConfigError
+from server.domain.errors import ConfigError
 from server.settings import Settings, new_webhook_secret
 
 

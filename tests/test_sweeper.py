@@ -14,13 +14,13 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from jobs.archiver import Archiver
-from server import sweeper
-from server.catalog import get_service
 from server.devtools.processes import Processes
-from server.protocol import OtpPrompt
+from server.domain.catalog import get_service
+from server.domain.protocol import OtpPrompt
 from server.record import SHARDS, Keys
+from server.requests import sweeper
 from server.settings import Settings
-from server.typedefs import DISPATCHER, LIFECYCLE, STORE
+from server.web.typedefs import DISPATCHER, LIFECYCLE, STORE
 from tests.archive_helpers import rows
 from tests.helpers import record, wait_for
 

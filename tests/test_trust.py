@@ -16,10 +16,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from server.lifecycle import MESSAGES
+from server.domain.messages import MESSAGES
+from server.infra.webhooks import sign
 from server.record import Keys
 from server.settings import Settings, new_webhook_secret
-from server.webhooks import sign
 from tests.conftest import ROOT, Processes
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 

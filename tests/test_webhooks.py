@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from server.errors import Unauthorized
+from server.domain.errors import Unauthorized
+from server.infra.webhooks import Verifier, sign
 from server.settings import new_webhook_secret
-from server.webhooks import Verifier, sign
 
 BODY = b'{"type":"progress","progress":10}'
 

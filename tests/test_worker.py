@@ -6,8 +6,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from rq.scheduler import RQScheduler
 
-from jobs.queues import queue_names
 from jobs.worker import SCHEDULER_LOCK_TTL, SCHEDULER_STALE_AFTER, reclaim_stale_scheduler_locks
+from server.queue.dispatch import queue_names
 
 
 async def test_only_locks_left_unrefreshed_are_freed(redis: Redis, redis_url: str, prefix: str) -> None:

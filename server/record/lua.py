@@ -5,8 +5,8 @@ Each script's header comment says what every ``KEYS[i]`` and ``ARGV[i]`` holds.
 
 from __future__ import annotations
 
+from server.domain.status import lua_transition_table
 from server.record.keys import ARCHIVE_STREAM_MAX, OTP_EXPIRY_GRACE
-from server.status import lua_transition_table
 
 # ---------------------------------------------------------------------------
 # Lua. Every script starts with _PRELUDE; all of them use Redis' clock (TIME) so

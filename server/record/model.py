@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from server.status import TERMINAL, Status
+from server.domain.status import TERMINAL, Status
 
 
 def dumps(value: Any) -> bytes:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from server.connections import AsyncClient, mget
+from server.infra.connections import AsyncClient, mget
 from server.record.keys import REQUEST_TTL, TRACKING_LIST_MAX, WEBHOOK_ID_TTL, Keys
 from server.record.lua import (
     ADOPT_TERMINAL_SCRIPT,

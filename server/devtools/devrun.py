@@ -1,0 +1,135 @@
+"""``make run``: bring the whole system up on this machine.
+
+Finds Redis (``REDIS_URL``, else 127.0.0.1:6379, else an embedded one under
+``.run/``) and PostgreSQL (``DATABASE_URL``, else pgserver's under ``.run/pg``, its
+data kept across runs), keeps dev secrets in ``.run/dev.env`` so every process and every
+restart agrees on them, runs the ``Procfile`` with honcho, and prints the URL to
+open once the web answers ``/readyz`` (the way a load balancer would decide to send
+people to it). Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from server.devtools.embedded import find_or_start_postgres, find_or_start_redis
+from server.settings import new_webhook_secret
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+RUN_DIR = ROOT / ".run"
+
+
+def dev_secrets() -> dict[str, str]:
+    """SECRET_KEY, BOT_WEBHOOK_SECRET and OPERATOR_PASSWORD for dev mode, made once and kept
+    in .run/dev.env."""
+    import secrets
+
+    path = RUN_DIR / "dev.env"
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key and value:
+                values[key.strip()] = value.strip()
+    changed = False
+    if "SECRET_KEY" not in values:
+        values["SECRET_KEY"] = secrets.token_urlsafe(32)
+        changed = True
+    if "BOT_WEBHOOK_SECRET" not in values:
+        values["BOT_WEBHOOK_SECRET"] = new_webhook_secret()
+        changed = True
+    if "OPERATOR_PASSWORD" not in values:
+        values["OPERATOR_PASSWORD"] = secrets.token_urlsafe(9)
+        changed = True
+    if changed:
+        RUN_DIR.mkdir(exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+    return values
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, *, every: float = 0.25, note_after: float = 20.0) -> bool:
+    """Poll the web's ``/readyz`` until it answers 200: True then, False if ``proc`` (honcho)
+    exits first. Says once what it is still waiting for when that takes long."""
+    started = time.monotonic()
+    noted = False
+    last = "no answer yet"
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return True
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:  # 503: up, but Redis or PostgreSQL is not
+            last = f"HTTP {exc.code}: {exc.read(300).decode(errors='replace')}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        if not noted and time.monotonic() - started > note_after:
+            print(f"\n  Still waiting for {url} ({last})\n", flush=True)
+            noted = True
+        time.sleep(every)
+    return False
+
+
+def main() -> int:
+    RUN_DIR.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("LONGRUN_ENV", "dev")
+    for key, value in dev_secrets().items():
+        env.setdefault(key, value)
+    redis_url, embedded_redis = find_or_start_redis(RUN_DIR, env)
+    env["REDIS_URL"] = redis_url
+    try:
+        database_url, embedded_pg = find_or_start_postgres(RUN_DIR, env)
+    except BaseException:
+        if embedded_redis is not None:
+            embedded_redis.stop()
+        raise
+    env["DATABASE_URL"] = database_url
+    port = env.setdefault("PORT", "8080")
+    env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # The Procfile says `python`: make that the interpreter running this (the venv's).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    where = "embedded, under .run/redis" if embedded_redis else "external"
+    pg_where = "embedded, under .run/pg" if embedded_pg else "external"
+    print(
+        f"\n  Longrun is starting\n  Redis: {redis_url} ({where})\n  PostgreSQL: {database_url} ({pg_where})\n",
+        flush=True,
+    )
+    honcho = Path(sys.executable).with_name("honcho")
+    proc = subprocess.Popen([str(honcho), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)], env=env)
+
+    def stop(signum: int, _frame: object) -> None:
+        # Ctrl-C in a terminal reaches honcho too; a plain `kill` reaches only us. Either
+        # way honcho stops everything it started (once), then we stop the embedded servers.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if wait_ready(proc, f"http://127.0.0.1:{port}/readyz"):
+            print(
+                f"\n  Longrun is ready: open http://127.0.0.1:{port}/\n"
+                f"  Operator dashboard: http://127.0.0.1:{port}/dashboard (password in .run/dev.env: "
+                f"{env.get('OPERATOR_PASSWORD', '')})\n",
+                flush=True,
+            )
+        return proc.wait()
+    finally:
+        if embedded_redis is not None:
+            embedded_redis.stop()
+        if embedded_pg is not None:
+            embedded_pg.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Infrastructure every process shares: Redis clients, logs, Prometheus counters,
+bot event signatures.
+"""

@@ -1,0 +1,2 @@
+"""Operational figures for the dashboard, metrics and alerts.
+"""

@@ -1,0 +1,151 @@
+"""``GET /metrics``: Prometheus text, with the official client.
+
+What this process does is counted as it happens (HTTP requests and their
+latency by route, sockets, relayed messages, pub/sub reconnects and resyncs, rate-limit
+refusals); with several web processes the client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``) adds them up. What lives in Redis (queues,
+jobs by outcome, requests in flight, archive lag) is read at scrape time
+through :class:`server.ops.operations.Operations`.
+
+The same middleware writes the one log line per request: method, route
+template (never the raw path, which holds a request hash), status, time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+
+from server.infra.counters import HTTP_REQUESTS, HTTP_SECONDS, RATE_LIMITED
+from server.infra.logs import ACCESS
+from server.ops.operations import Snapshot as Figures
+from server.web.typedefs import OPS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: routes not worth a latency series of their own
+_QUIET = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+def route_of(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.route is not None else None
+    return resource.canonical if resource is not None else "other"
+
+
+#: any other method (a client may send any token) is counted as "OTHER": series stay bounded
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@functools.lru_cache(maxsize=2048)
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The counter and histogram children of one kind of answer (``labels()`` costs a lookup
+    and a lock; the status endpoint answers thousands a second)."""
+    timed = HTTP_SECONDS.labels(method, route) if route not in _QUIET else None
+    return HTTP_REQUESTS.labels(method, route, str(status)), timed
+
+
+def observe(request: web.Request, status: int, elapsed: float) -> None:
+    """Count one answered request, time it, and write its access line (the edge calls this)."""
+    route = route_of(request)
+    method = request.method if request.method in _METHODS else "OTHER"
+    counted, timed = _series(method, route, status)
+    counted.inc()
+    if timed is not None:
+        timed.observe(elapsed)
+        ACCESS.write(method, route, status, elapsed)
+    if status == 429:
+        RATE_LIMITED.labels(route).inc()
+
+
+def families(figures: Figures, archive: Mapping[str, Any]) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """The Redis-held figures as Prometheus metric families."""
+    out: list[GaugeMetricFamily | CounterMetricFamily] = []
+
+    def gauge(name: str, doc: str, labels: list[str], rows: list[tuple[list[str], float]]) -> None:
+        family = GaugeMetricFamily(name, doc, labels=labels)
+        for values, value in rows:
+            family.add_metric(values, value)
+        out.append(family)
+
+    gauge("longrun_queue_depth", "Jobs waiting in a queue", ["queue"], [([q.name], q.depth) for q in figures.queues])
+    gauge(
+        "longrun_queue_oldest_wait_seconds",
+        "How long the oldest waiting job has waited",
+        ["queue"],
+        [([q.name], q.oldest_wait or 0.0) for q in figures.queues],
+    )
+    gauge("longrun_queue_running", "Jobs running", ["queue"], [([q.name], q.running) for q in figures.queues])
+    gauge(
+        "longrun_queue_scheduled",
+        "Jobs waiting for a retry",
+        ["queue"],
+        [([q.name], q.scheduled) for q in figures.queues],
+    )
+    gauge(
+        "longrun_queue_failed", "Jobs in the failed registry", ["queue"], [([q.name], q.failed) for q in figures.queues]
+    )
+    jobs = CounterMetricFamily(
+        "longrun_jobs", "Job runs by queue, phase and outcome", labels=["queue", "phase", "outcome"]
+    )
+    for key, value in sorted(figures.jobs_total.items()):
+        queue, phase, outcome = [*key.split("|"), "?", "?"][:3]
+        jobs.add_metric([queue, phase, outcome], value)
+    out.append(jobs)
+    gauge(
+        "longrun_requests_unfinished",
+        "Requests not yet finished, by status and service",
+        ["status", "service"],
+        [([status, slug], n) for slug, by in figures.requests_by_service.items() for status, n in by.items()],
+    )
+    gauge("longrun_otp_waiting", "Requests waiting for the person's code", [], [([], figures.waiting_otp)])
+    gauge("longrun_otp_longest_wait_seconds", "Longest wait for a code", [], [([], figures.longest_otp_wait or 0.0)])
+    states: dict[str, float] = {}
+    for w in figures.workers:
+        states[w.state] = states.get(w.state, 0) + 1
+    gauge("longrun_workers", "RQ workers by state", ["state"], [([s], n) for s, n in states.items()])
+    gauge("longrun_redis_memory_bytes", "Redis used_memory", [], [([], figures.redis_memory)])
+    for name, doc in (
+        ("backlog", "Finished records not yet archived"),
+        ("oldest_age", "Seconds the oldest has waited"),
+    ):
+        figure = archive.get(name)
+        gauge(f"longrun_archive_{name}", doc, [], [([], float(figure))] if figure is not None else [])
+    return out
+
+
+class Snapshot(Collector):
+    """Figures read from Redis for this scrape."""
+
+    def __init__(self, families: list[GaugeMetricFamily | CounterMetricFamily]):
+        self.families = families
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from self.families
+
+
+def render(extra: list[GaugeMetricFamily | CounterMetricFamily]) -> bytes:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        process = generate_latest(registry)
+    else:
+        process = generate_latest(REGISTRY)
+    snapshot = CollectorRegistry()
+    snapshot.register(Snapshot(extra))
+    return process + generate_latest(snapshot)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    app = request.app
+    figures = await app[OPS].snapshot()
+    body = render(families(figures, figures.archive))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

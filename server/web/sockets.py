@@ -1,0 +1,137 @@
+"""``GET /ws/requests/{hash}``: the browser's live connection (DESIGN.md, "WebSocket").
+
+Same access rule as the API (404 otherwise); a cross-site ``Origin`` is
+refused; frames are small (over ``MAX_FRAME`` the socket closes with 1009)
+and rate-limited per socket; a refused frame gets an ``error`` frame, not a
+dropped socket. Every send goes through the socket's :class:`Client` queue,
+so replies and updates never interleave.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from redis.exceptions import RedisError
+
+from server.domain.errors import ApiError, Forbidden, ProtocolError
+from server.domain.protocol import (
+    PONG_FRAME,
+    CancelFrame,
+    OtpFrame,
+    PingFrame,
+    ResendOtpFrame,
+    error_frame,
+    parse_client_frame,
+)
+from server.live.hub import Client, frame_for, reply
+from server.web import api
+from server.web.access import origin_allowed
+from server.web.typedefs import HUB, STORE
+
+routes = web.RouteTableDef()
+
+MAX_FRAME = 4096
+HEARTBEAT = 25.0
+#: per socket: a burst of this many frames, refilled at RATE per second
+BURST = 20
+RATE = 10.0
+#: frames refused for rate before the socket is closed as abusive
+MAX_REFUSED = 100
+
+
+class TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@routes.get("/ws/requests/{hash}")
+async def request_socket(request: web.Request) -> web.StreamResponse:
+    h = request.match_info["hash"]
+    if not origin_allowed(request):
+        raise Forbidden("Sockets from other sites are refused.", code="bad_origin")
+    await api.load_visible(request, h)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME)
+    await ws.prepare(request)
+    hub = request.app[HUB]
+    hub.sockets.add(ws)
+    client = Client(ws, h, send_timeout=hub.send_timeout, transport=request.transport)
+    try:
+        await hub.watch(client)
+        if await _start(request, client):
+            await _read(request, ws, client)
+        else:
+            await ws.send_str(error_frame("not_found", "This request has expired."))
+            await ws.close()
+    finally:
+        await hub.unwatch(client)
+    return ws
+
+
+async def _start(request: web.Request, client: Client) -> bool:
+    """Queue the snapshot ahead of anything that arrived meanwhile; False if the record is gone.
+
+    Its own function so the record and the snapshot are not held by the frame of a
+    socket that stays open for minutes (a quarter of an idle socket's memory otherwise).
+    """
+    raw = await request.app[STORE].get_raw(client.hash)
+    snapshot = frame_for(raw, snapshot=True) if raw is not None else None
+    if snapshot is None:
+        return False
+    client.start(snapshot)
+    return True
+
+
+async def _read(request: web.Request, ws: web.WebSocketResponse, client: Client) -> None:
+    bucket = TokenBucket(RATE, BURST)
+    refused = 0
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            if not bucket.take():
+                refused += 1
+                if refused == 1 or refused % 50 == 0:
+                    client.offer(reply(error_frame("rate_limited", "Too many frames; slow down.")))
+                if refused >= MAX_REFUSED:
+                    client.offer(reply(error_frame("rate_limited", "Too many frames; closing.")))
+                    await client.flush()
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many frames")
+                    return
+                continue
+            await _handle(request, client, msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            client.offer(reply(error_frame("bad_frame", "Frames must be JSON text.")))
+        elif msg.type is WSMsgType.ERROR:
+            return
+
+
+async def _handle(request: web.Request, client: Client, text: str) -> None:
+    try:
+        frame = parse_client_frame(text)
+        if isinstance(frame, PingFrame):
+            client.offer(reply(PONG_FRAME))
+        elif isinstance(frame, OtpFrame):
+            await api.submit_otp(request, client.hash, frame.otp)
+        elif isinstance(frame, ResendOtpFrame):
+            await api.resend_otp(request, client.hash)
+        elif isinstance(frame, CancelFrame):
+            await api.cancel(request, client.hash)
+    except ProtocolError as exc:
+        client.offer(reply(error_frame("bad_frame", str(exc))))
+    except ApiError as exc:
+        client.offer(reply(error_frame(exc.code, exc.message)))
+    except (RedisError, OSError):
+        client.offer(reply(error_frame("unavailable", "The service is briefly unavailable; try again.")))
