@@ -25,6 +25,7 @@ from server.history.rows import archive_status
 from server.infra.connections import AsyncClient
 from server.queue.dispatch import Dispatcher, phase_of, queue_names, request_of
 from server.record import SHARDS, Keys, RecordStore, text
+from server.requests.lifecycle import Lifecycle
 
 log = logging.getLogger("longrun.ops")
 
@@ -125,10 +126,13 @@ class Operations:
         thresholds: Mapping[str, float] | None = None,
         *,
         archive: bool = False,
+        lifecycle: Lifecycle | None = None,
     ):
         """:param archive: whether an archive (``DATABASE_URL``) is configured; without one
-        its figures are not reported (nothing takes from the stream: a backlog means nothing)."""
+        its figures are not reported (nothing takes from the stream: a backlog means nothing).
+        :param lifecycle: what changes records (an operator's retry revives one)."""
         self.store = store
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle(store)
         self.archive_enabled = archive
         self.dispatcher = dispatcher
         self.redis: AsyncClient = store.redis
@@ -399,7 +403,7 @@ class Operations:
         service = find_service(str((record or {}).get("service_slug", "")))
         if record is None or service is None:
             return False  # the request has expired: nothing left to run
-        await self.store.revive(h)
+        await self.lifecycle.revive(h)
         if phase_of(job_id) == "run":
             await asyncio.to_thread(registry.requeue, job_id)
         else:

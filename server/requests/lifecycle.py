@@ -2,8 +2,9 @@
 
 One owner for the meaning of "started", "the bot asked for a code",
 "completed", "failed", "cancelled": the web server (signed bot events,
-cancel), the RQ jobs (bot answers) and the bot SDK all call these, and
-each is one atomic :meth:`RecordStore.update`.
+cancel), the RQ jobs (bot answers), the bot SDK, the sweeper and the
+operator's retry all call these, and each is one atomic script of
+:class:`RecordStore` (``update``, ``revive``, ``adopt_terminal``).
 
 Messages carry a ``message_key`` next to the English ``current_message`` so
 that pages can show them in the person's language.
@@ -33,7 +34,7 @@ from server.domain.protocol import (
 )
 from server.domain.status import Status
 from server.queue.dispatch import Dispatcher
-from server.record import RecordStore, UpdateResult
+from server.record import RecordStore, ScriptAnswer, UpdateResult
 from server.settings import Settings
 
 #: called with (hash, record seq) when a code the person typed early is ready for the bot
@@ -142,6 +143,19 @@ class Lifecycle:
 
     async def working(self, h: str) -> UpdateResult:
         return await self.store.update(h, message("working"))
+
+    async def revive(self, h: str) -> ScriptAnswer:
+        """failed → pending, for an operator's retry of the request's failed job."""
+        return await self.store.revive(h)
+
+    async def keepalive(self, h: str) -> UpdateResult:
+        """Keep a request that is still queued from expiring (the sweeper, while it waits)."""
+        return await self.store.update(h, {}, keepalive=True)
+
+    async def adopt(self, h: str) -> str:
+        """Take over a request an old-style bot finished by itself (a plain SETEX of a terminal
+        status): archived, and out of the in-flight index and the counts. ``adopted`` or why not."""
+        return await self.store.adopt_terminal(h)
 
     async def apply_event(self, h: str, event: BotEvent) -> UpdateResult:
         """A bot event (SDK or signed HTTP) applied to the record."""

@@ -1,4 +1,10 @@
-"""Rate limits for hot paths: Redis GCRA, charged in batches.
+"""Every rate limit the server applies to callers: one owner (:class:`RateLimits`).
+
+All are Redis GCRA limits, shared by all processes: creating a request (per
+user and per address), operator logins (per address), status polls (per
+address). The number of codes tried and sent for one request is counted by the
+record's own scripts (``RecordStore.submit_otp``/``request_resend``) under the
+limits :class:`server.requests.service.RequestService` passes them.
 
 Creating a request is charged against Redis on every call (exact, atomic,
 shared by all processes). Status polling is far hotter: charging Redis on
@@ -18,12 +24,24 @@ from collections import Counter
 
 from redis.exceptions import RedisError
 
+from server.domain.errors import RateLimited
 from server.record import RecordStore
+from server.settings import Settings
 
 log = logging.getLogger("longrun.limits")
 
 #: clients remembered as blocked, at most (the oldest are forgotten first)
 MAX_BLOCKED = 100_000
+#: operator password tries per address: (burst, per seconds)
+LOGIN_RATE = (5, 60.0)
+
+Rate = tuple[int, float]
+
+
+def refuse(wait: float) -> None:
+    """Raise the 429 for a limit that says wait ``wait`` seconds (nothing when 0)."""
+    if wait > 0:
+        raise RateLimited("Too many requests; slow down.", retry_after=wait)
 
 
 class BatchedLimiter:
@@ -73,3 +91,51 @@ class BatchedLimiter:
     async def stop(self) -> None:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=2.0)
+
+
+class RateLimits:
+    """The limits on callers, by name; each raises :class:`RateLimited` when over."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        *,
+        create_per_user: Rate,
+        create_per_address: Rate,
+        poll_per_address: Rate,
+        login_per_address: Rate = LOGIN_RATE,
+    ):
+        self.store = store
+        self.create_per_user = create_per_user
+        self.create_per_address = create_per_address
+        self.login_per_address = login_per_address
+        burst, per = poll_per_address
+        self.polls = BatchedLimiter(store, "poll-addr", burst, per)
+
+    @classmethod
+    def for_settings(cls, store: RecordStore, settings: Settings) -> RateLimits:
+        return cls(
+            store,
+            create_per_user=settings.create_rate,
+            create_per_address=settings.create_rate_per_address,
+            poll_per_address=settings.poll_rate_per_address,
+        )
+
+    async def charge(self, name: str, who: str, limit: Rate) -> None:
+        burst, per = limit
+        refuse(await self.store.hit_rate_limit(name, who, burst=burst, per=per))
+
+    async def create(self, user_id: str, address: str) -> None:
+        """A new request: per user, then per address."""
+        await self.charge("create-user", user_id, self.create_per_user)
+        await self.charge("create-addr", address, self.create_per_address)
+
+    async def operator_login(self, address: str) -> None:
+        await self.charge("operator-login", address, self.login_per_address)
+
+    def poll(self, address: str) -> None:
+        """A status poll (batched: no I/O here)."""
+        refuse(self.polls.hit(address))
+
+    async def stop(self) -> None:
+        await self.polls.stop()

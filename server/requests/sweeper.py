@@ -64,7 +64,7 @@ async def _sweep_one(store: RecordStore, life: Lifecycle, dispatcher: Dispatcher
         return 0
     if is_terminal(rec.get("status")):
         # Finished by an old-style bot (SETEX of a terminal status): no script archived it.
-        if await store.adopt_terminal(h) == "adopted":
+        if await life.adopt(h) == "adopted":
             log.info("adopted %s, finished by the bot itself", short(h))
         return 0
     p = private_view(rec)
@@ -73,7 +73,7 @@ async def _sweep_one(store: RecordStore, life: Lifecycle, dispatcher: Dispatcher
         if isinstance(created, int | float) and time.time() - created > PENDING_MAX:
             given_up = await life.fail(h, NEVER_STARTED)
             return 1 if given_up.applied else 0
-        await store.update(h, {}, keepalive=True)
+        await life.keepalive(h)
         return 0
     deadline = p.get("deadline")
     if rec.get("status") == Status.WAITING_OTP.value:

@@ -1,4 +1,5 @@
-"""Who may see a request: the browser session that created it, or a holder of its token.
+"""Who is asking, from an HTTP request: :func:`caller` turns it into a
+:class:`~server.requests.caller.Caller` (the access rule itself lives there).
 
 Sessions are aiohttp-session's encrypted (Fernet: signed and sealed),
 HttpOnly, SameSite=Lax cookies. Each session gets a random user id the first
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
+import ipaddress
 import secrets
 from typing import Any
 
@@ -21,13 +22,16 @@ from aiohttp_session import Session, get_session, setup
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from yarl import URL
 
-from server.domain.errors import NotFound
+from server.domain.i18n import pick_lang
 from server.record import private_view, token_digest
+from server.requests.caller import HASH_RE, Caller, check_hash
+from server.requests.service import new_access_token
 from server.settings import Settings
 from server.web.typedefs import SETTINGS
 
+__all__ = ["HASH_RE", "check_hash", "new_access_token"]
+
 COOKIE_NAME = "longrun_session"
-HASH_RE = re.compile(r"req_[A-Za-z0-9_-]{22,48}")
 #: token links opened by this session (bounded: oldest dropped)
 MAX_GRANTS = 50
 
@@ -45,10 +49,6 @@ def setup_sessions(app: web.Application, settings: Settings) -> None:
         max_age=30 * 24 * 3600,
     )
     setup(app, storage)
-
-
-def new_access_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 async def user_id(request: web.Request, *, create: bool = True) -> str | None:
@@ -77,30 +77,51 @@ def token_matches(record: dict[str, Any], token: str) -> bool:
     return isinstance(expected, str) and hmac.compare_digest(expected, token_digest(token))
 
 
-async def can_see(request: web.Request, record: dict[str, Any]) -> bool:
-    owner = record.get("user_id")
-    token = private_view(record).get("token")
-    return await may_see(
-        request,
-        str(record.get("hash", "")),
-        owner if isinstance(owner, str) else None,
-        token if isinstance(token, str) else None,
+async def caller(request: web.Request, *, new_user: bool = False) -> Caller:
+    """Who sends ``request``: its bearer token's digest, else its session's user id and token
+    links (only when it sent a session cookie); its address and language. With ``new_user``
+    the session gets a user id if it has none (creating a request needs one)."""
+    token = bearer_token(request)
+    uid: str | None = None
+    grants: frozenset[str] = frozenset()
+    if new_user:
+        uid = await user_id(request)
+    if token is None and request.cookies.get(COOKIE_NAME) is not None:
+        session = await get_session(request)
+        stored = session.get("uid")
+        uid = stored if isinstance(stored, str) else uid
+        listed = session.get("grants")
+        grants = frozenset(g for g in listed if isinstance(g, str)) if isinstance(listed, list) else frozenset()
+    return Caller(
+        address=client_address(request),
+        user_id=uid,
+        token_digest=token_digest(token) if token is not None else None,
+        grants=grants,
+        lang=pick_lang(request.headers.get("Accept-Language")),
     )
 
 
-async def may_see(request: web.Request, request_hash: str, owner: str | None, token_hash: str | None) -> bool:
-    """The access rule, on what a record says about itself (its owner and its token's hash)."""
-    token = bearer_token(request)
-    if token is not None:
-        return token_hash is not None and hmac.compare_digest(token_hash, token_digest(token))
-    if request.cookies.get(COOKIE_NAME) is None:
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer, or — when the peer is a trusted proxy — the nearest
+    address in X-Forwarded-For that is not one of ours (what a client writes there itself
+    is to the left of what our proxies appended, so it is never believed)."""
+    peer = request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_proxies
+    if not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return peer
+
+
+def _in(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
         return False
-    session = await get_session(request)
-    uid = session.get("uid")
-    if isinstance(uid, str) and owner is not None and uid == owner:
-        return True
-    grants = session.get("grants")
-    return isinstance(grants, list) and request_hash in grants
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def grant(session: Session, request_hash: str) -> None:
@@ -109,13 +130,6 @@ def grant(session: Session, request_hash: str) -> None:
     grants = [g for g in grants if g != request_hash] if isinstance(grants, list) else []
     grants.append(request_hash)
     session["grants"] = grants[-MAX_GRANTS:]
-
-
-def check_hash(value: str) -> str:
-    """A well-formed request hash, or the same 404 as an unknown one."""
-    if not HASH_RE.fullmatch(value):
-        raise NotFound()
-    return value
 
 
 def origin_allowed(request: web.Request) -> bool:

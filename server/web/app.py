@@ -26,11 +26,24 @@ from server.queue.dispatch import Dispatcher
 from server.record import Keys, RecordStore
 from server.requests import sweeper
 from server.requests.lifecycle import Lifecycle
-from server.requests.limits import BatchedLimiter
+from server.requests.limits import RateLimits
+from server.requests.service import RequestService
 from server.settings import Settings
 from server.web import access, api, dashboard, health, history_views, metrics, openapi, pages, sockets
 from server.web.middleware import edge, security_headers
-from server.web.typedefs import CACHE, DISPATCHER, HUB, LIFECYCLE, OPS, POLL_LIMITER, REDIS, SETTINGS, STORE, VERIFIER
+from server.web.typedefs import (
+    CACHE,
+    DISPATCHER,
+    HUB,
+    LIFECYCLE,
+    LIMITS,
+    OPS,
+    REDIS,
+    SERVICE,
+    SETTINGS,
+    STORE,
+    VERIFIER,
+)
 
 #: bodies above this are refused with 413 before they are read: the bot events endpoint
 #: (results up to 256 KiB); the public API refuses more than 64 KiB itself (api.read_json)
@@ -63,7 +76,11 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 async def ops_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[OPS] = Operations(
-        app[STORE], app[DISPATCHER], thresholds=settings.wait_thresholds, archive=bool(settings.database_url)
+        app[STORE],
+        app[DISPATCHER],
+        thresholds=settings.wait_thresholds,
+        archive=bool(settings.database_url),
+        lifecycle=app[LIFECYCLE],
     )
     yield
 
@@ -112,16 +129,17 @@ async def upkeep_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The pub/sub-fed record cache and the batched poll limiter behind the status endpoint."""
+    """The pub/sub-fed record cache, the rate limits (the poll limiter charges in batches) and
+    the request service, which every medium (API, form posts, socket frames) calls."""
     settings = app[SETTINGS]
     cache = RecordCache(app[HUB], app[STORE])
-    burst, per = settings.poll_rate_per_address
-    limiter = BatchedLimiter(app[STORE], "poll-addr", burst, per)
+    limits = RateLimits.for_settings(app[STORE], settings)
     app[CACHE] = cache
-    app[POLL_LIMITER] = limiter
+    app[LIMITS] = limits
+    app[SERVICE] = RequestService(app[STORE], app[LIFECYCLE], app[DISPATCHER], settings, limits, cache)
     cache.start()
     yield
-    await limiter.stop()
+    await limits.stop()
     await cache.stop()
 
 

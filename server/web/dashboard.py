@@ -28,11 +28,11 @@ from server.domain.errors import Forbidden, NotFound
 from server.live.hub import Client, Frame
 from server.ops.operations import Snapshot
 from server.web import csrf
-from server.web.access import bearer_token, origin_allowed
-from server.web.api import client_address, json_response, rate_limit, read_json
+from server.web.access import bearer_token, client_address, origin_allowed
+from server.web.api import json_response, read_json
 from server.web.pages import render
 from server.web.sockets import HEARTBEAT, MAX_FRAME
-from server.web.typedefs import HUB, OPS, SETTINGS
+from server.web.typedefs import HUB, LIMITS, OPS, SETTINGS
 
 log = logging.getLogger("longrun.dashboard")
 
@@ -41,7 +41,6 @@ routes = web.RouteTableDef()
 REFRESH = 2.0
 SESSION_KEY = "operator_until"
 SESSION_HOURS = 12
-LOGIN_RATE = (5, 60.0)
 
 
 # --------------------------------------------------------------------------- who is an operator
@@ -146,7 +145,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     await _login_allowed(request)
     form = await request.post()
     await csrf.verify(request, form)
-    await rate_limit(request, "operator-login", client_address(request), LOGIN_RATE)
+    await request.app[LIMITS].operator_login(client_address(request))
     settings = request.app[SETTINGS]
     given = form.get("password")
     expected = settings.operator_password

@@ -13,33 +13,39 @@ the error page the middleware renders for :class:`ApiError` on page paths.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 from yarl import URL
 
-from server.domain.catalog import SERVICES, Service, find_service, get_service
+from server.domain.catalog import SERVICES, find_service
 from server.domain.display import about, progress_view, result_rows, script_strings
-from server.domain.errors import ApiError, Conflict, NotFound, RateLimited, ValidationFailed
-from server.domain.i18n import LANGS, RTL, pick_lang, ui
+from server.domain.errors import NotFound
+from server.domain.i18n import LANGS
 from server.domain.status import Status
-from server.history import estimates
 from server.record import public_view
-from server.web import access, api, csrf
-from server.web.middleware import ERROR_PAGE
-from server.web.typedefs import SETTINGS, STORE
+from server.web import access, csrf, forms
+from server.web.rendering import (
+    LANG_COOKIE,
+    error_page,
+    expected_seconds,
+    page_lang,
+    progress_url,
+    render,
+    see_other,
+    setup_templates,
+    static_url,
+    take_flash,
+)
+from server.web.typedefs import SERVICE, SETTINGS, STORE
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-TEMPLATES = ROOT / "templates"
-STATIC = ROOT / "static"
-LANG_COOKIE = "lang"
+#: re-exported for the other page modules (history, dashboard) that render through pages
+__all__ = ["error_page", "page_lang", "render", "setup"]
+
 #: seconds the no-JS progress page waits before reloading itself
 NOSCRIPT_REFRESH = 5
 
@@ -47,115 +53,13 @@ routes = web.RouteTableDef()
 
 
 def setup(app: web.Application) -> None:
-    """Templates, static files, page routes and the friendly error page."""
-    env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
-    app.router.add_static("/static/", STATIC, name="static", append_version=True)
-    versions: dict[str, str] = {}
-
-    def static(name: str) -> str:
-        # append_version hashes the file on every call: hash each file once per process.
-        if name not in versions:
-            versions[name] = str(app.router["static"].url_for(filename=name))
-        return versions[name]
-
-    env.globals["static"] = static
+    """Templates, static files, page routes, form posts and the friendly error page."""
+    setup_templates(app)
     app.add_routes(routes)
-    app[ERROR_PAGE] = error_page
+    app.add_routes(forms.routes)
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def static_url(request: web.Request, name: str) -> str:
-    """A file under static/ with its version (the templates' ``static()``)."""
-    static = cast(Callable[[str], str], aiohttp_jinja2.get_env(request.app).globals["static"])
-    return static(name)
-
-
-def page_lang(request: web.Request) -> str:
-    return pick_lang(request.headers.get("Accept-Language"), request.cookies.get(LANG_COOKIE))
-
-
-def translator(lang: str) -> Callable[..., str]:
-    def t(key: str, **params: object) -> str:
-        return ui(key, lang, **params)
-
-    return t
-
-
-def render(
-    request: web.Request, template: str, context: Mapping[str, Any], *, status: int = 200, lang: str | None = None
-) -> web.Response:
-    lang = lang or page_lang(request)
-    here = request.rel_url.path_qs if request.method == "GET" else request.rel_url.path
-    base = {
-        "lang": lang,
-        "dir": "rtl" if lang in RTL else "ltr",
-        "t": translator(lang),
-        "here": here,
-        "langs": LANGS,
-        "head_refresh": None,
-    }
-    return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
-
-
-def see_other(location: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(location)
-
-
-def progress_url(h: str) -> str:
-    return f"/requests/{h}"
-
-
-async def set_flash(request: web.Request, h: str, key: str, **params: object) -> None:
-    """A message for the next view of this request's page (no-JS actions redirect back)."""
-    session = await get_session(request)
-    session["flash"] = {"h": h, "key": key, "params": params}
-
-
-async def take_flash(request: web.Request, h: str, lang: str) -> str:
-    if not request.cookies:
-        return ""
-    session = await get_session(request)
-    flash = session.get("flash")
-    if not isinstance(flash, dict) or flash.get("h") != h:
-        return ""
-    del session["flash"]
-    key = flash.get("key")
-    raw = flash.get("params")
-    params: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    return ui(key, lang, **params) if isinstance(key, str) and key in _FLASH_KEYS else ""
-
-
-_FLASH_KEYS = frozenset(
-    {
-        "resent",
-        "err_otp_pending",
-        "err_not_waiting_for_otp",
-        "err_otp_attempts_exhausted",
-        "err_resend_too_early",
-        "err_resend_exhausted",
-        "err_already_finished",
-        "err_otp_invalid",
-        "err_rate_limited",
-    }
-)
-
-
-def error_key(err: ApiError) -> str:
-    """The page string for an action's error code."""
-    key = "err_otp_invalid" if isinstance(err, ValidationFailed) else f"err_{err.code}"
-    return key if key in _FLASH_KEYS else "err_rate_limited" if isinstance(err, RateLimited) else "err_generic"
-
-
-# --------------------------------------------------------------------------- catalog and form
-
-
-async def expected_seconds(request: web.Request, services: Sequence[Service]) -> dict[str, float]:
-    """Each service's expected duration as ``GET /api/services`` gives it: learned from recent
-    completions, else the catalog's (also when Redis does not answer)."""
-    store = request.app[STORE]
-    return await estimates.estimated_durations(store.redis, store.keys, services)
+# --------------------------------------------------------------------------- catalog
 
 
 @routes.get("/")
@@ -173,84 +77,6 @@ async def catalog(request: web.Request) -> web.Response:
         for s in SERVICES
     ]
     return render(request, "catalog.html", {"services": services}, lang=lang)
-
-
-def form_fields(
-    service: Service, lang: str, values: Mapping[str, str], errors: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    fields = []
-    for f in service.fields:
-        numeric = f.digits or f.type == "number"
-        fields.append(
-            {
-                "name": f.name,
-                "label": f.label(lang),
-                "type": f.type,
-                "input_type": "tel" if f.type == "tel" else "text",
-                "required": f.required,
-                "value": values.get(f.name, ""),
-                "error": errors.get(f.name, ""),
-                "example": ui("example", lang, example=f.placeholder) if f.placeholder else "",
-                "placeholder": f.placeholder,
-                "inputmode": "numeric" if numeric else ("tel" if f.type == "tel" else None),
-                "autocomplete": f.autocomplete,
-                "maxlength": f.max_length,
-                "ltr": numeric or f.type == "tel" or f.pattern is not None,
-                "choices": [(v, t(lang)) for v, t in f.choices],
-            }
-        )
-    return fields
-
-
-async def render_form(
-    request: web.Request,
-    service: Service,
-    lang: str,
-    token: str,
-    *,
-    values: Mapping[str, str] | None = None,
-    errors: Mapping[str, str] | None = None,
-    banner: str = "",
-    status: int = 200,
-) -> web.Response:
-    context = {
-        "service": {"slug": service.slug, "title": service.title(lang), "summary": service.summary(lang)},
-        "about": about(round((await expected_seconds(request, [service]))[service.slug]), lang),
-        "needs_code": service.may_ask_otp,
-        "fields": form_fields(service, lang, values or {}, errors or {}),
-        "csrf_field": csrf.FIELD,
-        "csrf": token,
-        "banner": banner or (ui("form_errors", lang) if errors else ""),
-    }
-    return render(request, "form.html", context, status=status, lang=lang)
-
-
-@routes.get("/services/{slug}")
-async def service_form(request: web.Request) -> web.Response:
-    service = get_service(request.match_info["slug"])
-    lang = page_lang(request)
-    return await render_form(request, service, lang, await csrf.token(request))
-
-
-@routes.post("/services/{slug}")
-async def start_request(request: web.Request) -> web.StreamResponse:
-    """The form's post: validated and created by the API's own code, then 303 to the progress page."""
-    service = get_service(request.match_info["slug"])
-    form = await request.post()
-    await csrf.verify(request, form)
-    lang = page_lang(request)
-    values = {f.name: v for f in service.fields if isinstance(v := form.get(f.name), str)}
-    token = await csrf.token(request)
-    try:
-        record, _ = await api.create_request(request, service.slug, values, lang=lang)
-    except ValidationFailed as err:
-        return await render_form(request, service, lang, token, values=values, errors=err.fields, status=422)
-    except RateLimited as err:
-        banner = ui("form_rate_limited", lang, seconds=err.retry_after)
-        resp = await render_form(request, service, lang, token, values=values, banner=banner, status=429)
-        resp.headers["Retry-After"] = str(err.retry_after)
-        return resp
-    raise see_other(progress_url(record["hash"]))
 
 
 # --------------------------------------------------------------------------- progress and result
@@ -272,7 +98,7 @@ async def progress_page(request: web.Request) -> web.StreamResponse:
             raise NotFound()
         access.grant(await get_session(request), h)
         raise see_other(progress_url(h))
-    record = await api.load_visible(request, h)
+    record = await request.app[SERVICE].visible(await access.caller(request), h)
     pub = public_view(record)
     if pub["status"] == Status.COMPLETED.value:
         raise see_other(f"{progress_url(h)}/result")
@@ -322,7 +148,7 @@ def _seconds_between(start: Any, end: Any) -> float | None:
 @routes.get("/requests/{hash}/result")
 async def result_page(request: web.Request) -> web.StreamResponse:
     h = access.check_hash(request.match_info["hash"])
-    pub = public_view(await api.load_visible(request, h))
+    pub = public_view(await request.app[SERVICE].visible(await access.caller(request), h))
     if pub["status"] != Status.COMPLETED.value:
         raise see_other(progress_url(h))
     lang = page_lang(request)
@@ -337,42 +163,6 @@ async def result_page(request: web.Request) -> web.StreamResponse:
         "kept_minutes": max(1, request.app[SETTINGS].request_ttl // 60),
     }
     return render(request, "result.html", context, lang=lang)
-
-
-# --------------------------------------------------------------------------- no-JS actions
-
-
-async def _action(request: web.Request, kind: str) -> web.StreamResponse:
-    h = access.check_hash(request.match_info["hash"])
-    form = await request.post()
-    await csrf.verify(request, form)
-    try:
-        if kind == "otp":
-            await api.submit_otp(request, h, form.get("otp", ""))
-        elif kind == "resend":
-            await api.resend_otp(request, h)
-            await set_flash(request, h, "resent")
-        else:
-            await api.cancel(request, h)
-    except (Conflict, ValidationFailed, RateLimited) as err:
-        params = {"seconds": err.retry_after} if isinstance(err, RateLimited) else {}
-        await set_flash(request, h, error_key(err), **params)
-    raise see_other(progress_url(h))
-
-
-@routes.post("/requests/{hash}/otp")
-async def otp_form(request: web.Request) -> web.StreamResponse:
-    return await _action(request, "otp")
-
-
-@routes.post("/requests/{hash}/resend-otp")
-async def resend_form(request: web.Request) -> web.StreamResponse:
-    return await _action(request, "resend")
-
-
-@routes.post("/requests/{hash}/cancel")
-async def cancel_form(request: web.Request) -> web.StreamResponse:
-    return await _action(request, "cancel")
 
 
 # --------------------------------------------------------------------------- demo phone
@@ -403,7 +193,7 @@ async def demo_outbox(request: web.Request) -> web.Response:
     if not settings.demo_mode:
         raise NotFound("This page does not exist.")
     h = access.check_hash(request.match_info["hash"])
-    await api.load_visible(request, h)
+    await request.app[SERVICE].visible(await access.caller(request), h)
     messages = await fetch_outbox(settings.bot_api_url, h)
     for m in messages or []:
         m["time"] = m["sent_at"][11:16] if len(m["sent_at"]) >= 16 else ""
@@ -439,32 +229,4 @@ async def switch_language(request: web.Request) -> web.StreamResponse:
     target = local_path(request.query.get("next", "/"))
     resp = web.Response(status=303, headers={"Location": target})
     resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 24 * 3600, path="/", samesite="Lax", httponly=True)
-    return resp
-
-
-async def error_page(request: web.Request, err: ApiError) -> web.StreamResponse:
-    """ERROR_PAGE: the friendly page for an :class:`ApiError` on a page path (no stack trace)."""
-    lang = page_lang(request)
-    new_request = False
-    retry = False
-    if err.status == 404:
-        about_request = request.path.startswith(("/requests/", "/demo/outbox/"))
-        title, text = ui("e404_title", lang), ui("e404_request" if about_request else "e404_page", lang)
-        new_request = True
-    elif err.status == 403:
-        title, text = ui("e403_title", lang), ui("e403_text", lang)
-        new_request = True
-    elif isinstance(err, RateLimited):
-        title, text = ui("e429_title", lang), ui("e429_text", lang, seconds=err.retry_after)
-        retry = True
-    elif err.status == 503:
-        title, text = ui("e503_title", lang), ui("e503_text", lang)
-        retry = True
-    else:
-        title, text = ui("e_title", lang), ui("e_text", lang)
-        retry = True
-    context = {"title": title, "text": text, "new_request": new_request, "retry": retry, "status": err.status}
-    resp = render(request, "error.html", context, status=err.status, lang=lang)
-    if isinstance(err, RateLimited):
-        resp.headers["Retry-After"] = str(err.retry_after)
     return resp

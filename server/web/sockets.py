@@ -25,9 +25,8 @@ from server.domain.protocol import (
     parse_client_frame,
 )
 from server.live.hub import Client, frame_for, reply
-from server.web import api
-from server.web.access import origin_allowed
-from server.web.typedefs import HUB, STORE
+from server.web.access import caller, origin_allowed
+from server.web.typedefs import HUB, SERVICE, STORE
 
 routes = web.RouteTableDef()
 
@@ -64,7 +63,7 @@ async def request_socket(request: web.Request) -> web.StreamResponse:
     h = request.match_info["hash"]
     if not origin_allowed(request):
         raise Forbidden("Sockets from other sites are refused.", code="bad_origin")
-    await api.load_visible(request, h)
+    await request.app[SERVICE].visible(await caller(request), h)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME)
     await ws.prepare(request)
     hub = request.app[HUB]
@@ -124,11 +123,11 @@ async def _handle(request: web.Request, client: Client, text: str) -> None:
         if isinstance(frame, PingFrame):
             client.offer(reply(PONG_FRAME))
         elif isinstance(frame, OtpFrame):
-            await api.submit_otp(request, client.hash, frame.otp)
+            await request.app[SERVICE].submit_otp(await caller(request), client.hash, frame.otp)
         elif isinstance(frame, ResendOtpFrame):
-            await api.resend_otp(request, client.hash)
+            await request.app[SERVICE].resend_otp(await caller(request), client.hash)
         elif isinstance(frame, CancelFrame):
-            await api.cancel(request, client.hash)
+            await request.app[SERVICE].cancel(await caller(request), client.hash)
     except ProtocolError as exc:
         client.offer(reply(error_frame("bad_frame", str(exc))))
     except ApiError as exc:

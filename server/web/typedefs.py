@@ -13,7 +13,8 @@ from server.ops.operations import Operations
 from server.queue.dispatch import Dispatcher
 from server.record import RecordStore
 from server.requests.lifecycle import Lifecycle
-from server.requests.limits import BatchedLimiter
+from server.requests.limits import RateLimits
+from server.requests.service import RequestService
 from server.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,4 +27,5 @@ HUB = web.AppKey("hub", Hub)
 DB = web.AppKey("db", Database)
 OPS = web.AppKey("ops", Operations)
 CACHE = web.AppKey("cache", RecordCache)
-POLL_LIMITER = web.AppKey("poll_limiter", BatchedLimiter)
+LIMITS = web.AppKey("limits", RateLimits)
+SERVICE = web.AppKey("service", RequestService)

@@ -1,0 +1,184 @@
+"""The person's use cases on a request: create, read, submit a code, ask for another, cancel.
+
+One :class:`RequestService` per process, built in the composition root
+(``server.web.app``). The JSON API, the HTML form posts, the socket frames and
+anything else call it with a :class:`~server.requests.caller.Caller` (who is
+asking), never with an HTTP request; it answers with public records or raises
+:class:`~server.domain.errors.ApiError` subclasses, which the callers map to
+their own medium (status codes, flash messages, error frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from server.domain.catalog import Service, get_service
+from server.domain.errors import Conflict, NotFound, ProtocolError, RateLimited, Unavailable, ValidationFailed
+from server.domain.protocol import normalize_otp
+from server.domain.status import Status
+from server.history import estimates
+from server.live.cache import RecordCache
+from server.queue.dispatch import Dispatcher
+from server.record import RecordStore, new_record, public_view, token_digest
+from server.requests.caller import Caller, check_hash
+from server.requests.lifecycle import Lifecycle
+from server.requests.limits import RateLimits
+from server.settings import Settings
+
+QUEUE_FAILED = "The request could not be queued. Please try again."
+
+
+def new_access_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A service and form data it accepted: what :meth:`RequestService.create` stores."""
+
+    service: Service
+    data: dict[str, Any]
+
+
+@dataclass
+class RequestService:
+    store: RecordStore
+    lifecycle: Lifecycle
+    dispatcher: Dispatcher
+    settings: Settings
+    limits: RateLimits
+    cache: RecordCache | None = None
+
+    # ------------------------------------------------------------------ create
+
+    def draft(self, service_slug: str, data: Any, lang: str = "en") -> Draft:
+        """The service's validation of ``data`` (404 for an unknown service, 422 for bad data);
+        needs no caller, so a refused form touches nobody's session."""
+        service = get_service(service_slug)
+        return Draft(service, service.validate(data, lang))
+
+    async def create(self, caller: Caller, draft: Draft) -> tuple[dict[str, Any], str]:
+        """Store and enqueue a new request owned by ``caller``; its public record and access token."""
+        if caller.user_id is None:
+            raise ValueError("a request is created for a user id")
+        await self.limits.create(caller.user_id, caller.address)
+        service = draft.service
+        token = new_access_token()
+        h = self.store.keys.new_hash()
+        record = new_record(
+            request_hash=h,
+            service_slug=service.slug,
+            request_data=draft.data,
+            user_id=caller.user_id,
+            token_hash=token_digest(token),
+            estimated_duration=await estimates.estimated_duration(self.store.redis, self.store.keys, service),
+            priority=service.priority,
+            first_step=service.steps[0].name if service.steps else "",
+        )
+        created = await self.store.create(record)
+        if created is None:  # 2^-128: a clash of fresh random hashes
+            raise Unavailable("Could not create the request; please try again.")
+        try:
+            await asyncio.to_thread(self.dispatcher.run, h, service)
+        except Exception:
+            await self.lifecycle.fail(h, QUEUE_FAILED)
+            raise
+        return created, token
+
+    # ------------------------------------------------------------------ read
+
+    async def visible(self, caller: Caller, request_hash: str) -> dict[str, Any]:
+        """The stored record if the caller may see it; the same 404 otherwise."""
+        check_hash(request_hash)
+        record = await self.store.get(request_hash)
+        if record is None or not caller.can_see(record):
+            raise NotFound()
+        return record
+
+    async def poll(self, caller: Caller, request_hash: str) -> bytes:
+        """The public record JSON for a polling client: rate-limited per address (batched GCRA),
+        read from the process's pub/sub-fed cache, same access rule as everywhere."""
+        assert self.cache is not None, "polling needs the record cache"
+        self.limits.poll(caller.address)
+        check_hash(request_hash)
+        entry = await self.cache.get(request_hash)
+        if entry is None or not caller.may_see(request_hash, entry.user_id, entry.token):
+            raise NotFound()
+        return entry.public
+
+    # ------------------------------------------------------------------ actions
+
+    async def submit_otp(self, caller: Caller, request_hash: str, raw_code: Any) -> dict[str, Any]:
+        """Hand a code to the bot."""
+        settings = self.settings
+        record = await self.visible(caller, request_hash)
+        try:
+            code = normalize_otp(raw_code)
+        except ProtocolError as exc:
+            raise ValidationFailed("The code is not valid.", fields={"otp": str(exc)}) from None
+        service = get_service(str(record.get("service_slug")))
+        answer = await self.store.submit_otp(
+            request_hash,
+            code,
+            code_ttl=settings.otp_code_ttl,
+            max_attempts=settings.otp_max_attempts,
+            early_allowed=service.may_ask_otp,
+            heartbeat=service.limits(settings.time_scale).heartbeat,
+        )
+        del code
+        if answer.outcome == "missing":
+            raise NotFound()
+        if answer.outcome == "exhausted":
+            raise RateLimited(
+                "Too many codes were tried for this request; start a new one.",
+                retry_after=settings.request_ttl,
+                code="otp_attempts_exhausted",
+            )
+        if answer.outcome == "busy":
+            raise Conflict("A code is already being checked.", code="otp_pending")
+        if answer.outcome == "conflict":
+            raise Conflict("This request is not waiting for a code.", code="not_waiting_for_otp")
+        if answer.outcome == "accepted":
+            seq = int((answer.record or {}).get("seq") or 0)
+            await asyncio.to_thread(self.dispatcher.check_otp, request_hash, service, seq)
+        return public_view(answer.record or {})
+
+    async def resend_otp(self, caller: Caller, request_hash: str) -> dict[str, Any]:
+        """Ask the bot for a new code (at most every ``otp_resend_interval``, ``otp_max_resends`` times)."""
+        settings = self.settings
+        record = await self.visible(caller, request_hash)
+        service = get_service(str(record.get("service_slug")))
+        answer = await self.store.request_resend(
+            request_hash, interval=settings.otp_resend_interval, max_resends=settings.otp_max_resends
+        )
+        if answer.outcome == "missing":
+            raise NotFound()
+        if answer.outcome == "too_early":
+            raise RateLimited(
+                "A new code can be sent a little later.",
+                retry_after=float(answer.detail or 1),
+                code="resend_too_early",
+            )
+        if answer.outcome == "exhausted":
+            raise RateLimited(
+                "No more codes can be sent for this request.", retry_after=settings.request_ttl, code="resend_exhausted"
+            )
+        if answer.outcome == "conflict":
+            raise Conflict("This request is not waiting for a code.", code="not_waiting_for_otp")
+        await asyncio.to_thread(self.dispatcher.resend_otp, request_hash, service, int(answer.detail or 1))
+        return public_view(answer.record or {})
+
+    async def cancel(self, caller: Caller, request_hash: str) -> dict[str, Any]:
+        """Cancel a request not yet finished; the bot is told if it had started."""
+        await self.visible(caller, request_hash)
+        result = await self.lifecycle.cancel(request_hash)
+        if result.outcome == "missing":
+            raise NotFound()
+        if not result.applied:
+            raise Conflict("This request has already finished.", code="already_finished")
+        tell_bot = result.previous_status != Status.PENDING.value
+        await asyncio.to_thread(self.dispatcher.cancel, request_hash, tell_bot=tell_bot)
+        return public_view(result.record or {})
