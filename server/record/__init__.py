@@ -1,7 +1,7 @@
 """The request record: its Redis layout, its Lua scripts and the store that runs them.
 
-This package owns every key name, TTL and script (``keys``, ``lua``, ``model``,
-``store``). The server, the RQ jobs,
+This package owns every key name, TTL and script (``keys``, ``lua`` with the
+``.lua`` files in ``scripts/``, ``model``, ``store``). The server, the RQ jobs,
 the archiver and the bot SDK all go through it; it imports nothing from
 aiohttp.
 
