@@ -546,7 +546,7 @@ async def test_the_archiver_process_deletes_expired_history_while_records_keep_c
 async def test_a_retention_run_deletes_a_bounded_number_of_rows(
     redis: Redis, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobs import archiver as archiver_module
+    from jobs.archiver import archiving as archiver_module
 
     monkeypatch.setattr(archiver_module, "RETENTION_ROWS", 10)
     monkeypatch.setattr(archiver_module, "RETENTION_BATCH", 5)
