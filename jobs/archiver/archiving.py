@@ -22,6 +22,7 @@ from server.domain.catalog import SERVICES
 from server.history import db, estimates
 from server.history.rows import ArchiveRow
 from server.history.writer import delete_expired, write_rows
+from server.infra.backoff import Backoff
 from server.infra.connections import AsyncClient
 from server.record import SHARDS, Keys
 from server.settings import Settings
@@ -174,15 +175,14 @@ class Archiver:
     async def prepare(self) -> bool:
         """Migrations (waiting for PostgreSQL), consumer groups and warm estimates; False if
         stopped first."""
-        delay = 0.5
+        backoff = Backoff(0.5, self.max_backoff)
         while not self.stop.is_set():
             try:
                 await db.migrate(self.settings)
                 await self.streams.ensure_groups()
             except STORES_DOWN as exc:
-                log.warning("archiver waiting for its stores (%s); retrying in %.1f s", exc, delay)
-                await self._sleep(delay)
-                delay = min(self.max_backoff, delay * 2)
+                log.warning("archiver waiting for its stores (%s); retrying in %.1f s", exc, backoff.delay)
+                await self._sleep(next(backoff))
                 continue
             await self.refresh_estimates(s.slug for s in SERVICES)
             self._next_estimates = time.monotonic() + self.estimate_every
@@ -273,7 +273,7 @@ class Archiver:
         impossible value): the batch is stored row by row and only the refused rows are
         dropped, rather than blocking the stream forever.
         """
-        delay = 0.5
+        backoff = Backoff(0.5, self.max_backoff)
         one_by_one = False
         while True:
             try:
@@ -294,9 +294,8 @@ class Archiver:
                 if isinstance(exc, psycopg.errors.UndefinedTable):
                     with suppress(*db.DB_DOWN, psycopg.Error):
                         await db.migrate(self.settings)  # the schema went away: build it again
-                log.warning("cannot archive (%s); batch of %d waits %.1f s", exc, len(rows), delay)
-                await self._sleep(delay)
-                delay = min(self.max_backoff, delay * 2)
+                log.warning("cannot archive (%s); batch of %d waits %.1f s", exc, len(rows), backoff.delay)
+                await self._sleep(next(backoff))
 
     async def _write_one_by_one(self, conn: AsyncConnection[Any], rows: Sequence[ArchiveRow]) -> int:
         added = 0
@@ -311,7 +310,7 @@ class Archiver:
     async def acknowledge(self, entries: Sequence[Entry], added: int) -> bool:
         """XACK + XDEL the entries (they are committed) and note the progress; retried while
         Redis is down. False if stopped first (re-delivery is harmless)."""
-        delay = 0.5
+        backoff = Backoff(0.5, self.max_backoff)
         while True:
             try:
                 await self.streams.acknowledge(entries, added)
@@ -319,9 +318,8 @@ class Archiver:
             except REDIS_DOWN as exc:
                 if self.stop.is_set():
                     return False
-                log.warning("cannot acknowledge archived entries (%s); retrying in %.1f s", exc, delay)
-                await self._sleep(delay)
-                delay = min(self.max_backoff, delay * 2)
+                log.warning("cannot acknowledge archived entries (%s); retrying in %.1f s", exc, backoff.delay)
+                await self._sleep(next(backoff))
 
     # ------------------------------------------------------------------ upkeep
 

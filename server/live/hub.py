@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +27,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from server.infra.backoff import Backoff
 from server.infra.connections import AsyncClient, mget
 from server.infra.counters import RECONNECTS, RELAYED, RESYNCED, SOCKETS_OPEN
 from server.live.frames import Frame, frame_for
@@ -177,7 +177,7 @@ class Hub:
     # ------------------------------------------------------------------ listener
 
     async def _listen(self) -> None:
-        delay = self.retry_first
+        backoff = Backoff(self.retry_first, self.retry_max, jitter=True)
         while not self._closing:
             generation = self.generation
             try:
@@ -187,11 +187,13 @@ class Hub:
             except (RedisError, OSError) as exc:
                 self.stats.reconnects += 1
                 RECONNECTS.inc()
-                log.warning("pub/sub connection lost (%s); reconnecting in %.1f s", exc.__class__.__name__, delay)
+                log.warning(
+                    "pub/sub connection lost (%s); reconnecting in %.1f s", exc.__class__.__name__, backoff.delay
+                )
             except Exception:
                 self.stats.reconnects += 1
                 RECONNECTS.inc()
-                log.exception("pub/sub listener failed; reconnecting in %.1f s", delay)
+                log.exception("pub/sub listener failed; reconnecting in %.1f s", backoff.delay)
             finally:
                 self._connected.clear()
                 pubsub, self._pubsub = self._pubsub, None
@@ -205,10 +207,10 @@ class Hub:
             if self.generation != generation:
                 # The session had been up: a fresh drop waits the shortest time again, however
                 # many drops the process has seen before (only failing attempts back off).
-                delay = self.retry_first
+                backoff = Backoff(self.retry_first, self.retry_max, jitter=True)
+            wait = next(backoff)
             if not self._closing:
-                await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.retry_max)
+                await asyncio.sleep(wait)
 
     async def _session(self) -> None:
         if isinstance(self.redis, RedisCluster):
