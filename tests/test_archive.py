@@ -24,8 +24,9 @@ from redis.asyncio import Redis
 
 from jobs.archiver import Archiver
 from server.devtools.processes import Processes
+from server.history.backlog import archive_status
 from server.history.db import migrate
-from server.history.rows import ArchiveError, archive_status, scrub, step_seconds, to_row
+from server.history.rows import ArchiveError, scrub, step_seconds, to_row
 from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
 from server.settings import Settings
 from tests.archive_helpers import TcpProxy, archived_count, insert, make_terminal, row, rows, tools

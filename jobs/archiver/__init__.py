@@ -23,7 +23,7 @@ PostgreSQL history table, and keeps the learned estimates fresh.
   number of rows a run).
 - PostgreSQL down: the batch in hand is retried with capped backoff and
   nothing is read beyond the one batch read ahead, so the backlog waits in
-  the streams (see ``server.history.rows.archive_status``). Entries another
+  the streams (see ``server.history.backlog.archive_status``). Entries another
   archiver left pending for a minute (it died for good) are claimed every
   30 s.
 - A record that can never be stored (not JSON, no hash, not terminal, a

@@ -21,7 +21,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from server.domain.catalog import PRIORITIES, find_service
-from server.history.rows import archive_status
+from server.history.backlog import archive_status
 from server.infra.connections import AsyncClient
 from server.queue.dispatch import Dispatcher, phase_of, queue_names, request_of
 from server.record import SHARDS, Keys, RecordStore, text
