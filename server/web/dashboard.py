@@ -26,7 +26,7 @@ from aiohttp_session import get_session
 
 from server.domain.errors import Forbidden, NotFound
 from server.live.frames import Frame
-from server.ops.operations import Snapshot
+from server.ops.figures import Snapshot
 from server.web import csrf
 from server.web.access import bearer_token
 from server.web.api import client_address, json_response, rate_limit, read_json
