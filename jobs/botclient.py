@@ -2,7 +2,8 @@
 
 Maps transport trouble onto two exceptions the jobs act on:
 :class:`BotUnavailable` (connection refused, 5xx: worth retrying) and
-:class:`BotTimeout` (the bot did not answer before the request's deadline).
+:class:`BotTimeout` (the bot did not answer before the request's deadline);
+an answer that cannot be read raises ``ProtocolError`` (all three: ``BOT_CALL_FAILED``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class BotRetryableError(LongrunError):
 
 class BotTimeout(LongrunError):
     """The bot did not answer before the request's deadline."""
+
+
+#: everything a bot call raises instead of an answer: out of reach, out of time, unreadable
+BOT_CALL_FAILED: tuple[type[LongrunError], ...] = (BotUnavailable, BotTimeout, ProtocolError)
 
 
 class BotClient:

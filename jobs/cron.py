@@ -20,6 +20,7 @@ from rq.exceptions import StopRequested
 from jobs import maintenance
 from jobs.context import settings
 from server.infra import logs
+from server.infra.backoff import Backoff
 from server.infra.connections import rq_connection
 from server.ops.operations import WAIT_THRESHOLDS
 from server.queue.dispatch import queue_names
@@ -77,7 +78,7 @@ def main() -> int:
     cron.register(maintenance.sweep, queue_name=high, interval=config.sweep_interval, job_timeout=60, result_ttl=60)
     cron.register(maintenance.prune_tracking_list, queue_name=low, interval=300, job_timeout=120, result_ttl=60)
     cron.check_every = check_interval({**WAIT_THRESHOLDS, **config.wait_thresholds})
-    delay = 1.0
+    backoff = Backoff(1.0, 30.0)
     while True:
         try:
             cron.start()  # type: ignore[no-untyped-call]
@@ -86,12 +87,11 @@ def main() -> int:
             if cron.stopping:
                 return 0
             # RQ's cron loop does not survive a Redis outage; we do, and start it again.
-            log.warning("cron lost Redis (%s); starting again in %.0f s", exc.__class__.__name__, delay)
+            log.warning("cron lost Redis (%s); starting again in %.0f s", exc.__class__.__name__, backoff.delay)
         try:
-            time.sleep(delay)
+            time.sleep(next(backoff))
         except StopRequested:
             return 0
-        delay = min(delay * 2, 30.0)
 
 
 if __name__ == "__main__":

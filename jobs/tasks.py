@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -27,12 +27,12 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from jobs.botclient import BotRetryableError, BotTimeout, BotUnavailable
+from jobs.botclient import BOT_CALL_FAILED, BotRetryableError, BotTimeout, BotUnavailable
 from jobs.context import JobContext, run_job, settings
 from jobs.stats import record_job
 from server.domain.catalog import Service, find_service
 from server.domain.errors import ProtocolError
-from server.domain.protocol import Accepted, BotFailure, NeedsOtp, OtpPrompt
+from server.domain.protocol import Accepted, BotAnswer, BotFailure, NeedsOtp, OtpPrompt
 from server.domain.status import Status
 from server.infra.logs import short
 from server.queue.dispatch import phase_of, request_of
@@ -97,8 +97,29 @@ async def _timed_out(ctx: JobContext, h: str, service: Service) -> None:
     await ctx.life.fail(h, "The service did not finish in time. Please try again later.")
     try:
         await ctx.bot.cancel(service.slug, h)
-    except (BotUnavailable, BotTimeout, ProtocolError):
+    except BOT_CALL_FAILED:
         log.warning("could not tell the bot to cancel %s", short(h))
+
+
+async def _call_bot(
+    ctx: JobContext, h: str, service: Service, call: Awaitable[BotAnswer], *, unavailable: str | None = None
+) -> BotAnswer | None:
+    """The bot's answer to ``call``, or None when the call failed and the request is settled
+    here: out of time (failed, the bot told to cancel), an unreadable answer (failed), the bot
+    out of reach (failed with ``unavailable``; without it the error is raised, and RQ's Retry
+    takes over)."""
+    try:
+        return await call
+    except BotTimeout:
+        await _timed_out(ctx, h, service)
+    except BotUnavailable:
+        if unavailable is None:
+            raise
+        await ctx.life.fail(h, unavailable)
+    except ProtocolError as exc:
+        log.warning("bot answer for %s unreadable: %s", short(h), exc)
+        await ctx.life.fail(h, "The service sent an answer we could not understand.")
+    return None
 
 
 # --------------------------------------------------------------------------- run
@@ -127,16 +148,13 @@ async def run_request(ctx: JobContext, h: str) -> None:
         await _timed_out(ctx, h, service)
         return
     log.info("run %s on %s (attempt %d of %d)", short(h), service.slug, attempt, total)
-    try:
-        answer = await ctx.bot.run(
-            service.slug, h, rec.get("request_data") or {}, idempotency_key=_run_key(h, fresh), timeout=left
-        )
-    except BotTimeout:
-        await _timed_out(ctx, h, service)
-        return
-    except ProtocolError as exc:
-        log.warning("bot answer for %s unreadable: %s", short(h), exc)
-        await ctx.life.fail(h, "The service sent an answer we could not understand.")
+    answer = await _call_bot(
+        ctx,
+        h,
+        service,
+        ctx.bot.run(service.slug, h, rec.get("request_data") or {}, idempotency_key=_run_key(h, fresh), timeout=left),
+    )
+    if answer is None:
         return
     result = await ctx.life.apply_answer(h, answer, service)
     if result is None:
@@ -162,25 +180,24 @@ async def check_otp(ctx: JobContext, h: str) -> None:
     left = _time_left(rec, service)
     log.info("relaying a code for %s", short(h))
     try:
-        answer = await ctx.bot.run(
-            service.slug,
+        answer = await _call_bot(
+            ctx,
             h,
-            rec.get("request_data") or {},
-            otp=code,
-            idempotency_key=f"{h}:otp:{int(rec.get('seq') or 0)}",
-            timeout=max(1.0, left),
+            service,
+            ctx.bot.run(
+                service.slug,
+                h,
+                rec.get("request_data") or {},
+                otp=code,
+                idempotency_key=f"{h}:otp:{int(rec.get('seq') or 0)}",
+                timeout=max(1.0, left),
+            ),
+            unavailable="We could not reach the service to check your code. Please start again.",
         )
-    except BotTimeout:
-        await _timed_out(ctx, h, service)
-        return
-    except BotUnavailable:
-        await ctx.life.fail(h, "We could not reach the service to check your code. Please start again.")
-        return
-    except ProtocolError:
-        await ctx.life.fail(h, "The service sent an answer we could not understand.")
-        return
     finally:
         del code
+    if answer is None:
+        return
     if isinstance(answer, BotFailure) and answer.retryable:
         await ctx.life.fail(h, f"The service could not check the code: {answer.error}")
         return

@@ -24,8 +24,9 @@ from redis.asyncio import Redis
 
 from jobs.archiver import Archiver
 from server.devtools.processes import Processes
+from server.history.backlog import archive_status
 from server.history.db import migrate
-from server.history.rows import ArchiveError, archive_status, scrub, step_seconds, to_row
+from server.history.rows import ArchiveError, scrub, step_seconds, to_row
 from server.record import ARCHIVE_GROUP, SHARDS, Keys, private_view
 from server.settings import Settings
 from tests.archive_helpers import TcpProxy, archived_count, insert, make_terminal, row, rows, tools
@@ -546,7 +547,7 @@ async def test_the_archiver_process_deletes_expired_history_while_records_keep_c
 async def test_a_retention_run_deletes_a_bounded_number_of_rows(
     redis: Redis, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobs import archiver as archiver_module
+    from jobs.archiver import archiving as archiver_module
 
     monkeypatch.setattr(archiver_module, "RETENTION_ROWS", 10)
     monkeypatch.setattr(archiver_module, "RETENTION_BATCH", 5)

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from server.devtools.processes import wait_http
-from server.live.hub import MAX_PENDING, Client
 from server.record import RecordStore
 from server.settings import Settings
+from server.web.socket_client import MAX_PENDING, Client
 from server.web.typedefs import HUB, STORE
 from tests.helpers import wait_for
 

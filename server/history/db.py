@@ -31,6 +31,7 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from server.domain.errors import ConfigError, Unavailable
+from server.infra.backoff import Backoff
 from server.settings import SCHEMA_NAME, Settings
 
 log = logging.getLogger("longrun.db")
@@ -201,14 +202,13 @@ class Database:
 
     async def keep_migrating(self, first_delay: float = 1.0, max_delay: float = 30.0) -> None:
         """Apply the migrations, retrying with backoff while PostgreSQL is unreachable."""
-        delay = first_delay
+        backoff = Backoff(first_delay, max_delay)
         while True:
             try:
                 await migrate(self.settings)
             except DB_DOWN as exc:
-                log.warning("postgresql not reachable for migrations (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(max_delay, delay * 2)
+                log.warning("postgresql not reachable for migrations (%s); retrying in %.0f s", exc, backoff.delay)
+                await asyncio.sleep(next(backoff))
                 continue
             except (psycopg.Error, ConfigError):
                 log.exception("migrations failed; history stays unavailable until this is fixed")

@@ -1,7 +1,7 @@
 """The archive: terminal records become history rows for PostgreSQL.
 
-Three parts, used by the archiver process (``jobs/archiver.py``), the
-benchmark and the dashboard:
+Two parts, used by the archiver process (``jobs.archiver``) and the
+benchmark:
 
 - :func:`to_row` turns a stored record (the full JSON the update script
   handed to the archive stream) into an :class:`ArchiveRow`. Pure: no I/O.
@@ -12,8 +12,8 @@ benchmark and the dashboard:
   binary format; ``to_row`` encodes each row as it makes it, so the
   archiver does that work while PostgreSQL writes the batch before
   (``server.history.writer`` sends it).
-- :func:`archive_status` reads the backlog and lag from Redis alone, so a
-  dashboard can poll it without touching PostgreSQL.
+
+How far behind the archive is: ``server.history.backlog``.
 """
 
 from __future__ import annotations
@@ -21,17 +21,14 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from redis.exceptions import ResponseError
 
 from server.domain.errors import ArchiveError
 from server.domain.status import TERMINAL
-from server.infra.connections import AsyncClient
-from server.record import ARCHIVE_GROUP, SHARDS, Keys, text
 
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 _HASH = re.compile(r"req_[A-Za-z0-9_-]{8,64}")
@@ -367,63 +364,3 @@ def to_row(rec: Mapping[str, Any]) -> ArchiveRow:
 def copy_data(rows: Iterable[ArchiveRow]) -> bytes:
     """The rows in COPY's binary format, signature to trailer, for one ``COPY … FROM STDIN``."""
     return b"".join((_SIGNATURE, *(row.binary() for row in rows), _TRAILER))
-
-
-# --------------------------------------------------------------------------- lag and backlog
-
-
-@dataclass(frozen=True)
-class ArchiveStatus:
-    """How far behind the archive is, from Redis alone (for the dashboard)."""
-
-    #: terminal records in the streams not yet archived (read or not)
-    backlog: int
-    #: of those, delivered to an archiver and not yet acknowledged
-    in_progress: int
-    #: seconds the oldest of them has waited; None when there is no backlog
-    oldest_age: float | None
-    #: epoch seconds of the last batch committed to PostgreSQL
-    last_archived_at: float | None
-    #: records archived since the counter started
-    archived_total: int
-    #: the last PostgreSQL error the archiver met, cleared by the next good batch
-    last_error: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-async def archive_status(redis: AsyncClient, keys: Keys) -> ArchiveStatus:
-    """Backlog and lag: XLEN and the oldest entry id of every shard stream (archived entries are
-    deleted from the stream, so what is left is exactly what waits), plus the archiver's notes."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.hgetall(keys.archiver_state())
-        for shard in range(SHARDS):
-            stream = keys.archive(shard)
-            pipe.xlen(stream)
-            pipe.xrange(stream, count=1)
-            pipe.xpending(stream, ARCHIVE_GROUP)
-        replies = await pipe.execute(raise_on_error=False)
-    seconds, micros = replies[0]
-    now = int(seconds) + int(micros) / 1e6
-    state = {text(k): text(v) for k, v in (replies[1] or {}).items()}
-    backlog = in_progress = 0
-    oldest_ms: int | None = None
-    for i in range(SHARDS):
-        length, first, pending = replies[2 + 3 * i : 5 + 3 * i]
-        backlog += int(length)
-        if first:
-            ms = int(text(first[0][0]).split("-")[0])
-            oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
-        if not isinstance(pending, ResponseError) and pending:
-            in_progress += int(pending.get("pending", 0))
-    last = state.get("last_archived_at")
-    return ArchiveStatus(
-        backlog=backlog,
-        in_progress=in_progress,
-        oldest_age=None if oldest_ms is None else max(0.0, round(now - oldest_ms / 1000, 3)),
-        last_archived_at=float(last) if last else None,
-        archived_total=int(state.get("archived", 0) or 0),
-        last_error=state.get("last_error") or None,
-    )

@@ -21,7 +21,8 @@ from datetime import datetime
 
 import orjson
 
-from server.live.hub import Frame, Hub
+from server.live.frames import Frame
+from server.live.hub import Hub
 from server.record import RecordStore, private_view, public_json
 
 
@@ -46,6 +47,8 @@ class Entry:
     generation: int
     used: float = field(default_factory=time.monotonic)
     closed: bool = False
+    #: an in-process watcher, not a browser socket (hub watcher protocol)
+    is_socket = False
 
     def offer(self, frame: Frame) -> None:
         """A published change (hub watcher protocol): replace the cached copy."""

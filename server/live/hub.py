@@ -1,15 +1,17 @@
-"""The WebSocket hub: one Redis pub/sub connection per process, fanned out to browsers.
+"""The hub: one Redis pub/sub connection per process, fanned out to its watchers.
 
 - Channels are reference-counted: the process is subscribed to exactly the
-  request channels that have at least one local socket.
-- The listener never awaits a socket: it hands each frame to the socket's
-  :class:`Client`, a small bounded queue drained by a writer task that exists
-  only while there is something to send. A slow browser gets progress frames
-  conflated to the latest state (OTP prompts and terminal states are never
-  dropped); one that stops reading is closed after ``send_timeout``.
+  request channels that have at least one local watcher (a browser socket, a
+  cached record: anything with the :class:`Watcher` protocol).
+- The listener never awaits a watcher: it hands each :class:`~server.live.frames.Frame`
+  to ``offer``, which must not block (a browser socket queues it and drains the
+  queue from its own writer task; see ``server.web.socket_client``).
 - When the pub/sub connection drops, the listener reconnects with backoff,
   resubscribes, re-reads every watched record and pushes those whose ``seq``
-  moved, so no browser stays on a stale state.
+  moved, so no watcher stays on a stale state.
+
+The hub knows no web framework: opening, counting and closing browser sockets is
+the web edge's side (``server.web.socket_client``).
 """
 
 from __future__ import annotations
@@ -17,27 +19,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiohttp import WSCloseCode, web
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from server.domain.protocol import snapshot_frame, update_frame
-from server.domain.status import Status
+from server.infra.backoff import Backoff
 from server.infra.connections import AsyncClient, mget
 from server.infra.counters import RECONNECTS, RELAYED, RESYNCED, SOCKETS_OPEN
-from server.record import Keys, loads_record, public_json
+from server.live.frames import Frame, frame_for
+from server.record import Keys
 
 log = logging.getLogger("longrun.hub")
 
-#: frames a socket may have waiting before it is considered stuck (progress is conflated first)
-MAX_PENDING = 16
+#: seconds a socket may take to accept one frame before it is closed as stuck (the default of Hub.send_timeout)
 SEND_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 3.0
 #: seconds the listener waits for a message before looking around (shutdown, health)
@@ -47,149 +45,6 @@ SHARD_POLL = 0.005
 #: seconds before the first reconnect after a drop; doubles (jittered) up to RETRY_MAX while attempts fail
 RETRY_FIRST = 0.1
 RETRY_MAX = 5.0
-_KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
-
-
-@dataclass(slots=True)
-class Frame:
-    text: str
-    seq: int
-    #: an OTP prompt, a final state or a reply (error, pong): never conflated away
-    keep: bool
-    #: a record state (snapshot or update) rather than a reply
-    state: bool = True
-    #: the public record JSON the frame wraps (for watchers that are not sockets)
-    payload: bytes = b""
-    #: re-read after a reconnect, not published: news only to a socket that has not sent this seq
-    resync: bool = False
-
-
-def reply(text: str) -> Frame:
-    """An error or pong frame for one socket."""
-    return Frame(text, -1, keep=True, state=False)
-
-
-class Client:
-    """One browser socket: a bounded queue of frames and a writer that drains it."""
-
-    __slots__ = (
-        "__weakref__",
-        "closed",
-        "hash",
-        "held",
-        "last_seq",
-        "pending",
-        "send_timeout",
-        "transport",
-        "writer",
-        "ws",
-    )
-
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        request_hash: str,
-        *,
-        send_timeout: float = SEND_TIMEOUT,
-        transport: asyncio.Transport | None = None,
-    ):
-        self.ws = ws
-        self.send_timeout = send_timeout
-        # A browser that stopped reading cannot be closed politely (the close frame would
-        # wait behind everything else): its connection is aborted instead.
-        self.transport = transport
-        self.hash = request_hash
-        self.pending: list[Frame] = []  # at most MAX_PENDING; a list is 700 B smaller than a deque
-        self.writer: asyncio.Task[None] | None = None
-        self.last_seq = -1
-        self.closed = False
-        # Frames queue up but are not sent until the snapshot is in front of them.
-        self.held = True
-
-    def offer(self, frame: Frame) -> None:
-        """Queue a frame without waiting (called from the listener)."""
-        if self.closed or 0 <= frame.seq < self.last_seq or (frame.resync and 0 <= frame.seq == self.last_seq):
-            return  # stale: the browser already has a newer state (or, after a resync, this one)
-        if frame.state and self.pending and not self.pending[-1].keep:
-            self.pending[-1] = frame  # conflate: the newer state supersedes the older progress
-        else:
-            self.pending.append(frame)
-        if len(self.pending) > MAX_PENDING:
-            self._shed()
-        self._kick()
-
-    def start(self, snapshot: Frame) -> None:
-        """Send ``snapshot`` first, then whatever arrived meanwhile that is not older."""
-        newer = [f for f in self.pending if f.seq < 0 or f.seq > snapshot.seq]
-        self.pending = [Frame(snapshot.text, snapshot.seq, keep=True), *newer]
-        self.held = False
-        self._kick()
-
-    def _kick(self) -> None:
-        if self.writer is None and not self.held and not self.closed and self.pending:
-            self.writer = asyncio.create_task(self._drain())
-
-    def _shed(self) -> None:
-        kept = [f for f in self.pending if f.keep]
-        latest = self.pending[-1]
-        self.pending = kept if latest.keep else [*kept, latest]
-        if len(self.pending) > MAX_PENDING:
-            # Only OTP prompts and outcomes left and still too many: this browser is not
-            # reading. Drop it; it reconnects and gets a fresh snapshot.
-            self.abort()
-
-    async def _drain(self) -> None:
-        try:
-            while self.pending and not self.closed:
-                frame = self.pending.pop(0)
-                if 0 <= frame.seq < self.last_seq:
-                    continue
-                async with asyncio.timeout(self.send_timeout):
-                    await self.ws.send_str(frame.text)
-                if frame.seq >= 0:
-                    self.last_seq = max(self.last_seq, frame.seq)
-        except TimeoutError:
-            log.info("dropping a socket that stopped reading (%s)", self.hash[:12])
-            self.abort()
-        except (ConnectionError, RuntimeError):
-            self.closed = True
-        finally:
-            self.writer = None
-
-    async def flush(self, timeout: float = 1.0) -> None:
-        """Wait (bounded) until what is queued has been written."""
-        writer = self.writer
-        if writer is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(writer)
-
-    def abort(self) -> None:
-        self.closed = True
-        self.pending.clear()
-        if self.transport is not None:
-            self.transport.abort()
-
-
-async def _close(ws: web.WebSocketResponse, code: int, message: str) -> None:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(2):
-            await ws.close(code=code, message=message.encode())
-
-
-def frame_for(payload: bytes | str, *, snapshot: bool = False) -> Frame | None:
-    """A frame for a published record; old bots' payloads (with private fields, no seq) are cleaned."""
-    rec = loads_record(payload)
-    if rec is None:
-        return None
-    if "_p" in rec or "seq" not in rec or "status" not in rec:
-        payload = public_json(rec)
-    seq = rec.get("seq")
-    raw = payload.encode() if isinstance(payload, str) else payload
-    text = snapshot_frame(raw) if snapshot else update_frame(raw)
-    status = rec.get("status")
-    keep = isinstance(status, str) and status in _KEEP  # old bots may write anything here
-    return Frame(text, seq if isinstance(seq, int) else -1, keep, payload=raw)
 
 
 class Watcher(Protocol):
@@ -197,6 +52,11 @@ class Watcher(Protocol):
 
     hash: str
     closed: bool
+
+    @property
+    def is_socket(self) -> bool:
+        """A browser socket (counted in ``HubStats.sockets``), not an in-process watcher."""
+        ...
 
     def offer(self, frame: Frame) -> None: ...
 
@@ -213,7 +73,7 @@ class HubStats:
 
 @dataclass
 class Hub:
-    """Fan-out of record updates from Redis pub/sub to this process's sockets."""
+    """Fan-out of record updates from Redis pub/sub to this process's watchers."""
 
     #: the pub/sub connection's client (no silent reconnects)
     redis: AsyncClient
@@ -221,7 +81,6 @@ class Hub:
     #: the process's main client, for reading records on resync
     main: AsyncClient | None = None
     watchers: dict[str, set[Watcher]] = field(default_factory=dict)
-    sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
     stats: HubStats = field(default_factory=HubStats)
     #: seconds a socket may take to accept one frame before it is closed as stuck
     send_timeout: float = SEND_TIMEOUT
@@ -254,15 +113,11 @@ class Hub:
         # The listener checks _closing at least every LISTEN_TICK and leaves by itself;
         # cancelling it is only the fallback (a cancellation can be lost inside redis-py).
         self._closing = True
-        await self.close_all(WSCloseCode.GOING_AWAY, "server shutdown")
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=LISTEN_TICK * 3)
             if not done:
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=2.0)
-
-    async def close_all(self, code: int, message: str) -> None:
-        await asyncio.gather(*(_close(ws, code, message) for ws in list(self.sockets)), return_exceptions=True)
 
     # ------------------------------------------------------------------ watchers
 
@@ -270,7 +125,7 @@ class Hub:
         """Start relaying a request's updates to ``client``; subscribes on the first watcher."""
         h = client.hash
         group = self.watchers.setdefault(h, set())
-        if client not in group and isinstance(client, Client):
+        if client not in group and client.is_socket:
             self._count_sockets(+1)
         group.add(client)
         if len(group) == 1:
@@ -287,7 +142,7 @@ class Hub:
         if group is None or client not in group:
             return
         group.discard(client)
-        if isinstance(client, Client):
+        if client.is_socket:
             self._count_sockets(-1)
         client.closed = True
         if not group:
@@ -322,7 +177,7 @@ class Hub:
     # ------------------------------------------------------------------ listener
 
     async def _listen(self) -> None:
-        delay = self.retry_first
+        backoff = Backoff(self.retry_first, self.retry_max, jitter=True)
         while not self._closing:
             generation = self.generation
             try:
@@ -332,11 +187,13 @@ class Hub:
             except (RedisError, OSError) as exc:
                 self.stats.reconnects += 1
                 RECONNECTS.inc()
-                log.warning("pub/sub connection lost (%s); reconnecting in %.1f s", exc.__class__.__name__, delay)
+                log.warning(
+                    "pub/sub connection lost (%s); reconnecting in %.1f s", exc.__class__.__name__, backoff.delay
+                )
             except Exception:
                 self.stats.reconnects += 1
                 RECONNECTS.inc()
-                log.exception("pub/sub listener failed; reconnecting in %.1f s", delay)
+                log.exception("pub/sub listener failed; reconnecting in %.1f s", backoff.delay)
             finally:
                 self._connected.clear()
                 pubsub, self._pubsub = self._pubsub, None
@@ -350,10 +207,10 @@ class Hub:
             if self.generation != generation:
                 # The session had been up: a fresh drop waits the shortest time again, however
                 # many drops the process has seen before (only failing attempts back off).
-                delay = self.retry_first
+                backoff = Backoff(self.retry_first, self.retry_max, jitter=True)
+            wait = next(backoff)
             if not self._closing:
-                await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.retry_max)
+                await asyncio.sleep(wait)
 
     async def _session(self) -> None:
         if isinstance(self.redis, RedisCluster):

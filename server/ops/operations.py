@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +20,9 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from server.domain.catalog import PRIORITIES, find_service
-from server.history.rows import archive_status
+from server.history.backlog import archive_status
 from server.infra.connections import AsyncClient
+from server.ops.figures import FailedJob, QueueFigures, Snapshot, WorkerFigures, age, percentile
 from server.queue.dispatch import Dispatcher, phase_of, queue_names, request_of
 from server.record import SHARDS, Keys, RecordStore, text
 from server.requests.lifecycle import Lifecycle
@@ -35,85 +35,6 @@ WAIT_THRESHOLDS: Mapping[str, float] = {"high": 10.0, "default": 30.0, "low": 12
 CHART_MINUTES = 60
 #: a web process that has not reported its socket count for this long is gone
 SOCKETS_STALE = 30.0
-
-
-def _age(moment: datetime | None, now: datetime) -> float | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (now - moment).total_seconds())
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 3)
-
-
-@dataclass
-class QueueFigures:
-    name: str
-    depth: int
-    oldest_wait: float | None
-    scheduled: int
-    running: int
-    failed: int
-    #: jobs of this queue that finished well in the current (partial) minute: the last point
-    #: of the throughput chart, so the table and the chart never disagree
-    done_this_minute: int
-    runtime_p50: float | None
-    runtime_p95: float | None
-    runtime_p99: float | None
-    threshold: float
-    alert: bool
-
-
-@dataclass
-class WorkerFigures:
-    name: str
-    state: str
-    queues: list[str]
-    current_job: str | None
-    heartbeat_age: float | None
-    successful: int
-    failed: int
-
-
-@dataclass
-class FailedJob:
-    id: str
-    request: str
-    phase: str
-    queue: str
-    error: str
-    ended_at: str | None
-
-
-@dataclass
-class Snapshot:
-    at: float
-    queues: list[QueueFigures]
-    workers: list[WorkerFigures]
-    requests_by_status: dict[str, int]
-    requests_by_service: dict[str, dict[str, int]]
-    waiting_otp: int
-    longest_otp_wait: float | None
-    failed_jobs: list[FailedJob]
-    jobs_total: dict[str, int]
-    sockets: dict[str, int]
-    redis_memory: int
-    redis_memory_human: str
-    charts: dict[str, list[float]]
-    alerts: list[str]
-    archive: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Operations:
@@ -198,7 +119,7 @@ class Operations:
         for i, priority in enumerate(self.queues):
             depth, first, scheduled, running, failed = replies[5 * i : 5 * i + 5]
             runtimes = [float(x) for x in samples[i]]
-            oldest = _age(enqueued.get(text(first)), stamp) if first else None
+            oldest = age(enqueued.get(text(first)), stamp) if first else None
             threshold = self.thresholds.get(priority, 60.0)
             out.append(
                 QueueFigures(
@@ -248,7 +169,7 @@ class Operations:
                     state=str(w.get_state()),
                     queues=[n[len(self.keys.prefix) :] for n in names],
                     current_job=w.get_current_job_id(),
-                    heartbeat_age=_age(w.last_heartbeat, now),
+                    heartbeat_age=age(w.last_heartbeat, now),
                     successful=int(w.successful_job_count or 0),
                     failed=int(w.failed_job_count or 0),
                 )

@@ -29,7 +29,7 @@ from server.requests.lifecycle import Lifecycle
 from server.requests.limits import RateLimits
 from server.requests.service import RequestService
 from server.settings import Settings
-from server.web import access, api, dashboard, health, history_views, metrics, openapi, pages, sockets
+from server.web import access, api, dashboard, health, history_views, metrics, openapi, pages, socket_client, sockets
 from server.web.middleware import edge, security_headers
 from server.web.typedefs import (
     CACHE,
@@ -103,6 +103,7 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(RedisError, OSError, TimeoutError):
         async with asyncio.timeout(2.0):
             await app[OPS].forget_process(PROCESS)
+    await socket_client.close_all(app)  # any socket opened since on_shutdown: going away
     await hub.stop()
     await redis.aclose()
 
@@ -165,13 +166,6 @@ async def report_sockets(
                 await stopping.wait()
 
 
-async def close_sockets(app: web.Application) -> None:
-    """on_shutdown: tell every browser we are going away (1001) so it reconnects elsewhere."""
-    hub = app.get(HUB)
-    if hub is not None:
-        await hub.close_all(1001, "server shutdown")
-
-
 async def flush_access_log(_: web.Application) -> None:
     ACCESS.flush()
 
@@ -188,7 +182,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upkeep_ctx)
     if settings.database_url:
         app.cleanup_ctx.append(history_views.db_ctx)
-    app.on_shutdown.append(close_sockets)
+    socket_client.setup(app)  # on_shutdown: tell every browser we are going away (1001) so it reconnects elsewhere
     app.on_cleanup.append(flush_access_log)
     app.add_routes(api.routes)
     app.add_routes(health.routes)

@@ -25,14 +25,14 @@ from aiohttp import WSMsgType, web
 from aiohttp_session import get_session
 
 from server.domain.errors import Forbidden, NotFound
-from server.live.hub import Client, Frame
-from server.ops.operations import Snapshot
+from server.live.frames import Frame
+from server.ops.figures import Snapshot
 from server.web import csrf
-from server.web.access import bearer_token, client_address, origin_allowed
+from server.web.access import bearer_token, client_address
 from server.web.api import json_response, read_json
 from server.web.pages import render
-from server.web.sockets import HEARTBEAT, MAX_FRAME
-from server.web.typedefs import HUB, LIMITS, OPS, SETTINGS
+from server.web.socket_client import Client, open_socket, refuse_cross_site
+from server.web.typedefs import LIMITS, OPS, SETTINGS
 
 log = logging.getLogger("longrun.dashboard")
 
@@ -261,14 +261,10 @@ FEED = web.AppKey("dashboard_feed", Feed)
 
 @routes.get("/ws/dashboard")
 async def dashboard_socket(request: web.Request) -> web.StreamResponse:
-    if not origin_allowed(request):
-        raise Forbidden("Sockets from other sites are refused.", code="bad_origin")
+    refuse_cross_site(request)
     await require_operator(request)
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME)
-    await ws.prepare(request)
-    hub = request.app[HUB]
-    hub.sockets.add(ws)
-    client = Client(ws, "dashboard", send_timeout=hub.send_timeout, transport=request.transport)
+    client = await open_socket(request, "dashboard")
+    ws = client.ws
     client.held = False
     feed = request.app[FEED]
     feed.join(request, client)

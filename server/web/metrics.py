@@ -26,7 +26,7 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from server.infra.counters import HTTP_REQUESTS, HTTP_SECONDS, RATE_LIMITED
 from server.infra.logs import ACCESS
-from server.ops.operations import Snapshot as Figures
+from server.ops.figures import Snapshot as Figures
 from server.web.typedefs import OPS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

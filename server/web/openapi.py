@@ -14,99 +14,25 @@ from aiohttp import web
 from server.domain.catalog import SERVICES
 from server.domain.protocol import MAX_TEXT
 from server.domain.status import Status
+from server.web.openapi_parts import (
+    COMMON_ERRORS,
+    CROSS_SITE,
+    HASH_PARAM,
+    HISTORY_PAGE,
+    NULLABLE_STR,
+    RATE_LIMITED,
+    REQUEST_LINE_TOO_LONG,
+    SLUG_PATTERN,
+    action_op,
+    error_response,
+    event_schema,
+    number_schema,
+    ok_response,
+    query_filter,
+    text_schema,
+)
 
 routes = web.RouteTableDef()
-
-_HASH = {"name": "hash", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 80}}
-_NULLABLE_STR = {"type": ["string", "null"]}
-#: a service slug as server.history.queries reads the filter
-_SLUG = "^[a-z0-9][a-z0-9-]{0,63}$"
-# aiohttp's HTTP parser refuses a request line over 8190 bytes before any handler runs, with
-# a plain-text 400: only a query string of free text (a cursor) can grow that long.
-_REQUEST_LINE_TOO_LONG = {
-    "description": "Request line over 8 KiB (refused by the HTTP layer, in plain text)",
-    "content": {"text/plain": {"schema": {"type": "string"}}},
-}
-
-
-def _filter(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    # server.history.queries reads an empty value as no value (a form's "any" option sends one).
-    return {"name": name, "in": "query", "allowEmptyValue": True, "schema": schema}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _ok(description: str, schema: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-
-
-_RATE = {
-    "description": "Rate limited",
-    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-
-_HISTORY_PAGE = {
-    "type": "object",
-    "required": ["items", "next_cursor", "enabled"],
-    "properties": {
-        "items": {"type": "array", "items": {"type": "object"}},
-        "next_cursor": _NULLABLE_STR,
-        "enabled": {"type": "boolean"},
-    },
-}
-
-_COMMON = {"400": _error("Malformed JSON"), "413": _error("Body over 64 KiB"), "503": _error("Redis unavailable")}
-# server.web.middleware.refuse_cross_site: a write made with the session cookie (no bearer token)
-# that the browser says comes from another site.
-_CROSS_SITE = {"403": _error("Sent with the session cookie from another site (Origin / Sec-Fetch-Site)")}
-
-
-def _number(lo: int, hi: int) -> dict[str, Any]:
-    # Bots written in any language may send 42.0; the parser takes any number and truncates.
-    return {"type": "number", "minimum": lo, "maximum": hi}
-
-
-def _text(limit: int = MAX_TEXT) -> dict[str, Any]:
-    return {"type": ["string", "null"], "maxLength": limit}
-
-
-def _event(kind: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["type", *required],
-        "properties": {"type": {"const": kind}, **properties},
-    }
-
-
-def _action(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "operationId": op_id,
-        "parameters": [_HASH],
-        "security": [{"session": []}, {"bearer": []}],
-        "responses": {
-            "202": _ok("Accepted", "ActionAnswer"),
-            "404": _error("Unknown, expired or not yours"),
-            "409": _error("Not allowed in the request's current state"),
-            "429": _RATE,
-            **_CROSS_SITE,
-            **_COMMON,
-        },
-    }
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-        op["responses"]["422"] = _error("Malformed code")
-    return op
-
 
 def document() -> dict[str, Any]:
     statuses = [s.value for s in Status]
@@ -117,26 +43,26 @@ def document() -> dict[str, Any]:
             "hash": {"type": "string"},
             "service_slug": {"type": "string"},
             "status": {"type": "string", "enum": statuses},
-            "step": _NULLABLE_STR,
+            "step": NULLABLE_STR,
             "steps": {"type": ["object", "null"]},
             "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-            "current_message": _NULLABLE_STR,
-            "message_key": _NULLABLE_STR,
+            "current_message": NULLABLE_STR,
+            "message_key": NULLABLE_STR,
             "estimated_duration": {"type": ["number", "null"]},
             "estimated_remaining_time": {"type": ["number", "null"]},
             "requires_otp": {"type": "boolean"},
             "otp_data": {"type": ["object", "null"]},
             "request_data": {"type": ["object", "null"]},
             "result_data": {"type": ["object", "null"]},
-            "error": _NULLABLE_STR,
-            "user_id": _NULLABLE_STR,
-            "priority": _NULLABLE_STR,
+            "error": NULLABLE_STR,
+            "user_id": NULLABLE_STR,
+            "priority": NULLABLE_STR,
             "attempt": {"type": ["integer", "null"]},
-            "created_at": _NULLABLE_STR,
-            "started_at": _NULLABLE_STR,
-            "updated_at": _NULLABLE_STR,
-            "finished_at": _NULLABLE_STR,
-            "expires_at": _NULLABLE_STR,
+            "created_at": NULLABLE_STR,
+            "started_at": NULLABLE_STR,
+            "updated_at": NULLABLE_STR,
+            "finished_at": NULLABLE_STR,
+            "expires_at": NULLABLE_STR,
             "seq": {"type": "integer"},
         },
     }
@@ -154,19 +80,19 @@ def document() -> dict[str, Any]:
                     "operationId": "listHistory",
                     "security": [{}, {"session": []}],  # anonymous: an empty page
                     "parameters": [
-                        _filter("service", {"type": "string", "pattern": _SLUG}),
-                        _filter("status", {"enum": ["cancelled", "completed", "failed"]}),
-                        _filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
-                        _filter("cursor", {"type": "string", "maxLength": 200}),
+                        query_filter("service", {"type": "string", "pattern": SLUG_PATTERN}),
+                        query_filter("status", {"enum": ["cancelled", "completed", "failed"]}),
+                        query_filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                        query_filter("cursor", {"type": "string", "maxLength": 200}),
                     ],
                     "responses": {
                         "200": {
                             "description": "A page; next_cursor is null on the last one",
-                            "content": {"application/json": {"schema": _HISTORY_PAGE}},
+                            "content": {"application/json": {"schema": HISTORY_PAGE}},
                         },
-                        "400": _REQUEST_LINE_TOO_LONG,
-                        "422": _error("Invalid parameters (named in error.fields)"),
-                        "503": _error("PostgreSQL unavailable"),
+                        "400": REQUEST_LINE_TOO_LONG,
+                        "422": error_response("Invalid parameters (named in error.fields)"),
+                        "503": error_response("PostgreSQL unavailable"),
                     },
                 }
             },
@@ -174,15 +100,15 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "One archived request with its stored result",
                     "operationId": "getHistoryEntry",
-                    "parameters": [_HASH],
+                    "parameters": [HASH_PARAM],
                     "security": [{"session": []}],
                     "responses": {
                         "200": {
                             "description": "The archived request",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
-                        "404": _error("Unknown or not yours"),
-                        "503": _error("PostgreSQL unavailable"),
+                        "404": error_response("Unknown or not yours"),
+                        "503": error_response("PostgreSQL unavailable"),
                     },
                 }
             },
@@ -190,7 +116,7 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "The service catalog",
                     "operationId": "listServices",
-                    "responses": {"200": _ok("The services", "Catalog")},
+                    "responses": {"200": ok_response("The services", "Catalog")},
                 }
             },
             "/api/requests": {
@@ -202,12 +128,12 @@ def document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRequest"}}},
                     },
                     "responses": {
-                        "201": _ok("Created and queued", "Created"),
-                        "404": _error("Unknown service"),
-                        "422": _error("Invalid fields (per-field messages in error.fields)"),
-                        "429": _RATE,
-                        **_CROSS_SITE,
-                        **_COMMON,
+                        "201": ok_response("Created and queued", "Created"),
+                        "404": error_response("Unknown service"),
+                        "422": error_response("Invalid fields (per-field messages in error.fields)"),
+                        "429": RATE_LIMITED,
+                        **CROSS_SITE,
+                        **COMMON_ERRORS,
                     },
                 }
             },
@@ -215,50 +141,50 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "The public record",
                     "operationId": "getRequest",
-                    "parameters": [_HASH],
+                    "parameters": [HASH_PARAM],
                     "security": [{"session": []}, {"bearer": []}],
                     "responses": {
-                        "200": _ok("The record", "Record"),
-                        "404": _error("Unknown, expired or not yours"),
-                        "429": _RATE,
-                        "503": _error("Redis unavailable"),
+                        "200": ok_response("The record", "Record"),
+                        "404": error_response("Unknown, expired or not yours"),
+                        "429": RATE_LIMITED,
+                        "503": error_response("Redis unavailable"),
                     },
                 }
             },
             "/api/requests/{hash}/otp": {
-                "post": _action(
+                "post": action_op(
                     "Hand the one-time code to the bot", "submitOtp", body={"$ref": "#/components/schemas/OtpBody"}
                 )
             },
-            "/api/requests/{hash}/resend-otp": {"post": _action("Ask the bot to send a new code", "resendOtp")},
-            "/api/requests/{hash}/cancel": {"post": _action("Cancel the request", "cancelRequest")},
+            "/api/requests/{hash}/resend-otp": {"post": action_op("Ask the bot to send a new code", "resendOtp")},
+            "/api/requests/{hash}/cancel": {"post": action_op("Cancel the request", "cancelRequest")},
             "/api/local-requests/{hash}/status": {
                 "get": {
                     "summary": "The original polling format",
                     "operationId": "getLocalStatus",
-                    "parameters": [_HASH],
+                    "parameters": [HASH_PARAM],
                     "security": [{"session": []}, {"bearer": []}],
                     "responses": {
-                        "200": _ok("Status", "LocalStatus"),
-                        "404": _error("Unknown, expired or not yours"),
-                        "429": _RATE,
-                        "503": _error("Redis unavailable"),
+                        "200": ok_response("Status", "LocalStatus"),
+                        "404": error_response("Unknown, expired or not yours"),
+                        "429": RATE_LIMITED,
+                        "503": error_response("Redis unavailable"),
                     },
                 }
             },
             "/api/local-requests/{hash}/otp": {
-                "post": _action(
+                "post": action_op(
                     "Alias of /api/requests/{hash}/otp", "submitOtpLocal", body={"$ref": "#/components/schemas/OtpBody"}
                 )
             },
-            "/api/local-requests/{hash}/resend-otp": {"post": _action("Alias of …/resend-otp", "resendOtpLocal")},
-            "/api/local-requests/{hash}/cancel": {"post": _action("Alias of …/cancel", "cancelRequestLocal")},
+            "/api/local-requests/{hash}/resend-otp": {"post": action_op("Alias of …/resend-otp", "resendOtpLocal")},
+            "/api/local-requests/{hash}/cancel": {"post": action_op("Alias of …/cancel", "cancelRequestLocal")},
             "/api/bot/requests/{hash}/events": {
                 "post": {
                     "summary": "A bot reports progress or an outcome (Standard Webhooks signature)",
                     "operationId": "postBotEvent",
                     "parameters": [
-                        _HASH,
+                        HASH_PARAM,
                         {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"}},
                         {"name": "webhook-timestamp", "in": "header", "required": True, "schema": {"type": "string"}},
                         {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"}},
@@ -272,13 +198,13 @@ def document() -> dict[str, Any]:
                             "description": "Applied (or ignored: the request had already finished)",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
-                        "400": _error("Malformed JSON"),
-                        "401": _error("Bad or stale signature"),
-                        "404": _error("Unknown request"),
-                        "409": _error("Replayed event id, or the event does not fit the state"),
-                        "413": _error("Body over 64 KiB"),
-                        "422": _error("Not a valid event"),
-                        "503": _error("Redis unavailable"),
+                        "400": error_response("Malformed JSON"),
+                        "401": error_response("Bad or stale signature"),
+                        "404": error_response("Unknown request"),
+                        "409": error_response("Replayed event id, or the event does not fit the state"),
+                        "413": error_response("Body over 64 KiB"),
+                        "422": error_response("Not a valid event"),
+                        "503": error_response("Redis unavailable"),
                     },
                 }
             },
@@ -365,25 +291,25 @@ def document() -> dict[str, Any]:
                 # type does not use are ignored, so a newer bot may send more than this names.
                 "BotEvent": {
                     "oneOf": [
-                        _event(
+                        event_schema(
                             "progress",
                             ["progress"],
-                            {"progress": _number(0, 100), "step": _text(64), "message": _text()},
+                            {"progress": number_schema(0, 100), "step": text_schema(64), "message": text_schema()},
                         ),
-                        _event("otp_required", [], {"otp": {"$ref": "#/components/schemas/OtpPrompt"}}),
-                        _event("completed", [], {"result": {"type": ["object", "null"]}}),
-                        _event("failed", ["error"], {"error": {"type": "string", "maxLength": MAX_TEXT}}),
+                        event_schema("otp_required", [], {"otp": {"$ref": "#/components/schemas/OtpPrompt"}}),
+                        event_schema("completed", [], {"result": {"type": ["object", "null"]}}),
+                        event_schema("failed", ["error"], {"error": {"type": "string", "maxLength": MAX_TEXT}}),
                     ],
                     "discriminator": {"propertyName": "type"},
                 },
                 "OtpPrompt": {
                     "type": ["object", "null"],
                     "properties": {
-                        "length": _number(4, 10),
-                        "destination_hint": _text(64),
-                        "expires_in": _number(10, 3600),
-                        "attempts_left": {**_number(0, 100), "type": ["number", "null"]},
-                        "error": _text(200),
+                        "length": number_schema(4, 10),
+                        "destination_hint": text_schema(64),
+                        "expires_in": number_schema(10, 3600),
+                        "attempts_left": {**number_schema(0, 100), "type": ["number", "null"]},
+                        "error": text_schema(200),
                     },
                 },
                 "Catalog": {

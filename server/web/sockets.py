@@ -1,7 +1,7 @@
 """``GET /ws/requests/{hash}``: the browser's live connection (DESIGN.md, "WebSocket").
 
 Same access rule as the API (404 otherwise); a cross-site ``Origin`` is
-refused; frames are small (over ``MAX_FRAME`` the socket closes with 1009)
+refused; frames are small (over ``socket_client.MAX_FRAME`` the socket closes with 1009)
 and rate-limited per socket; a refused frame gets an ``error`` frame, not a
 dropped socket. Every send goes through the socket's :class:`Client` queue,
 so replies and updates never interleave.
@@ -14,7 +14,7 @@ import time
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
-from server.domain.errors import ApiError, Forbidden, ProtocolError
+from server.domain.errors import ApiError, ProtocolError
 from server.domain.protocol import (
     PONG_FRAME,
     CancelFrame,
@@ -24,14 +24,13 @@ from server.domain.protocol import (
     error_frame,
     parse_client_frame,
 )
-from server.live.hub import Client, frame_for, reply
-from server.web.access import caller, origin_allowed
+from server.live.frames import frame_for, reply
+from server.web.access import caller
+from server.web.socket_client import Client, open_socket, refuse_cross_site
 from server.web.typedefs import HUB, SERVICE, STORE
 
 routes = web.RouteTableDef()
 
-MAX_FRAME = 4096
-HEARTBEAT = 25.0
 #: per socket: a burst of this many frames, refilled at RATE per second
 BURST = 20
 RATE = 10.0
@@ -61,14 +60,11 @@ class TokenBucket:
 @routes.get("/ws/requests/{hash}")
 async def request_socket(request: web.Request) -> web.StreamResponse:
     h = request.match_info["hash"]
-    if not origin_allowed(request):
-        raise Forbidden("Sockets from other sites are refused.", code="bad_origin")
+    refuse_cross_site(request)
     await request.app[SERVICE].visible(await caller(request), h)
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME)
-    await ws.prepare(request)
+    client = await open_socket(request, h)
+    ws = client.ws
     hub = request.app[HUB]
-    hub.sockets.add(ws)
-    client = Client(ws, h, send_timeout=hub.send_timeout, transport=request.transport)
     try:
         await hub.watch(client)
         if await _start(request, client):

@@ -1,48 +1,14 @@
-"""The archiver: ``python -m jobs.archiver [--name NAME] [--drain]``.
+"""The :class:`Archiver`: batches from the archive streams into the PostgreSQL history.
 
-Moves terminal records from the 16 archive streams (where the update script
-put them, in the same atomic step as the terminal transition) into the
-PostgreSQL history table, and keeps the learned estimates fresh.
-
-- Reads every shard stream with the consumer group ``ARCHIVE_GROUP``, in
-  batches (``ARCHIVE_BATCH``), one pipelined non-blocking XREADGROUP per shard
-  (one command per stream keeps it cluster-ready; an idle archiver polls
-  every quarter second). The next batch is read and parsed while the current
-  one is written.
-- Writes a batch with one binary COPY straight into ``history`` in one
-  transaction (``server.history.writer.write_rows``: should a record be there
-  already, the batch goes again through a staging table and ``INSERT … ON
-  CONFLICT DO UPDATE``, keeping the newer outcome), and only after the commit
-  acknowledges and deletes the entries (one script per shard). Dying anywhere
-  in between is harmless: unacknowledged entries stay pending, a restart
-  reads its own pending entries first, and a record archived twice is stored
-  once.
-- On a schedule, busy or idle: claims entries a dead archiver left pending,
-  recomputes every service's estimate, and deletes history older than
-  ``ARCHIVE_RETENTION_DAYS`` (every ``ARCHIVE_RETENTION_INTERVAL``, a bounded
-  number of rows a run).
-- PostgreSQL down: the batch in hand is retried with capped backoff and
-  nothing is read beyond the one batch read ahead, so the backlog waits in
-  the streams (see ``server.history.rows.archive_status``). Entries another
-  archiver left pending for a minute (it died for good) are claimed every
-  30 s.
-- A record that can never be stored (not JSON, no hash, not terminal, a
-  value PostgreSQL refuses) is logged and dropped rather than blocking the
-  stream forever.
-
-Without ``DATABASE_URL`` it logs that the archive is off and idles until
-stopped (honcho stops every process when one exits).
+Read ahead, parse, write (one COPY a batch, retried while PostgreSQL is down), acknowledge
+only after the commit, and upkeep on a schedule (claims, estimates, retention). The
+package docstring (``jobs.archiver``) tells the whole story.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
 import logging
-import signal
-import socket
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
@@ -50,33 +16,25 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
 
+from jobs.archiver.streams import REDIS_DOWN, ArchiveStreams, Entry, parse_entries
 from server.domain.catalog import SERVICES
-from server.domain.errors import ArchiveError
 from server.history import db, estimates
-from server.history.rows import ArchiveRow, to_row
+from server.history.rows import ArchiveRow
 from server.history.writer import delete_expired, write_rows
-from server.infra import logs
-from server.infra.connections import AsyncClient, async_client
-from server.record import ACK_ARCHIVED_SCRIPT, ARCHIVE_GROUP, SHARDS, Keys, loads_record, text
+from server.infra.backoff import Backoff
+from server.infra.connections import AsyncClient
+from server.record import SHARDS, Keys
 from server.settings import Settings
 
 log = logging.getLogger("longrun.archiver")
 
-#: (shard, stream entry id, record JSON or None when the entry is gone from the stream)
-Entry = tuple[int, str, bytes | None]
-
-REDIS_DOWN = (RedisError, OSError)
 #: either store out of reach: wait and try again
 STORES_DOWN: tuple[type[BaseException], ...] = (*db.DB_DOWN, *REDIS_DOWN)
 #: what PostgreSQL says about a row it will not store (anything else is retried)
 ROW_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 #: a batch meeting these waits and goes again: PostgreSQL down, schema missing, …
 RETRY_LATER: tuple[type[BaseException], ...] = (*db.DB_DOWN, psycopg.Error)
-#: ids per acknowledgement script call (Lua's unpack has a limit of a few thousand)
-ACK_CHUNK = 1000
 #: records parsed between two chances for a COPY under way to send data
 PARSE_SLICE = 100
 #: rows a retention run deletes at most, in transactions of RETENTION_BATCH rows
@@ -127,7 +85,7 @@ class Archiver:
         self.conn: AsyncConnection[Any] | None = None
         self.archived = 0
         self.dropped = 0
-        self._ack = redis.register_script(ACK_ARCHIVED_SCRIPT)
+        self.streams = ArchiveStreams(redis, self.keys, consumer, self.per_shard)
         self._next_claim = 0.0
         self._next_estimates = 0.0
         self._next_retention = 0.0
@@ -217,29 +175,19 @@ class Archiver:
     async def prepare(self) -> bool:
         """Migrations (waiting for PostgreSQL), consumer groups and warm estimates; False if
         stopped first."""
-        delay = 0.5
+        backoff = Backoff(0.5, self.max_backoff)
         while not self.stop.is_set():
             try:
                 await db.migrate(self.settings)
-                await self.ensure_groups()
+                await self.streams.ensure_groups()
             except STORES_DOWN as exc:
-                log.warning("archiver waiting for its stores (%s); retrying in %.1f s", exc, delay)
-                await self._sleep(delay)
-                delay = min(self.max_backoff, delay * 2)
+                log.warning("archiver waiting for its stores (%s); retrying in %.1f s", exc, backoff.delay)
+                await self._sleep(next(backoff))
                 continue
             await self.refresh_estimates(s.slug for s in SERVICES)
             self._next_estimates = time.monotonic() + self.estimate_every
             return True
         return False
-
-    async def ensure_groups(self) -> None:
-        for shard in range(SHARDS):
-            try:
-                # From id 0: records handed over before the first archiver ran are archived too.
-                await self.redis.xgroup_create(self.keys.archive(shard), ARCHIVE_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -250,33 +198,12 @@ class Archiver:
     # ------------------------------------------------------------------ reading
 
     async def _read(self, ids: dict[int, str]) -> list[Entry]:
-        """One XREADGROUP per shard (``>`` for new entries, an id for own pending ones)."""
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for shard, start in ids.items():
-                    pipe.xreadgroup(
-                        ARCHIVE_GROUP, self.consumer, {self.keys.archive(shard): start}, count=self.per_shard
-                    )
-                replies = await pipe.execute()
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                # A stream (and its group) was deleted under us: make them again, read next time.
-                log.warning("archive stream or group missing; recreating: %s", exc)
-                with suppress(*REDIS_DOWN):
-                    await self.ensure_groups()
-                return []
-            log.warning("archiver cannot read from redis: %s", exc)
+        """One XREADGROUP per shard (``>`` for new entries, an id for own pending ones); nothing
+        (after a pause) while Redis cannot be read."""
+        entries = await self.streams.read(ids)
+        if entries is None:
             await self._sleep(self.max_backoff)
             return []
-        except REDIS_DOWN as exc:
-            log.warning("archiver cannot read from redis: %s", exc)
-            await self._sleep(self.max_backoff)
-            return []
-        entries: list[Entry] = []
-        for shard, reply in zip(ids, replies, strict=True):
-            for _stream, items in reply or []:
-                for entry_id, fields in items:
-                    entries.append((shard, text(entry_id), (fields or {}).get(b"r")))
         return entries
 
     async def read_new(self) -> list[Entry]:
@@ -300,40 +227,13 @@ class Archiver:
 
     async def claim_stale(self) -> list[Entry]:
         """Entries pending with another consumer for longer than ``claim_idle`` (it died)."""
-        entries: list[Entry] = []
-        try:
-            for shard in range(SHARDS):
-                reply = await self.redis.xautoclaim(
-                    self.keys.archive(shard),
-                    ARCHIVE_GROUP,
-                    self.consumer,
-                    min_idle_time=int(self.claim_idle * 1000),
-                    start_id="0-0",
-                    count=self.per_shard,
-                )
-                for entry_id, fields in reply[1]:
-                    entries.append((shard, text(entry_id), (fields or {}).get(b"r")))
-        except REDIS_DOWN as exc:
-            log.warning("archiver cannot claim stale entries: %s", exc)
-        if entries:
-            log.info("claimed %d entries another archiver left pending", len(entries))
-        return entries
+        return await self.streams.claim(self.claim_idle)
 
     # ------------------------------------------------------------------ one batch
 
     def parse(self, entries: Iterable[Entry]) -> list[ArchiveRow]:
-        rows: list[ArchiveRow] = []
-        for shard, entry_id, raw in entries:
-            if raw is None:
-                continue
-            try:
-                rec = loads_record(raw)
-                if rec is None:
-                    raise ArchiveError("not a JSON object")
-                rows.append(to_row(rec))
-            except ArchiveError as exc:
-                self.dropped += 1
-                log.warning("dropping archive entry %s (shard %d): %s", entry_id, shard, exc)
+        rows, dropped = parse_entries(entries)
+        self.dropped += dropped
         return rows
 
     async def process(self, entries: Sequence[Entry], rows: Sequence[ArchiveRow] | None = None) -> bool:
@@ -373,7 +273,7 @@ class Archiver:
         impossible value): the batch is stored row by row and only the refused rows are
         dropped, rather than blocking the stream forever.
         """
-        delay = 0.5
+        backoff = Backoff(0.5, self.max_backoff)
         one_by_one = False
         while True:
             try:
@@ -394,9 +294,8 @@ class Archiver:
                 if isinstance(exc, psycopg.errors.UndefinedTable):
                     with suppress(*db.DB_DOWN, psycopg.Error):
                         await db.migrate(self.settings)  # the schema went away: build it again
-                log.warning("cannot archive (%s); batch of %d waits %.1f s", exc, len(rows), delay)
-                await self._sleep(delay)
-                delay = min(self.max_backoff, delay * 2)
+                log.warning("cannot archive (%s); batch of %d waits %.1f s", exc, len(rows), backoff.delay)
+                await self._sleep(next(backoff))
 
     async def _write_one_by_one(self, conn: AsyncConnection[Any], rows: Sequence[ArchiveRow]) -> int:
         added = 0
@@ -411,34 +310,16 @@ class Archiver:
     async def acknowledge(self, entries: Sequence[Entry], added: int) -> bool:
         """XACK + XDEL the entries (they are committed) and note the progress; retried while
         Redis is down. False if stopped first (re-delivery is harmless)."""
-        by_shard: dict[int, list[str]] = {}
-        for shard, entry_id, _ in entries:
-            by_shard.setdefault(shard, []).append(entry_id)
-        delay = 0.5
+        backoff = Backoff(0.5, self.max_backoff)
         while True:
             try:
-                clustered = isinstance(self.redis, RedisCluster)
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for shard, ids in by_shard.items():
-                        for i in range(0, len(ids), ACK_CHUNK):
-                            # A cluster pipeline cannot carry scripts: one call per chunk there.
-                            await self._ack(
-                                keys=[self.keys.archive(shard)],
-                                args=[ARCHIVE_GROUP, *ids[i : i + ACK_CHUNK]],
-                                client=None if clustered else pipe,  # type: ignore[arg-type]
-                            )
-                    state = self.keys.archiver_state()
-                    pipe.hset(state, mapping={"last_archived_at": f"{time.time():.3f}", "consumer": self.consumer})
-                    pipe.hincrby(state, "archived", added)
-                    pipe.hdel(state, "last_error", "last_error_at")
-                    await pipe.execute()
+                await self.streams.acknowledge(entries, added)
                 return True
             except REDIS_DOWN as exc:
                 if self.stop.is_set():
                     return False
-                log.warning("cannot acknowledge archived entries (%s); retrying in %.1f s", exc, delay)
-                await self._sleep(delay)
-                delay = min(self.max_backoff, delay * 2)
+                log.warning("cannot acknowledge archived entries (%s); retrying in %.1f s", exc, backoff.delay)
+                await self._sleep(next(backoff))
 
     # ------------------------------------------------------------------ upkeep
 
@@ -506,81 +387,8 @@ class Archiver:
         return deleted
 
     async def _note_error(self, exc: BaseException) -> None:
-        with suppress(*REDIS_DOWN):
-            await self.redis.hset(
-                self.keys.archiver_state(),
-                mapping={"last_error": f"{exc.__class__.__name__}: {exc}"[:300], "last_error_at": f"{time.time():.3f}"},
-            )
+        await self.streams.note_error(exc)
 
     async def _sleep(self, seconds: float) -> None:
         with suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
-
-
-async def serve(settings: Settings, consumer: str, *, drain: bool = False) -> int:
-    redis = async_client(settings, socket_connect_timeout=2, socket_timeout=10)
-    # Leave what start-up made (modules, clients: ~100k objects) out of every later full
-    # collection: the records of a batch outlive the young generations, so full collections
-    # come often, and walking start-up's objects each time cost a tenth of the archiver's CPU.
-    gc.collect()
-    gc.freeze()
-    archiver = Archiver(settings, redis, consumer=consumer)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, archiver.stop.set)
-    try:
-        if drain:
-            n = await archiver.drain()
-            log.info("drained: %d records archived, %d dropped", n, archiver.dropped)
-        else:
-            log.info("archiver %s started (batch %d)", consumer, archiver.batch)
-            await archiver.run()
-    finally:
-        await archiver.close()
-        await redis.aclose()
-    return 0
-
-
-async def idle_without_database(settings: Settings, every: float = 60.0) -> int:
-    """No archive: keep the streams from holding finished records (and the personal data in
-    them) longer than the records themselves live — trim what is older than REQUEST_TTL."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    redis = async_client(settings, socket_connect_timeout=2, socket_timeout=10)
-    keys = Keys(settings.key_prefix)
-    try:
-        while not stop.is_set():
-            oldest = int((time.time() - settings.request_ttl) * 1000)
-            try:
-                for shard in range(SHARDS):
-                    await redis.xtrim(keys.archive(shard), minid=f"{oldest}-0", approximate=False)
-            except REDIS_DOWN as exc:
-                log.warning("cannot trim the archive streams: %s", exc)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
-    finally:
-        await redis.aclose()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Longrun archiver: terminal records → PostgreSQL history")
-    parser.add_argument(
-        "--name",
-        default=f"archiver-{socket.gethostname()}",
-        help="consumer name; keep it stable across restarts so pending entries are picked up again",
-    )
-    parser.add_argument("--drain", action="store_true", help="archive what is waiting now, then exit")
-    args = parser.parse_args(argv)
-    settings = Settings.from_env_or_exit("longrun archiver")
-    logs.configure(settings)
-    if not settings.database_url:
-        log.warning("DATABASE_URL is not set: the archive is off (terminal records stay in the streams)")
-        return asyncio.run(idle_without_database(settings))
-    return asyncio.run(serve(settings, args.name, drain=args.drain))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Frames: what the hub relays to its watchers (a record state, or a reply to one socket).
+
+A frame carries its text as sent to a browser, the record's ``seq`` (stale frames are
+skipped), and whether it may be conflated away (progress) or must be kept (an OTP
+prompt, a final state, a reply).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.domain.protocol import snapshot_frame, update_frame
+from server.domain.status import Status
+from server.record import loads_record, public_json
+
+_KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
+
+
+@dataclass(slots=True)
+class Frame:
+    text: str
+    seq: int
+    #: an OTP prompt, a final state or a reply (error, pong): never conflated away
+    keep: bool
+    #: a record state (snapshot or update) rather than a reply
+    state: bool = True
+    #: the public record JSON the frame wraps (for watchers that are not sockets)
+    payload: bytes = b""
+    #: re-read after a reconnect, not published: news only to a socket that has not sent this seq
+    resync: bool = False
+
+
+def reply(text: str) -> Frame:
+    """An error or pong frame for one socket."""
+    return Frame(text, -1, keep=True, state=False)
+
+
+def frame_for(payload: bytes | str, *, snapshot: bool = False) -> Frame | None:
+    """A frame for a published record; old bots' payloads (with private fields, no seq) are cleaned."""
+    rec = loads_record(payload)
+    if rec is None:
+        return None
+    if "_p" in rec or "seq" not in rec or "status" not in rec:
+        payload = public_json(rec)
+    seq = rec.get("seq")
+    raw = payload.encode() if isinstance(payload, str) else payload
+    text = snapshot_frame(raw) if snapshot else update_frame(raw)
+    status = rec.get("status")
+    keep = isinstance(status, str) and status in _KEEP  # old bots may write anything here
+    return Frame(text, seq if isinstance(seq, int) else -1, keep, payload=raw)

@@ -1,0 +1,178 @@
+"""The web side of the hub: a browser WebSocket as a hub watcher, opened, counted and closed.
+
+- :class:`Client` wraps one ``web.WebSocketResponse``: the hub's listener never awaits a
+  socket, it hands each frame to the socket's client, a small bounded queue drained by
+  a writer task that exists only while there is something to send. A slow browser gets
+  progress frames conflated to the latest state (OTP prompts and terminal states are
+  never dropped); one that stops reading is closed after ``send_timeout``.
+- :func:`refuse_cross_site` and :func:`open_socket`: what every socket endpoint does
+  before it speaks (origin check; heartbeat, frame size, prepare, registration).
+- :func:`close_all`: every open socket is told we are going away (1001) on shutdown so
+  the browser reconnects elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+
+from aiohttp import WSCloseCode, web
+
+from server.domain.errors import Forbidden
+from server.live.frames import Frame
+from server.live.hub import SEND_TIMEOUT
+from server.web.access import origin_allowed
+from server.web.typedefs import HUB
+
+log = logging.getLogger("longrun.hub")
+
+#: frames a socket may have waiting before it is considered stuck (progress is conflated first)
+MAX_PENDING = 16
+#: the largest frame a browser may send (over it the socket closes with 1009)
+MAX_FRAME = 4096
+HEARTBEAT = 25.0
+
+#: every socket this process has open (request pages and dashboards), to close on shutdown
+OPEN_SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("open_sockets")
+
+
+class Client:
+    """One browser socket: a bounded queue of frames and a writer that drains it."""
+
+    #: a browser socket: counted in the hub's ``stats.sockets`` (hub watcher protocol)
+    is_socket = True
+
+    __slots__ = (
+        "__weakref__",
+        "closed",
+        "hash",
+        "held",
+        "last_seq",
+        "pending",
+        "send_timeout",
+        "transport",
+        "writer",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request_hash: str,
+        *,
+        send_timeout: float = SEND_TIMEOUT,
+        transport: asyncio.Transport | None = None,
+    ):
+        self.ws = ws
+        self.send_timeout = send_timeout
+        # A browser that stopped reading cannot be closed politely (the close frame would
+        # wait behind everything else): its connection is aborted instead.
+        self.transport = transport
+        self.hash = request_hash
+        self.pending: list[Frame] = []  # at most MAX_PENDING; a list is 700 B smaller than a deque
+        self.writer: asyncio.Task[None] | None = None
+        self.last_seq = -1
+        self.closed = False
+        # Frames queue up but are not sent until the snapshot is in front of them.
+        self.held = True
+
+    def offer(self, frame: Frame) -> None:
+        """Queue a frame without waiting (called from the listener)."""
+        if self.closed or 0 <= frame.seq < self.last_seq or (frame.resync and 0 <= frame.seq == self.last_seq):
+            return  # stale: the browser already has a newer state (or, after a resync, this one)
+        if frame.state and self.pending and not self.pending[-1].keep:
+            self.pending[-1] = frame  # conflate: the newer state supersedes the older progress
+        else:
+            self.pending.append(frame)
+        if len(self.pending) > MAX_PENDING:
+            self._shed()
+        self._kick()
+
+    def start(self, snapshot: Frame) -> None:
+        """Send ``snapshot`` first, then whatever arrived meanwhile that is not older."""
+        newer = [f for f in self.pending if f.seq < 0 or f.seq > snapshot.seq]
+        self.pending = [Frame(snapshot.text, snapshot.seq, keep=True), *newer]
+        self.held = False
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.writer is None and not self.held and not self.closed and self.pending:
+            self.writer = asyncio.create_task(self._drain())
+
+    def _shed(self) -> None:
+        kept = [f for f in self.pending if f.keep]
+        latest = self.pending[-1]
+        self.pending = kept if latest.keep else [*kept, latest]
+        if len(self.pending) > MAX_PENDING:
+            # Only OTP prompts and outcomes left and still too many: this browser is not
+            # reading. Drop it; it reconnects and gets a fresh snapshot.
+            self.abort()
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                frame = self.pending.pop(0)
+                if 0 <= frame.seq < self.last_seq:
+                    continue
+                async with asyncio.timeout(self.send_timeout):
+                    await self.ws.send_str(frame.text)
+                if frame.seq >= 0:
+                    self.last_seq = max(self.last_seq, frame.seq)
+        except TimeoutError:
+            log.info("dropping a socket that stopped reading (%s)", self.hash[:12])
+            self.abort()
+        except (ConnectionError, RuntimeError):
+            self.closed = True
+        finally:
+            self.writer = None
+
+    async def flush(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) until what is queued has been written."""
+        writer = self.writer
+        if writer is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(writer)
+
+    def abort(self) -> None:
+        self.closed = True
+        self.pending.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def refuse_cross_site(request: web.Request) -> None:
+    """A socket opened from another site's page is refused (403 ``bad_origin``)."""
+    if not origin_allowed(request):
+        raise Forbidden("Sockets from other sites are refused.", code="bad_origin")
+
+
+async def open_socket(request: web.Request, key: str) -> Client:
+    """Upgrade ``request`` to a WebSocket and wrap it in a :class:`Client` for ``key``."""
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME)
+    await ws.prepare(request)
+    request.app[OPEN_SOCKETS].add(ws)
+    hub = request.app[HUB]
+    return Client(ws, key, send_timeout=hub.send_timeout, transport=request.transport)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: str) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await ws.close(code=code, message=message.encode())
+
+
+async def close_all(app: web.Application, code: int = WSCloseCode.GOING_AWAY, message: str = "server shutdown") -> None:
+    """Close every open socket (bounded per socket); by default: going away, server shutdown."""
+    sockets = app.get(OPEN_SOCKETS)
+    if sockets is None:
+        return
+    await asyncio.gather(*(_close(ws, code, message) for ws in list(sockets)), return_exceptions=True)
+
+
+def setup(app: web.Application) -> None:
+    """The registry of open sockets, closed with 1001 when the server shuts down."""
+    app[OPEN_SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(close_all)
