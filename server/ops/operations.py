@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -125,7 +126,8 @@ class Operations:
                 QueueFigures(
                     name=priority,
                     depth=int(depth),
-                    oldest_wait=None if oldest is None else round(oldest, 1),
+                    # rounded up, so a wait that raised the alert never reads as the threshold itself
+                    oldest_wait=None if oldest is None else math.ceil(oldest * 10) / 10,
                     scheduled=int(scheduled),
                     running=int(running),
                     failed=int(failed),
