@@ -9,20 +9,23 @@ tags, the defaults). It is rendered by :func:`render_contract` and committed;
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from server.devtools.processes import ROOT, Processes, wait_http
 from server.domain.catalog import SERVICES
 from server.domain.messages import MESSAGES
-from server.record.keys import REQUEST_TTL, SHARD_TAGS
+from server.record.keys import REQUEST_TTL, SHARD_TAGS, Keys
+from server.record.lua import SCRIPTS_DIR, load
 from server.settings import Settings
 
 JS = ROOT / "bots" / "js"
@@ -49,6 +52,26 @@ def test_the_node_sdk_contract_is_current() -> None:
     )
 
 
+def test_node_assembles_the_same_scripts_and_shards() -> None:
+    """Same script text (so the same EVALSHA name) and the same shard for a hash as Python."""
+    _npm_ci()
+    names = sorted(p.stem for p in SCRIPTS_DIR.glob("*.lua") if not p.stem.startswith("_"))
+    keys = Keys("tjs_")
+    hashes = [keys.new_hash() for _ in range(20)] + ["req_minted_elsewhere"]
+    program = (
+        "import {loadScript, scriptSha, Keys} from 'longrun-bot';"
+        "const [names, hashes] = JSON.parse(process.argv[1]); const k = new Keys('tjs_');"
+        "console.log(JSON.stringify([names.map((n) => scriptSha(loadScript(n))), hashes.map((h) => k.shard(h))]));"
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", program, json.dumps([names, hashes])],
+        cwd=JS, capture_output=True, text=True, check=True, timeout=60,
+    )
+    shas, shards = json.loads(out.stdout)
+    assert shas == [hashlib.sha1(load(n).encode()).hexdigest() for n in names]
+    assert shards == [keys.shard(h) for h in hashes]
+
+
 def _npm_ci() -> None:
     # A lock-exact install, once per checkout state (npm ci wipes node_modules first).
     stamp = JS / "node_modules" / ".package-lock.json"
@@ -62,7 +85,7 @@ async def test_node_sdk_suite(base_settings: Settings, processes: Processes, red
     """``node --test`` in bots/js, with this test's key prefix and a real web process."""
     for tool in ("node", "npm"):
         assert shutil.which(tool), f"{tool} is missing: `make test` installs Debian's nodejs and npm"
-    _npm_ci()
+    await asyncio.to_thread(_npm_ci)
     web, url = processes.web(base_settings)
     await wait_http(f"{url}/healthz", web)
     env = {
@@ -73,8 +96,10 @@ async def test_node_sdk_suite(base_settings: Settings, processes: Processes, red
         "BOT_WEBHOOK_SECRET": " ".join(base_settings.webhook_secrets),
         "OTP_RESEND_INTERVAL": str(base_settings.otp_resend_interval),
     }
-    run = subprocess.run(
-        ["node", "--test", "--test-concurrency=1", "--test-reporter=spec", "test/"],
+    files = sorted(str(p.relative_to(JS)) for p in JS.glob("test/*.test.js"))
+    run = await asyncio.to_thread(
+        subprocess.run,
+        ["node", "--test", "--test-concurrency=1", *files],
         cwd=JS,
         env=env,
         capture_output=True,
@@ -83,10 +108,10 @@ async def test_node_sdk_suite(base_settings: Settings, processes: Processes, red
     )
     print(run.stdout[-20000:], run.stderr[-5000:])
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
-    # Not one test skipped or left to do: every test counts.
-    for line in run.stdout.splitlines():
-        if line.startswith(("ℹ skipped", "ℹ todo")):
-            assert line.split()[-1] == "0", line
+    # The TAP summary: some tests passed, and not one was skipped or left to do.
+    summary = dict(re.findall(r"^# (tests|pass|fail|skipped|todo) (\d+)$", run.stdout, re.MULTILINE))
+    assert int(summary["pass"]) > 0 and summary["pass"] == summary["tests"], summary
+    assert summary["skipped"] == summary["todo"] == "0", summary
 
 
 if __name__ == "__main__":  # pragma: no cover - the generator, run by hand
