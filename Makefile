@@ -13,7 +13,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint bench lock upgrade chromium wrk clean
+.PHONY: install run test lint bench lock upgrade chromium wrk node clean
 
 $(UV): .ci/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -44,6 +44,13 @@ chromium:
 	  echo "installing Debian chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# The Node.js bot SDK (bots/js) is tested with Debian's nodejs and npm (Node 20+); its
+# dependencies come from the committed package-lock.json (`npm ci`, run by its pytest).
+node:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Debian nodejs and npm for the Node.js bot SDK"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+
 run: install
 	$(BIN)/python -m server.devtools.devrun
 
@@ -56,7 +63,7 @@ lint: install
 # and schema, and most of a test is waiting on processes and events, not CPU.
 TEST_WORKERS ?= 6
 
-test: install chromium lint
+test: install chromium node lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The status endpoint benchmark drives the server with Debian's wrk (bench/ falls back to a

@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { RedisReporter } from "longrun-bot";
+import { PREFIX, cleanUp, client, keys, newRunning, record } from "./helpers.js";
+
+let redis;
+let report;
+before(() => {
+  redis = client();
+  report = new RedisReporter(redis, { prefix: PREFIX });
+});
+after(async () => {
+  await cleanUp(redis);
+  await redis.quit();
+});
+
+test("each call is one script run that the record shows", async () => {
+  const h = await newRunning(redis);
+  assert.equal(await report.progress(h, 30, { step: "search", message: "Finding the vehicle" }), true);
+  let rec = await record(redis, h);
+  assert.equal(rec.progress, 30);
+  assert.equal(rec.current_message, "Finding the vehicle");
+  assert.equal(rec.message_key, null);
+  assert.equal(rec.step, "search");
+  assert.equal(await report.progress(h, 10), true); // applied, but the bar never goes back
+  rec = await record(redis, h);
+  assert.equal(rec.progress, 30);
+  assert.equal(rec.step, "search");
+  assert.equal(await report.completed(h, { total: 0, fines: [] }), true);
+  assert.equal(await report.progress(h, 99), false); // finished: ignored, and the bot learns it
+  rec = await record(redis, h);
+  assert.equal(rec.status, "completed");
+  assert.equal(rec.progress, 100);
+  assert.deepEqual(rec.result_data, { total: 0, fines: [] });
+  assert.equal(rec.message_key, "done");
+  assert.equal(rec.current_message, "Done.");
+  assert.ok(Number(rec.seq) >= 4);
+});
+
+test("one update publishes the new record on the request's channel", async () => {
+  const h = await newRunning(redis);
+  const sub = redis.duplicate();
+  await sub.subscribe(keys.channel(h));
+  const got = new Promise((resolve) => sub.on("message", (_channel, text) => resolve(JSON.parse(text))));
+  await report.progress(h, 55, { step: "search" });
+  const published = await got;
+  await sub.quit();
+  assert.equal(published.progress, 55);
+  assert.equal(published._p, undefined); // the private part never leaves Redis
+});
+
+test("otpRequired waits for the code with the server's prompt and message", async () => {
+  const h = await newRunning(redis, "credit-score-rating");
+  await report.progress(h, 40, { step: "captcha" });
+  const asked = await report.otpRequired(h, { length: 5, destination_hint: "+98 912 *** **34", expires_in: 90 });
+  assert.equal(asked, true);
+  const rec = await record(redis, h);
+  assert.equal(rec.status, "waiting_otp");
+  assert.equal(rec.requires_otp, true);
+  assert.equal(rec.step, "otp"); // the catalog gives credit-score-rating an otp step
+  assert.equal(rec.otp_data.length, 5);
+  assert.equal(rec.otp_data.destination_hint, "+98 912 *** **34");
+  assert.equal(rec.otp_data.attempts_left, 3);
+  assert.ok(rec.otp_data.expires_at && rec.otp_data.resend_available_at);
+  assert.equal(rec.message_key, "otp");
+  assert.deepEqual(rec.message_params, { destination: "+98 912 *** **34" });
+  assert.equal(rec.current_message, "Enter the code we sent to +98 912 *** **34.");
+  assert.equal(await report.progress(h, 80, { step: "report" }), true);
+  assert.equal((await record(redis, h)).status, "waiting_otp"); // progress alone does not leave the wait
+});
+
+test("a wrong code is said with its own message; a service without an otp step keeps its step", async () => {
+  const h = await newRunning(redis);
+  await report.progress(h, 20, { step: "search" });
+  await report.otpRequired(h, { error: "wrong code", attempts_left: 1 });
+  const rec = await record(redis, h);
+  assert.equal(rec.step, "search");
+  assert.equal(rec.message_key, "otp_wrong");
+  assert.equal(rec.otp_data.error, "wrong code");
+  assert.equal(rec.otp_data.attempts_left, 1);
+  assert.equal(rec.otp_data.length, 6);
+});
+
+test("a code typed early goes to the bot's hook, and is read once", async () => {
+  const ready = [];
+  const hooked = new RedisReporter(redis, { prefix: PREFIX, onOtpReady: async (h, seq) => ready.push([h, seq]) });
+  const h = await newRunning(redis, "credit-score-rating");
+  await redis.set(keys.otp(h), "482913", "EX", 60);
+  assert.equal(await hooked.otpRequired(h, {}), true);
+  const rec = await record(redis, h);
+  assert.equal(rec.status, "processing");
+  assert.equal(rec.message_key, "checking");
+  assert.deepEqual(ready, [[h, rec.seq]]);
+  assert.equal(await hooked.takeOtp(h), "482913");
+  assert.equal(await hooked.takeOtp(h), null);
+});
+
+test("failed keeps 500 characters of the error; unknown and finished requests are not applied", async () => {
+  const h = await newRunning(redis);
+  assert.equal(await report.failed(h, "x".repeat(700)), true);
+  const rec = await record(redis, h);
+  assert.equal(rec.status, "failed");
+  assert.equal(rec.error.length, 500);
+  assert.equal(rec.message_key, "failed");
+  assert.equal(await report.completed(h, {}), false);
+  assert.equal(await report.progress("req_nobody_has_this_one_at_all", 5), false);
+});
+
+test("bad events are refused before any I/O", async () => {
+  await assert.rejects(report.otpRequired("req_x", { length: 3 }), /otp.length must be between 4 and 10/);
+  await assert.rejects(report.completed("req_x", [1]), /result must be a JSON object/);
+  await assert.rejects(report.progress("req_x", "lots"), /progress must be a number/);
+});
