@@ -16,10 +16,10 @@ from typing import Any
 from server.domain.catalog import Service
 from server.domain.i18n import ISOLATE, MESSAGES_FA, RESULT_LABELS, local_digits, ui, ui_strings
 from server.domain.messages import MESSAGES
+from server.domain.status import RUNNING_VALUES as RUNNING
+from server.domain.status import TERMINAL_VALUES as TERMINAL
 from server.domain.status import Status
 
-RUNNING = frozenset({Status.PROCESSING.value, Status.WAITING_OTP.value})
-TERMINAL = frozenset({Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value})
 #: message keys that repeat what the code prompt says
 QUIET_IN_OTP = frozenset({"otp", "otp_wrong"})
 _PERSIAN_LETTERS = re.compile(r"[\u0600-\u06FF]")

@@ -29,7 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from server.domain.protocol import snapshot_frame, update_frame
-from server.domain.status import Status
+from server.domain.status import TERMINAL_VALUES, Status
 from server.infra.connections import AsyncClient, mget
 from server.infra.counters import RECONNECTS, RELAYED, RESYNCED, SOCKETS_OPEN
 from server.record import Keys, loads_record, public_json
@@ -47,7 +47,7 @@ SHARD_POLL = 0.005
 #: seconds before the first reconnect after a drop; doubles (jittered) up to RETRY_MAX while attempts fail
 RETRY_FIRST = 0.1
 RETRY_MAX = 5.0
-_KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
+_KEEP = frozenset({Status.WAITING_OTP.value, *TERMINAL_VALUES})
 
 
 @dataclass(slots=True)

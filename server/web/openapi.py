@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server.domain.catalog import SERVICES
 from server.domain.protocol import MAX_TEXT
-from server.domain.status import Status
+from server.domain.status import TERMINAL_VALUES, Status
 
 routes = web.RouteTableDef()
 
@@ -155,7 +155,7 @@ def document() -> dict[str, Any]:
                     "security": [{}, {"session": []}],  # anonymous: an empty page
                     "parameters": [
                         _filter("service", {"type": "string", "pattern": _SLUG}),
-                        _filter("status", {"enum": ["cancelled", "completed", "failed"]}),
+                        _filter("status", {"enum": sorted(TERMINAL_VALUES)}),
                         _filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
                         _filter("cursor", {"type": "string", "maxLength": 200}),
                     ],
