@@ -32,6 +32,7 @@ from jobs.context import JobContext, run_job, settings
 from jobs.stats import record_job
 from server.domain.catalog import Service, find_service
 from server.domain.errors import ProtocolError
+from server.domain.messages import text as reason
 from server.domain.protocol import Accepted, BotAnswer, BotFailure, NeedsOtp, OtpPrompt
 from server.domain.status import Status
 from server.infra.logs import short
@@ -88,13 +89,13 @@ async def _load(ctx: JobContext, h: str) -> tuple[dict[str, Any], Service] | Non
         return None
     service = find_service(str(rec.get("service_slug", "")))
     if service is None:
-        await ctx.life.fail(h, "This service is no longer offered.")
+        await ctx.life.fail(h, reason("service_gone"))
         return None
     return rec, service
 
 
 async def _timed_out(ctx: JobContext, h: str, service: Service) -> None:
-    await ctx.life.fail(h, "The service did not finish in time. Please try again later.")
+    await ctx.life.fail(h, reason("overdue"))
     try:
         await ctx.bot.cancel(service.slug, h)
     except BOT_CALL_FAILED:
@@ -118,7 +119,7 @@ async def _call_bot(
         await ctx.life.fail(h, unavailable)
     except ProtocolError as exc:
         log.warning("bot answer for %s unreadable: %s", short(h), exc)
-        await ctx.life.fail(h, "The service sent an answer we could not understand.")
+        await ctx.life.fail(h, reason("bad_answer"))
     return None
 
 
@@ -174,7 +175,7 @@ async def check_otp(ctx: JobContext, h: str) -> None:
     code = await ctx.store.take_otp(h)
     if code is None:
         # The code outlived its key (a very slow queue): ask the person again.
-        prompt = _prompt_of(rec, error="The code expired before we could check it. Please enter it again.")
+        prompt = _prompt_of(rec, error=reason("otp_expired_unchecked"))
         await ctx.life.ask_otp(h, prompt, service)
         return
     left = _time_left(rec, service)
@@ -192,14 +193,14 @@ async def check_otp(ctx: JobContext, h: str) -> None:
                 idempotency_key=f"{h}:otp:{int(rec.get('seq') or 0)}",
                 timeout=max(1.0, left),
             ),
-            unavailable="We could not reach the service to check your code. Please start again.",
+            unavailable=reason("otp_check_unreachable"),
         )
     finally:
         del code
     if answer is None:
         return
     if isinstance(answer, BotFailure) and answer.retryable:
-        await ctx.life.fail(h, f"The service could not check the code: {answer.error}")
+        await ctx.life.fail(h, reason("otp_check_failed", error=answer.error))
         return
     await ctx.life.apply_answer(h, answer, service)
 
@@ -238,7 +239,7 @@ async def resend_otp(ctx: JobContext, h: str) -> None:
     elif isinstance(answer, BotFailure):
         if answer.retryable:
             raise BotRetryableError(answer.error)
-        prompt = _prompt_of(rec, error=f"Could not send a new code: {answer.error}")
+        prompt = _prompt_of(rec, error=reason("resend_failed", error=answer.error))
         await ctx.life.ask_otp(h, prompt, service, expect=still_waiting)
 
 
@@ -258,10 +259,10 @@ async def cancel_bot(ctx: JobContext, h: str) -> None:
 # --------------------------------------------------------------------------- failures
 
 _FINAL_MESSAGES: dict[type[BaseException], str] = {
-    BotUnavailable: "The service is not available right now. Please try again in a few minutes.",
-    BotRetryableError: "The service could not finish the request. Please try again later.",
-    AbandonedJobError: "The worker running your request stopped unexpectedly. Please start again.",
-    JobTimeoutException: "The service did not finish in time. Please try again later.",
+    BotUnavailable: reason("bot_unavailable"),
+    BotRetryableError: reason("bot_gave_up"),
+    AbandonedJobError: reason("worker_lost"),
+    JobTimeoutException: reason("overdue"),
 }
 
 
@@ -288,10 +289,10 @@ def on_job_failure(
     next_attempt = total - int(job.retries_left or 0) + 1
     text = next(
         (m for t, m in _FINAL_MESSAGES.items() if exc_type is not None and issubclass(exc_type, t)),
-        "Something went wrong on our side. Please try again.",
+        reason("internal"),
     )
     if exc_type is BotRetryableError and exc_value is not None and str(exc_value):
-        text = f"The service could not finish the request: {exc_value}"
+        text = reason("bot_gave_up_because", error=exc_value)
     record_job(connection, Keys(settings().key_prefix), job, phase_of(job.id), "retried" if will_retry else "failed")
     log.warning(
         "job %s for %s failed (%s); %s",

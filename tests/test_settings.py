@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
 from server.domain.errors import ConfigError
-from server.settings import Settings, new_webhook_secret
+from server.record.keys import REQUEST_TTL
+from server.settings import ENV_NAMES, Settings, new_webhook_secret
 
 
 def test_production_needs_secrets_and_says_which() -> None:
@@ -41,3 +45,24 @@ def test_bad_numbers_are_named() -> None:
         Settings.from_env({"LONGRUN_ENV": "dev", "REQUEST_TTL": "soon"})
     with pytest.raises(ConfigError, match="RETRY_INTERVALS"):
         Settings.from_env({"LONGRUN_ENV": "dev", "RETRY_INTERVALS": "1 x"})
+
+
+def test_every_setting_round_trips_and_otp_limits_come_from_the_environment() -> None:
+    s = Settings.from_env({"LONGRUN_ENV": "dev", "OTP_MAX_RESENDS": "5", "OTP_CODE_TTL": "300"})
+    assert (s.otp_max_resends, s.otp_code_ttl) == (5, 300)
+    defaults = Settings.from_env({"LONGRUN_ENV": "dev"})
+    assert (defaults.otp_max_resends, defaults.otp_code_ttl, defaults.request_ttl) == (3, 120, 1800)
+    again = Settings.from_env(s.to_env())
+    for f in fields(Settings):
+        if f.name != "extra":
+            assert getattr(again, f.name) == getattr(s, f.name), f.name
+
+
+def test_the_record_store_uses_the_settings_default_ttl() -> None:
+    assert REQUEST_TTL == Settings(secret_key="k", webhook_secrets=("w",)).request_ttl == 1800
+
+
+def test_readme_names_every_variable() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert [name for name in ENV_NAMES if f"`{name}`" not in table] == []

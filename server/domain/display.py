@@ -16,10 +16,10 @@ from typing import Any
 from server.domain.catalog import Service
 from server.domain.i18n import ISOLATE, MESSAGES_FA, RESULT_LABELS, local_digits, ui, ui_strings
 from server.domain.messages import MESSAGES
+from server.domain.status import RUNNING_VALUES as RUNNING
+from server.domain.status import TERMINAL_VALUES as TERMINAL
 from server.domain.status import Status
 
-RUNNING = frozenset({Status.PROCESSING.value, Status.WAITING_OTP.value})
-TERMINAL = frozenset({Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value})
 #: message keys that repeat what the code prompt says
 QUIET_IN_OTP = frozenset({"otp", "otp_wrong"})
 _PERSIAN_LETTERS = re.compile(r"[\u0600-\u06FF]")
@@ -65,6 +65,38 @@ def message_key(record: Mapping[str, Any]) -> str | None:
         if english == current and "{" not in english:
             return k
     return None
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """``template`` as a regex whose groups are its ``{name}`` placeholders."""
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile(
+        "".join(f"(?P<{p}>.+)" if i % 2 else re.escape(p) for i, p in enumerate(parts)), re.DOTALL
+    )
+
+
+_ERROR_PATTERNS = [(k, _pattern(english)) for k, english in MESSAGES.items() if "{" in english]
+
+
+def error_key(error: str) -> tuple[str, dict[str, str]] | None:
+    """Which of our messages an ``error`` is (key and filled-in values); None for a bot's own words."""
+    for k, english in MESSAGES.items():
+        if english == error and "{" not in english:
+            return k, {}
+    for k, pattern in _ERROR_PATTERNS:
+        found = pattern.fullmatch(error)
+        if found is not None:
+            return k, found.groupdict()
+    return None
+
+
+def error_text(error: str, lang: str) -> str:
+    """An error in our own words (one of the messages) in the reader's language; a bot's as it is."""
+    named = error_key(error)
+    if named is None:
+        return error
+    key, params = named
+    return _fill(local_messages(lang)[key], params, lang, isolate=lang == "fa")
 
 
 def message_text(record: Mapping[str, Any], lang: str, service: Service | None = None) -> str:
@@ -188,9 +220,7 @@ def progress_view(record: Mapping[str, Any], service: Service | None, lang: str)
         eta_text = clock(float(eta), lang) if isinstance(eta, int | float) and eta > 0 else ui("almost_done", lang)
     error = record.get("error")
     if isinstance(error, str) and error:
-        # An error in our own words (one of the messages) is said in the reader's language.
-        named = next((k for k, english in MESSAGES.items() if english == error and "{" not in english), None)
-        error = local_messages(lang)[named] if named is not None else error
+        error = error_text(error, lang)
     # The headline or the code prompt already says these.
     quiet = status in TERMINAL or (status == Status.WAITING_OTP.value and message_key(record) in QUIET_IN_OTP)
     return {

@@ -253,7 +253,7 @@ UI: Mapping[str, Text] = {
     "outbox_code": Text("Code", "کد"),
 }
 
-#: Persian for the record's own messages (``message_key``; English lives in server.requests.lifecycle).
+#: Persian for the record's own messages and failure reasons (English: server.domain.messages).
 MESSAGES_FA: Mapping[str, str] = {
     "queued": "در انتظار یک پردازشگر آزاد…",
     "starting": "در حال اتصال به سرویس…",
@@ -267,6 +267,21 @@ MESSAGES_FA: Mapping[str, str] = {
     "done": "انجام شد.",
     "failed": "درخواست ناموفق بود.",
     "cancelled": "لغو شد.",
+    "silent": "سرویس دیگر پاسخ نمی‌دهد. لطفاً دوباره تلاش کنید.",
+    "overdue": "سرویس کار را به‌موقع تمام نکرد. لطفاً بعداً دوباره تلاش کنید.",
+    "otp_expired": "کد به‌موقع وارد نشد. لطفاً درخواست تازه‌ای ثبت کنید.",
+    "never_started": "چند ساعت هیچ پردازشگری نتوانست درخواست را بپذیرد. لطفاً دوباره تلاش کنید.",
+    "service_gone": "این سرویس دیگر ارائه نمی‌شود.",
+    "bad_answer": "سرویس پاسخی فرستاد که نتوانستیم آن را بفهمیم.",
+    "otp_check_unreachable": "برای بررسی کد شما به سرویس دسترسی پیدا نکردیم. لطفاً از نو شروع کنید.",
+    "otp_check_failed": "سرویس نتوانست کد را بررسی کند: {error}",
+    "bot_unavailable": "سرویس الان در دسترس نیست. لطفاً چند دقیقه دیگر دوباره تلاش کنید.",
+    "bot_gave_up": "سرویس نتوانست درخواست را به پایان برساند. لطفاً بعداً دوباره تلاش کنید.",
+    "bot_gave_up_because": "سرویس نتوانست درخواست را به پایان برساند: {error}",
+    "worker_lost": "پردازشگری که درخواست شما را اجرا می‌کرد ناگهان متوقف شد. لطفاً از نو شروع کنید.",
+    "internal": "مشکلی در سمت ما پیش آمد. لطفاً دوباره تلاش کنید.",
+    "otp_expired_unchecked": "کد پیش از آنکه بتوانیم بررسی‌اش کنیم منقضی شد. لطفاً دوباره واردش کنید.",
+    "resend_failed": "ارسال کد جدید ممکن نشد: {error}",
 }
 
 #: labels for the fields bots put in ``result_data``; anything else is shown humanized

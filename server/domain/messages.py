@@ -1,8 +1,10 @@
-"""The status messages of a request, keyed: the English text and how a patch carries it.
+"""The messages of a request, keyed: the English text and how a patch carries it.
 
 A record carries ``message_key`` (and ``message_params``) next to the English
 ``current_message`` so that pages show the message in the reader's language
-(the Persian texts are in :mod:`server.domain.i18n`).
+(the Persian texts are in :mod:`server.domain.i18n`). A failure's ``error`` is one
+of these texts too (or a bot's own words): pages find its key by the text
+(:func:`server.domain.display.error_text`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,31 @@ MESSAGES: Mapping[str, str] = {
     "done": "Done.",
     "failed": "The request failed.",
     "cancelled": "Cancelled.",
+    # Why a request failed (the record's ``error``; pages map the text back to its key).
+    # The sweeper's reasons:
+    "silent": "The service stopped responding. Please try again.",
+    "overdue": "The service did not finish in time. Please try again later.",
+    "otp_expired": "The code was not entered in time. Please start a new request.",
+    "never_started": "No worker could take the request for hours. Please try again.",
+    # The workers' reasons:
+    "service_gone": "This service is no longer offered.",
+    "bad_answer": "The service sent an answer we could not understand.",
+    "otp_check_unreachable": "We could not reach the service to check your code. Please start again.",
+    "otp_check_failed": "The service could not check the code: {error}",
+    "bot_unavailable": "The service is not available right now. Please try again in a few minutes.",
+    "bot_gave_up": "The service could not finish the request. Please try again later.",
+    "bot_gave_up_because": "The service could not finish the request: {error}",
+    "worker_lost": "The worker running your request stopped unexpectedly. Please start again.",
+    "internal": "Something went wrong on our side. Please try again.",
+    # Shown with the code prompt (``otp_data.error``), not as the request's outcome:
+    "otp_expired_unchecked": "The code expired before we could check it. Please enter it again.",
+    "resend_failed": "Could not send a new code: {error}",
 }
+
+
+def text(key: str, **params: Any) -> str:
+    """The English text of ``key`` (a failure reason for ``error``), filled."""
+    return MESSAGES[key].format(**params)
 
 
 def message(key: str, **params: Any) -> dict[str, Any]:

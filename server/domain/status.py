@@ -1,4 +1,7 @@
-"""Request statuses and the state machine every change goes through.
+"""Request statuses, their groups (terminal, running) and the state machine every change goes through.
+
+Every Python module takes the status sets from here (the Lua script in
+``server.record.lua`` and ``static/progress.js`` keep their own copies).
 
 The transition table is also rendered into the Lua update script
 (``server.record``), so Python and Redis enforce the same rules.
@@ -24,7 +27,13 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+#: finished: no change is allowed after these
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+#: taken by a worker and not finished (the bot at work, or waiting for the person's code)
+RUNNING = frozenset({Status.PROCESSING, Status.WAITING_OTP})
+#: the same sets as the plain strings records carry (``record["status"]``)
+TERMINAL_VALUES: frozenset[str] = frozenset(s.value for s in TERMINAL)
+RUNNING_VALUES: frozenset[str] = frozenset(s.value for s in RUNNING)
 
 #: pending → processing ⇄ waiting_otp → completed | failed | cancelled
 TRANSITIONS: dict[Status, frozenset[Status]] = {

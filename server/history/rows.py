@@ -28,9 +28,8 @@ from typing import Any
 import orjson
 
 from server.domain.errors import ArchiveError
-from server.domain.status import TERMINAL
+from server.domain.status import TERMINAL_VALUES as _TERMINAL
 
-_TERMINAL = frozenset(s.value for s in TERMINAL)
 _HASH = re.compile(r"req_[A-Za-z0-9_-]{8,64}")
 #: keys whose values must never rest in the archive, at any depth of request or result data
 #: (also any key ending in _token or _secret)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.domain.protocol import snapshot_frame, update_frame
-from server.domain.status import Status
+from server.domain.status import TERMINAL_VALUES, Status
 from server.record import loads_record, public_json
 
-_KEEP = frozenset({Status.WAITING_OTP.value, *(s.value for s in (Status.COMPLETED, Status.FAILED, Status.CANCELLED))})
+_KEEP = frozenset({Status.WAITING_OTP.value, *TERMINAL_VALUES})
 
 
 @dataclass(slots=True)

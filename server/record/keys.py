@@ -10,7 +10,8 @@ from binascii import crc_hqx
 from dataclasses import dataclass
 from functools import cache
 
-REQUEST_TTL = 1800
+from server.settings import REQUEST_TTL as REQUEST_TTL  # declared once, with the setting
+
 TRACKING_LIST_MAX = 10_000
 SHARDS = 16
 SHARD_TAGS: tuple[str, ...] = tuple(f"lr{i}" for i in range(SHARDS))

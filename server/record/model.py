@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from server.domain.status import TERMINAL, Status
+from server.domain.status import TERMINAL_VALUES, Status
 
 
 def dumps(value: Any) -> bytes:
@@ -86,7 +86,7 @@ def new_record(
 
 
 def is_terminal(status: Any) -> bool:
-    return status in {s.value for s in TERMINAL}
+    return status in TERMINAL_VALUES
 
 
 def text(value: Any) -> str:

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 
+from server.domain.messages import text
 from server.domain.status import Status
 from server.infra.logs import short
 from server.queue.dispatch import Dispatcher
@@ -36,10 +37,11 @@ LOCK_TTL = 60.0
 #: seconds a request may wait in the queue before it is given up
 PENDING_MAX = 6 * 3600
 
-SILENT = "The service stopped responding. Please try again."
-OVERDUE = "The service did not finish in time. Please try again later."
-OTP_EXPIRED = "The code was not entered in time. Please start a new request."
-NEVER_STARTED = "No worker could take the request for hours. Please try again."
+# Why the sweeper failed a request: keyed messages, so pages say them in the reader's language.
+SILENT = text("silent")
+OVERDUE = text("overdue")
+OTP_EXPIRED = text("otp_expired")
+NEVER_STARTED = text("never_started")
 
 
 async def sweep(store: RecordStore, life: Lifecycle, dispatcher: Dispatcher) -> int:

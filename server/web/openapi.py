@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server.domain.catalog import SERVICES
 from server.domain.protocol import MAX_TEXT
-from server.domain.status import Status
+from server.domain.status import TERMINAL_VALUES, Status
 from server.web.openapi_parts import (
     COMMON_ERRORS,
     CROSS_SITE,
@@ -81,7 +81,7 @@ def document() -> dict[str, Any]:
                     "security": [{}, {"session": []}],  # anonymous: an empty page
                     "parameters": [
                         query_filter("service", {"type": "string", "pattern": SLUG_PATTERN}),
-                        query_filter("status", {"enum": ["cancelled", "completed", "failed"]}),
+                        query_filter("status", {"enum": sorted(TERMINAL_VALUES)}),
                         query_filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
                         query_filter("cursor", {"type": "string", "maxLength": 200}),
                     ],

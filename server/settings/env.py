@@ -1,0 +1,210 @@
+"""How a setting travels through the environment: :class:`Env` (a field's variable name,
+parser, writer and meaning), :func:`setting` to declare one, and the parsers and writers
+the settings share. Parsers name the variable in every error (tests check the wording)."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+from server.domain.errors import ConfigError
+
+DEFAULT_WAIT_THRESHOLDS: Mapping[str, float] = {"high": 10.0, "default": 30.0, "low": 120.0}
+
+
+class Unset:
+    """What a parser returns for a blank value: use the default (or the fallback)."""
+
+
+UNSET = Unset()
+
+
+@dataclass
+class Reading:
+    """What a fallback may look at while :meth:`Settings.from_env` reads the environment."""
+
+    dev: bool
+    values: dict[str, Any]
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class Env:
+    """How one setting travels through the environment."""
+
+    name: str
+    #: ``(variable name, raw text) -> value``, or ``UNSET`` for "blank: use the default"
+    parse: Callable[[str, str], Any]
+    #: value -> text for :meth:`Settings.to_env`; ``None`` leaves the variable out
+    unparse: Callable[[Any], str | None]
+    doc: str = ""
+    #: a default that depends on other settings (or on dev mode), used instead of the field's
+    fallback: Callable[[Reading], Any] | None = None
+
+
+# Parsers: (name, raw) -> value | UNSET. A variable that is not set at all never reaches them.
+
+
+def as_is(name: str, raw: str) -> Any:
+    return raw
+
+
+def text_or_default(name: str, raw: str) -> Any:
+    return raw or UNSET
+
+
+def url(name: str, raw: str) -> Any:
+    return raw.rstrip("/") if raw else UNSET
+
+
+def upper(name: str, raw: str) -> Any:
+    return raw.upper()
+
+
+def optional(name: str, raw: str) -> Any:
+    return raw or None
+
+
+def number(name: str, raw: str) -> Any:
+    if raw.strip() == "":
+        return UNSET
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def whole(name: str, raw: str) -> Any:
+    value = number(name, raw)
+    return value if value is UNSET else int(value)
+
+
+def at_least_one(name: str, raw: str) -> Any:
+    value = whole(name, raw)
+    return value if value is UNSET else max(1, value)
+
+
+def flag(name: str, raw: str) -> Any:
+    if raw.strip() == "":
+        return UNSET
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def dev_env(name: str, raw: str) -> Any:
+    return raw.strip().lower() in {"dev", "development"}
+
+
+def words(name: str, raw: str) -> Any:
+    return tuple(raw.split())
+
+
+def ints(name: str, raw: str) -> Any:
+    if raw.strip() == "":
+        return UNSET
+    try:
+        values = tuple(int(x) for x in raw.replace(",", " ").split())
+    except ValueError:
+        raise ConfigError(f"{name} must be whole seconds separated by spaces, got {raw!r}") from None
+    if any(v < 0 for v in values):
+        raise ConfigError(f"{name} must not be negative")
+    return values
+
+
+def rate(name: str, raw: str) -> Any:
+    """``burst/seconds``, e.g. ``10/60``: ten at once, refilled over a minute."""
+    if raw.strip() == "":
+        return UNSET
+    burst, _, per = raw.partition("/")
+    try:
+        value = (int(burst), float(per))
+    except ValueError:
+        raise ConfigError(f"{name} must look like 10/60 (burst/seconds), got {raw!r}") from None
+    if value[0] < 1 or value[1] <= 0:
+        raise ConfigError(f"{name} needs a burst of at least 1 over a positive number of seconds")
+    return value
+
+
+def networks(name: str, raw: str) -> Any:
+    out = tuple(raw.replace(",", " ").split())
+    for item in out:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an address or a CIDR range") from None
+    return out
+
+
+def thresholds(name: str, raw: str) -> Any:
+    """``high=10 default=30 low=120``: seconds of queue wait before an alert."""
+    out = dict(DEFAULT_WAIT_THRESHOLDS)
+    for part in raw.split():
+        queue, _, seconds = part.partition("=")
+        try:
+            out[queue] = float(seconds)
+        except ValueError:
+            raise ConfigError(f"{name} must look like 'high=10 default=30', got {raw!r}") from None
+    return out
+
+
+def stripped(name: str, raw: str) -> Any:
+    return raw.strip() or UNSET
+
+
+def whsec_list(name: str, raw: str) -> Any:
+    hook = raw.split()
+    for s in hook:
+        check_webhook_secret(s)
+    return tuple(hook) or UNSET
+
+
+def setting(
+    env: str,
+    default: Any = MISSING,
+    *,
+    parse: Callable[[str, str], Any] = as_is,
+    unparse: Callable[[Any], str | None] = str,
+    doc: str = "",
+    fallback: Callable[[Reading], Any] | None = None,
+    default_factory: Callable[[], Any] | Any = MISSING,
+) -> Any:
+    """A :class:`Settings` field read from (and written back to) the variable ``env``."""
+    meta = {"env": Env(env, parse, unparse, doc, fallback)}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def short_float(value: float) -> str:
+    return f"{value:g}"
+
+
+def boolean(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def joined(values: tuple[Any, ...]) -> str:
+    return " ".join(str(v) for v in values)
+
+
+def rate_text(value: tuple[int, float]) -> str:
+    return "{}/{}".format(*value)
+
+
+def or_leave_out(value: str | None) -> str | None:
+    return value or None
+
+
+
+
+def check_webhook_secret(secret: str) -> None:
+    if not secret.startswith("whsec_"):
+        raise ConfigError("BOT_WEBHOOK_SECRET entries must look like whsec_<base64 key>")
+    try:
+        key = base64.b64decode(secret[len("whsec_") :] + "==", validate=False)
+    except ValueError:
+        raise ConfigError("BOT_WEBHOOK_SECRET: the part after whsec_ is not base64") from None
+    if len(key) < 16:
+        raise ConfigError("BOT_WEBHOOK_SECRET: the key must be at least 16 bytes")
