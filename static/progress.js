@@ -57,11 +57,26 @@
     return null;
   }
   // An error in our own words (one of the messages) in the page's language (views.progress_view).
+  // A failure reason in the reader's language: the English text of a keyed message, or one
+  // with the bot's own words in it ("… {error}"), matched back to its key (as display.py does).
   function errorText(r) {
+    const error = typeof r.error === 'string' ? r.error : '';
     for (const key in MESSAGES) {
-      if (MESSAGES[key][0] === r.error && MESSAGES[key][0].indexOf('{') < 0) return MESSAGES[key][1];
+      const english = MESSAGES[key][0];
+      if (english === error && english.indexOf('{') < 0) return MESSAGES[key][1];
+      if (english.indexOf('{') < 0) continue;
+      const names = [];
+      const pattern = english.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{(\w+)\}/g, function (m, k) {
+        names.push(k);
+        return '([\\s\\S]*)';
+      });
+      const found = new RegExp('^' + pattern + '$').exec(error);
+      if (!found) continue;
+      const params = {};
+      names.forEach(function (k, i) { params[k] = found[i + 1]; });
+      return fill(MESSAGES[key][1], params, D.lang === 'fa');
     }
-    return typeof r.error === 'string' ? r.error : '';
+    return error;
   }
   function messageText(r) {
     const key = messageKey(r);
