@@ -31,6 +31,7 @@ MESSAGES: Mapping[str, str] = {
     "overdue": "The service did not finish in time. Please try again later.",
     "otp_expired": "The code was not entered in time. Please start a new request.",
     "never_started": "No worker could take the request for hours. Please try again.",
+    "queue_failed": "The request could not be queued. Please try again.",
     # The workers' reasons:
     "service_gone": "This service is no longer offered.",
     "bad_answer": "The service sent an answer we could not understand.",

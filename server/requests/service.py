@@ -17,6 +17,7 @@ from typing import Any
 
 from server.domain.catalog import Service, get_service
 from server.domain.errors import Conflict, NotFound, ProtocolError, RateLimited, Unavailable, ValidationFailed
+from server.domain.messages import text
 from server.domain.protocol import normalize_otp
 from server.domain.status import Status
 from server.history import estimates
@@ -28,7 +29,7 @@ from server.requests.lifecycle import Lifecycle
 from server.requests.limits import RateLimits
 from server.settings import Settings
 
-QUEUE_FAILED = "The request could not be queued. Please try again."
+QUEUE_FAILED = text("queue_failed")
 
 
 def new_access_token() -> str:
