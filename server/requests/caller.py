@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,11 @@ class Caller:
             owner if isinstance(owner, str) else None,
             token if isinstance(token, str) else None,
         )
+
+
+def new_access_token() -> str:
+    """A request's access token: whoever holds it may see the request (only its digest is stored)."""
+    return secrets.token_urlsafe(32)
 
 
 def check_hash(value: str) -> str:

@@ -11,7 +11,6 @@ their own medium (status codes, flash messages, error frames).
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +23,12 @@ from server.history import estimates
 from server.live.cache import RecordCache
 from server.queue.dispatch import Dispatcher
 from server.record import RecordStore, new_record, public_view, token_digest
-from server.requests.caller import Caller, check_hash
+from server.requests.caller import Caller, check_hash, new_access_token
 from server.requests.lifecycle import Lifecycle
 from server.requests.limits import RateLimits
 from server.settings import Settings
 
 QUEUE_FAILED = text("queue_failed")
-
-
-def new_access_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,7 @@ from yarl import URL
 
 from server.domain.i18n import pick_lang
 from server.record import private_view, token_digest
-from server.requests.caller import HASH_RE, Caller, check_hash
-from server.requests.service import new_access_token
+from server.requests.caller import HASH_RE, Caller, check_hash, new_access_token
 from server.settings import Settings
 from server.web.typedefs import SETTINGS
 

@@ -1,31 +1,39 @@
-"""Typed application state: every ``web.AppKey`` the server uses, declared once."""
+"""Typed application state: every ``web.AppKey`` the server uses, declared once.
+
+The value types are imported for the type checker only: a handler module that
+needs one key (``access`` needs ``SETTINGS``) does not load the hub, the
+database pool, RQ and the rest at import.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from server.history.db import Database
-from server.infra.connections import AsyncClient
-from server.infra.webhooks import Verifier
-from server.live.cache import RecordCache
-from server.live.hub import Hub
-from server.ops.operations import Operations
-from server.queue.dispatch import Dispatcher
-from server.record import RecordStore
-from server.requests.lifecycle import Lifecycle
-from server.requests.limits import RateLimits
-from server.requests.service import RequestService
-from server.settings import Settings
+if TYPE_CHECKING:
+    from server.history.db import Database
+    from server.infra.connections import AsyncClient
+    from server.infra.webhooks import Verifier
+    from server.live.cache import RecordCache
+    from server.live.hub import Hub
+    from server.ops.operations import Operations
+    from server.queue.dispatch import Dispatcher
+    from server.record import RecordStore
+    from server.requests.lifecycle import Lifecycle
+    from server.requests.limits import RateLimits
+    from server.requests.service import RequestService
+    from server.settings import Settings
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 REDIS: web.AppKey[AsyncClient] = web.AppKey("redis")
-STORE = web.AppKey("store", RecordStore)
-LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
-VERIFIER = web.AppKey("verifier", Verifier)
-HUB = web.AppKey("hub", Hub)
-DB = web.AppKey("db", Database)
-OPS = web.AppKey("ops", Operations)
-CACHE = web.AppKey("cache", RecordCache)
-LIMITS = web.AppKey("limits", RateLimits)
-SERVICE = web.AppKey("service", RequestService)
+STORE: web.AppKey[RecordStore] = web.AppKey("store")
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
+VERIFIER: web.AppKey[Verifier] = web.AppKey("verifier")
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+DB: web.AppKey[Database] = web.AppKey("db")
+OPS: web.AppKey[Operations] = web.AppKey("ops")
+CACHE: web.AppKey[RecordCache] = web.AppKey("cache")
+LIMITS: web.AppKey[RateLimits] = web.AppKey("limits")
+SERVICE: web.AppKey[RequestService] = web.AppKey("service")
