@@ -43,8 +43,9 @@ OtpReadyHook = Callable[[str, int], Awaitable[None]]
 @dataclass
 class Lifecycle:
     store: RecordStore
-    otp_max_attempts: int = 3
-    otp_resend_interval: int = 30
+    #: defaults are the settings' (processes build it with :meth:`for_settings`)
+    otp_max_attempts: int = Settings.otp_max_attempts
+    otp_resend_interval: int = Settings.otp_resend_interval
     on_otp_ready: OtpReadyHook | None = None
     time_scale: float = 1.0
 
