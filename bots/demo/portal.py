@@ -20,6 +20,7 @@ from typing import Any
 
 from bots.sdk import Reporter
 from server.domain.protocol import BotEvent, CompletedEvent, FailedEvent, OtpPrompt, ProgressEvent
+from server.infra.backoff import Backoff
 
 log = logging.getLogger("longrun.demo")
 
@@ -141,15 +142,14 @@ class Portal:
         between tries, for up to FINAL_REPORT_PATIENCE (a Redis restart under load, AOF
         reload included, outlasted the five tries in 15 s this used to make)."""
         give_up_at = time.monotonic() + FINAL_REPORT_PATIENCE
-        delay = 0.5
+        backoff = Backoff(0.5, 4.0)
         while True:
             try:
                 await self.reporter.report(h, event)
                 return
             except Exception as exc:
-                if time.monotonic() + delay > give_up_at:
+                if time.monotonic() + backoff.delay > give_up_at:
                     log.error("final report for %s failed (%s); giving up", h[:12], exc)
                     return
-                log.warning("final report for %s failed (%s); retrying in %.1f s", h[:12], exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 4.0)
+                log.warning("final report for %s failed (%s); retrying in %.1f s", h[:12], exc, backoff.delay)
+                await asyncio.sleep(next(backoff))
