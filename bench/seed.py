@@ -18,7 +18,7 @@ import orjson
 
 from server.domain.status import Status
 from server.record import RecordStore, new_record, token_digest
-from server.web.access import new_access_token
+from server.requests.caller import new_access_token
 
 #: a form each demo service accepts
 FORMS: dict[str, dict[str, Any]] = {

@@ -24,11 +24,9 @@ from yarl import URL
 
 from server.domain.i18n import pick_lang
 from server.record import private_view, token_digest
-from server.requests.caller import HASH_RE, Caller, check_hash, new_access_token
+from server.requests.caller import Caller
 from server.settings import Settings
 from server.web.typedefs import SETTINGS
-
-__all__ = ["HASH_RE", "check_hash", "new_access_token"]
 
 COOKIE_NAME = "longrun_session"
 #: token links opened by this session (bounded: oldest dropped)

@@ -24,6 +24,7 @@ from server.domain.errors import (
 from server.domain.i18n import pick_lang
 from server.domain.protocol import parse_bot_event
 from server.history import estimates
+from server.requests.caller import check_hash
 from server.web import access
 from server.web.typedefs import LIFECYCLE, SERVICE, STORE, VERIFIER
 
@@ -177,7 +178,7 @@ async def post_bot_event(request: web.Request) -> web.Response:
         raise BadRequest("The event is not valid JSON.", code="malformed_json") from None
     except ProtocolError as exc:
         raise ValidationFailed(f"The event is not valid: {exc}", fields={"event": str(exc)}) from None
-    access.check_hash(h)
+    check_hash(h)
     store = request.app[STORE]
     if await store.get_raw(h) is None:
         raise NotFound()

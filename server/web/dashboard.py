@@ -30,7 +30,7 @@ from server.ops.figures import Snapshot
 from server.web import csrf
 from server.web.access import bearer_token, client_address
 from server.web.api import json_response, read_json
-from server.web.pages import render
+from server.web.rendering import render
 from server.web.socket_client import Client, open_socket, refuse_cross_site
 from server.web.typedefs import LIMITS, OPS, SETTINGS
 

@@ -17,6 +17,7 @@ from server.domain.catalog import Service, get_service
 from server.domain.display import about
 from server.domain.errors import Conflict, RateLimited, ValidationFailed
 from server.domain.i18n import ui
+from server.requests.caller import check_hash
 from server.web import access, csrf
 from server.web.rendering import error_key, expected_seconds, page_lang, progress_url, render, see_other, set_flash
 from server.web.typedefs import SERVICE
@@ -107,7 +108,7 @@ async def start_request(request: web.Request) -> web.StreamResponse:
 
 
 async def _action(request: web.Request, kind: str) -> web.StreamResponse:
-    h = access.check_hash(request.match_info["hash"])
+    h = check_hash(request.match_info["hash"])
     form = await request.post()
     await csrf.verify(request, form)
     requests, caller = request.app[SERVICE], await access.caller(request)

@@ -28,8 +28,9 @@ from server.domain.i18n import Text, local_digits, ui
 from server.history import queries as history
 from server.history.db import DB_DOWN, Database, make_pool, migrate
 from server.history.queries import HistoryQuery
+from server.requests.caller import check_hash
 from server.web import access
-from server.web.pages import page_lang, render
+from server.web.rendering import page_lang, render
 from server.web.typedefs import DB, SETTINGS
 
 log = logging.getLogger("longrun.history")
@@ -84,7 +85,7 @@ async def _page(request: web.Request) -> tuple[history.Page, HistoryQuery, bool]
 
 
 async def _entry(request: web.Request) -> dict[str, Any]:
-    h = access.check_hash(request.match_info["hash"])
+    h = check_hash(request.match_info["hash"])
     uid = await access.user_id(request, create=False)
     database = request.app.get(DB)
     if uid is None or database is None:

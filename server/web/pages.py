@@ -28,10 +28,10 @@ from server.domain.errors import NotFound
 from server.domain.i18n import LANGS
 from server.domain.status import Status
 from server.record import public_view
+from server.requests.caller import check_hash
 from server.web import access, csrf, forms
 from server.web.rendering import (
     LANG_COOKIE,
-    error_page,
     expected_seconds,
     page_lang,
     progress_url,
@@ -42,9 +42,6 @@ from server.web.rendering import (
     take_flash,
 )
 from server.web.typedefs import SERVICE, SETTINGS, STORE
-
-#: re-exported for the other page modules (history, dashboard) that render through pages
-__all__ = ["error_page", "page_lang", "render", "setup"]
 
 #: seconds the no-JS progress page waits before reloading itself
 NOSCRIPT_REFRESH = 5
@@ -89,7 +86,7 @@ def script_record(record: Mapping[str, Any]) -> dict[str, Any]:
 
 @routes.get("/requests/{hash}")
 async def progress_page(request: web.Request) -> web.StreamResponse:
-    h = access.check_hash(request.match_info["hash"])
+    h = check_hash(request.match_info["hash"])
     token = request.query.get("access_token")
     if token is not None:
         # A token link: let this browser session see the request, then drop the token from the URL.
@@ -147,7 +144,7 @@ def _seconds_between(start: Any, end: Any) -> float | None:
 
 @routes.get("/requests/{hash}/result")
 async def result_page(request: web.Request) -> web.StreamResponse:
-    h = access.check_hash(request.match_info["hash"])
+    h = check_hash(request.match_info["hash"])
     pub = public_view(await request.app[SERVICE].visible(await access.caller(request), h))
     if pub["status"] != Status.COMPLETED.value:
         raise see_other(progress_url(h))
@@ -192,7 +189,7 @@ async def demo_outbox(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if not settings.demo_mode:
         raise NotFound("This page does not exist.")
-    h = access.check_hash(request.match_info["hash"])
+    h = check_hash(request.match_info["hash"])
     await request.app[SERVICE].visible(await access.caller(request), h)
     messages = await fetch_outbox(settings.bot_api_url, h)
     for m in messages or []:
