@@ -242,10 +242,11 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     client: TestClient[Any, Any], redis: Redis, settings: Settings
 ) -> None:
     hub = client.app[HUB]  # type: ignore[index]
-    # Hold the reconnect for 2-6 s (the hub's own backoff, jittered 0.5-1.5x) so that the
+    # Hold the reconnect for 3-9 s (the hub's own backoff, jittered 0.5-1.5x) so that the
     # writes below land while the hub has no subscription at all: only the resync can bring
-    # them to the sockets. (1-3 s was not always enough with the suite running side by side.)
-    hub.retry_first = 4.0
+    # them to the sockets. (1-3 s and 2-6 s were not always enough with the suite running
+    # side by side on two cores.)
+    hub.retry_first = 6.0
     store = store_of(client)
     hashes = [(await create(client))["hash"] for _ in range(3)]
     sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in hashes]
@@ -264,7 +265,7 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     for h, ws in zip(hashes, sockets, strict=True):
         # The very next frame is the final state, re-read from Redis: the processing step in
         # between was published to nobody.
-        done = await frame(ws, timeout=10)
+        done = await frame(ws, timeout=20)
         assert done["type"] == "update" and done["request"]["status"] == "completed"
         assert done["request"]["result_data"] == {"ok": h}
         assert done["request"]["seq"] == (await store_record(redis, store, h))["seq"] == 3

@@ -187,13 +187,11 @@ class Hub:
             except (RedisError, OSError) as exc:
                 self.stats.reconnects += 1
                 RECONNECTS.inc()
-                log.warning(
-                    "pub/sub connection lost (%s); reconnecting in %.1f s", exc.__class__.__name__, backoff.delay
-                )
+                log.warning("pub/sub connection lost (%s); reconnecting", exc.__class__.__name__)
             except Exception:
                 self.stats.reconnects += 1
                 RECONNECTS.inc()
-                log.exception("pub/sub listener failed; reconnecting in %.1f s", backoff.delay)
+                log.exception("pub/sub listener failed; reconnecting")
             finally:
                 self._connected.clear()
                 pubsub, self._pubsub = self._pubsub, None
@@ -210,6 +208,7 @@ class Hub:
                 backoff = Backoff(self.retry_first, self.retry_max, jitter=True)
             wait = next(backoff)
             if not self._closing:
+                log.info("pub/sub reconnect in %.1f s", wait)
                 await asyncio.sleep(wait)
 
     async def _session(self) -> None:
