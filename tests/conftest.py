@@ -171,3 +171,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The load tests (marked ``slow``) run first and one after another.
+
+    pytest-xdist's work-stealing scheduler hands each worker a contiguous run of the
+    collection and steals from its tail, so the tests at the head of the collection run in
+    order on the first worker from the start. That keeps the heaviest load tests from
+    running at the same time as each other and from landing together at the end of the
+    run, when they would set the wall time (and, on a slow machine, starve each other)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

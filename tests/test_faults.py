@@ -326,9 +326,10 @@ async def test_redis_stopped_for_5s_under_200_running_requests(
         settings = await start_services(
             processes,
             base_settings.with_(
-                redis_url=own.url, bot_speed=5.0, create_rate=(500, 1.0), create_rate_per_address=(500, 1.0)
+                redis_url=own.url, bot_speed=3.0, create_rate=(500, 1.0), create_rate_per_address=(500, 1.0)
             ),
-        )  # a video takes ~24 s at this speed (202: the bot goes on alone), vehicle fines ~4 s (a worker waits)
+        )  # a video takes ~40 s at this speed (202: the bot goes on alone), vehicle fines ~7 s (a worker waits):
+        # the last of the 200 must start before the first ends, also on a loaded machine
         start_stack(processes, settings, workers=4)
         keys = Keys(settings.key_prefix)
         api = settings.public_url
@@ -340,82 +341,96 @@ async def test_redis_stopped_for_5s_under_200_running_requests(
                     created: dict[str, Any] = await resp.json()
                     return created
 
-            created = [
-                await post("video-generation", {"prompt": f"video {i}", "duration_seconds": 5}) for i in range(200)
-            ]
-            auth = {c["hash"]: {"Authorization": f"Bearer {c['access_token']}"} for c in created}
-            latest: dict[str, dict[str, Any]] = {}
-            sockets = []
-            followers = []
+            followers: list[asyncio.Task[None]] = []
+            sockets: list[aiohttp.ClientWebSocketResponse] = []
+            probes: list[Redis] = []
+            try:
+                created = [
+                    await post("video-generation", {"prompt": f"video {i}", "duration_seconds": 5}) for i in range(200)
+                ]
+                auth = {c["hash"]: {"Authorization": f"Bearer {c['access_token']}"} for c in created}
+                latest: dict[str, dict[str, Any]] = {}
 
-            async def follow(h: str) -> None:
-                ws = await http.ws_connect(f"{api.replace('http', 'ws')}/ws/requests/{h}", headers=auth[h])
-                sockets.append(ws)
-                async for msg in ws:
-                    latest[h] = orjson.loads(msg.data)["request"]
+                async def follow(h: str) -> None:
+                    ws = await http.ws_connect(f"{api.replace('http', 'ws')}/ws/requests/{h}", headers=auth[h])
+                    sockets.append(ws)
+                    async for msg in ws:
+                        latest[h] = orjson.loads(msg.data)["request"]
 
-            for c in created:
-                followers.append(asyncio.create_task(follow(c["hash"])))
-            videos = [c["hash"] for c in created]
-            probe = Redis.from_url(own.url)
-            await wait_for(lambda: _all_running(probe, keys, videos), timeout=60, what="all 200 to be running")
-            # Four requests inside a worker's bot call when Redis stops (four workers, one each):
-            # the bot answers during the outage, and the worker cannot write the answer down.
-            fines = [
-                await post("vehicle-fines", {"plate": f"1{i}B345-67", "national_id": f"000000000{i}"})
-                for i in range(4)
-            ]
-            for c in fines:
-                auth[c["hash"]] = {"Authorization": f"Bearer {c['access_token']}"}
-                followers.append(asyncio.create_task(follow(c["hash"])))
-            in_call = [c["hash"] for c in fines]
-            await wait_for(lambda: _all_running(probe, keys, in_call), timeout=20, what="the fines to be in bot calls")
-            await probe.aclose()
-            hashes = videos + in_call
+                for c in created:
+                    followers.append(asyncio.create_task(follow(c["hash"])))
+                videos = [c["hash"] for c in created]
+                probe = Redis.from_url(own.url)
+                probes.append(probe)
+                await wait_for(lambda: _all_running(probe, keys, videos), timeout=60, what="all 200 to be running")
+                # Four requests inside a worker's bot call when Redis stops (four workers, one each):
+                # the bot answers during the outage, and the worker cannot write the answer down.
+                fines = [
+                    await post("vehicle-fines", {"plate": f"1{i}B345-67", "national_id": f"000000000{i}"})
+                    for i in range(4)
+                ]
+                for c in fines:
+                    auth[c["hash"]] = {"Authorization": f"Bearer {c['access_token']}"}
+                    followers.append(asyncio.create_task(follow(c["hash"])))
+                in_call = [c["hash"] for c in fines]
+                await wait_for(
+                    lambda: _all_running(probe, keys, in_call), timeout=20, what="the fines to be in bot calls"
+                )
+                hashes = videos + in_call
 
-            own.stop()
-            down_at = time.monotonic()
-            statuses, creates = set(), set()
-            while time.monotonic() - down_at < 5:
-                started = time.monotonic()
+                own.stop()
+                down_at = time.monotonic()
+                statuses, creates = set(), set()
+                while time.monotonic() - down_at < 5:
+                    started = time.monotonic()
+                    async with http.get(f"{api}/api/requests/{hashes[0]}", headers=auth[hashes[0]]) as resp:
+                        statuses.add(resp.status)
+                        assert resp.content_type == "application/json"
+                    body = {"service": "vehicle-fines", "data": FINES}
+                    async with http.post(f"{api}/api/requests", json=body) as resp:
+                        creates.add(resp.status)
+                        assert resp.content_type == "application/json"
+                        assert (await resp.json())["error"]["code"] == "unavailable"
+                    assert time.monotonic() - started < 5  # never hangs
+                    await asyncio.sleep(0.5)
+                assert statuses == {503} and creates == {503}
+                own = EmbeddedRedis(own.directory, port=own.port, extra_args=own.extra_args)
+                own.start()
+
+                probe = Redis.from_url(own.url)
+                probes.append(probe)
+                await wait_for(
+                    lambda: _all_done(probe, keys, hashes), timeout=120, interval=1, what="all 204 to finish"
+                )
+                final = {h: (await record(probe, keys, h)) for h in hashes}
+                assert {r["status"] for r in final.values()} == {"completed"}, {
+                    h[:12]: (r["status"], r.get("error")) for h, r in final.items() if r["status"] != "completed"
+                }
+                assert [final[h]["result_data"]["plate"] for h in in_call] == [f"1{i}B345-67" for i in range(4)]
+                for h in in_call:  # a call cut off by the outage is retried with the same idempotency key
+                    assert set(await bot_calls(settings.bot_api_url, h)) == {f"{h}:run"}
+                assert await probe.llen(keys.tracking_list()) == len(hashes)  # a refused create left no trace
+                await wait_for(
+                    lambda: _sockets_caught_up(latest, final), timeout=20, what="every socket to show the final state"
+                )
+                # The workers take and finish new work (not merely: their processes are alive).
+                after = await post("vehicle-fines", {"plate": "99B999-99", "national_id": "9999999999"})
+                done = await wait_status(probe, keys, after["hash"], "completed", "failed", timeout=60)
+                assert done["status"] == "completed", done
+                for t in followers:
+                    t.cancel()
+                for ws in sockets:
+                    await ws.close()
                 async with http.get(f"{api}/api/requests/{hashes[0]}", headers=auth[hashes[0]]) as resp:
-                    statuses.add(resp.status)
-                    assert resp.content_type == "application/json"
-                body = {"service": "vehicle-fines", "data": FINES}
-                async with http.post(f"{api}/api/requests", json=body) as resp:
-                    creates.add(resp.status)
-                    assert resp.content_type == "application/json"
-                    assert (await resp.json())["error"]["code"] == "unavailable"
-                assert time.monotonic() - started < 5  # never hangs
-                await asyncio.sleep(0.5)
-            assert statuses == {503} and creates == {503}
-            own = EmbeddedRedis(own.directory, port=own.port, extra_args=own.extra_args)
-            own.start()
+                    assert resp.status == 200
+            finally:  # also when an assertion fails: nothing left open for the next test to trip on
+                for t in followers:
+                    t.cancel()
+                for ws in sockets:
+                    await ws.close()
+                for p in probes:
+                    await p.aclose()
 
-            probe = Redis.from_url(own.url)
-            await wait_for(lambda: _all_done(probe, keys, hashes), timeout=120, interval=1, what="all 204 to finish")
-            final = {h: (await record(probe, keys, h)) for h in hashes}
-            assert {r["status"] for r in final.values()} == {"completed"}, {
-                h[:12]: (r["status"], r.get("error")) for h, r in final.items() if r["status"] != "completed"
-            }
-            assert [final[h]["result_data"]["plate"] for h in in_call] == [f"1{i}B345-67" for i in range(4)]
-            for h in in_call:  # a call cut off by the outage is retried with the same idempotency key
-                assert set(await bot_calls(settings.bot_api_url, h)) == {f"{h}:run"}
-            assert await probe.llen(keys.tracking_list()) == len(hashes)  # a refused create left no trace
-            await wait_for(
-                lambda: _sockets_caught_up(latest, final), timeout=20, what="every socket to show the final state"
-            )
-            # The workers take and finish new work (not merely: their processes are alive).
-            after = await post("vehicle-fines", {"plate": "99B999-99", "national_id": "9999999999"})
-            done = await wait_status(probe, keys, after["hash"], "completed", "failed", timeout=60)
-            assert done["status"] == "completed", done
-            await probe.aclose()
-            for t in followers:
-                t.cancel()
-            for ws in sockets:
-                await ws.close()
-            async with http.get(f"{api}/api/requests/{hashes[0]}", headers=auth[hashes[0]]) as resp:
-                assert resp.status == 200
         for proc in processes.procs:
             assert proc.poll() is None, "no process crashed"
     finally:
