@@ -13,7 +13,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint bench lock upgrade chromium wrk node clean
+.PHONY: install run test lint bench lock upgrade chromium wrk node node-deps clean
 
 $(UV): .ci/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -51,7 +51,16 @@ node:
 	  echo "installing Debian nodejs and npm for the Node.js bot SDK"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
 
-run: install
+# The SDK's npm dependencies, exactly as package-lock.json says (for the Node demo bot that
+# `make run` starts, and the Node benchmark); again only when the lock changes.
+JS_DEPS := bots/js/node_modules/.package-lock.json
+$(JS_DEPS): bots/js/package-lock.json | node
+	cd bots/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_DEPS)
+
+node-deps: $(JS_DEPS)
+
+run: install node-deps
 	$(BIN)/python -m server.devtools.devrun
 
 lint: install
@@ -73,7 +82,7 @@ wrk:
 	  echo "installing Debian wrk for the benchmarks"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 
-bench: install wrk
+bench: install wrk node-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
