@@ -44,8 +44,8 @@ chromium:
 	  echo "installing Debian chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# The Node.js bot SDK (bots/js) is tested with Debian's nodejs and npm (Node 20+); its
-# dependencies come from the committed package-lock.json (`npm ci`, run by its pytest).
+# The Node.js bot SDK (bots/js) and its demo bot run on Debian's nodejs and npm (Node 20+); its
+# dependencies come from the committed package-lock.json (`npm ci`, below).
 node:
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
 	  echo "installing Debian nodejs and npm for the Node.js bot SDK"; \
@@ -72,7 +72,7 @@ lint: install
 # and schema, and most of a test is waiting on processes and events, not CPU.
 TEST_WORKERS ?= 6
 
-test: install chromium node lint
+test: install chromium node-deps lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The status endpoint benchmark drives the server with Debian's wrk (bench/ falls back to a

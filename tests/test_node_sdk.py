@@ -34,7 +34,7 @@ from server.record import loads_record
 from server.record.keys import REQUEST_TTL, SHARD_TAGS, Keys
 from server.record.lua import SCRIPTS_DIR, load
 from server.settings import Settings
-from tests.helpers import wait_for
+from tests.helpers import npm_ci, wait_for
 
 JS = ROOT / "bots" / "js"
 CONTRACT = JS / "src" / "contract.json"
@@ -86,7 +86,7 @@ def test_the_node_sdk_contract_is_current() -> None:
 
 def test_node_assembles_the_same_scripts_and_shards() -> None:
     """Same script text (so the same EVALSHA name) and the same shard for a hash as Python."""
-    _npm_ci()
+    npm_ci()
     names = sorted(p.stem for p in SCRIPTS_DIR.glob("*.lua") if not p.stem.startswith("_"))
     keys = Keys("tjs_")
     hashes = [keys.new_hash() for _ in range(20)] + ["req_minted_elsewhere"]
@@ -108,15 +108,6 @@ def test_node_assembles_the_same_scripts_and_shards() -> None:
     assert shards == [keys.shard(h) for h in hashes]
 
 
-def _npm_ci() -> None:
-    # A lock-exact install, once per checkout state (npm ci wipes node_modules first).
-    stamp = JS / "node_modules" / ".package-lock.json"
-    lock = JS / "package-lock.json"
-    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, timeout=300)
-
-
 async def test_node_sdk_suite_and_the_node_demo_bot(
     base_settings: Settings, processes: Processes, redis: Redis, tmp_path: Path
 ) -> None:
@@ -126,7 +117,7 @@ async def test_node_sdk_suite_and_the_node_demo_bot(
     retried call."""
     for tool in ("node", "npm"):
         assert shutil.which(tool), f"{tool} is missing: `make test` installs Debian's nodejs and npm"
-    await asyncio.to_thread(_npm_ci)
+    await asyncio.to_thread(npm_ci)
     # Slow enough to cancel mid-way, fast enough to finish in a few seconds (22 s at speed 1).
     node_bot, bot_url = processes.node_bot(base_settings.with_(bot_speed=5))
     # credit-score-rating's bot is a test in the Node suite (a code typed early, relayed by the
