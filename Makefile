@@ -13,7 +13,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint bench lock upgrade chromium wrk node clean
+.PHONY: install run test lint bench lock upgrade chromium wrk node node-deps clean
 
 $(UV): .ci/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -44,14 +44,23 @@ chromium:
 	  echo "installing Debian chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# The Node.js bot SDK (bots/js) is tested with Debian's nodejs and npm (Node 20+); its
-# dependencies come from the committed package-lock.json (`npm ci`, run by its pytest).
+# The Node.js bot SDK (bots/js) and its demo bot run on Debian's nodejs and npm (Node 20+); its
+# dependencies come from the committed package-lock.json (`npm ci`, below).
 node:
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
 	  echo "installing Debian nodejs and npm for the Node.js bot SDK"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
 
-run: install
+# The SDK's npm dependencies, exactly as package-lock.json says (for the Node demo bot that
+# `make run` starts, and the Node benchmark); again only when the lock changes.
+JS_DEPS := bots/js/node_modules/.package-lock.json
+$(JS_DEPS): bots/js/package-lock.json | node
+	cd bots/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_DEPS)
+
+node-deps: $(JS_DEPS)
+
+run: install node-deps
 	$(BIN)/python -m server.devtools.devrun
 
 lint: install
@@ -63,7 +72,7 @@ lint: install
 # and schema, and most of a test is waiting on processes and events, not CPU.
 TEST_WORKERS ?= 6
 
-test: install chromium node lint
+test: install chromium node-deps lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The status endpoint benchmark drives the server with Debian's wrk (bench/ falls back to a
@@ -73,7 +82,7 @@ wrk:
 	  echo "installing Debian wrk for the benchmarks"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 
-bench: install wrk
+bench: install wrk node-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

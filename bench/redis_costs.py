@@ -12,6 +12,11 @@ connection class that counts the requests written and the replies read; on
 the server, ``INFO commandstats``: one ``EVALSHA`` per call and no other
 command from the client (the commands the script runs are listed apart).
 
+The Node SDK's update cost: the same on one more running request, through ``bots/js``'s
+``RedisReporter`` (``bench/node_update_cost.mjs``, a ``node`` process of its own), on the
+same redis-server right after the Python SDK's; skipped, and said so, where ``node`` or the
+SDK's packages (``make node-deps``) are missing.
+
 Redis memory per request: ``--records`` requests made the way the web and a
 worker make them — the create script, the RQ ``run`` job (``Dispatcher.run``),
 the start, two progress updates — and ``used_memory`` before and after, per
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import shutil
 import sys
 import time
 from collections import Counter
@@ -36,6 +43,7 @@ from redis.asyncio.connection import Connection
 from bench.common import Result, Row, bench_settings, cleanup, percentile, private_redis, processes
 from bench.seed import FORMS, create_direct
 from bots.sdk import RedisReporter
+from server.devtools.processes import ROOT
 from server.domain.catalog import get_service
 from server.queue.dispatch import Dispatcher
 from server.record import Keys, RecordStore
@@ -113,6 +121,40 @@ async def update_cost(url: str, calls: int) -> dict[str, Any]:
         await redis.aclose()
 
 
+NODE_SCRIPT = ROOT / "bench" / "node_update_cost.mjs"
+
+
+async def node_update_cost(url: str, calls: int) -> dict[str, Any]:
+    """The Node SDK's progress() on the same Redis: timings and what crossed the wire."""
+    if shutil.which("node") is None or not (ROOT / "bots" / "js" / "node_modules" / "ioredis").is_dir():
+        return {"skipped": "node or the Node SDK's packages are missing (make node-deps)"}
+    settings = bench_settings(url)
+    store = RecordStore(Redis.from_url(url), Keys(settings.key_prefix), ttl=settings.request_ttl)
+    h = (await create_direct(store, 1))[0].hash
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(NODE_SCRIPT),
+            url,
+            settings.key_prefix,
+            h,
+            str(calls),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"node_update_cost.mjs exited with {proc.returncode}: {err.decode()[-2000:]}")
+        figures: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        await cleanup(settings)
+        await store.redis.aclose()
+    commands = figures.pop("server_commands")
+    figures["server_commands_from_client"] = {k: v for k, v in commands.items() if k not in SCRIPT_COMMANDS}
+    figures["server_commands_inside_script"] = {k: v for k, v in commands.items() if k in SCRIPT_COMMANDS}
+    return figures
+
+
 async def memory(url: str, records: int) -> dict[str, Any]:
     settings = bench_settings(url)
     keys = Keys(settings.key_prefix)
@@ -175,8 +217,9 @@ async def run(calls: int = 2000, records: int = 10_000) -> Result:
     with processes("redis-costs") as procs, private_redis(procs) as url:
         info = await Redis.from_url(url).info("server")
         cost = await update_cost(url, calls)
+        node = await node_update_cost(url, calls)
         mem = await memory(url, records)
-    figures = {"redis": info.get("redis_version"), "update": cost, "memory": mem}
+    figures = {"redis": info.get("redis_version"), "update": cost, "node_update": node, "memory": mem}
     return Result("redis_costs", figures, rows(figures))
 
 
@@ -209,6 +252,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             met=met,
             note=note,
         ),
+        node_row(figures["node_update"], cost, figures["redis"]),
         Row(
             what="Redis memory per request",
             how=f"used_memory growth for {mem['records']:,} running requests (record, RQ job, indexes)",
@@ -218,6 +262,39 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             note=mem_note,
         ),
     ]
+
+
+def node_row(node: dict[str, Any], python: dict[str, Any], redis_version: str) -> Row:
+    """The Node SDK's update cost beside the Python SDK's, taken in the same run."""
+    what = "update cost for a bot, Node SDK"
+    target = f"1 round trip, p50 ≤ {P50_TARGET_MS} ms"
+    if "skipped" in node:
+        return Row(
+            what=what, how="bots/js RedisReporter.progress()", ours="not run", target=target, note=node["skipped"]
+        )
+    client_cmds = node["server_commands_from_client"]
+    one_trip = (
+        node["requests_written_per_call"] == 1
+        and set(client_cmds) == {"evalsha"}
+        and client_cmds["evalsha"] == node["counted_calls"]
+    )
+    note = (
+        f"p99 {node['p99_ms']:.2f} ms (Python {python['p99_ms']:.2f}); per call "
+        f"{node['requests_written_per_call']:g} command sent; server saw {client_cmds} for "
+        f"{node['counted_calls']} calls; Node {node['node']}, ioredis"
+    )
+    if node["p50_ms"] > P50_TARGET_MS:
+        note = f"missed by {node['p50_ms'] - P50_TARGET_MS:.2f} ms; " + note
+    return Row(
+        what=what,
+        how=f"bots/js RedisReporter.progress(), {node['calls']:,} sequential calls, same redis-server {redis_version}",
+        ours=f"p50 {node['p50_ms']:.3f} ms, {'1 round trip' if one_trip else 'NOT 1 round trip'}",
+        peer=f"Python SDK p50 {python['p50_ms']:.3f} ms, 1 round trip",
+        ratio=f"{node['p50_ms'] / python['p50_ms']:.2f}" if python["p50_ms"] else "—",
+        target=target,
+        met=one_trip and node["p50_ms"] <= P50_TARGET_MS,
+        note=note,
+    )
 
 
 def main(argv: Sequence[str] = ()) -> Result:

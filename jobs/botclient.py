@@ -37,16 +37,28 @@ BOT_CALL_FAILED: tuple[type[LongrunError], ...] = (BotUnavailable, BotTimeout, P
 
 
 class BotClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, max_timeout: float = 180.0):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        max_timeout: float = 180.0,
+        routes: Mapping[str, str] | None = None,
+    ):
         self.session = session
         self.base_url = base_url.rstrip("/")
+        #: BOT_API_URLS: services whose bot API lives elsewhere (a bot in another language)
+        self.routes = {slug: url.rstrip("/") for slug, url in (routes or {}).items()}
         #: BOT_API_TIMEOUT: no single call waits longer, whatever the request's deadline
         self.max_timeout = max_timeout
 
+    def url(self, slug: str, action: str) -> str:
+        """Where ``/services/{slug}/{action}`` is: the service's own bot API, else BOT_API_URL."""
+        return f"{self.routes.get(slug, self.base_url)}/services/{slug}/{action}"
+
     async def _post(
-        self, path: str, body: Mapping[str, Any], *, idempotency_key: str, timeout: float
+        self, url: str, body: Mapping[str, Any], *, idempotency_key: str, timeout: float
     ) -> tuple[int, Any]:
-        url = f"{self.base_url}{path}"
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         try:
             async with self.session.post(
@@ -67,7 +79,7 @@ class BotClient:
                 except orjson.JSONDecodeError:
                     raise ProtocolError("the bot's answer is not JSON") from None
         except TimeoutError:
-            raise BotTimeout(f"no answer from {path} within {timeout:.0f} s") from None
+            raise BotTimeout(f"no answer from {url} within {timeout:.0f} s") from None
         except aiohttp.ClientError as exc:
             raise BotUnavailable(f"cannot reach the bot API: {exc.__class__.__name__}") from None
 
@@ -84,14 +96,12 @@ class BotClient:
         body: dict[str, Any] = {"requestHash": request_hash, "data": dict(data)}
         if otp is not None:
             body["otp"] = otp
-        status, answer = await self._post(
-            f"/services/{slug}/run", body, idempotency_key=idempotency_key, timeout=timeout
-        )
+        status, answer = await self._post(self.url(slug, "run"), body, idempotency_key=idempotency_key, timeout=timeout)
         return parse_bot_answer(status, answer)
 
     async def resend_otp(self, slug: str, request_hash: str, *, idempotency_key: str, timeout: float) -> BotAnswer:
         status, answer = await self._post(
-            f"/services/{slug}/resend-otp",
+            self.url(slug, "resend-otp"),
             {"requestHash": request_hash},
             idempotency_key=idempotency_key,
             timeout=timeout,
@@ -100,7 +110,7 @@ class BotClient:
 
     async def cancel(self, slug: str, request_hash: str, *, timeout: float = 10.0) -> None:
         await self._post(
-            f"/services/{slug}/cancel",
+            self.url(slug, "cancel"),
             {"requestHash": request_hash},
             idempotency_key=f"{request_hash}:cancel",
             timeout=timeout,

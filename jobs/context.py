@@ -66,7 +66,7 @@ class JobContext:
         store = RecordStore(redis, Keys(config.key_prefix), ttl=config.request_ttl, sharded=config.redis_cluster)
         life = Lifecycle.for_settings(store, config, dispatcher)
         session = aiohttp.ClientSession()
-        bot = BotClient(session, config.bot_api_url, max_timeout=config.bot_api_timeout)
+        bot = BotClient(session, config.bot_api_url, max_timeout=config.bot_api_timeout, routes=config.bot_api_urls)
         return cls(config, redis, store, life, bot, dispatcher, session, connection)
 
     async def aclose(self) -> None:

@@ -75,6 +75,9 @@ def base_settings(redis_url: str, prefix: str) -> Settings:
         otp_resend_interval=2,
         demo_mode=True,
         log_level="INFO",
+        # Every service at the test's own bot API (never the machine's port 9998, where a
+        # `make run` may have its Node demo bot); tests of the Node bot route it themselves.
+        bot_api_urls={},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
+from server.devtools.processes import ROOT
 from server.record import Keys, loads_record
 
 T = TypeVar("T")
@@ -60,3 +62,14 @@ async def bot_calls(bot_url: str, h: str) -> dict[str, int]:
 async def add_fault(bot_url: str, **fault: Any) -> None:
     async with aiohttp.ClientSession() as s, s.post(f"{bot_url}/demo/faults", data=orjson.dumps(fault)) as r:
         assert r.status == 201, await r.text()
+
+
+def npm_ci() -> None:
+    """The Node SDK's packages (bots/js), exactly as its package-lock.json says; once per
+    checkout state (``npm ci`` wipes node_modules first, so it is not run again for nothing)."""
+    js = ROOT / "bots" / "js"
+    stamp = js / "node_modules" / ".package-lock.json"
+    lock = js / "package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=js, check=True, timeout=300)

@@ -41,7 +41,7 @@ async def test_catalog_lists_the_services(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/api/services")
     assert resp.status == 200
     services = {s["slug"]: s for s in (await resp.json())["services"]}
-    assert set(services) == {"credit-score-rating", "vehicle-fines", "video-generation"}
+    assert set(services) == {"credit-score-rating", "vehicle-fines", "video-generation", "parcel-tracking"}
     credit = services["credit-score-rating"]
     assert credit["requires_otp"] is True and credit["estimated_duration"] == 60
     assert [f["name"] for f in credit["fields"]] == ["national_id", "mobile"]

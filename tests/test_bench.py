@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from server.devtools.embedded import LOCAL_POSTGRES, LOCAL_REDIS, postgres_answers, redis_answers
+from tests.helpers import npm_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"\d")
@@ -33,7 +34,7 @@ ROWS = {
     # --quick skips the 2-process runs of these two
     "fanout": {"publish-to-browser latency", "sustained fan-out"},
     "sockets": {"memory per idle socket"},
-    "redis": {"update cost for a bot", "Redis memory per request"},
+    "redis": {"update cost for a bot", "update cost for a bot, Node SDK", "Redis memory per request"},
     "throughput": {"requests through the system, 2 workers"},
     "longwaits": {"long waits without workers"},
     "archive": {"archive records/s"},
@@ -46,6 +47,8 @@ def quick_bench(name: str, out: Path) -> dict[str, Any]:
         pytest.skip("the benchmarks need the machine's Redis (127.0.0.1:6379 or REDIS_URL)")
     if not postgres_answers(os.environ.get("DATABASE_URL") or LOCAL_POSTGRES):
         pytest.skip("the archive benchmark needs PostgreSQL (127.0.0.1:5432/test or DATABASE_URL)")
+    if name == "redis":
+        npm_ci()  # the Node SDK's row runs bots/js (make bench: make node-deps)
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", name, "--out", str(out)],
         cwd=ROOT,

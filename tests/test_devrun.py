@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from server.devtools.devrun import wait_ready
+from server.devtools.devrun import procfile_names, wait_ready
 from server.devtools.embedded import EmbeddedRedis
-from server.devtools.processes import Processes
+from server.devtools.processes import ROOT, Processes
 from server.settings import Settings
 from tests.helpers import wait_for
 
@@ -47,3 +47,10 @@ async def test_waits_for_readyz_and_gives_up_when_the_processes_exit(
         assert await asyncio.wait_for(asyncio.to_thread(wait_ready, honcho, readyz, every=0.1), 20) is False
     finally:
         redis.stop()
+
+
+def test_make_run_starts_the_node_demo_bot_where_node_is_there() -> None:
+    procfile = ROOT / "Procfile"
+    everything = procfile_names(procfile, node_ready=True)
+    assert {"web", "worker", "bots", "nodebot", "archiver", "cron"} <= set(everything)
+    assert procfile_names(procfile, node_ready=False) == [n for n in everything if n != "nodebot"]

@@ -107,7 +107,7 @@ async def test_the_pages_show_the_estimate_the_api_gives(redis: Redis, make_clie
     await redis.set(keys.estimate("video-generation"), Estimate(duration=151.0, samples=30).dumps())
     client: TestClient[Any, Any] = await make_client(pg_settings)
     api = {s["slug"]: s["estimated_duration"] for s in (await (await client.get("/api/services")).json())["services"]}
-    assert api == {"vehicle-fines": 7, "video-generation": 151, "credit-score-rating": 60}
+    assert api == {"vehicle-fines": 7, "video-generation": 151, "credit-score-rating": 60, "parcel-tracking": 25}
 
     def chips(page: str) -> dict[str, str]:
         cards = re.findall(r'href="/services/([a-z-]+)".*?<span class="chip">(.*?)</span>', page, re.S)
@@ -118,6 +118,7 @@ async def test_the_pages_show_the_estimate_the_api_gives(redis: Redis, make_clie
         "vehicle-fines": "About 7 s",
         "video-generation": "About 3 min",
         "credit-score-rating": "About 1 min",
+        "parcel-tracking": "About 25 s",
     }
     form = await (await client.get("/services/vehicle-fines", headers={"Accept-Language": "en"})).text()
     assert '<span class="chip">About 7 s</span>' in form

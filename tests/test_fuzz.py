@@ -118,6 +118,7 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         public_url=f"http://127.0.0.1:{web_port}",
         bot_port=bot_port,
         bot_api_url=f"http://127.0.0.1:{bot_port}",
+        bot_api_urls={},  # parcel-tracking too: never the machine's port 9998
         bot_speed=250,
         retry_intervals=(1, 1, 1),
         job_heartbeat_interval=1,

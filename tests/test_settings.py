@@ -47,6 +47,19 @@ def test_bad_numbers_are_named() -> None:
         Settings.from_env({"LONGRUN_ENV": "dev", "RETRY_INTERVALS": "1 x"})
 
 
+def test_bot_apis_of_single_services() -> None:
+    dev = {"LONGRUN_ENV": "dev"}
+    assert Settings.from_env(dev).bot_api_urls == {"parcel-tracking": "http://127.0.0.1:9998"}
+    routed = Settings.from_env({**dev, "BOT_API_URLS": "a=http://10.0.0.5:80/ b=https://bots.example"})
+    assert routed.bot_api_urls == {"a": "http://10.0.0.5:80", "b": "https://bots.example"}
+    assert Settings.from_env(routed.to_env()).bot_api_urls == routed.bot_api_urls
+    everything_at_bot_api_url = Settings.from_env({**dev, "BOT_API_URLS": ""})
+    assert everything_at_bot_api_url.bot_api_urls == {}
+    assert Settings.from_env(everything_at_bot_api_url.to_env()).bot_api_urls == {}
+    with pytest.raises(ConfigError, match="BOT_API_URLS"):
+        Settings.from_env({**dev, "BOT_API_URLS": "parcel-tracking"})
+
+
 def test_every_setting_round_trips_and_otp_limits_come_from_the_environment() -> None:
     s = Settings.from_env({"LONGRUN_ENV": "dev", "OTP_MAX_RESENDS": "5", "OTP_CODE_TTL": "300"})
     assert (s.otp_max_resends, s.otp_code_ttl) == (5, 300)

@@ -15,6 +15,25 @@ export interface OtpPrompt {
   error?: string;
 }
 
+/** Any input from the person (DESIGN.md "Additions", issue 14): the prompt, never the answer. */
+export type InputPrompt = {
+  /** 1-64 letters, digits or _.:- ; the person's answer names it */
+  id: string;
+  label: string;
+  /** answered like the SMS code (read once, never at rest); default true for captcha and code */
+  secret?: boolean;
+  /** seconds, 10-3600 (default 120) */
+  expires_in?: number;
+} & (
+  | { kind: "captcha"; /** a data:image/png;base64,… URL, at most 64 KiB */ image: string; length?: number }
+  | { kind: "choice"; /** 2-20 */ options: { value: string; label: string }[] }
+  | { kind: "confirm" }
+  | { kind: "text"; /** 1-1000 (default 200) */ max_length?: number; pattern?: string }
+  | ({ kind: "code" } & OtpPrompt)
+);
+
+export const INPUT_KINDS: readonly ["captcha", "choice", "confirm", "text", "code"];
+
 export interface ProgressOptions {
   step?: string;
   message?: string;
@@ -50,8 +69,13 @@ export interface RedisReporterOptions {
   otpResendInterval?: number;
   /** also publish on the request's sharded channel (REDIS_CLUSTER) */
   sharded?: boolean;
-  /** The person typed the code before the bot asked: read it with takeOtp(). Without a hook a
-   * warning is logged (the Python SDK hands such a code to an RQ worker instead). */
+  /** multiplies the service's deadline in a queued check's RQ timeout, TIME_SCALE (default 1) */
+  timeScale?: number;
+  /** RQ_KEY_PREFIX (default "rq"; "{rq}" on a Redis Cluster) */
+  rqPrefix?: string;
+  /** The person typed the code before the bot asked. By default a worker is handed the check (the
+   * RQ job the server queues, as the Python SDK does); with a hook the bot takes the code itself
+   * (takeOtp) instead. */
   onOtpReady?: (requestHash: string, seq: number) => Promise<void> | void;
 }
 
@@ -74,6 +98,9 @@ export class RedisReporter implements Reporter {
   otpRequired(requestHash: string, otp?: OtpPrompt): Promise<boolean>;
   completed(requestHash: string, result: Record<string, unknown>): Promise<boolean>;
   failed(requestHash: string, error: string): Promise<boolean>;
+  /** Not over Redis yet (the update script has no input prompts until the server's side of issue
+   * 14 lands): always rejects with a ReportError. Use HttpReporter. */
+  inputRequired(requestHash: string, input: InputPrompt): Promise<boolean>;
   /** The code the person typed, removed as it is read; null if none. */
   takeOtp(requestHash: string): Promise<string | null>;
   /** The stored record, private fields included; null if absent. */
@@ -106,6 +133,8 @@ export class HttpReporter implements Reporter {
   report(requestHash: string, event: Record<string, unknown>, options?: EventOptions): Promise<boolean>;
   progress(requestHash: string, progress: number, options?: ProgressOptions & EventOptions): Promise<boolean>;
   otpRequired(requestHash: string, otp?: OtpPrompt, options?: EventOptions): Promise<boolean>;
+  /** `{"type": "input_required", "input": {...}}`, the prompt checked before it is sent. */
+  inputRequired(requestHash: string, input: InputPrompt, options?: EventOptions): Promise<boolean>;
   completed(requestHash: string, result: Record<string, unknown>, options?: EventOptions): Promise<boolean>;
   failed(requestHash: string, error: string, options?: EventOptions): Promise<boolean>;
   close(): Promise<void>;
@@ -119,6 +148,15 @@ export function settingsFromEnv(env?: Record<string, string | undefined>): Requi
 > & { redisUrl: string };
 
 export function newEventId(): string;
+export function inputPrompt(value: InputPrompt): InputPrompt & { secret: boolean; expires_in: number };
+/** Queue the RQ job that relays a code typed early (what RedisReporter does without onOtpReady). */
+export function enqueueCheckOtp(
+  redis: Redis,
+  requestHash: string,
+  seq: number,
+  serviceSlug: string,
+  options?: { prefix?: string; rqPrefix?: string; timeScale?: number },
+): Promise<string>;
 export function otpPrompt(value?: OtpPrompt): Required<Omit<OtpPrompt, "attempts_left" | "error">> & OtpPrompt;
 
 /** Redis key and channel names, as server/record/keys.py names them. */

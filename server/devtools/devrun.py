@@ -11,6 +11,7 @@ people to it). Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,18 @@ def dev_secrets() -> dict[str, str]:
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         path.chmod(0o600)
     return values
+
+
+def procfile_names(procfile: Path, node_ready: bool) -> list[str]:
+    """The Procfile's processes to start: all of them, but the Node demo bot only where Node and
+    the SDK's packages are installed (``make run`` installs both; a bare ``python -m
+    server.devtools.devrun`` may run without them)."""
+    names = [line.split(":", 1)[0].strip() for line in procfile.read_text().splitlines() if ":" in line]
+    return names if node_ready else [n for n in names if n != "nodebot"]
+
+
+def node_ready() -> bool:
+    return shutil.which("node") is not None and (ROOT / "bots" / "js" / "node_modules" / "ioredis").is_dir()
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, *, every: float = 0.25, note_after: float = 20.0) -> bool:
@@ -105,7 +118,12 @@ def main() -> int:
         flush=True,
     )
     honcho = Path(sys.executable).with_name("honcho")
-    proc = subprocess.Popen([str(honcho), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)], env=env)
+    procfile = ROOT / "Procfile"
+    with_node = node_ready()
+    if not with_node:
+        print("  Not starting the Node.js demo bot (parcel-tracking): run `make node-deps` first\n", flush=True)
+    names = procfile_names(procfile, with_node)
+    proc = subprocess.Popen([str(honcho), "start", "-f", str(procfile), "-d", str(ROOT), *names], env=env)
 
     def stop(signum: int, _frame: object) -> None:
         # Ctrl-C in a terminal reaches honcho too; a plain `kill` reaches only us. Either

@@ -142,6 +142,14 @@ class Processes:
         }
         return self.start(f"web{web_processes}", ["-m", "server"], environment), f"http://127.0.0.1:{port}"
 
+    def node_bot(self, settings: Settings, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+        """The Node.js demo bot (``bots/js/demo``, parcel-tracking) on a free port, reporting the
+        way the settings say (``BOT_REPORT_MODE``); the process and its base URL."""
+        port = free_port()
+        environment = {**settings.to_env(), "NODE_BOT_PORT": str(port), **env}
+        proc = self.start("nodebot", ["node", "bots/js/demo/server.js"], environment, python=False)
+        return proc, f"http://127.0.0.1:{port}"
+
     # ----------------------------------------------------------------- output
 
     def output(self, proc: subprocess.Popen[bytes]) -> str:

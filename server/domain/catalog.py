@@ -369,6 +369,40 @@ SERVICES: tuple[Service, ...] = (
         concurrency=2,
         heartbeat_window=60,
     ),
+    # Served by the Node.js demo bot (bots/js/demo, written with the Node SDK): BOT_API_URLS
+    # routes it there.
+    Service(
+        slug="parcel-tracking",
+        title=Text("Parcel tracking", "رهگیری مرسوله"),
+        summary=Text(
+            "Asks the post office where your parcel is and lists its journey so far.",
+            "از اداره پست می‌پرسد مرسوله شما کجاست و مسیر آن را تا امروز فهرست می‌کند.",
+        ),
+        fields=(
+            Field(
+                "tracking_number",
+                Text("Tracking number", "کد رهگیری"),
+                pattern=r"[A-Za-z]{2}[0-9]{9}[A-Za-z]{2}",
+                pattern_hint=Text(
+                    "A tracking number looks like RR123456789IR (2 letters, 9 digits, 2 letters).",
+                    "کد رهگیری به شکل RR123456789IR است (۲ حرف، ۹ رقم، ۲ حرف).",
+                ),
+                max_length=20,
+                placeholder="RR123456789IR",
+            ),
+        ),
+        steps=(
+            Step("connect", Text("Connecting to the post office", "اتصال به اداره پست")),
+            Step("history", Text("Reading the parcel's journey", "خواندن مسیر مرسوله")),
+            Step("locate", Text("Finding where it is now", "یافتن جای فعلی")),
+        ),
+        estimated_duration=25,
+        priority="default",
+        bot_timeout=90,
+        may_ask_otp=False,
+        concurrency=5,
+        heartbeat_window=45,
+    ),
 )
 
 _BY_SLUG = {s.slug: s for s in SERVICES}

@@ -301,6 +301,12 @@ RESULT_LABELS: Mapping[str, Text] = {
     "video_url": Text("Video", "ویدیو"),
     "duration_seconds": Text("Length (seconds)", "مدت (ثانیه)"),
     "prompt": Text("Prompt", "متن درخواست"),
+    "tracking_number": Text("Tracking number", "کد رهگیری"),
+    "delivered": Text("Delivered", "تحویل شده"),
+    "last_seen": Text("Last seen at", "آخرین محل"),
+    "estimated_delivery": Text("Expected delivery", "تحویل پیش‌بینی‌شده"),
+    "journey": Text("Journey", "مسیر"),
+    "event": Text("Event", "رویداد"),
 }
 
 

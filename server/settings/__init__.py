@@ -45,6 +45,8 @@ from server.settings.env import (
     or_leave_out,
     rate,
     rate_text,
+    routes,
+    routes_text,
     setting,
     short_float,
     stripped,
@@ -59,6 +61,8 @@ from server.settings.env import (
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_BOT_API_URL = "http://127.0.0.1:9999"
+#: services whose bot API is not BOT_API_URL: the Node.js demo bot (bots/js/demo) serves one
+DEFAULT_BOT_API_URLS: Mapping[str, str] = {"parcel-tracking": "http://127.0.0.1:9998"}
 #: seconds a record lives after its last change (REQUEST_TTL); RecordStore's default too
 REQUEST_TTL = 1800
 #: in a Redis Cluster every RQ key must share one hash slot
@@ -130,6 +134,11 @@ class Settings:
     )  # fmt: skip
     archive_batch: int = setting("ARCHIVE_BATCH", 2000, parse=whole, doc="records the archiver writes per transaction")
     bot_api_url: str = setting("BOT_API_URL", DEFAULT_BOT_API_URL, parse=url)
+    bot_api_urls: Mapping[str, str] = setting(
+        "BOT_API_URLS", parse=routes, unparse=routes_text, default_factory=lambda: dict(DEFAULT_BOT_API_URLS),
+        doc="bot APIs of single services (`slug=url`, space-separated), instead of BOT_API_URL; "
+        "blank: every service at BOT_API_URL",
+    )  # fmt: skip
     bot_api_timeout: float = setting("BOT_API_TIMEOUT", 180.0, parse=number)
     request_ttl: int = setting(
         "REQUEST_TTL", REQUEST_TTL, parse=whole, doc="seconds a record lives after its last change"

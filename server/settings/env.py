@@ -149,6 +149,21 @@ def thresholds(name: str, raw: str) -> Any:
     return out
 
 
+def routes(name: str, raw: str) -> Any:
+    """``slug=url slug=url``: bot APIs serving some services, instead of BOT_API_URL."""
+    out: dict[str, str] = {}
+    for part in raw.split():
+        slug, _, where = part.partition("=")
+        if not slug or not where.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must look like 'parcel-tracking=http://127.0.0.1:9998', got {raw!r}")
+        out[slug] = where.rstrip("/")
+    return out
+
+
+def routes_text(value: Mapping[str, str]) -> str:
+    return " ".join(f"{slug}={where}" for slug, where in value.items())
+
+
 def stripped(name: str, raw: str) -> Any:
     return raw.strip() or UNSET
 
@@ -195,8 +210,6 @@ def rate_text(value: tuple[int, float]) -> str:
 
 def or_leave_out(value: str | None) -> str | None:
     return value or None
-
-
 
 
 def check_webhook_secret(secret: str) -> None:

@@ -75,3 +75,68 @@ export function failedEvent(error) {
   // The record keeps 500 characters of it (Lifecycle.fail); the server refuses longer events.
   return { type: "failed", error: [...error].slice(0, MAX_TEXT).join("") };
 }
+
+// Any input from the person (DESIGN.md, "Additions": issue 14). The server's side is being
+// built beside this; until it lands these are the contract's shapes, checked here so that a
+// bot learns of a malformed prompt before anything is sent.
+export const INPUT_KINDS = ["captcha", "choice", "confirm", "text", "code"];
+const INPUT_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+const MAX_IMAGE = 64 * 1024;
+
+function object(value, what) {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ReportError(`${what} must be a JSON object`);
+  return value;
+}
+
+function required(value, what, limit) {
+  const out = text(value, what, limit);
+  if (!out) throw new ReportError(`${what} is required`);
+  return out;
+}
+
+/** An input prompt (`{id, kind, label, secret, expires_in, ...}` plus the kind's own fields). */
+export function inputPrompt(value) {
+  object(value, "input");
+  if (typeof value.id !== "string" || !INPUT_ID.test(value.id)) {
+    throw new ReportError("input.id must be 1-64 letters, digits or _.:-");
+  }
+  if (!INPUT_KINDS.includes(value.kind)) throw new ReportError(`input.kind must be one of ${INPUT_KINDS.join(", ")}`);
+  const kind = value.kind;
+  if (value.secret !== undefined && typeof value.secret !== "boolean") throw new ReportError("input.secret must be true or false");
+  const out = {
+    id: value.id,
+    kind,
+    label: required(value.label, "input.label", 200),
+    // Captchas and codes are answered like the SMS code (read once, never at rest).
+    secret: value.secret ?? (kind === "captcha" || kind === "code"),
+    expires_in: int(value.expires_in ?? 120, "input.expires_in", 10, 3600),
+  };
+  if (kind === "captcha") {
+    const image = value.image;
+    if (typeof image !== "string" || !image.startsWith("data:image/png;base64,")) {
+      throw new ReportError("input.image must be a data:image/png;base64,… URL");
+    }
+    if (image.length > MAX_IMAGE) throw new ReportError("input.image is larger than 64 KiB");
+    out.image = image;
+    if (value.length !== undefined) out.length = int(value.length, "input.length", 1, 20);
+  } else if (kind === "choice") {
+    if (!Array.isArray(value.options) || value.options.length < 2 || value.options.length > 20) {
+      throw new ReportError("input.options must hold 2 to 20 choices");
+    }
+    out.options = value.options.map((o, i) => {
+      object(o, `input.options[${i}]`);
+      return { value: required(o.value, `input.options[${i}].value`, 100), label: required(o.label, `input.options[${i}].label`, 200) };
+    });
+  } else if (kind === "text") {
+    out.max_length = int(value.max_length ?? 200, "input.max_length", 1, 1000);
+    const pattern = text(value.pattern, "input.pattern", 200);
+    if (pattern) out.pattern = pattern;
+  } else if (kind === "code") {
+    Object.assign(out, otpPrompt({ length: value.length, destination_hint: value.destination_hint, expires_in: out.expires_in, attempts_left: value.attempts_left, error: value.error }));
+  }
+  return out;
+}
+
+export function inputRequiredEvent(input) {
+  return { type: "input_required", input: inputPrompt(input) };
+}

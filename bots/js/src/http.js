@@ -4,7 +4,7 @@
 // the server applied but whose answer was lost is never applied twice.
 import { randomBytes } from "node:crypto";
 import { Webhook } from "standardwebhooks";
-import { ReportError, completedEvent, failedEvent, otpRequiredEvent, progressEvent } from "./events.js";
+import { ReportError, completedEvent, failedEvent, inputRequiredEvent, otpRequiredEvent, progressEvent } from "./events.js";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -87,6 +87,11 @@ export class HttpReporter {
 
   async otpRequired(h, otp = {}, { eventId } = {}) {
     return this.report(h, otpRequiredEvent(otp), { eventId });
+  }
+
+  /** The bot needs something else from the person (a captcha, a choice, a confirmation, text). */
+  async inputRequired(h, input, { eventId } = {}) {
+    return this.report(h, inputRequiredEvent(input), { eventId });
   }
 
   async completed(h, result, { eventId } = {}) {

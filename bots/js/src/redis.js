@@ -3,8 +3,9 @@
 // trip; ioredis' defineCommand loads the script with EVAL when Redis answers NOSCRIPT.
 import Redis from "ioredis";
 import { CONTRACT, message } from "./contract.js";
-import { completedEvent, failedEvent, otpRequiredEvent, progressEvent } from "./events.js";
+import { ReportError, completedEvent, failedEvent, otpRequiredEvent, progressEvent } from "./events.js";
 import { Keys } from "./keys.js";
+import { enqueueCheckOtp } from "./rq.js";
 import { loadScript } from "./scripts.js";
 
 const OTP_STEP_SERVICES = new Set(CONTRACT.otp_step_services);
@@ -19,6 +20,8 @@ export function settingsFromEnv(env = process.env) {
     otpMaxAttempts: num("OTP_MAX_ATTEMPTS", CONTRACT.otp_max_attempts),
     otpResendInterval: num("OTP_RESEND_INTERVAL", CONTRACT.otp_resend_interval),
     sharded: ["1", "true", "yes", "on"].includes((env.REDIS_CLUSTER || "").toLowerCase()),
+    timeScale: num("TIME_SCALE", 1),
+    rqPrefix: env.RQ_KEY_PREFIX || "rq",
   };
 }
 
@@ -35,6 +38,8 @@ export class RedisReporter {
     this.otpMaxAttempts = options.otpMaxAttempts ?? defaults.otpMaxAttempts;
     this.otpResendInterval = options.otpResendInterval ?? defaults.otpResendInterval;
     this.sharded = options.sharded ?? false;
+    this.timeScale = options.timeScale ?? defaults.timeScale;
+    this.rqPrefix = options.rqPrefix ?? defaults.rqPrefix;
     this.onOtpReady = options.onOtpReady ?? null;
     this.owned = false;
     if (typeof redis.longrunUpdate !== "function") {
@@ -108,7 +113,8 @@ export class RedisReporter {
     const patch = { status: "waiting_otp", otp_data: otpData, ...note };
     // Like the Python SDK: the record says which service, the catalog whether it has an otp step.
     const rec = await this.get(h);
-    if (rec && OTP_STEP_SERVICES.has(String(rec.service_slug ?? ""))) patch.step = "otp";
+    const slug = String(rec?.service_slug ?? "");
+    if (OTP_STEP_SERVICES.has(slug)) patch.step = "otp";
     const exhausted = { status: "failed", error: CONTRACT.messages.otp_exhausted, retrying: false };
     const result = await this.update(h, patch, {
       otp: {
@@ -119,8 +125,16 @@ export class RedisReporter {
       },
       checking: CONTRACT.messages.checking,
     });
-    if (result.outcome === "ok" && result.otpReady) await this.#otpReady(h, Number(result.record?.seq ?? 0));
+    if (result.outcome === "ok" && result.otpReady) await this.#otpReady(h, Number(result.record?.seq ?? 0), slug);
     return result.outcome === "ok";
+  }
+
+  /** Not over Redis yet: the update script has no input prompts until the server's side of
+   * issue 14 lands. Report it over HTTP (HttpReporter) meanwhile. */
+  async inputRequired(h, input) {
+    void h;
+    void input;
+    throw new ReportError("inputRequired is not available over Redis yet: use HttpReporter (BOT_REPORT_MODE=http)");
   }
 
   async completed(h, result) {
@@ -136,18 +150,20 @@ export class RedisReporter {
   }
 
   // The person typed the code before the bot asked: the script moved the request on to
-  // "checking" and the code waits in its key. The Python SDK hands it to an RQ worker
-  // (which Node cannot enqueue); here the bot's hook takes it (takeOtp), or, without a
-  // hook, the request would wait for nothing, so it is said loudly.
-  async #otpReady(h, seq) {
+  // "checking" and the code waits in its key. As the Python SDK does, a worker is handed the
+  // check (RQ's check_otp job, the one the server would have queued), which reads the code
+  // once and calls the bot's /run with it; a bot that would rather take the code itself passes
+  // onOtpReady (and reads it with takeOtp).
+  async #otpReady(h, seq, slug) {
     if (this.onOtpReady) {
       await this.onOtpReady(h, seq);
       return;
     }
-    console.warn(
-      `longrun-bot: ${h} already has a code the person typed early; pass onOtpReady to ` +
-        "RedisReporter (and read it with takeOtp), or report over HTTP so the server relays it",
-    );
+    await enqueueCheckOtp(this.redis, h, seq, slug, {
+      prefix: this.keys.prefix,
+      rqPrefix: this.rqPrefix,
+      timeScale: this.timeScale,
+    });
   }
 
   /** The code the person typed, removed as it is read (a code reaches the bot once); null if none. */

@@ -8,14 +8,22 @@ export const PREFIX = process.env.KEY_PREFIX || `tjs${randomBytes(4).toString("h
 export const REDIS_URL = process.env.REDIS_URL || "redis://127.0.0.1:6379/0";
 export const keys = new Keys(PREFIX);
 
-export function client() {
-  const redis = new Redis(REDIS_URL);
+export function client(url = REDIS_URL) {
+  const redis = new Redis(url);
   redis.defineCommand("longrunCreate", { numberOfKeys: 3, lua: loadScript("create") });
   return redis;
 }
 
+// With a KEY_PREFIX from tests/test_node_sdk.py the prefix is shared with the Python side of
+// that test (its web process, worker and demo bot run beside this suite): clean up only the
+// requests made here, and leave the rest to that test's own clean-up.
+const SHARED_PREFIX = Boolean(process.env.KEY_PREFIX);
+const made = new Set();
+
 export function newHash() {
-  return "req_" + randomBytes(16).toString("base64url");
+  const h = "req_" + randomBytes(16).toString("base64url");
+  made.add(h);
+  return h;
 }
 
 /** A request as the server creates it (server/record/model.py new_record), then started. */
@@ -54,12 +62,14 @@ export async function record(redis, h) {
   return JSON.parse(await redis.get(keys.record(h)));
 }
 
-/** Delete every key carrying our prefix (never a FLUSH: others share this Redis). */
-export async function cleanUp(redis) {
+/** Delete our keys (never a FLUSH: others share this Redis): every key carrying our prefix, or,
+ * when the prefix is shared, those of the requests made here. `all`: a Redis of our own. */
+export async function cleanUp(redis, { all = !SHARED_PREFIX } = {}) {
   let cursor = "0";
   do {
     const [next, found] = await redis.scan(cursor, "MATCH", `*${PREFIX}*`, "COUNT", 1000);
     cursor = next;
-    if (found.length) await redis.del(...found);
+    const ours = all ? found : found.filter((key) => [...made].some((h) => key.includes(h)));
+    if (ours.length) await redis.del(...ours);
   } while (cursor !== "0");
 }

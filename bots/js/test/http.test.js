@@ -1,7 +1,9 @@
 // Signed events against a real Longrun web process (LONGRUN_URL, BOT_WEBHOOK_SECRET; set by
 // tests/test_node_sdk.py, which also checks that nothing here was skipped).
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { after, before, test } from "node:test";
+import { Webhook } from "standardwebhooks";
 import { HttpReporter, RedisReporter, RedisUpdater, ReportError } from "longrun-bot";
 import { PREFIX, REDIS_URL, cleanUp, client, newRunning, record } from "./helpers.js";
 
@@ -97,4 +99,54 @@ test("a bot written for the original RedisUpdater changes one import", { skip },
     if (mode === "redis") assert.equal((await updater.getRequestStatus(h)).status, "completed");
     await updater.close();
   }
+});
+
+test("inputRequired sends one signed input_required event (checked before sending)", async () => {
+  const secret = "whsec_" + randomBytes(32).toString("base64");
+  const sent = [];
+  const capture = async (url, init) => {
+    sent.push({ url, init });
+    return new Response(JSON.stringify({ applied: true }), { status: 202, headers: { "content-type": "application/json" } });
+  };
+  const report = new HttpReporter({ baseUrl: "http://longrun.test/", secret, fetch: capture });
+  const choice = {
+    id: "branch",
+    kind: "choice",
+    label: "Which branch?",
+    options: [
+      { value: "north", label: "North" },
+      { value: "south", label: "South" },
+    ],
+  };
+  assert.equal(await report.inputRequired("req_abc", choice, { eventId: "evt_input_1" }), true);
+  assert.equal(sent.length, 1);
+  const { url, init } = sent[0];
+  assert.equal(url, "http://longrun.test/api/bot/requests/req_abc/events");
+  assert.equal(init.headers["webhook-id"], "evt_input_1");
+  // Verifiable with the same secret, by the reference implementation the server uses too.
+  const event = new Webhook(secret).verify(init.body, init.headers);
+  assert.deepEqual(event, {
+    type: "input_required",
+    input: { ...choice, secret: false, expires_in: 120 },
+  });
+
+  const captcha = { id: "cap", kind: "captcha", label: "Type the letters", image: "data:image/png;base64,iVBORw0KGgo=", length: 5 };
+  await report.inputRequired("req_abc", captcha);
+  const sentCaptcha = JSON.parse(sent[1].init.body);
+  assert.equal(sentCaptcha.input.secret, true); // a captcha's answer travels like the code
+  assert.equal(sentCaptcha.input.length, 5);
+  const code = JSON.parse((await report.inputRequired("req_abc", { id: "c", kind: "code", label: "Code" }), sent[2].init.body));
+  assert.deepEqual(code.input, { id: "c", kind: "code", label: "Code", secret: true, expires_in: 120, length: 6, destination_hint: "" });
+
+  for (const [bad, why] of [
+    [{ ...choice, kind: "dance" }, /input.kind must be one of/],
+    [{ ...choice, options: [{ value: "x", label: "X" }] }, /2 to 20 choices/],
+    [{ ...choice, id: "no spaces please" }, /input.id/],
+    [{ ...captcha, image: "http://example.com/x.png" }, /data:image\/png/],
+    [{ ...captcha, image: "data:image/png;base64," + "A".repeat(70_000) }, /larger than 64 KiB/],
+    [{ id: "t", kind: "text", label: "" }, /input.label is required/],
+  ]) {
+    await assert.rejects(report.inputRequired("req_abc", bad), why);
+  }
+  assert.equal(sent.length, 3); // nothing malformed left the process
 });

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { after, before, test } from "node:test";
 import { RedisReporter } from "longrun-bot";
 import { PREFIX, cleanUp, client, keys, newRunning, record } from "./helpers.js";
+
+const skipWorker = process.env.CHECK_BOT_PORT ? false : "needs CHECK_BOT_PORT and a worker (tests/test_node_sdk.py)";
+const skipPrivate = process.env.PRIVATE_REDIS_URL ? false : "needs PRIVATE_REDIS_URL (tests/test_node_sdk.py)";
 
 let redis;
 let report;
@@ -110,4 +114,82 @@ test("bad events are refused before any I/O", async () => {
   await assert.rejects(report.otpRequired("req_x", { length: 3 }), /otp.length must be between 4 and 10/);
   await assert.rejects(report.completed("req_x", [1]), /result must be a JSON object/);
   await assert.rejects(report.progress("req_x", "lots"), /progress must be a number/);
+});
+
+test("a code typed early is handed to a worker, as the Python SDK does", { skip: skipWorker }, async () => {
+  // tests/test_node_sdk.py runs a real RQ worker on this prefix's queues and routes
+  // credit-score-rating's bot API to CHECK_BOT_PORT: this test is that bot.
+  const heard = [];
+  const bot = createServer(async (req, res) => {
+    let body = "";
+    for await (const chunk of req) body += chunk;
+    heard.push({ url: req.url, key: req.headers["idempotency-key"], body: JSON.parse(body) });
+    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ status: "success", result: { score: 731 } }));
+  });
+  await new Promise((resolve) => bot.listen(Number(process.env.CHECK_BOT_PORT), "127.0.0.1", resolve));
+  try {
+    const h = await newRunning(redis, "credit-score-rating");
+    await redis.set(keys.otp(h), "482913", "EX", 60);
+    assert.equal(await report.otpRequired(h, { destination_hint: "+98 912 *** **34" }), true);
+    const asked = await record(redis, h);
+    assert.equal(asked.status, "processing");
+    assert.equal(asked.message_key, "checking");
+    const job = await redis.hgetall(`rq:job:${PREFIX}${h}-otp${asked.seq}`);
+    assert.equal(job.origin, `${PREFIX}high`);
+    assert.equal(job.failure_callback_name, "jobs.tasks.on_job_failure");
+    let rec = asked;
+    for (let i = 0; i < 400 && rec.status !== "completed"; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      rec = await record(redis, h);
+    }
+    assert.equal(rec.status, "completed", JSON.stringify(rec));
+    assert.deepEqual(rec.result_data, { score: 731 });
+    assert.equal(heard.length, 1);
+    assert.equal(heard[0].url, "/services/credit-score-rating/run");
+    assert.equal(heard[0].body.otp, "482913"); // the code reached the bot, once
+    assert.equal(heard[0].body.requestHash, h);
+    assert.equal(await redis.get(keys.otp(h)), null); // and left Redis
+  } finally {
+    bot.close();
+  }
+});
+
+test("a Redis that lost its scripts (NOSCRIPT) gets them again within the same call", { skip: skipPrivate }, async () => {
+  // A redis-server of this test's own (tests/test_node_sdk.py starts it): SCRIPT FLUSH is ours to do.
+  const own = client(process.env.PRIVATE_REDIS_URL);
+  const ownReport = new RedisReporter(own, { prefix: PREFIX });
+  const stats = async () => {
+    const info = await own.info("commandstats");
+    const get = (cmd, field) => Number(new RegExp(`cmdstat_${cmd}:.*?${field}=(\\d+)`).exec(info)?.[1] ?? 0);
+    return { evalsha: get("evalsha", "calls"), evalshaFailed: get("evalsha", "failed_calls"), eval: get("eval", "calls") };
+  };
+  try {
+    const h = await newRunning(own);
+    assert.equal(await ownReport.progress(h, 10), true);
+    let before = await stats();
+    assert.equal(await ownReport.progress(h, 20), true); // the script is there: one EVALSHA
+    let after = await stats();
+    assert.deepEqual([after.evalsha - before.evalsha, after.eval - before.eval], [1, 0]);
+
+    await own.script("FLUSH"); // as a restart or failover to a fresh replica would
+    before = await stats();
+    assert.equal(await ownReport.progress(h, 30, { step: "search" }), true);
+    after = await stats();
+    assert.equal(after.evalshaFailed - before.evalshaFailed, 1); // NOSCRIPT
+    assert.equal(after.eval - before.eval, 1); // the fallback sent the script, and it ran once
+    const rec = JSON.parse(await own.get(keys.record(h)));
+    assert.equal(rec.progress, 30);
+    assert.equal(rec.step, "search");
+    before = after;
+    assert.equal(await ownReport.progress(h, 40), true); // loaded again: back to one EVALSHA
+    after = await stats();
+    assert.deepEqual([after.evalsha - before.evalsha, after.eval - before.eval], [1, 0]);
+  } finally {
+    await cleanUp(own, { all: true });
+    await own.quit();
+  }
+});
+
+test("inputRequired is refused over Redis until the server has it", async () => {
+  await assert.rejects(report.inputRequired("req_x", { id: "c1", kind: "confirm", label: "Go on?" }), /not available over Redis/);
 });
