@@ -275,6 +275,15 @@ async def test_cors_opens_reading_and_answering_to_embed_origins_only(app_client
     assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == EMBED
     resp = await app_client.get(f"/api/requests/{h}", headers={"Origin": EMBED})  # an error is readable too
     assert resp.status == 404 and resp.headers["Access-Control-Allow-Origin"] == EMBED
+    script = await app_client.get("/static/longrun-progress.js", headers={"Origin": EMBED})
+    assert script.status == 200 and script.headers["Access-Control-Allow-Origin"] == EMBED
+    assert "customElements.define('longrun-progress'" in await script.text()
+    words = await app_client.get("/api/embed/strings?lang=fa", headers={"Origin": EMBED})
+    assert words.status == 200 and words.headers["Access-Control-Allow-Origin"] == EMBED
+    fa = await words.json()
+    assert fa["dir"] == "rtl" and fa["ui"]["status_waiting_otp"] == "کد تأیید لازم است"
+    assert fa["services"]["credit-score-rating"]["title"] == "گزارش رتبه اعتباری" and "score" in fa["labels"]
+    assert set(fa["messages"]["otp"]) and fa["messages"]["otp"][0] != fa["messages"]["otp"][1]
     for origin in ("http://evil.test", "null"):
         pre = await app_client.options(
             f"/api/requests/{h}", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}

@@ -31,6 +31,7 @@ from server.requests.service import RequestService
 from server.settings import Settings
 from server.web import access, api, dashboard, health, history_views, metrics, openapi, pages, socket_client, sockets
 from server.web.cors import cors_headers, preflight_routes
+from server.web.embed import routes as embed_routes
 from server.web.middleware import edge, security_headers
 from server.web.typedefs import (
     CACHE,
@@ -187,6 +188,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_cleanup.append(flush_access_log)
     app.add_routes(api.routes)
     app.add_routes(preflight_routes)
+    app.add_routes(embed_routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
     app.add_routes(sockets.routes)

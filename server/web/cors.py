@@ -18,7 +18,8 @@ from server.web.access import embed_origin
 
 #: paths an embedding page may call across origins
 EMBEDDABLE = re.compile(
-    r"/api/requests/[^/]+(?:/(?:otp|resend-otp|cancel|input))?|/sse/requests/[^/]+|/static/longrun-progress\.js"
+    r"/api/requests/req_[^/]+(?:/(?:otp|resend-otp|cancel|input))?|/sse/requests/[^/]+"
+    r"|/api/embed/strings|/static/longrun-progress\.js"
 )
 #: seconds a browser may keep a preflight's answer
 MAX_AGE = "600"
