@@ -16,6 +16,7 @@ from aiohttp import web
 
 from server.domain.catalog import SERVICES
 from server.domain.display import script_strings
+from server.domain.errors import ValidationFailed
 from server.domain.i18n import LANGS, RESULT_LABELS, RTL, pick_lang
 from server.web.api import json_response
 
@@ -25,7 +26,9 @@ routes = web.RouteTableDef()
 @routes.get("/api/embed/strings")
 async def embed_strings(request: web.Request) -> web.Response:
     asked = request.query.get("lang")
-    lang = asked if asked in LANGS else pick_lang(request.headers.get("Accept-Language"))
+    if asked is not None and asked not in LANGS:
+        raise ValidationFailed("Unknown language.", fields={"lang": " or ".join(LANGS)})
+    lang = asked or pick_lang(request.headers.get("Accept-Language"))
     body = {
         "lang": lang,
         "dir": "rtl" if lang in RTL else "ltr",

@@ -14,6 +14,7 @@ from aiohttp import web
 from server.domain.catalog import SERVICES
 from server.domain.protocol import MAX_TEXT
 from server.domain.status import TERMINAL_VALUES, Status
+from server.web import openapi_embed
 from server.web.openapi_parts import (
     COMMON_ERRORS,
     CROSS_SITE,
@@ -33,6 +34,7 @@ from server.web.openapi_parts import (
 )
 
 routes = web.RouteTableDef()
+
 
 def document() -> dict[str, Any]:
     statuses = [s.value for s in Status]
@@ -120,31 +122,36 @@ def document() -> dict[str, Any]:
                 }
             },
             "/api/requests": {
+                "get": openapi_embed.list_operation(),
                 "post": {
                     "summary": "Create a request",
                     "operationId": "createRequest",
+                    # an application's backend: with user_ref, and the answer adds a viewer token
+                    "security": [{}, {"session": []}, {"app_key": []}],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRequest"}}},
                     },
                     "responses": {
                         "201": ok_response("Created and queued", "Created"),
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown service"),
                         "422": error_response("Invalid fields (per-field messages in error.fields)"),
                         "429": RATE_LIMITED,
                         **CROSS_SITE,
                         **COMMON_ERRORS,
                     },
-                }
+                },
             },
             "/api/requests/{hash}": {
                 "get": {
                     "summary": "The public record",
                     "operationId": "getRequest",
                     "parameters": [HASH_PARAM],
-                    "security": [{"session": []}, {"bearer": []}],
+                    "security": [{"session": []}, {"bearer": []}, {"viewer": []}, {"app_key": []}],
                     "responses": {
                         "200": ok_response("The record", "Record"),
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown, expired or not yours"),
                         "429": RATE_LIMITED,
                         "503": error_response("Redis unavailable"),
@@ -163,9 +170,10 @@ def document() -> dict[str, Any]:
                     "summary": "The original polling format",
                     "operationId": "getLocalStatus",
                     "parameters": [HASH_PARAM],
-                    "security": [{"session": []}, {"bearer": []}],
+                    "security": [{"session": []}, {"bearer": []}, {"viewer": []}, {"app_key": []}],
                     "responses": {
                         "200": ok_response("Status", "LocalStatus"),
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown, expired or not yours"),
                         "429": RATE_LIMITED,
                         "503": error_response("Redis unavailable"),
@@ -208,6 +216,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **openapi_embed.paths(),
             "/healthz": {
                 "get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": {"description": "Alive"}}}
             },
@@ -223,6 +232,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "longrun_session"},
                 "bearer": {"type": "http", "scheme": "bearer", "description": "The request's access_token"},
+                **openapi_embed.SECURITY_SCHEMES,
             },
             "schemas": {
                 "Error": {
@@ -240,7 +250,7 @@ def document() -> dict[str, Any]:
                         }
                     },
                 },
-                "CreateRequest": {"oneOf": [s.json_schema() for s in SERVICES]},
+                "CreateRequest": {"oneOf": [openapi_embed.with_app_fields(s.json_schema()) for s in SERVICES]},
                 "Created": {
                     "type": "object",
                     "required": [
@@ -260,6 +270,7 @@ def document() -> dict[str, Any]:
                         "status_url": {"type": "string"},
                         "ws_url": {"type": "string"},
                         "expires_at": {"type": "string"},
+                        **openapi_embed.CREATED_FOR_APP,
                     },
                 },
                 "Record": record,
