@@ -580,7 +580,12 @@
     }
     showError(text) { this.el.error.textContent = text || ''; this.el.error.hidden = !text; }
     onTick(fn) { this.ticks.push(fn); fn(); }
-    focusLater(node) { if (document.visibilityState !== 'hidden' && this.contains(document.activeElement) === false) setTimeout(function () { node.focus({ preventScroll: true }); }, 0); }
+    // Focus a new prompt's input, unless the person is busy elsewhere on the host page.
+    focusLater(node) {
+      const active = document.activeElement;
+      if (document.visibilityState === 'hidden' || (active && active !== document.body && active !== this)) return;
+      setTimeout(function () { node.focus({ preventScroll: true }); }, 0);
+    }
 
     confirmCancel() {
       const el = this.el;

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from server.devtools import devrun
 from server.devtools.devrun import wait_ready
 from server.devtools.embedded import EmbeddedRedis
 from server.devtools.processes import Processes
@@ -47,3 +48,24 @@ async def test_waits_for_readyz_and_gives_up_when_the_processes_exit(
         assert await asyncio.wait_for(asyncio.to_thread(wait_ready, honcho, readyz, every=0.1), 20) is False
     finally:
         redis.stop()
+
+
+def test_make_run_adds_the_demo_host_app_with_its_key_digest_and_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devrun, "RUN_DIR", tmp_path)
+    env: dict[str, str] = {}
+    procfile = devrun.with_hostapp(env, "8080", "8090")
+    key = (tmp_path / "hostapp.key").read_text().strip()
+    settings = Settings.from_env({**env, "LONGRUN_ENV": "dev"})
+    assert key.startswith("lrk_") and key not in env["APP_API_KEYS"]
+    assert [app for app, _ in settings.app_api_keys] == ["hostapp"] and settings.embed_origins == (
+        "http://localhost:8090",
+    )
+    assert (tmp_path / "hostapp.key").stat().st_mode & 0o077 == 0
+    lines = procfile.read_text().splitlines()
+    assert lines[: len(lines) - 1] == (devrun.ROOT / "Procfile").read_text().splitlines()
+    assert lines[-1].startswith(
+        "hostapp: python -m server.devtools.hostapp --port 8090 --longrun http://127.0.0.1:8080"
+    )
+    assert devrun.hostapp_key() == key  # made once, kept
