@@ -30,6 +30,11 @@
   const PING_MS = 25000;
   const SILENCE_MS = 10000;
   const FA_DIGITS = '۰۱۲۳۴۵۶۷۸۹';
+  // The one text shown before the server's words arrive: i18n.py's "embed_unreachable".
+  const UNREACHABLE = {
+    en: 'Longrun cannot be reached. Retrying…',
+    fa: 'به Longrun دسترسی نیست. دوباره تلاش می‌کنیم…',
+  };
   const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/;
 
   // ------------------------------------------------------------------ styles (themable)
@@ -347,7 +352,7 @@
         self.tickTimer = setInterval(function () { self.tick(); }, 1000);
       }, function () {
         if (generation !== self.generation) return;
-        self.el.notice.textContent = 'Longrun is not reachable.';
+        self.el.notice.textContent = UNREACHABLE[self.lang];
         self.el.notice.hidden = false;
         setTimeout(function () { if (generation === self.generation) self.start(); }, 5000);
       });

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from server.domain.errors import ConfigError, Unauthorized
+from server.domain.i18n import ui
 from server.record import Keys
 from server.requests.caller import app_user_id
 from server.requests.credentials import ViewerTokens, match_app_key
@@ -89,6 +91,13 @@ def test_bad_app_keys_are_a_start_up_error_naming_the_variable(value: str, words
 def test_embed_origins_must_be_origins() -> None:
     with pytest.raises(ConfigError, match="EMBED_ORIGINS"):
         Settings.from_env({"LONGRUN_ENV": "dev", "EMBED_ORIGINS": "https://shop.example/page"})
+
+
+def test_the_elements_own_text_is_the_keyed_one() -> None:
+    """The one text the element holds itself (before the server's words arrive) is i18n's."""
+    script = (Path(__file__).resolve().parent.parent / "static" / "longrun-progress.js").read_text()
+    for lang in ("en", "fa"):
+        assert f"{lang}: '{ui('embed_unreachable', lang)}'" in script
 
 
 def test_viewer_tokens_are_bound_signed_and_short_lived() -> None:
@@ -280,6 +289,7 @@ async def test_cors_opens_reading_and_answering_to_embed_origins_only(app_client
     assert "customElements.define('longrun-progress'" in await script.text()
     words = await app_client.get("/api/embed/strings?lang=fa", headers={"Origin": EMBED})
     assert words.status == 200 and words.headers["Access-Control-Allow-Origin"] == EMBED
+    assert {v.strip() for v in words.headers["Vary"].split(",")} == {"Accept-Language", "Origin"}
     fa = await words.json()
     assert fa["dir"] == "rtl" and fa["ui"]["status_waiting_otp"] == "کد تأیید لازم است"
     assert fa["services"]["credit-score-rating"]["title"] == "گزارش رتبه اعتباری" and "score" in fa["labels"]

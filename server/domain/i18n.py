@@ -174,6 +174,9 @@ UI: Mapping[str, Text] = {
         "زمان این نما تمام شده است. برای ادامهٔ پیگیری درخواست، صفحه را دوباره بارگذاری کنید.",
     ),
     "cancel_no": Text("No, keep it", "نه، ادامه بده"),
+    # Shown by <longrun-progress> before it has its words from the server (a copy lives in
+    # static/longrun-progress.js; tests/test_embed.py checks that it matches).
+    "embed_unreachable": Text("Longrun cannot be reached. Retrying…", "به Longrun دسترسی نیست. دوباره تلاش می‌کنیم…"),
     # The demo host app (server/devtools/hostapp.py): a shop that embeds Longrun's element.
     "host_name": Text("Acme Loans", "وام‌های آکمه"),
     "host_intro": Text(

@@ -28,7 +28,9 @@ preflight_routes = web.RouteTableDef()
 
 
 def _allow(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Vary"] = "Origin"
+    vary = response.headers.get("Vary", "")
+    if "origin" not in vary.lower():
+        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
     origin = embed_origin(request)
     if origin is not None and EMBEDDABLE.fullmatch(request.path):
         response.headers["Access-Control-Allow-Origin"] = origin
