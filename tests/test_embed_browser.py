@@ -138,6 +138,7 @@ async def english_over_the_socket_to_the_result(
     assert rec["user_id"] == app_user_id("hostapp", DEMO_USER) and rec["_p"]["app"] == "hostapp"
     await page.goto("/")
     await expect(page.locator("main li")).to_contain_text("Done")
+    await shoot(page, "embed-host-account")
     assert not [m for m in console if "Content Security Policy" in m or m.startswith(("error", "pageerror"))], console
 
 
