@@ -17,10 +17,12 @@ from redis.asyncio import Redis
 
 from server.domain.errors import ConfigError, Unauthorized
 from server.domain.i18n import ui
+from server.history.db import migrate
 from server.record import Keys
 from server.requests.caller import app_user_id
 from server.requests.credentials import ViewerTokens, match_app_key
 from server.settings import Settings, new_app_key
+from tests.archive_helpers import insert, row
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
 # Fixed (pytest-xdist collects the same test ids in every worker); new_app_key makes real ones.
@@ -325,3 +327,36 @@ async def test_sockets_from_embed_origins_need_their_own_credential(app_client: 
         with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
             await app_client.ws_connect(f"/ws/requests/{h}", headers=headers, protocols=protocols)
         assert exc.value.status == status
+
+
+# --------------------------------------------------------------------------- the archive
+
+
+async def test_an_app_reads_one_persons_history_and_nobody_elses(
+    make_client: Callable[[Settings], Any], embed_settings: Settings, database_url: str, pg_schema: str
+) -> None:
+    settings = embed_settings.with_(database_url=database_url, database_schema=pg_schema)
+    await migrate(settings)
+    now = time.time()
+    mine = row(app_user_id("shop", "customer-42"), now - 60, app="shop", user_ref="customer-42")
+    other_person = row(app_user_id("shop", "customer-7"), now - 50, app="shop", user_ref="customer-7")
+    other_app = row(app_user_id("blog", "customer-42"), now - 40, app="blog", user_ref="customer-42")
+    await insert(settings, [mine, other_person, other_app])
+    client: Client = await make_client(settings)
+
+    async def history(key: str | None, query: str) -> tuple[int, Any]:
+        resp = await client.get(f"/api/history{query}", headers=auth(key) if key else {})
+        return resp.status, await resp.json()
+
+    status, page = await history(SHOP, "?user_ref=customer-42")
+    assert status == 200 and [i["hash"] for i in page["items"]] == [mine.hash]
+    assert page["items"][0]["app"] == "shop" and page["items"][0]["user_ref"] == "customer-42"
+    status, page = await history(BLOG, "?user_ref=customer-42")
+    assert status == 200 and [i["hash"] for i in page["items"]] == [other_app.hash]
+    status, entry = await history(SHOP_NEXT, f"/{mine.hash}?user_ref=customer-42")
+    assert status == 200 and entry["hash"] == mine.hash
+    for key, query in ((BLOG, f"/{mine.hash}?user_ref=customer-42"), (SHOP, f"/{mine.hash}?user_ref=customer-7")):
+        assert (await history(key, query))[0] == 404
+    for key, query in ((SHOP, ""), (SHOP, "?user_ref=a%20b"), (None, "?user_ref=customer-42")):
+        status, body = await history(key, query)
+        assert status == 422 and "user_ref" in body["error"]["fields"], (key, query)

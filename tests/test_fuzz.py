@@ -294,11 +294,12 @@ def aim(
 
 
 def aim_app(system: System, case: schemathesis.Case, credential: str) -> schemathesis.Case:
-    """Creating and listing: with the application's key, another app's, or as generated. A
-    create body carries ``user_ref`` exactly when a key goes with it (the document cannot say
-    that a field is for one credential only; the server refuses either without the other)."""
+    """Creating and listing (live requests, history): with the application's key, another
+    app's, or as generated. A create body or a history query carries ``user_ref`` exactly when
+    a key goes with it (the document cannot say that a field is for one credential only; the
+    server refuses either without the other)."""
     op = _operation_id(case)
-    if op not in ("createRequest", "listRequests") or _negative_in(case, "header"):
+    if op not in ("createRequest", "listRequests", "listHistory") or _negative_in(case, "header"):
         return case
     key = {"app_key": system.app_key, "other_app": system.other_app_key}.get(credential)
     body = case.body if isinstance(case.body, dict) else None
@@ -307,6 +308,12 @@ def aim_app(system: System, case: schemathesis.Case, credential: str) -> schemat
             key = system.app_key
         if key is not None:
             body.setdefault("user_ref", "fuzz-user")
+    if op == "listHistory" and not _negative_in(case, "query"):
+        # user_ref names the person with a key, and is refused without one
+        if key is None and isinstance(case.query, dict) and "user_ref" in case.query:
+            key = system.app_key
+        if key is not None:
+            case.query = {**(case.query or {}), "user_ref": (case.query or {}).get("user_ref", "fuzz-user")}
     if key is not None:
         case.headers["Authorization"] = f"Bearer {key}"
     return case

@@ -80,8 +80,10 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "The session's archived requests, newest first, in keyset pages",
                     "operationId": "listHistory",
-                    "security": [{}, {"session": []}],  # anonymous: an empty page
+                    # anonymous: an empty page; an app's backend names the person (user_ref)
+                    "security": [{}, {"session": []}, {"app_key": []}],
                     "parameters": [
+                        openapi_embed.HISTORY_USER_REF,
                         query_filter("service", {"type": "string", "pattern": SLUG_PATTERN}),
                         query_filter("status", {"enum": sorted(TERMINAL_VALUES)}),
                         query_filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
@@ -93,6 +95,7 @@ def document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": HISTORY_PAGE}},
                         },
                         "400": REQUEST_LINE_TOO_LONG,
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "422": error_response("Invalid parameters (named in error.fields)"),
                         "503": error_response("PostgreSQL unavailable"),
                     },
@@ -102,14 +105,16 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "One archived request with its stored result",
                     "operationId": "getHistoryEntry",
-                    "parameters": [HASH_PARAM],
-                    "security": [{"session": []}],
+                    "parameters": [HASH_PARAM, openapi_embed.HISTORY_USER_REF],
+                    "security": [{"session": []}, {"app_key": []}],
                     "responses": {
                         "200": {
                             "description": "The archived request",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown or not yours"),
+                        "422": error_response("user_ref missing with an API key, or given without one"),
                         "503": error_response("PostgreSQL unavailable"),
                     },
                 }

@@ -9,6 +9,13 @@ from server.requests.service import LIST_LIMIT_MAX
 from server.web.openapi_parts import CROSS_SITE, HASH_PARAM, NULLABLE_STR, RATE_LIMITED, error_response
 
 USER_REF = {"type": "string", "pattern": "^[A-Za-z0-9._:@+-]{1,128}$"}
+#: whose history an application's backend reads (with its key only; required then)
+HISTORY_USER_REF = {
+    "name": "user_ref",
+    "in": "query",
+    "schema": USER_REF,
+    "description": "With an API key: the person whose archived requests to read",
+}
 #: the error every call with a credential may get
 BAD_CREDENTIAL = error_response("The API key is not valid, or the viewer token is forged or expired")
 
