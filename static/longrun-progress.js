@@ -11,10 +11,18 @@
 // the CSSOM. The host page's connect-src must allow the Longrun base (https: and wss:).
 //
 // Where later features plug in (one function each):
-// - transports: TRANSPORTS, in order of preference (socket, then polling); an event stream
-//   goes between them as one more entry.
-// - prompts: PROMPTS, keyed by a prompt's kind ("code" today); promptOf() finds the prompt
-//   a record asks for and answerFrame()/answerCall() say how an answer travels.
+// - transports: TRANSPORTS, in order of preference (socket, then polling). An event stream
+//   (GET /sse/requests/{hash}) is one more entry between them: open(view, level) returning
+//   {send() -> false, close()}, handing each `snapshot`/`update` record to
+//   view.receive(record, fresh, level) and calling view.down(level) when it fails. Read it
+//   with fetch() and a stream reader, not EventSource, which cannot send the Authorization
+//   header; resume with Last-Event-ID = the last seq. (The socket's ?since= goes into
+//   socketTransport's URL the same way: view.lastSeq.) CORS already allows /sse/… and
+//   Last-Event-ID for EMBED_ORIGINS (server/web/cors.py).
+// - prompts: PROMPTS, keyed by a prompt's kind ("code" today): (view, prompt) -> a node that
+//   calls view.answer(prompt, value). promptOf() already maps status waiting_input to
+//   record.input_request, and answerFrame()/answerCall() send {"type": "input", id, value} /
+//   POST …/input (allowed by CORS) for any kind but "code".
 'use strict';
 (function () {
   if (!window.customElements || window.customElements.get('longrun-progress')) return;
