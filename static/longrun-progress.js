@@ -21,8 +21,8 @@
 //   Last-Event-ID for EMBED_ORIGINS (server/web/cors.py).
 // - prompts: PROMPTS, keyed by a prompt's kind ("code" today): (view, prompt) -> a node that
 //   calls view.answer(prompt, value). promptOf() already maps status waiting_input to
-//   record.input_request, and answerFrame()/answerCall() send {"type": "input", id, value} /
-//   POST …/input (allowed by CORS) for any kind but "code".
+//   record.input_request, and answerFrame() makes {"type": "input", id, value}, which act()
+//   sends over the socket or posts to …/input (allowed by CORS), for any kind but "code".
 'use strict';
 (function () {
   if (!window.customElements || window.customElements.get('longrun-progress')) return;
@@ -165,12 +165,9 @@
     }
     return null;
   }
-  // An answer as a socket frame and as an HTTP call (DESIGN.md).
+  // An answer as a socket frame (DESIGN.md); act() sends it, or posts it while polling.
   function answerFrame(prompt, value) {
     return prompt.kind === 'code' ? { type: 'otp', otp: value } : { type: 'input', id: prompt.id, value: value };
-  }
-  function answerCall(prompt, value) {
-    return prompt.kind === 'code' ? ['otp', { otp: value }] : ['input', { id: prompt.id, value: value }];
   }
 
   // Each prompt kind: (view, prompt) -> a node. It calls view.answer(prompt, value) to answer.
@@ -465,9 +462,9 @@
 
     answer(prompt, value) {
       const frame = answerFrame(prompt, value);
-      const call = answerCall(prompt, value);
-      if (call[0] === 'otp') this.act('otp', { otp: value });
-      else this.act('input', { id: frame.id, value: frame.value });
+      const type = frame.type;
+      delete frame.type;
+      this.act(type, frame);
     }
 
     // -------------------------------------------------------------- words and numbers
