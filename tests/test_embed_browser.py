@@ -10,6 +10,7 @@ Longrun's origin only, shows the element with a viewer token. Screenshots land i
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from server.devtools.hostapp import DEMO_USER, HostConfig, create_host_app
 from server.devtools.processes import Processes, free_port
 from server.record import Keys, loads_record
 from server.requests.caller import app_user_id
-from server.requests.credentials import digest
+from server.requests.credentials import ViewerTokens, digest
 from server.settings import Settings
 from tests.helpers import outbox, wait_for, wait_status
 from tests.test_browser import BOT_SPEED, DESKTOP, PHONE, WebServer, browser, shoot
@@ -140,6 +141,16 @@ async def english_over_the_socket_to_the_result(
     await expect(page.locator("main li")).to_contain_text("Done")
     await shoot(page, "embed-host-account")
     assert not [m for m in console if "Content Security Policy" in m or m.startswith(("error", "pageerror"))], console
+
+    # A viewer token that ran out: the element says so and fires token-expired, the host page
+    # reloads, and its backend hands the element a fresh token.
+    await page.goto(f"/inquiries/{h}")
+    await expect(element.locator(".headline")).to_have_text("Done")
+    expired, _ = ViewerTokens(embedding.longrun.settings.secret_key, 60).mint(h, now=time.time() - 120)
+    async with page.expect_navigation():
+        await element.evaluate("(e, token) => e.setAttribute('token', token)", expired)
+    await expect(element.locator(".headline")).to_have_text("Done")
+    assert await element.get_attribute("token") != expired
 
 
 async def persian_on_a_phone_over_polling_then_cancel(browser: Browser, embedding: Embedding, redis: Redis) -> None:
