@@ -30,6 +30,12 @@ class Target:
     state: str
     #: the code the demo portal texted, for requests that were waiting for one
     code: str | None = None
+    #: made by the application's backend (API key, with a viewer token) rather than the session
+    viewer: str | None = None
+
+    @property
+    def by_app(self) -> bool:
+        return self.viewer is not None
 
 
 @dataclass
@@ -37,6 +43,9 @@ class System:
     url: str
     settings: Settings
     cookie: str
+    #: the application's API key (its requests are targets too) and another app's
+    app_key: str
+    other_app_key: str
     #: requests per operation id; under "" those of the operations that only read
     targets: dict[str, list[Target]] = field(default_factory=dict)
     #: case id → (target, credential) of the cases aimed at a request, for the stranger check
@@ -49,16 +58,28 @@ class System:
 class Builder:
     """Makes requests through the public API, as one browser session, and waits for their states."""
 
-    def __init__(self, config: Settings):
+    def __init__(self, config: Settings, app_key: str):
         self.url = config.public_url
         self.bots = config.bot_api_url
         self.http = requests.Session()
+        self.app_key = app_key
+        #: hash → viewer token of the requests the application made
+        self.viewers: dict[str, str] = {}
 
-    def create(self, service: str, data: dict[str, Any]) -> tuple[str, str]:
-        r = self.http.post(f"{self.url}/api/requests", json={"service": service, "data": data}, timeout=10)
+    def create(self, service: str, data: dict[str, Any], *, by_app: bool = False) -> tuple[str, str]:
+        body: dict[str, Any] = {"service": service, "data": data}
+        if by_app:  # the application's backend, for one of its users (no session cookie)
+            body["user_ref"] = "fuzz-user"
+            r = requests.post(
+                f"{self.url}/api/requests", json=body, headers={"Authorization": f"Bearer {self.app_key}"}, timeout=10
+            )
+        else:
+            r = self.http.post(f"{self.url}/api/requests", json=body, timeout=10)
         assert r.status_code == 201, r.text
-        body = r.json()
-        return body["hash"], body["access_token"]
+        answer = r.json()
+        if by_app:
+            self.viewers[answer["hash"]] = answer["viewer_token"]
+        return answer["hash"], answer["access_token"]
 
     def status(self, h: str, token: str) -> str:
         r = self.http.get(f"{self.url}/api/requests/{h}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
@@ -94,7 +115,8 @@ class Builder:
 def build_targets(builder: Builder, names: list[str]) -> tuple[list[tuple[str, str]], dict[str, list[Target]]]:
     """Two requests that hold video-generation's two slots for the whole run (so that later ones
     stay pending, queued behind the service's concurrency cap), then, for each of ``names``, one
-    request in each state."""
+    request in each state; the application's backend makes some of them (processing, one of
+    those waiting for a code, completed, cancelled), the session the others."""
     builder.fault(mode="busy", count=2, service=VIDEO, match=HOLD)
     builder.fault(mode="silent", count=len(names), service=CREDIT, match={"mobile": SILENT_MOBILE})
     builder.fault(mode="fatal", count=len(names), service=VEHICLE, match={"plate": FATAL_PLATE})
@@ -103,25 +125,28 @@ def build_targets(builder: Builder, names: list[str]) -> tuple[list[tuple[str, s
 
     made: dict[str, list[tuple[str, tuple[str, str]]]] = {}
     for name in names:
-        cancelled = builder.create(VEHICLE, {"plate": "12B345-68", "national_id": NATIONAL_ID})
+        cancelled = builder.create(VEHICLE, {"plate": "12B345-68", "national_id": NATIONAL_ID}, by_app=True)
         builder.cancel(*cancelled)
         made[name] = [
             ("pending", builder.create(VIDEO, {"prompt": "a paper boat on a rainy street", "duration_seconds": 20})),
             # the bot answers 202 and then says nothing: processing until its heartbeat window ends
-            ("processing", builder.create(CREDIT, {"national_id": NATIONAL_ID, "mobile": SILENT_MOBILE})),
+            ("processing", builder.create(CREDIT, {"national_id": NATIONAL_ID, "mobile": SILENT_MOBILE}, by_app=True)),
             # three: wrong codes, right codes and cancellations use them up
             *(
-                ("waiting_otp", builder.create(CREDIT, {"national_id": NATIONAL_ID, "mobile": f"0912123456{n}"}))
+                (
+                    "waiting_otp",
+                    builder.create(CREDIT, {"national_id": NATIONAL_ID, "mobile": f"0912123456{n}"}, by_app=n == 1),
+                )
                 for n in range(3)
             ),
-            ("completed", builder.create(VEHICLE, {"plate": "12B345-67", "national_id": NATIONAL_ID})),
+            ("completed", builder.create(VEHICLE, {"plate": "12B345-67", "national_id": NATIONAL_ID}, by_app=True)),
             ("failed", builder.create(VEHICLE, {"plate": FATAL_PLATE, "national_id": NATIONAL_ID})),
             ("cancelled", cancelled),
         ]
     builder.wait({key: state for states in made.values() for state, key in states})
     targets = {
         name: [
-            Target(h, token, state, builder.texted_code(h) if state == "waiting_otp" else None)
+            Target(h, token, state, builder.texted_code(h) if state == "waiting_otp" else None, builder.viewers.get(h))
             for state, (h, token) in states
         ]
         for name, states in made.items()

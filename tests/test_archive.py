@@ -202,7 +202,14 @@ async def test_rows_read_back_exactly_as_written(pg_settings: Settings) -> None:
         "attempt": 3,
         "request_data": {"name": "رضا", "n": [1, 2.5, None, True]},
         "result_data": ["a", {"b": {}}],
-        "_p": {"created": T0 + 0.123456, "started": T0 + 1.5, "finished": T0 + 20.000001, "waited": 2.25},
+        "_p": {
+            "created": T0 + 0.123456,
+            "started": T0 + 1.5,
+            "finished": T0 + 20.000001,
+            "waited": 2.25,
+            "app": "shop",
+            "user_ref": "customer:۴۲@shop",
+        },
     }
     never_started = row("u_2", T0 + 7.75, status="cancelled", started=None, duration=None, steps={}, result_data=None)
     failed = row("u_3", T0 + 9.0, status="failed", error="Ü\nnew line\ttab \\ back")
@@ -219,7 +226,9 @@ async def test_rows_read_back_exactly_as_written(pg_settings: Settings) -> None:
     assert got["finished_at"] == datetime.fromtimestamp(T0 + 20.000001, UTC)
     assert got["duration"] == 16.25 and got["waited"] == 2.25 and got["error"] is None and got["steps"] == {}
     assert got["request_data"] == rec["request_data"] and got["result_data"] == ["a", {"b": {}}]
+    assert got["app"] == "shop" and got["user_ref"] == "customer:۴۲@shop"
     got = stored[never_started.hash]
+    assert got["app"] is None and got["user_ref"] is None
     assert got["started_at"] is None and got["duration"] is None and got["result_data"] is None
     assert got["status"] == "cancelled" and got["finished_at"] == datetime.fromtimestamp(T0 + 7.75, UTC)
     got = stored[failed.hash]

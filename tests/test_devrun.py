@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from server.devtools import devrun
 from server.devtools.devrun import procfile_names, wait_ready
 from server.devtools.embedded import EmbeddedRedis
 from server.devtools.processes import ROOT, Processes
@@ -54,3 +55,24 @@ def test_make_run_starts_the_node_demo_bot_where_node_is_there() -> None:
     everything = procfile_names(procfile, node_ready=True)
     assert {"web", "worker", "bots", "nodebot", "archiver", "cron"} <= set(everything)
     assert procfile_names(procfile, node_ready=False) == [n for n in everything if n != "nodebot"]
+
+
+def test_make_run_adds_the_demo_host_app_with_its_key_digest_and_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devrun, "RUN_DIR", tmp_path)
+    env: dict[str, str] = {}
+    procfile = devrun.with_hostapp(env, "8080", "8090")
+    key = (tmp_path / "hostapp.key").read_text().strip()
+    settings = Settings.from_env({**env, "LONGRUN_ENV": "dev"})
+    assert key.startswith("lrk_") and key not in env["APP_API_KEYS"]
+    assert [app for app, _ in settings.app_api_keys] == ["hostapp"] and settings.embed_origins == (
+        "http://localhost:8090",
+    )
+    assert (tmp_path / "hostapp.key").stat().st_mode & 0o077 == 0
+    lines = procfile.read_text().splitlines()
+    assert lines[: len(lines) - 1] == (devrun.ROOT / "Procfile").read_text().splitlines()
+    assert lines[-1].startswith(
+        "hostapp: python -m server.devtools.hostapp --port 8090 --longrun http://127.0.0.1:8080"
+    )
+    assert devrun.hostapp_key() == key  # made once, kept

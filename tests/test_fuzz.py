@@ -15,10 +15,14 @@ creates real requests in every state a request can be in — pending, processing
 waiting for a code, completed, failed, cancelled — a set of its own for each
 operation that changes state. Cases are aimed at them (``aim``): a hash from
 the set, presented with its own ``Bearer`` token, the creating session's
-cookie, that cookie sent cross-site, another request's token or whatever
-Schemathesis generated; with the code the demo portal really texted; bot
-events signed with the server's secret (or stale, or with a secret it does not
-hold, or a replayed id).
+cookie, that cookie sent cross-site, another request's token, the application's
+API key, another app's key, a viewer token (its own, or another request's), an
+expired viewer token or whatever Schemathesis generated; with the code the demo
+portal really texted; bot events signed with the server's secret (or stale, or
+with a secret it does not hold, or a replayed id). Some requests are made by the
+application's backend (API key, ``user_ref``), the others by the session, so
+each credential meets requests it may and may not see. Creating and listing go
+with the app's key, another app's key or what was generated.
 
 Every response is checked: no 5xx; status code, headers and body as documented;
 schema-valid input not refused, invalid input refused; and a caller without the
@@ -63,6 +67,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from server.devtools.processes import Processes, delete_prefixed, free_port, wait_http_sync
 from server.history.queries import Cursor
 from server.infra.webhooks import sign
+from server.requests.credentials import ViewerTokens, digest
 from server.settings import Settings, new_webhook_secret
 from server.web.access import COOKIE_NAME
 from tests.fuzz_helpers import Builder, System, Target, build_targets
@@ -77,11 +82,43 @@ MUTATING = (
     "cancelRequestLocal",
     "postBotEvent",
 )
+#: the application's API key (targets made by the app) and one of another app
+APP_KEY = "lrk_fuzz_app_" + "f" * 32
+OTHER_APP_KEY = "lrk_fuzz_other_" + "o" * 32
 #: how a case presents itself: its target's token, the creating session's cookie (from one of
-#: our pages, or from another site), another request's token, or what Schemathesis generated
-#: (a random token or cookie, or nothing)
-CREDENTIALS = ("token", "token", "cookie", "cross_site", "other_token", "generated")
-STRANGERS = ("other_token", "generated")
+#: our pages, or from another site), another request's token, a viewer token (its own, else
+#: another's), the application's key or another app's, an expired viewer token, what
+#: Schemathesis generated (a random token or cookie, or nothing), or "own": whatever made the
+#: request (the session's cookie or the app's key). 11 of them: prime to the 9 targets of a
+#: set, so that coverage cases, which take both in turn, pair every target with every one.
+CREDENTIALS = (
+    "token",
+    "own",
+    "token",
+    "cookie",
+    "cross_site",
+    "other_token",
+    "generated",
+    "viewer",
+    "app_key",
+    "other_app",
+    "expired_viewer",
+)
+#: credentials that never see the request they are aimed at (besides those that see only what
+#: the app or the session made: see ``stranger``)
+STRANGERS = ("other_token", "generated", "other_app")
+#: how a case without a hash presents itself (creating, listing)
+APP_CREDENTIALS = ("app_key", "app_key", "other_app", "generated")
+#: operations for one credential mostly: the others would only ever meet 401
+CREDENTIALS_FOR = {
+    "newViewerToken": ("app_key", "app_key", "app_key", "token", "viewer", "other_app", "generated", "expired_viewer"),
+}
+
+
+def credentials_for(case: schemathesis.Case) -> tuple[str, ...]:
+    return CREDENTIALS_FOR.get(_operation_id(case) or "", CREDENTIALS)
+
+
 #: how a bot event is signed: right (twice as likely), an hour ago, with a secret the server
 #: does not hold, or with the three headers as Schemathesis generated them
 SIGNATURES = ("valid", "valid", "stale", "wrong_secret", "generated")
@@ -101,7 +138,21 @@ MUST_SEE = {
     "POST /api/requests/{hash}/cancel": {202, 403, 404, 409},
     "POST /api/local-requests/{hash}/cancel": {202, 403, 404, 409},
     "POST /api/bot/requests/{hash}/events": {202, 401, 404, 409, 422},
+    "GET /api/requests": {200, 401, 422},
+    "POST /api/requests/{hash}/viewer-token": {201, 401, 404},
+    "GET /api/embed/strings": {200, 422},
 }
+
+
+def stranger(credential: str, target: Target) -> bool:
+    """Whether ``credential`` must not see ``target`` (and so get a hash-that-never-existed answer)."""
+    if credential == "own":
+        return False
+    if credential in ("cookie", "cross_site"):
+        return target.by_app  # the session made only the others
+    if credential in ("app_key", "viewer"):
+        return not target.by_app  # the app made only these (and a session's has no viewer token)
+    return credential in STRANGERS
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +181,10 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         create_rate=(100_000, 1.0),
         create_rate_per_address=(100_000, 1.0),
         poll_rate_per_address=(100_000, 1.0),
+        app_create_rate=(100_000, 1.0),
+        app_read_rate=(100_000, 1.0),
+        app_api_keys=(("fuzz", digest(APP_KEY)), ("other", digest(OTHER_APP_KEY))),
+        embed_origins=("https://shop.example",),
     )
     logs = tmp_path_factory.mktemp("fuzz")
     procs = Processes(logs)
@@ -142,13 +197,13 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         wait_http_sync(f"{config.bot_api_url}/healthz", bots)
         wait_http_sync(f"{config.public_url}/readyz", web)
         up = time.monotonic()
-        builder = Builder(config)
+        builder = Builder(config, APP_KEY)
         holders, targets = build_targets(builder, ["", *MUTATING])
         made, took = sum(map(len, targets.values())), time.monotonic() - up
         print(f"\nsystem up in {up - started:.1f} s (logs: {logs}); {made} requests in their states in {took:.1f} s")
         cookie = builder.http.cookies.get(COOKIE_NAME)
         assert cookie
-        yield System(config.public_url, config, cookie, targets)
+        yield System(config.public_url, config, cookie, APP_KEY, OTHER_APP_KEY, targets)
         for holder in holders:  # a busy bot call ends only when cancelled: let the workers go
             builder.cancel(*holder)
     except BaseException:
@@ -218,15 +273,50 @@ def aim(
         return case
     case.headers.pop("Authorization", None)
     case.cookies.pop(COOKIE_NAME, None)
+    others = [t for t in system.targets_for(_operation_id(case)) if t.hash != target.hash]
     if credential == "token":
         case.headers["Authorization"] = f"Bearer {target.token}"
     elif credential == "other_token":
-        other = next(t for t in system.targets_for(_operation_id(case)) if t.hash != target.hash)
-        case.headers["Authorization"] = f"Bearer {other.token}"
+        case.headers["Authorization"] = f"Bearer {others[0].token}"
+    elif credential == "viewer":
+        viewer = target.viewer or next(t.viewer for t in others if t.viewer)
+        case.headers["Authorization"] = f"Bearer {viewer}"
+    elif credential == "expired_viewer":
+        expired, _ = ViewerTokens(system.settings.secret_key, 60).mint(target.hash, now=time.time() - 120)
+        case.headers["Authorization"] = f"Bearer {expired}"
+    elif credential in ("app_key", "other_app") or (credential == "own" and target.by_app):
+        key = system.other_app_key if credential == "other_app" else system.app_key
+        case.headers["Authorization"] = f"Bearer {key}"
     else:
         case.cookies[COOKIE_NAME] = system.cookie
         if credential == "cross_site":
             case.headers["Origin"] = "https://evil.example"
+    return case
+
+
+def aim_app(system: System, case: schemathesis.Case, credential: str) -> schemathesis.Case:
+    """Creating and listing (live requests, history): with the application's key, another
+    app's, or as generated. A create body or a history query carries ``user_ref`` exactly when
+    a key goes with it (the document cannot say that a field is for one credential only; the
+    server refuses either without the other)."""
+    op = _operation_id(case)
+    if op not in ("createRequest", "listRequests", "listHistory") or _negative_in(case, "header"):
+        return case
+    key = {"app_key": system.app_key, "other_app": system.other_app_key}.get(credential)
+    body = case.body if isinstance(case.body, dict) else None
+    if op == "createRequest" and body is not None and not _negative_in(case, "body"):
+        if key is None and ("user_ref" in body or "viewer_can_cancel" in body):
+            key = system.app_key
+        if key is not None:
+            body.setdefault("user_ref", "fuzz-user")
+    if op == "listHistory" and not _negative_in(case, "query"):
+        # user_ref names the person with a key, and is refused without one
+        if key is None and isinstance(case.query, dict) and "user_ref" in case.query:
+            key = system.app_key
+        if key is not None:
+            case.query = {**(case.query or {}), "user_ref": (case.query or {}).get("user_ref", "fuzz-user")}
+    if key is not None:
+        case.headers["Authorization"] = f"Bearer {key}"
     return case
 
 
@@ -235,17 +325,18 @@ def install_hooks(schema: OpenApiSchema, system: System) -> None:
 
     def flatmap_case(ctx: Any, case: schemathesis.Case) -> st.SearchStrategy[schemathesis.Case]:
         if "hash" not in case.path_parameters:
-            return st.just(case)
+            return st.sampled_from(APP_CREDENTIALS).map(lambda credential: aim_app(system, case, credential))
         return st.builds(
             lambda *choices: aim(system, case, *choices),
             st.sampled_from([None, *system.targets_for(_operation_id(case))]),
-            st.sampled_from(CREDENTIALS),
+            st.sampled_from(credentials_for(case)),
             st.sampled_from(SIGNATURES),
             st.one_of(st.just("evt_replayed"), st.uuids().map(lambda u: f"evt_{u.hex}")),
             st.booleans(),
         )
 
     turn = itertools.count()
+    app_turn = itertools.count()
 
     def map_case(ctx: Any, case: schemathesis.Case) -> schemathesis.Case:
         if case.meta is None:
@@ -258,15 +349,17 @@ def install_hooks(schema: OpenApiSchema, system: System) -> None:
             moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seed)
             case.query["cursor"] = Cursor(moment, f"req_{seed:022d}").encode()
         # Coverage cases are made once, up front, and never shrunk: their choices go round.
-        if case.meta.phase.name != TestPhase.COVERAGE or "hash" not in case.path_parameters:
+        if case.meta.phase.name != TestPhase.COVERAGE:
             return case
+        if "hash" not in case.path_parameters:
+            return aim_app(system, case, APP_CREDENTIALS[next(app_turn) % len(APP_CREDENTIALS)])
         n = next(turn)
         pool: list[Target | None] = [None, *system.targets_for(_operation_id(case))]
         return aim(
             system,
             case,
             pool[n % len(pool)],
-            CREDENTIALS[n % len(CREDENTIALS)],
+            credentials_for(case)[n % len(credentials_for(case))],
             SIGNATURES[n % len(SIGNATURES)],
             f"evt_coverage_{n}",
             n % 2 == 0,
@@ -297,7 +390,7 @@ def stranger_check(system: System) -> Iterator[None]:
         """Anyone without the request's cookie or token gets the answer a hash that never existed
         gets: the case is sent again with a fresh hash, and the two answers must match."""
         aimed = system.aimed.get(case.id)
-        if aimed is None or aimed[1] not in STRANGERS:
+        if aimed is None or not stranger(aimed[1], aimed[0]):
             return None
         target, _ = aimed
         kwargs = case.as_transport_kwargs(base_url=system.url)
@@ -374,6 +467,8 @@ def fuzz(system: System, *, seed: int, max_examples: int) -> Run:
             "generation": {"mode": "all", "deterministic": True, "max-examples": max_examples},
             # The document declares no links: nothing for the stateful phase to follow.
             "phases": {"stateful": {"enabled": False}},
+            # The element's words depend on one parameter (lang): a few draws tell as much.
+            "operations": [{"include-operation-id": "embedStrings", "generation": {"max-examples": 10}}],
             "checks": {
                 # Its contract is 401/403 for a request without credentials; ours is DESIGN.md's
                 # 404 (the same answer as a hash that never existed), checked by the stranger

@@ -6,6 +6,11 @@ data kept across runs), keeps dev secrets in ``.run/dev.env`` so every process a
 restart agrees on them, runs the ``Procfile`` with honcho, and prints the URL to
 open once the web answers ``/readyz`` (the way a load balancer would decide to send
 people to it). Ctrl-C stops everything it started.
+
+Beside the ``Procfile`` it runs the demo host app (``server.devtools.hostapp``) on a second
+origin, http://localhost:8090 (``HOSTAPP_PORT``): an application that embeds Longrun with
+an API key kept in ``.run/hostapp.key`` (made once; Longrun gets only its digest through
+``APP_API_KEYS``) and is listed in ``EMBED_ORIGINS``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import urllib.request
 from pathlib import Path
 
 from server.devtools.embedded import find_or_start_postgres, find_or_start_redis
-from server.settings import new_webhook_secret
+from server.requests.credentials import digest
+from server.settings import new_app_key, new_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_DIR = ROOT / ".run"
@@ -66,6 +72,31 @@ def procfile_names(procfile: Path, node_ready: bool) -> list[str]:
 
 def node_ready() -> bool:
     return shutil.which("node") is not None and (ROOT / "bots" / "js" / "node_modules" / "ioredis").is_dir()
+
+
+def hostapp_key() -> str:
+    """The demo host app's API key, made once and kept in .run/hostapp.key (0600)."""
+    path = RUN_DIR / "hostapp.key"
+    if not path.exists():
+        RUN_DIR.mkdir(exist_ok=True)
+        path.write_text(new_app_key() + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def with_hostapp(env: dict[str, str], port: str, host_port: str) -> Path:
+    """Let Longrun know the demo host app (its key's digest, its origin) and write the
+    Procfile honcho runs: ours plus the host app."""
+    origin = f"http://localhost:{host_port}"
+    env.setdefault("APP_API_KEYS", f"hostapp:sha256:{digest(hostapp_key())}")
+    env.setdefault("EMBED_ORIGINS", origin)
+    procfile = RUN_DIR / "Procfile"
+    procfile.write_text(
+        (ROOT / "Procfile").read_text().rstrip("\n")
+        + f"\nhostapp: python -m server.devtools.hostapp --port {int(host_port)} "
+        f"--longrun http://127.0.0.1:{int(port)} --key-file {RUN_DIR / 'hostapp.key'}\n"
+    )
+    return procfile
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, *, every: float = 0.25, note_after: float = 20.0) -> bool:
@@ -117,8 +148,9 @@ def main() -> int:
         f"\n  Longrun is starting\n  Redis: {redis_url} ({where})\n  PostgreSQL: {database_url} ({pg_where})\n",
         flush=True,
     )
+    host_port = env.pop("HOSTAPP_PORT", "8090")
+    procfile = with_hostapp(env, port, host_port)
     honcho = Path(sys.executable).with_name("honcho")
-    procfile = ROOT / "Procfile"
     with_node = node_ready()
     if not with_node:
         print("  Not starting the Node.js demo bot (parcel-tracking): run `make node-deps` first\n", flush=True)
@@ -138,7 +170,8 @@ def main() -> int:
             print(
                 f"\n  Longrun is ready: open http://127.0.0.1:{port}/\n"
                 f"  Operator dashboard: http://127.0.0.1:{port}/dashboard (password in .run/dev.env: "
-                f"{env.get('OPERATOR_PASSWORD', '')})\n",
+                f"{env.get('OPERATOR_PASSWORD', '')})\n"
+                f"  Demo host app embedding Longrun (another origin): http://localhost:{host_port}/\n",
                 flush=True,
             )
         return proc.wait()

@@ -169,6 +169,27 @@ UI: Mapping[str, Text] = {
         "This request is no longer available — it may have expired.",
         "این درخواست دیگر در دسترس نیست؛ احتمالاً منقضی شده است.",
     ),
+    "embed_token_expired": Text(
+        "This view has expired. Reload the page to keep following the request.",
+        "زمان این نما تمام شده است. برای ادامهٔ پیگیری درخواست، صفحه را دوباره بارگذاری کنید.",
+    ),
+    "cancel_no": Text("No, keep it", "نه، ادامه بده"),
+    # Shown by <longrun-progress> before it has its words from the server (a copy lives in
+    # static/longrun-progress.js; tests/test_embed.py checks that it matches).
+    "embed_unreachable": Text("Longrun cannot be reached. Retrying…", "به Longrun دسترسی نیست. دوباره تلاش می‌کنیم…"),
+    # The demo host app (server/devtools/hostapp.py): a shop that embeds Longrun's element.
+    "host_name": Text("Acme Loans", "وام‌های آکمه"),
+    "host_intro": Text(
+        "Check your credit score before you apply. It takes about a minute; you can keep this page open.",
+        "پیش از درخواست وام، رتبهٔ اعتباری خود را ببینید. حدود یک دقیقه طول می‌کشد؛ این صفحه را باز نگه دارید.",
+    ),
+    "host_signed_in": Text("Signed in as {user}", "واردشده با نام {user}"),
+    "host_start": Text("Check my credit score", "رتبهٔ اعتباری من را ببین"),
+    "host_yours": Text("Your inquiries", "استعلام‌های شما"),
+    "host_none": Text("No inquiries yet.", "هنوز استعلامی ندارید."),
+    "host_back": Text("Back to your account", "بازگشت به حساب شما"),
+    "host_saved": Text("Saved to your account: score {score}.", "در حساب شما ذخیره شد: رتبهٔ {score}."),
+    "host_down": Text("The inquiry service is not available right now.", "سرویس استعلام اکنون در دسترس نیست."),
     "conn_connecting": Text("Connecting…", "در حال اتصال…"),
     "conn_live": Text("Live", "زنده"),
     "conn_polling": Text("Updating every few seconds", "به‌روزرسانی هر چند ثانیه"),

@@ -38,7 +38,7 @@ _MICRO = timedelta(microseconds=1)
 
 _LIST_COLUMNS = (
     "hash, service_slug, status, created_at, started_at, finished_at, duration, waited, steps, attempts, "
-    "error, request_data"
+    "error, request_data, app, user_ref"
 )
 
 _ENTRY = "SELECT " + _LIST_COLUMNS + ", result_data, archived_at FROM history WHERE user_id = %s AND hash = %s"

@@ -51,7 +51,7 @@ MAX_ERROR = 2000
 #: the history columns the archive writes, in the order of ArchiveRow's COPY encoding
 COLUMNS = (
     "user_id, hash, service_slug, status, created_at, started_at, finished_at, duration, waited, "
-    "steps, attempts, error, request_data, result_data"
+    "steps, attempts, error, request_data, result_data, app, user_ref"
 )
 # COPY's binary format (PostgreSQL docs, "COPY", "Binary Format"): a signature, then per row the
 # number of fields and each field as a 32-bit length (-1: NULL) and its bytes; -1 ends the data.
@@ -95,6 +95,9 @@ class ArchiveRow:
     error: str | None
     request_data: dict[str, Any]
     result_data: Any
+    #: the application that created it with its API key, and its name for the person
+    app: str | None = None
+    user_ref: str | None = None
 
     #: the row in COPY's binary format, encoded by :func:`to_row` (not a column)
     _binary: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -123,6 +126,8 @@ class ArchiveRow:
             self.error,
             orjson.dumps(self.request_data).decode(),
             None if self.result_data is None else orjson.dumps(self.result_data).decode(),
+            self.app,
+            self.user_ref,
         )
 
 
@@ -301,6 +306,8 @@ def _encode(row: ArchiveRow, steps: bytes, request_data: bytes, result_data: byt
             b"\x01",
             request_data,
             _jsonb(result_data),
+            _NULL if row.app is None else _text(row.app),
+            _NULL if row.user_ref is None else _text(row.user_ref),
         )
     )
 
@@ -355,9 +362,16 @@ def to_row(rec: Mapping[str, Any]) -> ArchiveRow:
         error=None if error is None else scrub(str(error)[:MAX_ERROR]),
         request_data=request_data,
         result_data=result_data,
+        app=_short_text(p.get("app")),
+        user_ref=_short_text(p.get("user_ref")),
     )
     row._binary = _encode(row, steps_json, request_json, result_json)
     return row
+
+
+def _short_text(value: Any) -> str | None:
+    """An app name or user reference from ``_p`` (bounded, NUL-free), or None."""
+    return value.replace("\x00", "")[:200] if isinstance(value, str) else None
 
 
 def copy_data(rows: Iterable[ArchiveRow]) -> bytes:

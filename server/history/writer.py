@@ -26,7 +26,7 @@ CREATE TEMP TABLE IF NOT EXISTS history_stage (
     user_id text, hash text, service_slug text, status text,
     created_at timestamptz, started_at timestamptz, finished_at timestamptz,
     duration double precision, waited double precision, steps jsonb, attempts smallint,
-    error text, request_data jsonb, result_data jsonb
+    error text, request_data jsonb, result_data jsonb, app text, user_ref text
 ) ON COMMIT DELETE ROWS
 """
 # A record delivered again is the same row (same finished_at): nothing changes. A request an
@@ -42,7 +42,7 @@ _MERGE = f"INSERT INTO history ({COLUMNS}) SELECT {COLUMNS} FROM history_stage {
 _INSERT_ONE = f"""
 INSERT INTO history ({COLUMNS})
 VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), to_timestamp(%s), %s, %s, %s::jsonb, %s, %s,
-        %s::jsonb, %s::jsonb)
+        %s::jsonb, %s::jsonb, %s, %s)
 {_UPSERT}
 """
 

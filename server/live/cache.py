@@ -45,6 +45,8 @@ class Entry:
     public: bytes
     expires: float
     generation: int
+    #: the application that created it (None: a person's session did)
+    app: str | None = None
     used: float = field(default_factory=time.monotonic)
     closed: bool = False
     #: an in-process watcher, not a browser socket (hub watcher protocol)
@@ -106,7 +108,7 @@ class RecordCache:
             await self.hub.unwatch(entry)
             return None
         read = self._entry(h, rec, generation=generation)
-        entry.user_id, entry.token = read.user_id, read.token
+        entry.user_id, entry.token, entry.app = read.user_id, read.token, read.app
         if not entry.public:  # no change was published while we read
             entry.public, entry.expires = read.public, read.expires
         previous = self.entries.pop(h, None)
@@ -120,7 +122,8 @@ class RecordCache:
 
     @staticmethod
     def _entry(h: str, rec: dict[str, object], *, generation: int) -> Entry:
-        token = private_view(rec).get("token")
+        p = private_view(rec)
+        token, app = p.get("token"), p.get("app")
         user = rec.get("user_id")
         return Entry(
             hash=h,
@@ -129,6 +132,7 @@ class RecordCache:
             public=public_json(rec),
             expires=_epoch(rec.get("expires_at")),
             generation=generation,
+            app=app if isinstance(app, str) else None,
         )
 
     async def _drop(self, h: str) -> None:

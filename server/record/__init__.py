@@ -17,6 +17,8 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P longrun:inflight:{lrN}            zset    running hashes by the time they are due
     P longrun:counts:{lrN}              hash    unfinished requests by "status|service"
     P longrun:otpwait:{lrN}             zset    hashes waiting for the person's code, by since when
+    P longrun:app:{app}:requests        zset    an app's requests by creation time (µs), for listing
+    P longrun:app:{app}:user:{user_id}  zset    the same for one of the app's users
     P longrun:rl:{name}:{who}           string  GCRA state of one rate limit
     P longrun:hook:{id}                 string  a bot event id already applied
     P longrun:lock:{name}               string  a lock held by one process at a time (the sweeper)

@@ -27,6 +27,9 @@ RUNTIME_SAMPLES = 500
 ARCHIVE_STREAM_MAX = 100_000
 #: The consumer group the archiver reads the archive streams with.
 ARCHIVE_GROUP = "archiver"
+#: An app's request index keeps entries this many record lifetimes (records outlive their
+#: creation by REQUEST_TTL after their last change; listing drops the ones already gone).
+APP_INDEX_LIFETIMES = 4
 #: Seconds a learned estimate stays cached; the archiver refreshes it long before.
 ESTIMATE_TTL = 24 * 3600
 
@@ -108,6 +111,12 @@ class Keys:
 
     def otp_waits(self, shard: int) -> str:
         return f"{self.prefix}longrun:otpwait:{{{SHARD_TAGS[shard]}}}"
+
+    def app_requests(self, app: str) -> str:
+        return f"{self.prefix}longrun:app:{app}:requests"
+
+    def app_user_requests(self, app: str, user_id: str) -> str:
+        return f"{self.prefix}longrun:app:{app}:user:{user_id}"
 
     def rate_limit(self, name: str, who: str) -> str:
         return f"{self.prefix}longrun:rl:{name}:{who}"

@@ -61,6 +61,7 @@ def new_record(
     priority: str,
     first_step: str = "",
     message: str = "Waiting for a free worker…",
+    private: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A record for :meth:`RecordStore.create`; timestamps and ``seq`` come from Redis."""
     return {
@@ -81,7 +82,7 @@ def new_record(
         "priority": priority,
         "started_at": None,
         "finished_at": None,
-        "_p": {"token": token_hash},
+        "_p": {"token": token_hash, **(private or {})},
     }
 
 

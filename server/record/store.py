@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from server.infra.connections import AsyncClient, mget
-from server.record.keys import REQUEST_TTL, TRACKING_LIST_MAX, WEBHOOK_ID_TTL, Keys
+from server.record.keys import APP_INDEX_LIFETIMES, REQUEST_TTL, TRACKING_LIST_MAX, WEBHOOK_ID_TTL, Keys
 from server.record.lua import (
     ADOPT_TERMINAL_SCRIPT,
     CREATE_SCRIPT,
@@ -214,6 +214,48 @@ class RecordStore:
             keys=[self.keys.rate_limit(name, who)], args=[per / burst, burst, cost]
         )
         return 0.0 if int(allowed) else int(wait_ms) / 1000
+
+    async def index_app_request(self, app: str, user_id: str, h: str, created_us: int) -> None:
+        """List a new request under its app and the app's user (before it is stored: an entry
+        whose record never came is dropped when listed). Entries older than a few record
+        lifetimes go on each add; the index expires when the app stops creating."""
+        keep = self.ttl * APP_INDEX_LIFETIMES
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in (self.keys.app_requests(app), self.keys.app_user_requests(app, user_id)):
+                pipe.zadd(key, {h: created_us})
+                pipe.zremrangebyscore(key, "-inf", created_us - keep * 1_000_000)
+                pipe.expire(key, keep)
+            await pipe.execute()
+
+    async def app_requests(
+        self, app: str, user_id: str | None, *, limit: int, before: int | None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """An app's (or one of its users') live records, newest first, created before ``before``
+        (µs, exclusive): the records and the cursor of the next page (None at the end)."""
+        key = self.keys.app_requests(app) if user_id is None else self.keys.app_user_requests(app, user_id)
+        top = "+inf" if before is None else f"({before}"
+        found: list[dict[str, Any]] = []
+        cursor: int | None = None
+        while True:
+            page = cast(
+                "list[tuple[bytes, float]]",
+                await self.redis.zrevrangebyscore(key, top, "-inf", start=0, num=limit, withscores=True),
+            )
+            hashes = [text(m) for m, _ in page]
+            records = await self.get_many(hashes)
+            gone = [h for h, r in zip(hashes, records, strict=True) if r is None]
+            if gone:
+                await self.redis.zrem(key, *gone)
+            for (_, score), rec in zip(page, records, strict=True):
+                if rec is None:
+                    continue
+                if len(found) == limit:
+                    return found, cursor
+                found.append(rec)
+                cursor = int(score)
+            if len(page) < limit:
+                return found, None
+            top = f"({int(page[-1][1])}"
 
     async def forget_event_id(self, event_id: str) -> None:
         """Release an event id that was claimed but not applied (so a retry can apply it)."""

@@ -1,8 +1,10 @@
 """Every rate limit the server applies to callers: one owner (:class:`RateLimits`).
 
 All are Redis GCRA limits, shared by all processes: creating a request (per
-user and per address), operator logins (per address), status polls (per
-address). The number of codes tried and sent for one request is counted by the
+user and per address; for an application, per API key and per app user),
+operator logins (per address), status polls (per address; an application's
+reads and lists per API key, since one backend speaks for many people). The
+number of codes tried and sent for one request is counted by the
 record's own scripts (``RecordStore.submit_otp``/``request_resend``) under the
 limits :class:`server.requests.service.RequestService` passes them.
 
@@ -104,6 +106,8 @@ class RateLimits:
         create_per_address: Rate,
         poll_per_address: Rate,
         login_per_address: Rate = LOGIN_RATE,
+        app_create_per_key: Rate = (60, 60.0),
+        app_read_per_key: Rate = (600, 60.0),
     ):
         self.store = store
         self.create_per_user = create_per_user
@@ -111,6 +115,8 @@ class RateLimits:
         self.login_per_address = login_per_address
         burst, per = poll_per_address
         self.polls = BatchedLimiter(store, "poll-addr", burst, per)
+        self.app_create_per_key = app_create_per_key
+        self.app_reads = BatchedLimiter(store, "read-key", *app_read_per_key)
 
     @classmethod
     def for_settings(cls, store: RecordStore, settings: Settings) -> RateLimits:
@@ -119,6 +125,8 @@ class RateLimits:
             create_per_user=settings.create_rate,
             create_per_address=settings.create_rate_per_address,
             poll_per_address=settings.poll_rate_per_address,
+            app_create_per_key=settings.app_create_rate,
+            app_read_per_key=settings.app_read_rate,
         )
 
     async def charge(self, name: str, who: str, limit: Rate) -> None:
@@ -130,6 +138,15 @@ class RateLimits:
         await self.charge("create-user", user_id, self.create_per_user)
         await self.charge("create-addr", address, self.create_per_address)
 
+    async def create_for_app(self, key_id: str, user_id: str) -> None:
+        """A new request from an application's backend: per API key, then per app user."""
+        await self.charge("create-key", key_id, self.app_create_per_key)
+        await self.charge("create-user", user_id, self.create_per_user)
+
+    def app_read(self, key_id: str) -> None:
+        """A read or list with an API key (batched like polls)."""
+        refuse(self.app_reads.hit(key_id))
+
     async def operator_login(self, address: str) -> None:
         await self.charge("operator-login", address, self.login_per_address)
 
@@ -139,3 +156,4 @@ class RateLimits:
 
     async def stop(self) -> None:
         await self.polls.stop()
+        await self.app_reads.stop()

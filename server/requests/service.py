@@ -11,24 +11,46 @@ their own medium (status codes, flash messages, error frames).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.catalog import Service, get_service
-from server.domain.errors import Conflict, NotFound, ProtocolError, RateLimited, Unavailable, ValidationFailed
+from server.domain.errors import (
+    Conflict,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+)
 from server.domain.messages import text
 from server.domain.protocol import normalize_otp
 from server.domain.status import Status
 from server.history import estimates
 from server.live.cache import RecordCache
 from server.queue.dispatch import Dispatcher
-from server.record import RecordStore, new_record, public_view, token_digest
-from server.requests.caller import Caller, check_hash, new_access_token
+from server.record import RecordStore, new_record, private_view, public_view, token_digest
+from server.requests.caller import USER_REF_RE, Caller, app_user_id, check_hash, new_access_token
+from server.requests.credentials import AppKey, ViewerTokens
 from server.requests.lifecycle import Lifecycle
 from server.requests.limits import RateLimits
 from server.settings import Settings
 
 QUEUE_FAILED = text("queue_failed")
+#: an application's list of requests: page sizes
+LIST_LIMIT_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AppCreated:
+    """What an application's backend gets for a new request."""
+
+    record: dict[str, Any]
+    access_token: str
+    viewer_token: str
+    viewer_expires_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +69,10 @@ class RequestService:
     settings: Settings
     limits: RateLimits
     cache: RecordCache | None = None
+    viewers: ViewerTokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.viewers = ViewerTokens(self.settings.secret_key, self.settings.viewer_token_ttl)
 
     # ------------------------------------------------------------------ create
 
@@ -58,21 +84,47 @@ class RequestService:
 
     async def create(self, caller: Caller, draft: Draft) -> tuple[dict[str, Any], str]:
         """Store and enqueue a new request owned by ``caller``; its public record and access token."""
+        caller.check_may_create()
         if caller.user_id is None:
             raise ValueError("a request is created for a user id")
         await self.limits.create(caller.user_id, caller.address)
+        return await self._store_new(draft, caller.user_id, self.store.keys.new_hash())
+
+    async def create_for_app(
+        self, caller: Caller, draft: Draft, user_ref: Any, *, viewer_may_cancel: bool = False
+    ) -> AppCreated:
+        """A new request made by an application's backend for one of its users (``user_ref``,
+        the app's own name for the person): listed under the app, visible to its keys only,
+        with a viewer token for the person's browser."""
+        key = self._app_key(caller)
+        if not isinstance(user_ref, str) or not USER_REF_RE.fullmatch(user_ref):
+            raise ValidationFailed(
+                "user_ref names the person in your application.",
+                fields={"user_ref": "1 to 128 letters, digits or . _ : @ + -"},
+            )
+        user_id = app_user_id(key.app, user_ref)
+        await self.limits.create_for_app(key.key_id, user_id)
+        h = self.store.keys.new_hash()
+        await self.store.index_app_request(key.app, user_id, h, time.time_ns() // 1000)
+        record, token = await self._store_new(draft, user_id, h, {"app": key.app, "user_ref": user_ref})
+        viewer, expires = self.viewers.mint(h, may_cancel=viewer_may_cancel)
+        return AppCreated(record, token, viewer, expires)
+
+    async def _store_new(
+        self, draft: Draft, user_id: str, h: str, private: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], str]:
         service = draft.service
         token = new_access_token()
-        h = self.store.keys.new_hash()
         record = new_record(
             request_hash=h,
             service_slug=service.slug,
             request_data=draft.data,
-            user_id=caller.user_id,
+            user_id=user_id,
             token_hash=token_digest(token),
             estimated_duration=await estimates.estimated_duration(self.store.redis, self.store.keys, service),
             priority=service.priority,
             first_step=service.steps[0].name if service.steps else "",
+            private=private,
         )
         created = await self.store.create(record)
         if created is None:  # 2^-128: a clash of fresh random hashes
@@ -83,6 +135,37 @@ class RequestService:
             await self.lifecycle.fail(h, QUEUE_FAILED)
             raise
         return created, token
+
+    @staticmethod
+    def _app_key(caller: Caller) -> AppKey:
+        if caller.app_key is None:
+            raise Unauthorized("This needs an application's API key.", code="api_key_required")
+        return caller.app_key
+
+    # ------------------------------------------------------------------ applications
+
+    async def new_viewer_token(self, caller: Caller, request_hash: str, *, may_cancel: bool = False) -> tuple[str, int]:
+        """A fresh viewer token for one of the app's requests (the old one expired)."""
+        key = self._app_key(caller)
+        self.limits.app_read(key.key_id)
+        await self.visible(caller, request_hash)
+        return self.viewers.mint(request_hash, may_cancel=may_cancel)
+
+    async def list_for_app(
+        self, caller: Caller, user_ref: str | None, limit: int, cursor: int | None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The app's live requests (or one user's), newest first: public records with their
+        ``user_ref``, and the next page's cursor."""
+        key = self._app_key(caller)
+        self.limits.app_read(key.key_id)
+        user_id = None if user_ref is None else app_user_id(key.app, user_ref)
+        records, after = await self.store.app_requests(key.app, user_id, limit=limit, before=cursor)
+        items = []
+        for rec in records:
+            p = private_view(rec)
+            if p.get("app") == key.app:  # the index is the app's own; the record says so too
+                items.append({**public_view(rec), "user_ref": p.get("user_ref")})
+        return items, after
 
     # ------------------------------------------------------------------ read
 
@@ -98,10 +181,13 @@ class RequestService:
         """The public record JSON for a polling client: rate-limited per address (batched GCRA),
         read from the process's pub/sub-fed cache, same access rule as everywhere."""
         assert self.cache is not None, "polling needs the record cache"
-        self.limits.poll(caller.address)
+        if caller.app_key is not None:
+            self.limits.app_read(caller.app_key.key_id)
+        else:
+            self.limits.poll(caller.address)
         check_hash(request_hash)
         entry = await self.cache.get(request_hash)
-        if entry is None or not caller.may_see(request_hash, entry.user_id, entry.token):
+        if entry is None or not caller.may_see(request_hash, entry.user_id, entry.token, entry.app):
             raise NotFound()
         return entry.public
 
@@ -170,6 +256,7 @@ class RequestService:
     async def cancel(self, caller: Caller, request_hash: str) -> dict[str, Any]:
         """Cancel a request not yet finished; the bot is told if it had started."""
         await self.visible(caller, request_hash)
+        caller.check_may_cancel()
         result = await self.lifecycle.cancel(request_hash)
         if result.outcome == "missing":
             raise NotFound()

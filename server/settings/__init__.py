@@ -33,6 +33,8 @@ from server.settings.env import (
     UNSET,
     Env,
     Reading,
+    app_keys,
+    app_keys_text,
     at_least_one,
     boolean,
     dev_env,
@@ -43,6 +45,7 @@ from server.settings.env import (
     number,
     optional,
     or_leave_out,
+    origins,
     rate,
     rate_text,
     routes,
@@ -76,6 +79,11 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def new_app_key() -> str:
+    """A fresh application API key (``lrk_`` + 256 random bits) for ``APP_API_KEYS``."""
+    return "lrk_" + secrets.token_urlsafe(32)
+
+
 # Fallbacks: defaults that depend on dev mode or on another setting.
 
 
@@ -103,9 +111,7 @@ def _generated_webhook_secrets(r: Reading) -> tuple[str, ...]:
 class Settings:
     """Everything a Longrun process needs to know, read once at start-up."""
 
-    secret_key: str = setting(
-        "SECRET_KEY", parse=stripped, fallback=_generated_secret_key, doc="signs session cookies"
-    )
+    secret_key: str = setting("SECRET_KEY", parse=stripped, fallback=_generated_secret_key, doc="signs session cookies")
     webhook_secrets: tuple[str, ...] = setting(
         "BOT_WEBHOOK_SECRET",
         parse=whsec_list,
@@ -229,6 +235,24 @@ class Settings:
     poll_rate_per_address: tuple[int, float] = setting(
         "POLL_RATE_PER_ADDRESS", (120, 60.0), parse=rate, unparse=rate_text
     )
+    app_api_keys: tuple[tuple[str, str], ...] = setting(
+        "APP_API_KEYS", (), parse=app_keys, unparse=app_keys_text,
+        doc="applications' API keys, 'app:lrk_… app:sha256:<hex> …' (several per app to rotate); "
+        "kept as SHA-256 digests",
+    )  # fmt: skip
+    embed_origins: tuple[str, ...] = setting(
+        "EMBED_ORIGINS", (), parse=origins, unparse=joined,
+        doc="origins whose pages may embed <longrun-progress> (CORS and socket Origin checks)",
+    )  # fmt: skip
+    viewer_token_ttl: int = setting(
+        "VIEWER_TOKEN_TTL", 900, parse=whole, doc="seconds a viewer token (read and answer one request) lives"
+    )
+    app_create_rate: tuple[int, float] = setting(
+        "APP_CREATE_RATE", (60, 60.0), parse=rate, unparse=rate_text, doc="requests created per API key"
+    )
+    app_read_rate: tuple[int, float] = setting(
+        "APP_READ_RATE", (600, 60.0), parse=rate, unparse=rate_text, doc="reads and lists per API key"
+    )
     # Not from the environment: what from_env noticed (``notes``), and whatever tests attach.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -282,6 +306,8 @@ class Settings:
         if settings.bot_report_mode not in {"redis", "http"}:
             raise ConfigError("BOT_REPORT_MODE must be 'redis' or 'http'")
         _check_archive(settings)
+        if not 60 <= settings.viewer_token_ttl <= 86_400:
+            raise ConfigError("VIEWER_TOKEN_TTL must be between 60 and 86400 seconds")
         return settings
 
 

@@ -5,7 +5,9 @@ the settings share. Parsers name the variable in every error (tests check the wo
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any
@@ -210,6 +212,51 @@ def rate_text(value: tuple[int, float]) -> str:
 
 def or_leave_out(value: str | None) -> str | None:
     return value or None
+
+
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+#: an application's API key: ``lrk_`` + at least 32 URL-safe characters (``new_app_key`` makes one)
+APP_KEY = re.compile(r"lrk_[A-Za-z0-9_-]{32,128}")
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+def app_keys(name: str, raw: str) -> Any:
+    """``app:lrk_… app:sha256:<hex> …`` → ``((app, sha256 hex of the key), …)``: several keys per
+    app (rotation); a key may be given as its digest, so the environment need not hold it."""
+    out: list[tuple[str, str]] = []
+    for entry in raw.split():
+        app, _, key = entry.partition(":")
+        if not APP_NAME.fullmatch(app):
+            raise ConfigError(
+                f"{name}: {app!r} is not an app name (lower-case letters, digits, _ and -, at most 32); "
+                "entries look like shop:lrk_<key>"
+            )
+        digest = _DIGEST.fullmatch(key)
+        if digest is not None:
+            out.append((app, digest.group(1)))
+        elif APP_KEY.fullmatch(key):
+            out.append((app, hashlib.sha256(key.encode()).hexdigest()))
+        else:
+            raise ConfigError(
+                f"{name}: the key of {app!r} must be lrk_ and at least 32 letters, digits, - or _ "
+                "(or sha256:<64 hex digits> of such a key)"
+            )
+    if len({d for _, d in out}) != len(out):
+        raise ConfigError(f"{name}: the same key is listed twice")
+    return tuple(out)
+
+
+def app_keys_text(keys: tuple[tuple[str, str], ...]) -> str:
+    return " ".join(f"{app}:sha256:{digest}" for app, digest in keys)
+
+
+def origins(name: str, raw: str) -> Any:
+    """Space-separated origins (``scheme://host[:port]``, no path), as browsers send them."""
+    out = tuple(raw.split())
+    for origin in out:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin) or origin.endswith("/"):
+            raise ConfigError(f"{name}: {origin!r} is not an origin like https://shop.example (no path)")
+    return out
 
 
 def check_webhook_secret(secret: str) -> None:

@@ -5,8 +5,10 @@ Sessions are aiohttp-session's encrypted (Fernet: signed and sealed),
 HttpOnly, SameSite=Lax cookies. Each session gets a random user id the first
 time it needs one. A request is visible to the session whose user id created
 it, to a session that opened the request's token link, and to any client
-sending ``Authorization: Bearer <access_token>``. Everyone else gets the same
-404 as for a hash that never existed.
+sending ``Authorization: Bearer <access_token>``; an application's backend
+with its API key sees its app's requests, a browser with a viewer token the one
+request the token names. Everyone else gets the same 404 as for a hash that
+never existed.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from yarl import URL
 from server.domain.i18n import pick_lang
 from server.record import private_view, token_digest
 from server.requests.caller import Caller
+from server.requests.credentials import APP_KEY_PREFIX, VIEWER_PREFIX, match_app_key
 from server.settings import Settings
-from server.web.typedefs import SETTINGS
+from server.web.typedefs import SERVICE, SETTINGS
 
 COOKIE_NAME = "longrun_session"
 #: token links opened by this session (bounded: oldest dropped)
@@ -75,10 +78,20 @@ def token_matches(record: dict[str, Any], token: str) -> bool:
 
 
 async def caller(request: web.Request, *, new_user: bool = False) -> Caller:
-    """Who sends ``request``: its bearer token's digest, else its session's user id and token
-    links (only when it sent a session cookie); its address and language. With ``new_user``
-    the session gets a user id if it has none (creating a request needs one)."""
-    token = bearer_token(request)
+    """Who sends ``request``: an application's API key (``lrk_…``), a viewer token (``lrv_…``;
+    401 when forged or expired), a request's access token (its digest), else its session's
+    user id and token links (only when it sent a session cookie); its address and language.
+    With ``new_user`` a session caller gets a user id if it has none (creating a request needs
+    one). A caller with a bearer credential is judged by it alone: no cookie is read."""
+    token = bearer_token(request) or socket_token(request)
+    address = client_address(request)
+    lang = pick_lang(request.headers.get("Accept-Language"))
+    if token is not None and token.startswith(APP_KEY_PREFIX):
+        key = match_app_key(token, request.app[SETTINGS].app_api_keys)
+        return Caller(address=address, lang=lang, app_key=key)
+    if token is not None and token.startswith(VIEWER_PREFIX):
+        grant = request.app[SERVICE].viewers.check(token)
+        return Caller(address=address, lang=lang, viewer=grant)
     uid: str | None = None
     grants: frozenset[str] = frozenset()
     if new_user:
@@ -90,12 +103,29 @@ async def caller(request: web.Request, *, new_user: bool = False) -> Caller:
         listed = session.get("grants")
         grants = frozenset(g for g in listed if isinstance(g, str)) if isinstance(listed, list) else frozenset()
     return Caller(
-        address=client_address(request),
+        address=address,
         user_id=uid,
         token_digest=token_digest(token) if token is not None else None,
         grants=grants,
-        lang=pick_lang(request.headers.get("Accept-Language")),
+        lang=lang,
     )
+
+
+#: the socket subprotocol that carries a bearer credential (browsers cannot set headers on a
+#: WebSocket): ``new WebSocket(url, ["longrun", "bearer." + token])``
+SOCKET_PROTOCOL = "longrun"
+_BEARER_PROTOCOL = "bearer."
+
+
+def socket_token(request: web.Request) -> str | None:
+    """The bearer credential a socket handshake carries in ``Sec-WebSocket-Protocol``."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return None
+    for item in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        item = item.strip()
+        if item.startswith(_BEARER_PROTOCOL) and len(item) > len(_BEARER_PROTOCOL):
+            return item[len(_BEARER_PROTOCOL) :]
+    return None
 
 
 def client_address(request: web.Request) -> str:
@@ -129,13 +159,23 @@ def grant(session: Session, request_hash: str) -> None:
     session["grants"] = grants[-MAX_GRANTS:]
 
 
+def embed_origin(request: web.Request) -> str | None:
+    """The request's ``Origin`` when it is one of ``EMBED_ORIGINS`` (pages that embed the element)."""
+    origin = request.headers.get("Origin")
+    return origin if origin is not None and origin in request.app[SETTINGS].embed_origins else None
+
+
 def origin_allowed(request: web.Request) -> bool:
-    """Same-origin sockets only (plus ALLOWED_ORIGINS); clients that send no Origin are not browsers."""
+    """Same-origin sockets only (plus ALLOWED_ORIGINS, and EMBED_ORIGINS for a socket that
+    carries its own credential: a cookie never speaks for a page on another site); clients
+    that send no Origin are not browsers."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
     settings = request.app[SETTINGS]
     if origin in settings.allowed_origins:
+        return True
+    if origin in settings.embed_origins and socket_token(request) is not None:
         return True
     try:
         url = URL(origin)

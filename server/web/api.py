@@ -7,6 +7,7 @@ errors become their status codes in ``server.web.middleware``."""
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,7 +25,8 @@ from server.domain.errors import (
 from server.domain.i18n import pick_lang
 from server.domain.protocol import parse_bot_event
 from server.history import estimates
-from server.requests.caller import check_hash
+from server.requests.caller import USER_REF_RE, check_hash
+from server.requests.service import LIST_LIMIT_MAX
 from server.web import access
 from server.web.typedefs import LIFECYCLE, SERVICE, STORE, VERIFIER
 
@@ -89,8 +91,27 @@ async def post_request(request: web.Request) -> web.Response:
         raise ValidationFailed("Name the service.", fields={"service": "This field is required."})
     service = request.app[SERVICE]
     lang = pick_lang(request.headers.get("Accept-Language"))
+    who = await access.caller(request, new_user=True)
+    if who.app_key is None and ("user_ref" in body or "viewer_can_cancel" in body):
+        raise ValidationFailed(
+            "user_ref and viewer_can_cancel are for an application's API key.",
+            fields={k: "Only with an API key." for k in ("user_ref", "viewer_can_cancel") if k in body},
+        )
+    cancel = body.get("viewer_can_cancel", False)
+    if not isinstance(cancel, bool):
+        raise ValidationFailed("viewer_can_cancel is true or false.", fields={"viewer_can_cancel": "true or false"})
     draft = service.draft(slug, body.get("data", {}), lang)
-    record, token = await service.create(await access.caller(request, new_user=True), draft)
+    if who.app_key is not None:
+        made = await service.create_for_app(who, draft, body.get("user_ref"), viewer_may_cancel=cancel)
+        record, token = made.record, made.access_token
+        extra: dict[str, Any] = {
+            "viewer_token": made.viewer_token,
+            "viewer_token_expires_at": iso_utc(made.viewer_expires_at),
+            "user_ref": body.get("user_ref"),
+        }
+    else:
+        record, token = await service.create(who, draft)
+        extra = {}
     h = record["hash"]
     answer = {
         "hash": h,
@@ -98,8 +119,57 @@ async def post_request(request: web.Request) -> web.Response:
         "access_token": token,
         "expires_at": record.get("expires_at"),
         **urls(request, h),
+        **extra,
     }
     return json_response(answer, status=201, headers={"Location": f"/api/requests/{h}"})
+
+
+def iso_utc(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@routes.get("/api/requests")
+async def list_requests(request: web.Request) -> web.Response:
+    """An application's live requests, newest first (API key only)."""
+    query = request.query
+    unknown = set(query) - {"user_ref", "limit", "cursor"}
+    if unknown:
+        raise ValidationFailed("Unknown parameters.", fields={k: "Not a parameter of this list." for k in unknown})
+    bad: dict[str, str] = {}
+    user_ref = query.get("user_ref")
+    if user_ref is not None and not USER_REF_RE.fullmatch(user_ref):
+        bad["user_ref"] = "1 to 128 letters, digits or . _ : @ + -"
+    limit = _int_param(query.get("limit", "20"), 1, LIST_LIMIT_MAX)
+    if limit is None:
+        bad["limit"] = f"A whole number from 1 to {LIST_LIMIT_MAX}."
+    cursor = None if "cursor" not in query else _int_param(query["cursor"], 0, 2**62)
+    if "cursor" in query and cursor is None:
+        bad["cursor"] = "Pass the previous page's next_cursor."
+    who = await access.caller(request)
+    if bad:
+        raise ValidationFailed("Some parameters are not valid.", fields=bad)
+    assert limit is not None
+    items, after = await request.app[SERVICE].list_for_app(who, user_ref, limit, cursor)
+    return json_response({"items": items, "next_cursor": None if after is None else str(after)})
+
+
+def _int_param(raw: str, low: int, high: int) -> int | None:
+    if not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
+@routes.post("/api/requests/{hash}/viewer-token")
+async def post_viewer_token(request: web.Request) -> web.Response:
+    """A fresh viewer token for one of the app's requests (API key only)."""
+    body = await read_json(request) if request.content_length else {}
+    if not isinstance(body, dict) or not isinstance(body.get("viewer_can_cancel", False), bool):
+        raise ValidationFailed('Send {} or {"viewer_can_cancel": true}.', fields={"viewer_can_cancel": "true or false"})
+    token, expires = await request.app[SERVICE].new_viewer_token(
+        await access.caller(request), request.match_info["hash"], may_cancel=body.get("viewer_can_cancel", False)
+    )
+    return json_response({"viewer_token": token, "viewer_token_expires_at": iso_utc(expires)}, status=201)
 
 
 async def poll(request: web.Request, h: str) -> bytes:

@@ -30,6 +30,8 @@ from server.requests.limits import RateLimits
 from server.requests.service import RequestService
 from server.settings import Settings
 from server.web import access, api, dashboard, health, history_views, metrics, openapi, pages, socket_client, sockets
+from server.web.cors import cors_headers, preflight_routes
+from server.web.embed import routes as embed_routes
 from server.web.middleware import edge, security_headers
 from server.web.typedefs import (
     CACHE,
@@ -185,6 +187,8 @@ def create_app(settings: Settings) -> web.Application:
     socket_client.setup(app)  # on_shutdown: tell every browser we are going away (1001) so it reconnects elsewhere
     app.on_cleanup.append(flush_access_log)
     app.add_routes(api.routes)
+    app.add_routes(preflight_routes)
+    app.add_routes(embed_routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
     app.add_routes(sockets.routes)
@@ -193,4 +197,5 @@ def create_app(settings: Settings) -> web.Application:
     pages.setup(app)
     dashboard.setup(app)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(cors_headers)
     return app

@@ -23,12 +23,12 @@ from aiohttp import web
 
 from server.domain.catalog import SERVICES, find_service
 from server.domain.display import about, result_rows
-from server.domain.errors import ConfigError, NotFound
+from server.domain.errors import ConfigError, NotFound, ValidationFailed
 from server.domain.i18n import Text, local_digits, ui
 from server.history import queries as history
 from server.history.db import DB_DOWN, Database, make_pool, migrate
 from server.history.queries import HistoryQuery
-from server.requests.caller import check_hash
+from server.requests.caller import USER_REF_RE, app_user_id, check_hash
 from server.web import access
 from server.web.rendering import page_lang, render
 from server.web.typedefs import DB, SETTINGS
@@ -73,9 +73,30 @@ def _links(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "url": f"/history/{h}", "api_url": f"/api/history/{h}"}
 
 
+async def history_user(request: web.Request) -> str | None:
+    """Whose history: the session's user; for an application's backend (its API key), the
+    person its ``user_ref`` names (required then: the archive is partitioned by person, and
+    the user id is derived from app and reference, so no other app's rows can match).
+    ``user_ref`` without a key is refused."""
+    ref = request.query.get("user_ref")
+    if access.bearer_token(request) is not None:
+        who = await access.caller(request)
+        if who.app_key is not None:
+            if ref is None or not USER_REF_RE.fullmatch(ref):
+                raise ValidationFailed(
+                    "Name the person: user_ref.", fields={"user_ref": "1 to 128 letters, digits or . _ : @ + -"}
+                )
+            return app_user_id(who.app_key.app, ref)
+    if ref is not None:
+        raise ValidationFailed(
+            "user_ref is for an application's API key.", fields={"user_ref": "Only with an API key."}
+        )
+    return await access.user_id(request, create=False)
+
+
 async def _page(request: web.Request) -> tuple[history.Page, HistoryQuery, bool]:
     """The page the query asks for; empty without a session or without an archive."""
-    uid = await access.user_id(request, create=False)
+    uid = await history_user(request)
     q = HistoryQuery.from_params(uid or "", request.query)
     database = request.app.get(DB)
     if uid is None or database is None:
@@ -86,9 +107,11 @@ async def _page(request: web.Request) -> tuple[history.Page, HistoryQuery, bool]
 
 async def _entry(request: web.Request) -> dict[str, Any]:
     h = check_hash(request.match_info["hash"])
-    uid = await access.user_id(request, create=False)
     database = request.app.get(DB)
-    if uid is None or database is None:
+    if database is None:
+        raise NotFound()
+    uid = await history_user(request)
+    if uid is None:
         raise NotFound()
     async with database.connection() as conn:
         item = await history.entry(conn, uid, h)

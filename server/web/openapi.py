@@ -14,6 +14,7 @@ from aiohttp import web
 from server.domain.catalog import SERVICES
 from server.domain.protocol import MAX_TEXT
 from server.domain.status import TERMINAL_VALUES, Status
+from server.web import openapi_embed
 from server.web.openapi_parts import (
     COMMON_ERRORS,
     CROSS_SITE,
@@ -33,6 +34,7 @@ from server.web.openapi_parts import (
 )
 
 routes = web.RouteTableDef()
+
 
 def document() -> dict[str, Any]:
     statuses = [s.value for s in Status]
@@ -78,8 +80,10 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "The session's archived requests, newest first, in keyset pages",
                     "operationId": "listHistory",
-                    "security": [{}, {"session": []}],  # anonymous: an empty page
+                    # anonymous: an empty page; an app's backend names the person (user_ref)
+                    "security": [{}, {"session": []}, {"app_key": []}],
                     "parameters": [
+                        openapi_embed.HISTORY_USER_REF,
                         query_filter("service", {"type": "string", "pattern": SLUG_PATTERN}),
                         query_filter("status", {"enum": sorted(TERMINAL_VALUES)}),
                         query_filter("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
@@ -91,6 +95,7 @@ def document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": HISTORY_PAGE}},
                         },
                         "400": REQUEST_LINE_TOO_LONG,
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "422": error_response("Invalid parameters (named in error.fields)"),
                         "503": error_response("PostgreSQL unavailable"),
                     },
@@ -100,14 +105,16 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "One archived request with its stored result",
                     "operationId": "getHistoryEntry",
-                    "parameters": [HASH_PARAM],
-                    "security": [{"session": []}],
+                    "parameters": [HASH_PARAM, openapi_embed.HISTORY_USER_REF],
+                    "security": [{"session": []}, {"app_key": []}],
                     "responses": {
                         "200": {
                             "description": "The archived request",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown or not yours"),
+                        "422": error_response("user_ref missing with an API key, or given without one"),
                         "503": error_response("PostgreSQL unavailable"),
                     },
                 }
@@ -120,31 +127,36 @@ def document() -> dict[str, Any]:
                 }
             },
             "/api/requests": {
+                "get": openapi_embed.list_operation(),
                 "post": {
                     "summary": "Create a request",
                     "operationId": "createRequest",
+                    # an application's backend: with user_ref, and the answer adds a viewer token
+                    "security": [{}, {"session": []}, {"app_key": []}],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRequest"}}},
                     },
                     "responses": {
                         "201": ok_response("Created and queued", "Created"),
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown service"),
                         "422": error_response("Invalid fields (per-field messages in error.fields)"),
                         "429": RATE_LIMITED,
                         **CROSS_SITE,
                         **COMMON_ERRORS,
                     },
-                }
+                },
             },
             "/api/requests/{hash}": {
                 "get": {
                     "summary": "The public record",
                     "operationId": "getRequest",
                     "parameters": [HASH_PARAM],
-                    "security": [{"session": []}, {"bearer": []}],
+                    "security": [{"session": []}, {"bearer": []}, {"viewer": []}, {"app_key": []}],
                     "responses": {
                         "200": ok_response("The record", "Record"),
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown, expired or not yours"),
                         "429": RATE_LIMITED,
                         "503": error_response("Redis unavailable"),
@@ -163,9 +175,10 @@ def document() -> dict[str, Any]:
                     "summary": "The original polling format",
                     "operationId": "getLocalStatus",
                     "parameters": [HASH_PARAM],
-                    "security": [{"session": []}, {"bearer": []}],
+                    "security": [{"session": []}, {"bearer": []}, {"viewer": []}, {"app_key": []}],
                     "responses": {
                         "200": ok_response("Status", "LocalStatus"),
+                        "401": openapi_embed.BAD_CREDENTIAL,
                         "404": error_response("Unknown, expired or not yours"),
                         "429": RATE_LIMITED,
                         "503": error_response("Redis unavailable"),
@@ -208,6 +221,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **openapi_embed.paths(),
             "/healthz": {
                 "get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": {"description": "Alive"}}}
             },
@@ -223,6 +237,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "longrun_session"},
                 "bearer": {"type": "http", "scheme": "bearer", "description": "The request's access_token"},
+                **openapi_embed.SECURITY_SCHEMES,
             },
             "schemas": {
                 "Error": {
@@ -240,7 +255,7 @@ def document() -> dict[str, Any]:
                         }
                     },
                 },
-                "CreateRequest": {"oneOf": [s.json_schema() for s in SERVICES]},
+                "CreateRequest": {"oneOf": [openapi_embed.with_app_fields(s.json_schema()) for s in SERVICES]},
                 "Created": {
                     "type": "object",
                     "required": [
@@ -260,6 +275,7 @@ def document() -> dict[str, Any]:
                         "status_url": {"type": "string"},
                         "ws_url": {"type": "string"},
                         "expires_at": {"type": "string"},
+                        **openapi_embed.CREATED_FOR_APP,
                     },
                 },
                 "Record": record,

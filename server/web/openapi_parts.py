@@ -61,7 +61,12 @@ COMMON_ERRORS = {
 }
 # server.web.middleware.refuse_cross_site: a write made with the session cookie (no bearer token)
 # that the browser says comes from another site.
-CROSS_SITE = {"403": error_response("Sent with the session cookie from another site (Origin / Sec-Fetch-Site)")}
+CROSS_SITE = {
+    "403": error_response(
+        "Sent with the session cookie from another site (Origin / Sec-Fetch-Site); or a viewer token "
+        "that may not do this (create, or cancel unless minted to)"
+    )
+}
 
 
 def number_schema(lo: int, hi: int) -> dict[str, Any]:
@@ -86,9 +91,10 @@ def action_op(summary: str, op_id: str, *, body: dict[str, Any] | None = None) -
         "summary": summary,
         "operationId": op_id,
         "parameters": [HASH_PARAM],
-        "security": [{"session": []}, {"bearer": []}],
+        "security": [{"session": []}, {"bearer": []}, {"viewer": []}, {"app_key": []}],
         "responses": {
             "202": ok_response("Accepted", "ActionAnswer"),
+            "401": error_response("The API key is not valid, or the viewer token is forged or expired"),
             "404": error_response("Unknown, expired or not yours"),
             "409": error_response("Not allowed in the request's current state"),
             "429": RATE_LIMITED,

@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, web
 from server.domain.errors import Forbidden
 from server.live.frames import Frame
 from server.live.hub import SEND_TIMEOUT
-from server.web.access import origin_allowed
+from server.web.access import SOCKET_PROTOCOL, origin_allowed
 from server.web.typedefs import HUB
 
 log = logging.getLogger("longrun.hub")
@@ -151,7 +151,10 @@ def refuse_cross_site(request: web.Request) -> None:
 
 async def open_socket(request: web.Request, key: str) -> Client:
     """Upgrade ``request`` to a WebSocket and wrap it in a :class:`Client` for ``key``."""
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME)
+    # "longrun" is chosen when the page offers it beside its "bearer.<token>" (access.socket_token)
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME, protocols=(SOCKET_PROTOCOL,)
+    )
     await ws.prepare(request)
     request.app[OPEN_SOCKETS].add(ws)
     hub = request.app[HUB]
