@@ -60,3 +60,32 @@ async def bot_calls(bot_url: str, h: str) -> dict[str, int]:
 async def add_fault(bot_url: str, **fault: Any) -> None:
     async with aiohttp.ClientSession() as s, s.post(f"{bot_url}/demo/faults", data=orjson.dumps(fault)) as r:
         assert r.status == 201, await r.text()
+
+
+class EventReader:
+    """Server-Sent Events off an open response: ``await next_event()`` → (event, id, data JSON)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse):
+        self.resp = resp
+
+    async def next_event(self, timeout: float = 10.0) -> tuple[str, str | None, dict[str, Any]]:
+        event, ident, data = "message", None, b""
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.resp.content.readline()
+                if not line:
+                    raise ConnectionResetError("the stream ended")
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    if data:
+                        return event, ident, orjson.loads(data)
+                    event, ident, data = "message", None, b""  # a comment or retry: no event
+                    continue
+                name, _, value = line.partition(b":")
+                value = value[1:] if value.startswith(b" ") else value
+                if name == b"event":
+                    event = value.decode()
+                elif name == b"id":
+                    ident = value.decode()
+                elif name == b"data":
+                    data += value

@@ -29,6 +29,9 @@ ARCHIVE_STREAM_MAX = 100_000
 ARCHIVE_GROUP = "archiver"
 #: Seconds a learned estimate stays cached; the archiver refreshes it long before.
 ESTIMATE_TTL = 24 * 3600
+#: Changes a request's log keeps (the newest; DESIGN.md asks for at least 100): how far back a
+#: reconnecting page can resume without a gap.
+LOG_MAX = 100
 
 _SLOT_MASK = 0x3FFF
 _ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -86,6 +89,10 @@ class Keys:
 
     def otp(self, h: str) -> str:
         return "{" + self.record(h) + "}:otp"
+
+    def log(self, h: str) -> str:
+        """The request's recent changes (a sorted set of published records scored by ``seq``)."""
+        return "{" + self.record(h) + "}:log"
 
     def shard(self, h: str) -> int:
         """The shard a record lives in; hashes minted elsewhere fall back to shard 0."""

@@ -1,5 +1,5 @@
 -- The helpers every record script shares (not a script by itself: no KEYS, no ARGV).
--- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED and OTP_EXPIRY_GRACE it uses.
+-- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED, OTP_EXPIRY_GRACE and LOG_MAX it uses.
 -- All of them use Redis' clock (TIME) so that timestamps agree whichever machine calls them.
 local function clock()
   local t = redis.call('TIME')
@@ -151,7 +151,11 @@ local function fingerprint(rec)
   return string.sub(redis.sha1hex(text), 1, 10)
 end
 
-local function save(key, rec, p, ttl, channel, now)
+-- `log`: the request's log key (KEYS of the calling script). Every published record goes into it
+-- under its seq, the newest LOG_MAX kept, with the record's TTL: a page that reconnects resumes
+-- from it without a gap (read by read_log.lua). A script that passes none leaves a gap there,
+-- which a resume detects (seq not contiguous) and answers with a fresh snapshot.
+local function save(key, rec, p, ttl, channel, now, log)
   p.seen = fingerprint(rec)
   -- An old-style bot may rewrite the record without `seq`: it then goes on from the clock (ms),
   -- past every seq published before, so sockets and pages never take the next change as stale.
@@ -165,6 +169,11 @@ local function save(key, rec, p, ttl, channel, now)
   rec._p = nil
   redis.call('SET', key, full, 'EX', ttl)
   redis.call('PUBLISH', channel, pub)
+  if log then
+    redis.call('ZADD', log, rec.seq, pub)
+    redis.call('ZREMRANGEBYRANK', log, 0, -LOG_MAX - 1)
+    redis.call('EXPIRE', log, ttl)
+  end
   -- In a Redis Cluster the hub listens on the request's shard channel (same slot as its
   -- keys); every script that saves passes it as its last ARGV ('' when not clustered).
   local shard_channel = ARGV[#ARGV]
