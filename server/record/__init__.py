@@ -11,7 +11,7 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P local_request_updates:{hash}      channel the public record after every change
     P local_requests_list               list    recent hashes (pruned of expired ones)
     {P local_request:{hash}}:otp        string  a submitted code, read once (GETDEL)
-    {P local_request:{hash}}:log        zset    the last LOG_MAX published records, scored by seq;
+    {P local_request:{hash}}:log        list    the last LOG_MAX published records, "<seq> <JSON>";
                                                 TTL the record's (set by the same script)
     P longrun:archive:{lrN}             stream  terminal records for the archiver (group ARCHIVE_GROUP)
     P longrun:archiver                  hash    archiver progress: last_archived_at, archived, ...

@@ -91,7 +91,7 @@ class Keys:
         return "{" + self.record(h) + "}:otp"
 
     def log(self, h: str) -> str:
-        """The request's recent changes (a sorted set of published records scored by ``seq``)."""
+        """The request's recent changes: a list of ``"<seq> <published record JSON>"``, oldest first."""
         return "{" + self.record(h) + "}:log"
 
     def shard(self, h: str) -> int:

@@ -223,10 +223,11 @@ class RecordStore:
         """The record and every logged change from seq ``since`` on (None: the newest one), at once."""
         arg = "" if since is None else since
         reply = await self._read_log(keys=[self.keys.record(h), self.keys.log(h)], args=[arg])
-        raw = reply[0]
-        flat = reply[1:]
-        entries = [(int(float(flat[i + 1])), _bytes(flat[i])) for i in range(0, len(flat) - 1, 2)]
-        return LogRead(None if raw is None else _bytes(raw), entries)
+        entries = []
+        for entry in reply[1:]:
+            seq, _, record = _bytes(entry).partition(b" ")
+            entries.append((int(seq), record))
+        return LogRead(None if reply[0] is None else _bytes(reply[0]), entries)
 
     async def take_otp(self, h: str) -> str | None:
         """The submitted code, removed as it is read: a code reaches the bot once."""

@@ -151,10 +151,12 @@ local function fingerprint(rec)
   return string.sub(redis.sha1hex(text), 1, 10)
 end
 
--- `log`: the request's log key (KEYS of the calling script). Every published record goes into it
--- under its seq, the newest LOG_MAX kept, with the record's TTL: a page that reconnects resumes
--- from it without a gap (read by read_log.lua). A script that passes none leaves a gap there,
--- which a resume detects (seq not contiguous) and answers with a fresh snapshot.
+-- `log`: the request's log key (KEYS of the calling script), a list: every published record is
+-- appended as "<seq> <record JSON>", the newest LOG_MAX kept, with the record's TTL, so a page
+-- that reconnects resumes from it without a gap (read by read_log.lua). A list, not a sorted
+-- set: records are larger than a sorted set's compact encoding allows, and appending to a list
+-- costs the update the least. A script that passes none leaves a gap there, which a resume
+-- detects (seqs not contiguous) and answers with a fresh snapshot.
 local function save(key, rec, p, ttl, channel, now, log)
   p.seen = fingerprint(rec)
   -- An old-style bot may rewrite the record without `seq`: it then goes on from the clock (ms),
@@ -170,8 +172,9 @@ local function save(key, rec, p, ttl, channel, now, log)
   redis.call('SET', key, full, 'EX', ttl)
   redis.call('PUBLISH', channel, pub)
   if log then
-    redis.call('ZADD', log, rec.seq, pub)
-    redis.call('ZREMRANGEBYRANK', log, 0, -LOG_MAX - 1)
+    if redis.call('RPUSH', log, string.format('%d ', rec.seq) .. pub) > LOG_MAX then
+      redis.call('LTRIM', log, -LOG_MAX, -1)
+    end
     redis.call('EXPIRE', log, ttl)
   end
   -- In a Redis Cluster the hub listens on the request's shard channel (same slot as its
