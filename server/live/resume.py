@@ -63,20 +63,22 @@ async def resume(store: RecordStore, h: str, since: int | None) -> Resume:
     current = frame_for(read.raw, snapshot=True, recovered=since is None) if read.raw is not None else None
     if current is None:
         return Resume(Outcome.MISSING, [], -1)
-    newest = read.entries[-1] if read.entries else None
     if since is None:
-        if newest is not None and newest[0] == current.seq:
+        newest = frame_for(read.entries[-1], snapshot=True) if read.entries else None
+        if newest is not None and newest.seq == current.seq:
             # the snapshot as it was published (the stored record carries private fields)
-            current = frame_for(newest[1], snapshot=True) or current
-            return Resume(Outcome.FRESH, [current], current.seq, newest[1])
+            return Resume(Outcome.FRESH, [newest], newest.seq, newest.payload)
         return Resume(Outcome.FRESH, [current], current.seq)
-    entries = read.entries
+    logged = [frame_for(e) for e in read.entries]
+    frames = [f for f in logged if f is not None]
     edge = b""
-    if entries and entries[0][0] == since:
-        edge = entries[0][1]  # what the receiver already has
-        entries = entries[1:]
-    if current.seq >= 0 and _contiguous(since, [seq for seq, _ in entries], current.seq):
-        frames = [f for _, payload in entries if (f := frame_for(payload)) is not None]
-        if len(frames) == len(entries):
-            return Resume(Outcome.REPLAYED, frames, current.seq, entries[-1][1] if entries else edge)
+    if frames and frames[0].seq == since:
+        edge = frames[0].payload  # what the receiver already has
+        frames = frames[1:]
+    if (
+        len(frames) + bool(edge) == len(logged)
+        and current.seq >= 0
+        and _contiguous(since, [f.seq for f in frames], current.seq)
+    ):
+        return Resume(Outcome.REPLAYED, frames, current.seq, frames[-1].payload if frames else edge)
     return Resume(Outcome.SNAPSHOT, [current], current.seq)

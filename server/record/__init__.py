@@ -11,8 +11,8 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P local_request_updates:{hash}      channel the public record after every change
     P local_requests_list               list    recent hashes (pruned of expired ones)
     {P local_request:{hash}}:otp        string  a submitted code, read once (GETDEL)
-    {P local_request:{hash}}:log        list    the last LOG_MAX published records, "<seq> <JSON>";
-                                                TTL the record's (set by the same script)
+    {P local_request:{hash}}:log        list    the published records, oldest first, at least the last
+                                                LOG_MAX; TTL the record's (set by the same script)
     P longrun:archive:{lrN}             stream  terminal records for the archiver (group ARCHIVE_GROUP)
     P longrun:archiver                  hash    archiver progress: last_archived_at, archived, ...
     P longrun:estimate:{slug}           string  learned duration of a service (JSON), TTL ESTIMATE_TTL
@@ -42,6 +42,7 @@ from server.record.keys import (
     ARCHIVE_GROUP,
     ESTIMATE_TTL,
     LOG_MAX,
+    LOG_SLACK,
     OTP_EXPIRY_GRACE,
     REQUEST_TTL,
     RUNTIME_SAMPLES,
@@ -86,6 +87,7 @@ __all__ = [
     "CREATE_SCRIPT",
     "ESTIMATE_TTL",
     "LOG_MAX",
+    "LOG_SLACK",
     "OTP_EXPIRY_GRACE",
     "RATE_LIMIT_SCRIPT",
     "READ_LOG_SCRIPT",

@@ -32,6 +32,9 @@ ESTIMATE_TTL = 24 * 3600
 #: Changes a request's log keeps (the newest; DESIGN.md asks for at least 100): how far back a
 #: reconnecting page can resume without a gap.
 LOG_MAX = 100
+#: Changes a log may hold beyond LOG_MAX before it is trimmed back to LOG_MAX: one trim per this
+#: many updates rather than one each (a trim moves the rest of the list's first node).
+LOG_SLACK = 28
 
 _SLOT_MASK = 0x3FFF
 _ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -91,7 +94,7 @@ class Keys:
         return "{" + self.record(h) + "}:otp"
 
     def log(self, h: str) -> str:
-        """The request's recent changes: a list of ``"<seq> <published record JSON>"``, oldest first."""
+        """The request's recent changes: a list of the published records (public JSON), oldest first."""
         return "{" + self.record(h) + "}:log"
 
     def shard(self, h: str) -> int:

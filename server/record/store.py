@@ -44,8 +44,8 @@ class LogRead:
 
     #: the stored record (private part included), None when it is gone
     raw: bytes | None
-    #: (seq, public record JSON, as published) of the logged changes asked for, oldest first
-    entries: list[tuple[int, bytes]]
+    #: the logged changes asked for, as published (public record JSON), oldest first
+    entries: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -223,11 +223,7 @@ class RecordStore:
         """The record and every logged change from seq ``since`` on (None: the newest one), at once."""
         arg = "" if since is None else since
         reply = await self._read_log(keys=[self.keys.record(h), self.keys.log(h)], args=[arg])
-        entries = []
-        for entry in reply[1:]:
-            seq, _, record = _bytes(entry).partition(b" ")
-            entries.append((int(seq), record))
-        return LogRead(None if reply[0] is None else _bytes(reply[0]), entries)
+        return LogRead(None if reply[0] is None else _bytes(reply[0]), [_bytes(e) for e in reply[1:]])
 
     async def take_otp(self, h: str) -> str | None:
         """The submitted code, removed as it is read: a code reaches the bot once."""

@@ -1,5 +1,6 @@
 -- The helpers every record script shares (not a script by itself: no KEYS, no ARGV).
--- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED, OTP_EXPIRY_GRACE and LOG_MAX it uses.
+-- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED, OTP_EXPIRY_GRACE, LOG_MAX and
+-- LOG_SLACK it uses.
 -- All of them use Redis' clock (TIME) so that timestamps agree whichever machine calls them.
 local function clock()
   local t = redis.call('TIME')
@@ -152,11 +153,12 @@ local function fingerprint(rec)
 end
 
 -- `log`: the request's log key (KEYS of the calling script), a list: every published record is
--- appended as "<seq> <record JSON>", the newest LOG_MAX kept, with the record's TTL, so a page
--- that reconnects resumes from it without a gap (read by read_log.lua). A list, not a sorted
--- set: records are larger than a sorted set's compact encoding allows, and appending to a list
--- costs the update the least. A script that passes none leaves a gap there, which a resume
--- detects (seqs not contiguous) and answers with a fresh snapshot.
+-- appended as published (its seq inside), at least the newest LOG_MAX kept (trimmed back to
+-- them once LOG_SLACK more have come), with the record's TTL, so a page that reconnects resumes
+-- from it without a gap (read by read_log.lua). A list of the very string published, trimmed
+-- now and then: of the ways measured (a sorted set, a seq prefix, a trim per update), the one
+-- that costs the update the least (bench/redis_costs.py). A script that passes no log leaves a
+-- gap in it, which a resume detects (seqs not contiguous) and answers with a fresh snapshot.
 local function save(key, rec, p, ttl, channel, now, log)
   p.seen = fingerprint(rec)
   -- An old-style bot may rewrite the record without `seq`: it then goes on from the clock (ms),
@@ -172,9 +174,7 @@ local function save(key, rec, p, ttl, channel, now, log)
   redis.call('SET', key, full, 'EX', ttl)
   redis.call('PUBLISH', channel, pub)
   if log then
-    if redis.call('RPUSH', log, string.format('%d ', rec.seq) .. pub) > LOG_MAX then
-      redis.call('LTRIM', log, -LOG_MAX, -1)
-    end
+    if redis.call('RPUSH', log, pub) > LOG_MAX + LOG_SLACK then redis.call('LTRIM', log, -LOG_MAX, -1) end
     redis.call('EXPIRE', log, ttl)
   end
   -- In a Redis Cluster the hub listens on the request's shard channel (same slot as its
