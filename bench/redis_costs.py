@@ -253,7 +253,7 @@ async def run(calls: int = 2000, records: int = 10_000) -> Result:
     with processes("redis-costs") as procs, private_redis(procs) as url:
         info = await Redis.from_url(url).info("server")
         cost = await update_cost(url, calls)
-        log = await log_cost(url)
+        log = await log_cost(url, max(calls, 200))
         mem = await memory(url, records)
     figures = {"redis": info.get("redis_version"), "update": cost, "log": log, "memory": mem}
     return Result("redis_costs", figures, rows(figures))
