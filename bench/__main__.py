@@ -78,7 +78,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         {"sockets": 100, "rate": 100, "duration": 1.5, "steps": (), "publishers": 1, "systems": fanout.SYSTEMS},
     ),
     "sockets": Benchmark(
-        sockets_memory.run, {"sockets": 10_000}, {"sockets": 200, "settle": 0.5, "systems": fanout.SYSTEMS}
+        sockets_memory.run,
+        {"sockets": 10_000},
+        {"sockets": 200, "settle": 0.5, "systems": (*fanout.SYSTEMS, sockets_memory.SSE)},
     ),
     "redis": Benchmark(redis_costs.run, {"calls": 2000, "records": 10_000}, {"calls": 100, "records": 200}),
     "throughput": Benchmark(

@@ -17,6 +17,12 @@ The Node SDK's update cost: the same on one more running request, through ``bots
 same redis-server right after the Python SDK's; skipped, and said so, where ``node`` or the
 SDK's packages (``make node-deps``) are missing.
 
+The log's cost: the same update script with the request's log key (every save appends to the
+log) and without it (the script then skips the log), on two records of the same size, calls
+alternating one by one so that load on the machine falls on both alike, each call timed by
+Redis itself (``SLOWLOG`` with a threshold of 0: µs inside Redis), medians compared; the log
+may add at most ``LOG_COST_TARGET``.
+
 Redis memory per request: ``--records`` requests made the way the web and a
 worker make them — the create script, the RQ ``run`` job (``Dispatcher.run``),
 the start, two progress updates — and ``used_memory`` before and after, per
@@ -46,13 +52,30 @@ from bots.sdk import RedisReporter
 from server.devtools.processes import ROOT
 from server.domain.catalog import get_service
 from server.queue.dispatch import Dispatcher
-from server.record import Keys, RecordStore
+from server.record import UPDATE_SCRIPT, Keys, RecordStore, dumps
 from server.requests.lifecycle import Lifecycle
 
 P50_TARGET_MS = 0.5
+#: the most the request log may add to an update's time inside Redis
+LOG_COST_TARGET = 0.10
 BYTES_TARGET = 1536
 #: commands a script runs inside Redis (counted by commandstats, never sent by the client)
-SCRIPT_COMMANDS = {"get", "set", "publish", "spublish", "zadd", "zrem", "hincrby", "time", "exists", "del", "xadd"}
+SCRIPT_COMMANDS = {
+    "get",
+    "set",
+    "publish",
+    "spublish",
+    "zadd",
+    "zrem",
+    "hincrby",
+    "time",
+    "exists",
+    "del",
+    "xadd",
+    "rpush",
+    "ltrim",
+    "expire",
+}
 
 
 class CountingConnection(Connection):
@@ -155,6 +178,61 @@ async def node_update_cost(url: str, calls: int) -> dict[str, Any]:
     return figures
 
 
+async def log_cost(url: str, calls: int = 3000) -> dict[str, Any]:
+    """µs inside Redis per update, with the request log and without it: calls alternating one by
+    one, each timed by Redis itself (SLOWLOG with a threshold of 0), medians compared."""
+    settings = bench_settings(url)
+    redis = Redis.from_url(url)
+    store = RecordStore(redis, Keys(settings.key_prefix), ttl=settings.request_ttl)
+    script = redis.register_script(UPDATE_SCRIPT)
+    with_log, without_log = (t.hash for t in await create_direct(store, 2))
+    control = dumps({"ttl": store.ttl, "heartbeat": 3600})
+    times: dict[str, list[int]] = {"with": [], "without": []}
+
+    async def update(h: str, keep_log: bool, i: int) -> None:
+        keys = store._change_keys(h, store.keys.shard(h))
+        if not keep_log:
+            keys = keys[:6]  # no log key: the script leaves the log out
+        patch = dumps({"progress": 1 + i % 98, "step": "fetch", "current_message": f"Fetching fines ({i})"})
+        await script(keys=keys, args=[patch, control, store.keys.channel(h), h, ""])
+
+    async def collect() -> None:
+        for entry in await redis.slowlog_get(10_000):
+            args = entry["command"].split(b" ")
+            if args[0].lower() == b"evalsha" and len(args) > 2:
+                times["with" if args[2] == b"7" else "without"].append(int(entry["duration"]))
+        await redis.slowlog_reset()
+
+    try:
+        for i in range(200):  # warm, and the log full (LOG_MAX + LOG_SLACK at most) from here on
+            await update(with_log, True, i)
+            await update(without_log, False, i)
+        await redis.config_set("slowlog-max-len", 10_000)
+        await redis.config_set("slowlog-log-slower-than", 0)
+        await redis.slowlog_reset()
+        for i in range(calls):
+            await update(with_log, True, i)
+            await update(without_log, False, i)
+            if i % 250 == 249:  # the slow log also holds the commands each script runs
+                await collect()
+        await collect()
+        await redis.config_set("slowlog-log-slower-than", 10_000)
+        median = {k: percentile([float(t) for t in v], 50) for k, v in times.items()}
+        log_bytes = int(await redis.memory_usage(store.keys.log(with_log), samples=0) or 0)
+        return {
+            "calls_each": min(len(v) for v in times.values()),
+            "usec_with_log": median["with"],
+            "usec_without_log": median["without"],
+            "extra": round(median["with"] / median["without"] - 1, 4),
+            "log_entries": await redis.llen(store.keys.log(with_log)),
+            "log_memory_bytes": log_bytes,
+            "record_json_bytes": len(await store.get_raw(with_log) or b""),
+        }
+    finally:
+        await cleanup(settings)
+        await redis.aclose()
+
+
 async def memory(url: str, records: int) -> dict[str, Any]:
     settings = bench_settings(url)
     keys = Keys(settings.key_prefix)
@@ -218,8 +296,9 @@ async def run(calls: int = 2000, records: int = 10_000) -> Result:
         info = await Redis.from_url(url).info("server")
         cost = await update_cost(url, calls)
         node = await node_update_cost(url, calls)
+        log = await log_cost(url, max(calls, 200))
         mem = await memory(url, records)
-    figures = {"redis": info.get("redis_version"), "update": cost, "node_update": node, "memory": mem}
+    figures = {"redis": info.get("redis_version"), "update": cost, "node_update": node, "log": log, "memory": mem}
     return Result("redis_costs", figures, rows(figures))
 
 
@@ -243,7 +322,25 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     )
     if per > BYTES_TARGET:
         mem_note = f"missed by {per - BYTES_TARGET:,} B ({per / BYTES_TARGET:.0%} of target); " + mem_note
+    log = figures["log"]
+    log_note = (
+        f"{log['usec_with_log']} µs with the log vs {log['usec_without_log']} µs without "
+        f"(medians of {log['calls_each']:,} alternating calls each, timed by SLOWLOG); "
+        f"a full log ({log['log_entries']} entries of a "
+        f"{log['record_json_bytes']:,} B record) takes {log['log_memory_bytes']:,} B of Redis memory"
+    )
+    if log["extra"] > LOG_COST_TARGET:
+        log_note = f"missed by {(log['extra'] - LOG_COST_TARGET) * 100:.1f} points; " + log_note
     return [
+        Row(
+            what="the request log's cost to a bot's update",
+            how="update script time inside Redis (SLOWLOG), with and without the request log, own "
+            f"redis-server {figures['redis']}",
+            ours=f"+{log['extra']:.1%} Redis time",
+            target=f"≤ +{LOG_COST_TARGET:.0%}",
+            met=log["extra"] <= LOG_COST_TARGET,
+            note=log_note,
+        ),
         Row(
             what="update cost for a bot",
             how=f"SDK progress(), {cost['calls']:,} sequential calls, own redis-server {figures['redis']}",

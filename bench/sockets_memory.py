@@ -15,6 +15,9 @@ in the same run:
    socket.io: one room per socket), and holds them without traffic;
 3. two seconds later, the server's RSS again: (after − before) / N.
 
+The same for Longrun's event stream (``longrun-sse``: ``GET /sse/requests/{hash}``, one
+process), reported beside the socket's.
+
 The open-files limit is raised to its hard limit (20,000 on the reference
 machine) in every process we start; the server inherits it from us.
 """
@@ -40,9 +43,15 @@ from server.record import Keys, RecordStore
 
 TARGET_KB = 16.0
 WARMUP_SOCKETS = 50
+#: Longrun's Server-Sent Events stream, measured like a socket (one web process)
+SSE = "longrun-sse"
 
 
-async def run(sockets: int = 10_000, settle: float = 2.0, systems: Sequence[str] = tuple(RUNS)) -> Result:
+def client_kind(system: str) -> str:
+    return "sse" if system == SSE else kind_of(system)
+
+
+async def run(sockets: int = 10_000, settle: float = 2.0, systems: Sequence[str] = (*RUNS, SSE)) -> Result:
     limit = raise_fd_limit()
     if limit < sockets + 500:
         raise RuntimeError(f"open-files limit {limit} is too low for {sockets} sockets (ulimit -n)")
@@ -58,7 +67,7 @@ async def run(sockets: int = 10_000, settle: float = 2.0, systems: Sequence[str]
             for system in systems:
                 server, base = await start_server(procs, settings, system)
                 warm_out = work / f"{system}-warm"
-                kind = kind_of(system)
+                kind = client_kind(system)
                 warm, _ = await open_clients(procs, kind, base, targets, WARMUP_SOCKETS, warm_out, idle=True)
                 procs.stop(warm)
                 await asyncio.sleep(settle / 2)
@@ -103,6 +112,12 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         if not met:
             note = f"missed by {per - TARGET_KB:.1f} KiB ({per / TARGET_KB:.0%} of target); " + note
         web = RUNS[system]
+        if system == "longrun" and SSE in figures:
+            sse = figures[SSE]
+            note = (
+                f"memory per idle SSE stream, the same way: {sse['kib_per_socket']:.1f} KiB/stream "
+                f"(RSS {sse['rss_before_mib']} → {sse['rss_after_mib']} MiB); " + note
+            )
         out.append(
             Row(
                 what="memory per idle socket" + (f", {web} web processes" if web > 1 else ""),

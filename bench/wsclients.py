@@ -1,6 +1,6 @@
 """Browser stand-ins: many WebSocket clients in one process (never the server's).
 
-``python -m bench.wsclients --kind longrun|socketio --url BASE --targets FILE --count N --out PREFIX [--idle]``
+``python -m bench.wsclients --kind longrun|socketio|sse --url BASE --targets FILE --count N --out PREFIX [--idle]``
 
 - ``longrun``: ``GET /ws/requests/{hash}`` with the request's ``Bearer`` token;
   waits for the snapshot frame.
@@ -9,6 +9,8 @@
   connect carrying ``{"room": hash}`` (the bench server puts the client in that
   room), pongs to the server's pings, events as ``42["update", {...}]``. Both
   kinds use the same aiohttp client code, so the client side costs the same.
+- ``sse``: Longrun's event stream, ``GET /sse/requests/{hash}`` with the token;
+  waits for the snapshot event.
 
 The N sockets are spread round-robin over the targets. When all are open the
 process writes ``PREFIX.ready`` (JSON: opened, failed, seconds). Unless
@@ -42,7 +44,7 @@ from bench.common import raise_fd_limit
 from server.devtools.processes import write_json
 
 STAMP = "bench "
-Socket = aiohttp.ClientWebSocketResponse
+Socket = aiohttp.ClientWebSocketResponse | aiohttp.ClientResponse
 
 
 def stamp_of(record: Any) -> float | None:
@@ -100,6 +102,26 @@ class Clients:
             raise RuntimeError(f"expected a snapshot, got {first.type} {str(first.data)[:80]}")
         return ws
 
+    async def open_sse(self, session: aiohttp.ClientSession, target: dict[str, str]) -> Socket:
+        resp = await session.get(
+            f"{self.base}/sse/requests/{target['hash']}", headers={"Authorization": f"Bearer {target['token']}"}
+        )
+        if resp.status != 200:
+            resp.close()
+            raise RuntimeError(f"event stream refused: {resp.status}")
+        async with asyncio.timeout(30):
+            while not (line := await resp.content.readline()).startswith(b"event: snapshot"):
+                if not line:
+                    raise RuntimeError("the event stream ended before its snapshot")
+        return resp
+
+    async def read_sse(self, resp: aiohttp.ClientResponse) -> None:
+        async for line in resp.content:
+            if line.startswith(b"data: ") and not self.idle:
+                self._sample(orjson.loads(line[6:]))
+        if not self.stopping.is_set():
+            self.dropped += 1
+
     async def open_socketio(self, session: aiohttp.ClientSession, target: dict[str, str]) -> Socket:
         ws = await session.ws_connect(f"{self.base}/socket.io/?EIO=4&transport=websocket", max_msg_size=0)
         opening = await ws.receive(timeout=30)  # 0{"sid":..., "pingInterval":...}
@@ -118,7 +140,10 @@ class Clients:
                 return ws
             raise RuntimeError(f"socket.io connect refused: {answer.data[:80]}")
 
-    async def read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def read(self, ws: Socket) -> None:
+        if isinstance(ws, aiohttp.ClientResponse):
+            await self.read_sse(ws)
+            return
         socketio = self.kind == "socketio"
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
@@ -152,8 +177,8 @@ class Clients:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, self.dump)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        opener = self.open_socketio if self.kind == "socketio" else self.open_longrun
-        sockets: list[aiohttp.ClientWebSocketResponse] = []
+        opener = {"socketio": self.open_socketio, "sse": self.open_sse}.get(self.kind, self.open_longrun)
+        sockets: list[Socket] = []
         readers: list[asyncio.Task[None]] = []
         gate = asyncio.Semaphore(concurrency)
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -190,7 +215,10 @@ class Clients:
             for ws in sockets:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(0.5):
-                        await ws.close()
+                        if isinstance(ws, aiohttp.ClientResponse):
+                            ws.close()
+                        else:
+                            await ws.close()
             for task in readers:
                 task.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
@@ -198,7 +226,7 @@ class Clients:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--kind", choices=("longrun", "socketio"), required=True)
+    parser.add_argument("--kind", choices=("longrun", "socketio", "sse"), required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--targets", type=Path, required=True)
     parser.add_argument("--count", type=int, required=True)

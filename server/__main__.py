@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 
 from server.infra import logs
 from server.settings import Settings
@@ -32,6 +33,7 @@ def serve(settings: Settings) -> None:
     logs.configure(settings)
     app = create_app(settings)
     app.on_startup.append(_freeze_startup_objects)
+    app.cleanup_ctx.append(_collector_schedule)
     web.run_app(
         app,
         loop=uvloop.new_event_loop(),  # libuv's loop: about 1.3x the requests/s of asyncio's here
@@ -50,6 +52,20 @@ async def _freeze_startup_objects(_: object) -> None:
     as the p99 of socket updates."""
     gc.collect()
     gc.freeze()
+
+
+async def _collector_schedule(_: object) -> AsyncIterator[None]:
+    """What sockets and streams made since start-up is frozen too, on a schedule (see
+    ``server.infra.collector``): no collection pause grows with the sockets a process holds."""
+    import asyncio
+
+    from server.infra.collector import CollectorSchedule
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(CollectorSchedule().run(stop), name="gc-schedule")
+    yield
+    stop.set()
+    await task
 
 
 def supervise(settings: Settings) -> int:

@@ -1,7 +1,10 @@
-// The progress page, live: a WebSocket first (DESIGN.md frames), polling the JSON API
-// whenever the socket is not there, so the person never has to reload. The server
-// rendered the first state; this script re-renders from every record it receives with
-// the same rules (server/views.py) and the strings the server handed over in #page-data.
+// The progress page, live: a WebSocket first (DESIGN.md frames), then Server-Sent Events
+// where sockets do not get through, polling the JSON API whenever neither is there, so the
+// person never has to reload; each is tried in turn and retried. Sockets and streams resume
+// from the last seq the page has (?since= / Last-Event-ID), so the timeline shows every step's
+// message, also what happened while the connection was away. The server rendered the first
+// state; this script re-renders from every record it receives with the same rules
+// (server/domain/display.py) and the strings the server handed over in #page-data.
 'use strict';
 (function () {
   const dataEl = document.getElementById('page-data');
@@ -19,6 +22,8 @@
   const WS_MAX_MS = 30000;       // backoff ceiling for reconnecting the socket
   const PING_MS = 25000;
   const SILENCE_MS = 10000;      // no frame this long after a ping or an action: the socket is dead
+  const STREAM_WAIT_MS = 8000;   // an event stream not open by then is given up for polling
+  const TIMELINE_MAX = 100;      // entries kept (as many as the server's log of changes)
 
   const clockOffset = Date.now() - D.server_now;
   function serverNow() { return Date.now() - clockOffset; }
@@ -101,7 +106,7 @@
     resendForm: $('resend-form'), resend: $('resend'), resendWait: $('resend-wait'),
     failed: $('failed'), errorText: $('error-text'), cancelled: $('cancelled'), expired: $('expired'),
     steps: $('steps'), foot: $('live-foot'), cancel: $('cancel'), cancelForm: $('cancel-form'),
-    favicon: $('favicon'),
+    favicon: $('favicon'), timeline: $('timeline'), timelineWrap: $('timeline-wrap'),
   };
   const baseTitle = document.title;
   const baseIcon = el.favicon ? el.favicon.getAttribute('href') : null;
@@ -112,6 +117,8 @@
 
   let record = null;
   let lastSeq = -1;
+  let streamSeq = -1;       // the last seq a socket or stream delivered (or the page came with):
+                            // they resume from it, so polled states leave no hole in the timeline
   let finished = false;     // terminal or gone: stop all traffic
   let eta = null;           // {value: seconds at `at`, at: server ms, frozen: bool}
   let resendAt = 0;         // server ms when a new code may be asked for
@@ -277,11 +284,83 @@
 
   function goToResult() { window.location.replace(D.result_url); }
 
+  // ------------------------------------------------------------------ the timeline
+
+  // Every change the page learns of, by seq: when it happened and what it said. Consecutive
+  // changes that say the same (progress only) make one entry.
+  const timeline = new Map();
+  let reconnectedAt = 0;    // server ms a connection came back: older changes arriving now were missed
+
+  function twoDigits(n) { return String(n).padStart(2, '0'); }
+  function timeOfDay(ms) {
+    const d = new Date(ms);
+    return digits(twoDigits(d.getHours()) + ':' + twoDigits(d.getMinutes()) + ':' + twoDigits(d.getSeconds()));
+  }
+  function timelineText(r) {
+    const status = r.status;
+    if (status in TERMINAL) {
+      return status === 'failed' && r.error ? t('status_failed') + ' — ' + errorText(r) : t('status_' + status);
+    }
+    if (status === 'waiting_otp') return t('status_waiting_otp');
+    return messageText(r) || (status === 'pending' ? t('status_pending') : '');
+  }
+  function remember(r) {
+    const seq = Number(r.seq) || 0;
+    if (seq <= 0 || timeline.has(seq)) return;
+    const at = Date.parse(r.updated_at || '') || serverNow();
+    const text = timelineText(r);
+    if (!text) return;
+    timeline.set(seq, { at: at, text: text, away: reconnectedAt > 0 && at < reconnectedAt - 1000 });
+    if (timeline.size > TIMELINE_MAX) timeline.delete(Math.min.apply(null, Array.from(timeline.keys())));
+    renderTimeline();
+  }
+  function gapInTimeline() {
+    timeline.set(-Date.now(), { at: serverNow(), text: t('timeline_gap'), away: true, gap: true });
+  }
+  function renderTimeline() {
+    if (!el.timeline) return;
+    const entries = Array.from(timeline.entries())
+      .map(function (e) { return { seq: e[0] > 0 ? e[0] : Infinity, v: e[1] }; })
+      .sort(function (a, b) { return a.seq - b.seq || a.v.at - b.v.at; });
+    const items = [];
+    entries.forEach(function (e) {
+      const last = items[items.length - 1];
+      if (last && !e.v.gap && !last.gap && last.text === e.v.text) return;  // the same words: progress only
+      items.push(e.v);
+    });
+    el.timeline.textContent = '';
+    items.forEach(function (v) {
+      const li = document.createElement('li');
+      li.className = 'tl-item' + (v.away ? ' tl-away' : '') + (v.gap ? ' tl-gap' : '');
+      const when = document.createElement('time');
+      when.dateTime = new Date(v.at).toISOString();
+      when.dir = 'ltr';
+      when.textContent = timeOfDay(v.at);
+      const what = document.createElement('span');
+      what.className = 'tl-text';
+      what.textContent = v.text;
+      li.appendChild(when);
+      li.appendChild(document.createTextNode(' '));
+      li.appendChild(what);
+      if (v.away && !v.gap) {
+        const note = document.createElement('span');
+        note.className = 'tl-note';
+        note.textContent = t('timeline_away');
+        li.appendChild(document.createTextNode(' '));
+        li.appendChild(note);
+      }
+      el.timeline.appendChild(li);
+    });
+    show(el.timelineWrap, items.length > 0);
+  }
+
   // ------------------------------------------------------------------ applying records
 
-  function apply(r, fresh) {
+  function apply(r, fresh, streamed) {
     if (!r || typeof r !== 'object' || (r.hash && r.hash !== D.hash)) return;
     const seq = Number(r.seq) || 0;
+    remember(r);  // also a change older than what the page shows: one it missed while away
+    if (streamed && seq > 0) streamSeq = Math.max(streamSeq, seq);
     // Older than what we show: a late poll answer. Old-style bots may rewrite a record
     // without bumping seq (an equal seq is applied again: rendering is idempotent) or
     // without any seq (0: records start at 1); the server's next change then carries a
@@ -327,41 +406,63 @@
     tick();
   }
 
-  // ------------------------------------------------------------------ transport: socket
+  // ------------------------------------------------------------------ transports: socket, then event stream
 
   let ws = null;
-  let live = false;          // the socket delivered a snapshot and is still open
+  let es = null;             // the EventSource, when the socket did not get through
+  let live = false;          // a socket or stream is open and delivering
   let wsFailures = 0;
   let wsTimer = 0;
   let pingTimer = 0;
   let silenceTimer = 0;
+  let streamTimer = 0;
+  let everLive = false;
 
-  function setConn(state) {
+  function setConn(state, transport) {
     if (!el.conn) return;
     el.conn.hidden = false;
     el.conn.dataset.state = state;
-    el.connText.textContent = t('conn_' + state);
+    el.conn.dataset.transport = state === 'live' ? transport : (state === 'polling' ? 'polling' : '');
+    el.connText.textContent = t(state === 'live' ? 'conn_' + transport : 'conn_' + state);
   }
+
+  function goLive(transport) {
+    if (live) return;
+    live = true;
+    wsFailures = 0;
+    stopPolling();
+    setConn('live', transport);
+    if (everLive) reconnectedAt = serverNow();
+    everLive = true;
+  }
+
+  function resumeQuery() { return streamSeq > 0 ? '?since=' + streamSeq : ''; }
 
   function expectFrameSoon() {
     clearTimeout(silenceTimer);
     silenceTimer = setTimeout(function () { if (ws) ws.close(); }, SILENCE_MS);
   }
 
+  // One round: the socket; if it never opens, the event stream; if that fails too, polling
+  // carries the page until the next round (backing off).
   function connect() {
     clearTimeout(wsTimer);
     wsTimer = 0;
-    if (finished || ws || !('WebSocket' in window)) return;
-    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + D.ws_path;
+    if (finished || ws || es) return;
+    if (typeof window.WebSocket !== 'function') { openStream(); return; }
+    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + D.ws_path + resumeQuery();
     let sock;
     try {
       sock = new WebSocket(url);
     } catch (err) {
-      scheduleReconnect();
+      openStream();
       return;
     }
     ws = sock;
     sock.onopen = function () {
+      // Anything missed since streamSeq comes first; the pong behind it says the socket is through.
+      sock.send('{"type":"ping"}');
+      expectFrameSoon();
       pingTimer = setInterval(function () {
         if (sock.readyState === 1) { sock.send('{"type":"ping"}'); expectFrameSoon(); }
       }, PING_MS);
@@ -371,14 +472,10 @@
       let frame;
       try { frame = JSON.parse(event.data); } catch (err) { return; }
       if (!frame || typeof frame !== 'object') return;
+      if (frame.type === 'snapshot' || frame.type === 'update' || frame.type === 'pong') goLive('ws');
       if (frame.type === 'snapshot' || frame.type === 'update') {
-        if (!live) {
-          live = true;
-          wsFailures = 0;
-          stopPolling();
-          setConn('live');
-        }
-        apply(frame.request, frame.type === 'snapshot');
+        if (frame.recovered === false) gapInTimeline();
+        apply(frame.request, frame.type === 'snapshot', true);
       } else if (frame.type === 'error') {
         if (frame.code === 'not_found') { gone(); return; }
         actionFailed(frame.code, frame.message);
@@ -393,13 +490,70 @@
       clearTimeout(silenceTimer);
       if (finished) return;
       if (sending) { sending = null; resetOtpButton(); }
-      // A live socket dropped, or the first one failed: poll at once, so there is no gap. A
-      // retry that failed leaves polling on its own schedule (every few seconds, backing off
-      // on errors): retries come often and must not turn into a poll each.
-      if (wasLive || !pollsStarted) schedulePoll(0);
-      else if (!pollTimer && !polling) schedulePoll(nextPollDelay());
+      if (!wasLive) { openStream(); return; }  // the socket does not get through: try the stream
+      dropped(true);
       scheduleReconnect();
     };
+  }
+
+  function openStream() {
+    if (finished || es || typeof window.EventSource !== 'function') { dropped(false); scheduleReconnect(); return; }
+    let source;
+    try {
+      source = new EventSource(D.sse_path + resumeQuery());
+    } catch (err) {
+      dropped(false);
+      scheduleReconnect();
+      return;
+    }
+    es = source;
+    const resuming = streamSeq > 0;
+    function onRecord(kind) {
+      return function (event) {
+        if (es !== source) return;
+        let r;
+        try { r = JSON.parse(event.data); } catch (err) { return; }
+        goLive('sse');
+        if (kind === 'snapshot' && resuming) gapInTimeline();
+        apply(r, kind === 'snapshot', true);
+      };
+    }
+    source.addEventListener('snapshot', onRecord('snapshot'));
+    source.addEventListener('update', onRecord('update'));
+    source.onopen = function () {
+      clearTimeout(streamTimer);
+      if (es === source) goLive('sse');
+    };
+    source.onerror = function () {
+      if (es !== source) return;
+      const wasLive = live;
+      live = false;
+      if (finished) return;
+      if (source.readyState === 2 || !wasLive) {
+        // refused (an HTTP error) or never through: give it up until the next round
+        clearTimeout(streamTimer);
+        es = null;
+        source.close();
+        dropped(wasLive);
+        scheduleReconnect();
+      } else {
+        // the browser reconnects it by itself, with Last-Event-ID; poll meanwhile
+        dropped(true);
+      }
+    };
+    clearTimeout(streamTimer);
+    streamTimer = setTimeout(function () {
+      if (es === source && !live) { es = null; source.close(); dropped(false); scheduleReconnect(); }
+    }, STREAM_WAIT_MS);
+  }
+
+  // The live connection is gone (or none got through): poll at once, so there is no gap. A
+  // round that failed again leaves polling on its own schedule (every few seconds, backing off
+  // on errors): rounds come often and must not turn into a poll each.
+  function dropped(wasLive) {
+    if (finished) return;
+    if (wasLive || !pollsStarted) schedulePoll(0);
+    else if (!pollTimer && !polling) schedulePoll(nextPollDelay());
   }
 
   function scheduleReconnect() {
@@ -486,7 +640,9 @@
     clearTimeout(wsTimer);
     clearInterval(pingTimer);
     clearTimeout(silenceTimer);
+    clearTimeout(streamTimer);
     if (ws) { const s = ws; ws = null; live = false; s.close(1000); }
+    if (es) { const s = es; es = null; live = false; s.close(); }
     if (el.conn) el.conn.hidden = true;
   }
 
@@ -588,7 +744,7 @@
 
   // ------------------------------------------------------------------ start
 
-  apply(D.record, true);
+  apply(D.record, true, true);
   if (!finished) {
     setConn('connecting');
     connect();
@@ -599,10 +755,10 @@
   window.addEventListener('online', function () {
     if (finished) return;
     wsFailures = 0;
-    if (!ws) connect();
+    if (!ws && !es) connect();
     schedulePoll(0);
   });
   window.addEventListener('pageshow', function (event) {
-    if (event.persisted && !finished) { if (!ws) connect(); schedulePoll(0); }
+    if (event.persisted && !finished) { if (!ws && !es) connect(); schedulePoll(0); }
   });
 })();

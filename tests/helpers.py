@@ -73,3 +73,32 @@ def npm_ci() -> None:
     if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
         return
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=js, check=True, timeout=300)
+
+
+class EventReader:
+    """Server-Sent Events off an open response: ``await next_event()`` → (event, id, data JSON)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse):
+        self.resp = resp
+
+    async def next_event(self, timeout: float = 10.0) -> tuple[str, str | None, dict[str, Any]]:
+        event, ident, data = "message", None, b""
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.resp.content.readline()
+                if not line:
+                    raise ConnectionResetError("the stream ended")
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    if data:
+                        return event, ident, orjson.loads(data)
+                    event, ident, data = "message", None, b""  # a comment or retry: no event
+                    continue
+                name, _, value = line.partition(b":")
+                value = value[1:] if value.startswith(b" ") else value
+                if name == b"event":
+                    event = value.decode()
+                elif name == b"id":
+                    ident = value.decode()
+                elif name == b"data":
+                    data += value

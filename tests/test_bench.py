@@ -34,7 +34,12 @@ ROWS = {
     # --quick skips the 2-process runs of these two
     "fanout": {"publish-to-browser latency", "sustained fan-out"},
     "sockets": {"memory per idle socket"},
-    "redis": {"update cost for a bot", "update cost for a bot, Node SDK", "Redis memory per request"},
+    "redis": {
+        "the request log's cost to a bot's update",
+        "update cost for a bot",
+        "update cost for a bot, Node SDK",
+        "Redis memory per request",
+    },
     "throughput": {"requests through the system, 2 workers"},
     "longwaits": {"long waits without workers"},
     "archive": {"archive records/s"},
@@ -88,8 +93,10 @@ def test_quick_bench_runs_and_produces_numbers(name: str, tmp_path: Path) -> Non
         assert not math.isnan(figures["fanout"]["longrun"]["latency"]["p99_ms"])
     elif name == "sockets":
         assert figures["sockets"]["longrun"]["rss_after_mib"] > 0
+        assert figures["sockets"]["longrun-sse"]["rss_after_mib"] > 0  # SSE streams beside the sockets
     elif name == "redis":
         assert figures["redis"]["update"]["replies_read_per_call"] == 1
+        assert figures["redis"]["log"]["calls_each"] > 0 and figures["redis"]["log"]["usec_with_log"] > 0
     elif name == "throughput":
         run = figures["throughput"]["workers_2"]
         assert run["statuses"] == {"completed": run["requests"]}

@@ -228,6 +228,27 @@ class StatusPolls:
             await route.continue_()
 
 
+SSE_PATHS = re.compile(r".*/sse/.*")
+
+
+async def refuse_streams(page: Page) -> list[str]:
+    """Answer the page's event streams with 503 (a network that lets no stream through)."""
+    refused: list[str] = []
+
+    async def handle(route: Route) -> None:
+        refused.append(route.request.url)
+        await route.fulfill(status=503, body="no streams here")
+
+    await page.route(SSE_PATHS, handle)
+    return refused
+
+
+async def timeline(page: Page) -> list[str]:
+    """The timeline's entries as the page shows them (time, words, note)."""
+    texts: list[str] = await page.locator("#timeline li").all_inner_texts()
+    return [" ".join(t.split()) for t in texts]
+
+
 async def seen(page: Page) -> list[int]:
     values: list[int] = await page.evaluate("window.__seen")
     return values
@@ -258,6 +279,7 @@ async def test_form_to_result_with_a_wrong_then_right_code(
             await ws.close()
 
         await page.route_web_socket(re.compile(r".*/ws/.*"), refuse)
+        await refuse_streams(page)  # and the event stream
         await polls.install(page)  # and the first poll fails
 
     await page.goto("/")
@@ -360,6 +382,9 @@ async def test_persian_on_a_phone_then_cancel(
     await expect(page.locator("#cancelled")).to_be_visible()
     await expect(page.locator("#headline")).to_have_text("لغو شد")
     await expect(page.locator("#otp")).to_be_hidden()
+    await expect(page.locator("#timeline-title")).to_have_text("آنچه گذشت")
+    entries = await timeline(page)
+    assert entries[-1].endswith("لغو شد") and re.match(r"^[۰-۹]{2}:[۰-۹]{2}:[۰-۹]{2} ", entries[-1]), entries
     await shoot(page, "progress-cancelled-fa-phone")
     rec = await wait_status(redis, Keys(settings.key_prefix), h, "cancelled")
     assert rec["status"] == "cancelled"
@@ -424,9 +449,11 @@ async def test_the_time_left_counts_down_while_the_bot_is_silent(
 # --------------------------------------------------------------------------- polling, and back to the socket
 
 
-async def test_the_page_polls_while_sockets_are_refused_and_goes_back_to_the_socket_by_itself(
+async def test_the_page_falls_back_socket_stream_polling_and_comes_back_with_a_full_timeline(
     browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]]
 ) -> None:
+    """WebSocket, then SSE, then polling, each tried in turn and retried: the badge says which is
+    in use, and the timeline holds every step's message, also those from while it was away."""
     await add_fault(settings.bot_api_url, service="vehicle-fines", mode="stall")
     page = await new_page(browser, web)
     sockets_allowed = False
@@ -448,36 +475,71 @@ async def test_the_page_polls_while_sockets_are_refused_and_goes_back_to_the_soc
         server.on_message(relay)
 
     await page.route_web_socket(re.compile(r".*/ws/.*"), sockets)
+    streams_refused = await refuse_streams(page)
     polls = StatusPolls()
     await polls.install(page)
     h = await start_request(page, "vehicle-fines", FINES)
     stalled.append(("vehicle-fines", h))
+    store = RecordStore(redis, Keys(settings.key_prefix))
 
+    # 1. Neither sockets nor streams get through: polling.
     await expect(page.locator("#conn")).to_have_attribute("data-state", "polling")
-    assert polls.seen, "no status request"
+    await expect(page.locator("#conn")).to_have_attribute("data-transport", "polling")
+    assert polls.seen and streams_refused, "no status request, or the stream was never tried"
+    await store.update(h, {"progress": 20, "step": "fines", "current_message": "Looking up the plate"})
+    await store.update(h, {"progress": 30, "current_message": "Reading the fines"})
 
     async def tried_again() -> bool:
-        return refused >= 2
+        return refused >= 2 and len(streams_refused) >= 2
 
-    await wait_for(tried_again, timeout=10, what="the page to try the socket again")
+    await wait_for(tried_again, timeout=15, what="the page to try the socket and the stream again")
     assert not frames
 
-    # sockets work again: the page goes back to one by itself, and stops polling
-    sockets_allowed = True
-    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15_000)
-    assert frames and frames[0]["type"] == "snapshot" and frames[0]["request"]["hash"] == h, frames
-    assert (await page.evaluate("window.__conn"))[-2:] == ["polling", "live"]
+    # 2. Streams get through (sockets still not): the next round goes live over SSE and fills in
+    # the timeline from the last change it had streamed, polled states in between included.
+    await page.unroute(SSE_PATHS)
+    await expect(page.locator("#conn")).to_have_attribute("data-transport", "sse", timeout=20_000)
+    await expect(page.locator("#conn-text")).to_have_text("Live · event stream")
     polled = len(polls.seen)
-    store = RecordStore(redis, Keys(settings.key_prefix))
-    await store.update(h, {"progress": 40, "step": "fines", "current_message": "Reading the fines"})
+    await store.update(h, {"progress": 40, "current_message": "Adding up the fines"})
     await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "40")
-    assert any(f["type"] == "update" and f["request"]["progress"] == 40 for f in frames), frames
+    entries = await timeline(page)
+    said = [e for e in entries if "Looking up the plate" in e or "Reading the fines" in e or "Adding up" in e]
+    assert len(said) == 3, entries
+    assert all(re.match(r"^\d\d:\d\d:\d\d ", e) for e in entries), entries
+    assert len(polls.seen) == polled, "still polling with the stream live"
+    await shoot(page, "progress-timeline-sse-en-desktop")
+
+    # 3. The server restarts; meanwhile the bot goes on, and the stream is refused again: the
+    # page's next round takes the socket, resumes from the last seq it has, and the timeline
+    # shows what happened while it was away.
+    sockets_allowed = True
+    await refuse_streams(page)
+    web.kill()
+    await store.update(h, {"progress": 50, "current_message": "Checking the payment status"})
+    await store.update(h, {"progress": 60, "current_message": "Writing the report"})
+    await web.start()
+    await expect(page.locator("#conn")).to_have_attribute("data-transport", "ws", timeout=30_000)
+    await expect(page.locator("#conn-text")).to_have_text("Live · WebSocket")
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "60")
+    entries = await timeline(page)
+    # the latest a poll may have caught as the server came back; the one before only the replay has
+    assert any("Writing the report" in e for e in entries), entries
+    away = [e for e in entries if e.endswith("while you were offline")]
+    assert any("Checking the payment status" in e for e in away), entries
+    assert frames and frames[0]["type"] == "update" and frames[0]["request"]["hash"] == h, frames[:1]
+    assert [f["request"]["seq"] for f in frames if f["type"] == "update"] == sorted(
+        {f["request"]["seq"] for f in frames if f["type"] == "update"}
+    ), "a change came twice or out of order"
+    await shoot(page, "progress-timeline-ws-en-desktop")
     # and actions go over the socket again
+    polled = len(polls.seen)
     await page.click("#cancel summary")
     await page.click("#cancel-yes")
     await expect(page.locator("#cancelled")).to_be_visible()
     assert frames[-1]["type"] == "update" and frames[-1]["request"]["status"] == "cancelled", frames[-1]
     assert len(polls.seen) == polled, "still polling with the socket live"
+    assert (await timeline(page))[-1].endswith("Cancelled"), await timeline(page)
     assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"  # never reloaded
 
 

@@ -14,11 +14,12 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from server.devtools.processes import wait_http
-from server.record import RecordStore
+from server.infra.counters import RESUMES
+from server.record import LOG_MAX, LOG_SLACK, RecordStore
 from server.settings import Settings
 from server.web.socket_client import MAX_PENDING, Client
 from server.web.typedefs import HUB, STORE
-from tests.helpers import wait_for
+from tests.helpers import EventReader, wait_for
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
 
@@ -255,7 +256,7 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     name = "longrun-hub-" + settings.key_prefix.strip("_")
     ids = await hub_connection_ids(redis, name)
     assert len(ids) == 1  # one pub/sub connection for the whole process
-    resynced = hub.stats.resynced
+    resynced, replayed = hub.stats.resynced, hub.stats.replayed
     # CLIENT KILL TYPE pubsub, aimed at this test's hub only (other processes share this Redis)
     await redis.execute_command("CLIENT", "KILL", "ID", ids[0])
     for h in hashes:
@@ -263,13 +264,16 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
         await store.update(h, {"status": "completed", "result_data": {"ok": h}})
     assert await hub_connection_ids(redis, name) == [], "the hub resubscribed before the writes: nothing is proven"
     for h, ws in zip(hashes, sockets, strict=True):
-        # The very next frame is the final state, re-read from Redis: the processing step in
-        # between was published to nobody.
-        done = await frame(ws, timeout=20)
+        # Published to nobody, both changes come from the request's log, in order, once.
+        step = await frame(ws, timeout=20)
+        assert step["type"] == "update" and step["request"]["status"] == "processing"
+        assert step["request"]["seq"] == 2
+        done = await frame(ws)
         assert done["type"] == "update" and done["request"]["status"] == "completed"
         assert done["request"]["result_data"] == {"ok": h}
         assert done["request"]["seq"] == (await store_record(redis, store, h))["seq"] == 3
     assert hub.stats.resynced - resynced == len(hashes)
+    assert hub.stats.replayed - replayed == len(hashes)
     assert hub.stats.reconnects >= 1
     assert len(await hub_connection_ids(redis, name)) == 1
     # and live relaying works again after the reconnect
@@ -354,7 +358,10 @@ async def test_redis_restart_every_socket_ends_on_the_true_state(
         subscribers = [c for c in await fresh.client_list() if "P" in c.get("flags", "")]
         assert subscribers == [], "the hub resubscribed before the writes: nothing is proven"
         for h, ws in zip(hashes, sockets, strict=True):
-            done = await frame(ws, timeout=15)  # the final state, re-read: nobody heard "processing"
+            # nobody heard them live: both changes replayed from the log (kept by the restart)
+            step = await frame(ws, timeout=15)
+            assert step["type"] == "update" and step["request"]["status"] == "processing"
+            done = await frame(ws)
             assert done["type"] == "update" and done["request"]["status"] == "failed"
             assert done["request"]["error"] == f"gone {h[-4:]}"
             assert done["request"]["seq"] == (await store_record(fresh, store, h))["seq"] == 3
@@ -368,6 +375,7 @@ async def test_redis_restart_every_socket_ends_on_the_true_state(
 
 async def test_shutdown_closes_sockets_with_going_away(settings: Settings, processes: Any) -> None:
     import signal
+
     proc, base = processes.web(settings)
     await wait_http(f"{base}/healthz", proc)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
@@ -380,3 +388,87 @@ async def test_shutdown_closes_sockets_with_going_away(settings: Settings, proce
         msg = await ws.receive(timeout=10)
         assert msg.type == WSMsgType.CLOSE and msg.data == 1001
         await ws.close()
+
+
+async def test_a_socket_reopened_with_since_gets_every_missed_change_once_in_order(
+    client: TestClient[Any, Any], redis: Redis
+) -> None:
+    store = store_of(client)
+    h = (await create(client))["hash"]
+    ws = await client.ws_connect(f"/ws/requests/{h}")
+    assert (await frame(ws))["request"]["seq"] == 1
+    await store.update(h, {"status": "processing", "progress": 5, "step": "login", "current_message": "Logging in"})
+    seen = (await frame(ws))["request"]["seq"]
+    assert seen == 2
+    await ws.close()
+    for i in range(3):  # while the page was away
+        await store.update(h, {"progress": 10 + i, "step": f"s{i}", "current_message": f"message {i}"})
+    ws = await client.ws_connect(f"/ws/requests/{h}?since={seen}")
+    missed = [await frame(ws) for _ in range(3)]
+    assert [f["type"] for f in missed] == ["update"] * 3
+    assert [f["request"]["seq"] for f in missed] == [3, 4, 5]
+    assert [f["request"]["current_message"] for f in missed] == ["message 0", "message 1", "message 2"]
+    await store.update(h, {"progress": 50})
+    live = await frame(ws)
+    assert live["request"]["seq"] == 6 and live["request"]["progress"] == 50  # then live, nothing twice
+    await ws.close()
+    # Nothing missed: nothing sent until the next change.
+    ws = await client.ws_connect(f"/ws/requests/{h}?since=6")
+    await store.update(h, {"progress": 60})
+    assert (await frame(ws))["request"]["seq"] == 7
+    await ws.close()
+    # The log is bounded and lives as long as the record.
+    keys = store.keys
+    ttl = await redis.ttl(keys.record(h))
+    assert ttl > 0 and abs(await redis.ttl(keys.log(h)) - ttl) <= 1
+    for i in range(LOG_MAX + LOG_SLACK + 5):
+        await store.update(h, {"current_message": f"busy {i}"})
+    assert LOG_MAX <= await redis.llen(keys.log(h)) <= LOG_MAX + LOG_SLACK
+    # Further back than the log reaches: a snapshot, marked as such; so for a seq from the future.
+    for since in (3, 10_000):
+        ws = await client.ws_connect(f"/ws/requests/{h}?since={since}")
+        snap = await frame(ws)
+        assert snap["type"] == "snapshot" and snap["recovered"] is False
+        assert snap["request"]["current_message"] == f"busy {LOG_MAX + LOG_SLACK + 4}"
+        await ws.close()
+    # a since that is not a seq is refused before the upgrade
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await client.ws_connect(f"/ws/requests/{h}?since=-1")
+    assert err.value.status == 400
+    resumes = {s.labels["outcome"]: s.value for m in RESUMES.collect() for s in m.samples if s.name.endswith("_total")}
+    assert resumes.get("replayed", 0) >= 2 and resumes.get("not_recovered", 0) >= 2
+
+
+async def test_sse_streams_and_resumes_from_last_event_id(client: TestClient[Any, Any]) -> None:
+    store = store_of(client)
+    body = await create(client)
+    h = body["hash"]
+    resp = await client.get(f"/sse/requests/{h}")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    events = EventReader(resp)
+    kind, ident, data = await events.next_event()
+    assert (kind, ident, data["seq"], data["hash"]) == ("snapshot", "1", 1, h)
+    assert "_p" not in data
+    await store.update(h, {"status": "processing", "progress": 20, "current_message": "one"})
+    kind, ident, data = await events.next_event()
+    assert (kind, ident, data["current_message"]) == ("update", "2", "one")
+    resp.close()
+    for text in ("two", "three"):
+        await store.update(h, {"current_message": text})
+    resp = await client.get(f"/sse/requests/{h}", headers={"Last-Event-ID": "2"})
+    events = EventReader(resp)
+    got = [await events.next_event() for _ in range(2)]
+    assert [(k, i, d["current_message"]) for k, i, d in got] == [("update", "3", "two"), ("update", "4", "three")]
+    resp.close()
+    # the same access rule as the API: a stranger gets the 404 a hash that never existed gets
+    async with aiohttp.ClientSession() as stranger:
+        async with stranger.get(client.make_url(f"/sse/requests/{h}")) as r:
+            assert r.status == 404
+        async with stranger.get(client.make_url(f"/sse/requests/{h}"), headers={"Last-Event-ID": "x"}) as r:
+            assert r.status == 400  # a bad id is refused before anything else
+        bearer = {"Authorization": f"Bearer {body['access_token']}", "Last-Event-ID": "4"}
+        async with stranger.get(client.make_url(f"/sse/requests/{h}"), headers=bearer) as r:
+            assert r.status == 200
+            await store.update(h, {"status": "completed"})
+            kind, ident, data = await EventReader(r).next_event()
+            assert (kind, ident, data["status"]) == ("update", "5", "completed")

@@ -167,6 +167,7 @@ export class Keys {
   channel(requestHash: string): string;
   shardChannel(requestHash: string): string;
   otp(requestHash: string): string;
+  log(requestHash: string): string;
   shard(requestHash: string): number;
   archive(shard: number): string;
   inflight(shard: number): string;

@@ -293,15 +293,44 @@ def serialize_client_frame(frame: ClientFrame) -> str:
     return orjson.dumps({"type": kind}).decode()
 
 
-def snapshot_frame(public_record_json: bytes | str) -> str:
-    """``{"type": "snapshot", "request": …}`` built around already-serialized JSON (no re-encode)."""
+def snapshot_frame(public_record_json: bytes | str, *, recovered: bool = True) -> str:
+    """``{"type": "snapshot", "request": …}`` built around already-serialized JSON (no re-encode).
+
+    ``recovered=False``: a resuming page asked for the changes after a seq the request's log no
+    longer reaches back to; this snapshot replaces its state (``"recovered": false``).
+    """
     body = public_record_json.decode() if isinstance(public_record_json, bytes) else public_record_json
-    return '{"type":"snapshot","request":' + body + "}"
+    head = '{"type":"snapshot","recovered":false,"request":' if not recovered else '{"type":"snapshot","request":'
+    return head + body + "}"
 
 
 def update_frame(public_record_json: bytes | str) -> str:
     body = public_record_json.decode() if isinstance(public_record_json, bytes) else public_record_json
     return '{"type":"update","request":' + body + "}"
+
+
+def sse_event(event: str, seq: int, public_record_json: bytes) -> bytes:
+    """One Server-Sent Event: ``event: snapshot|update``, ``id: <seq>``, ``data: <record>``.
+
+    The record is compact JSON (no newline inside), so it is a single ``data:`` line. An id is
+    left out for a record without a usable seq (an old bot's): the browser then keeps the last one.
+    """
+    head = b"event: " + event.encode() + b"\n"
+    if seq >= 0:
+        head += b"id: " + str(seq).encode() + b"\n"
+    return head + b"data: " + public_record_json.replace(b"\n", b"") + b"\n\n"
+
+
+def parse_since(value: str | None) -> int | None:
+    """A resuming client's last seq (``?since=`` or ``Last-Event-ID``); None when not given.
+
+    :raises ProtocolError: not a non-negative integer of at most 20 digits
+    """
+    if value is None or value == "":
+        return None
+    if len(value) > 20 or not value.isdigit() or not value.isascii():
+        raise ProtocolError("since must be a non-negative integer (the last seq received)")
+    return int(value)
 
 
 def error_frame(code: str, message: str) -> str:

@@ -21,3 +21,13 @@ RECONNECTS = Counter("longrun_pubsub_reconnects_total", "Times the hub's pub/sub
 RESYNCED = Counter(
     "longrun_pubsub_resynced_total", "Watched records re-sent after a pub/sub reconnect because they changed meanwhile"
 )
+RESUMES = Counter(
+    "longrun_stream_resumes_total",
+    "Streams (re)started with a seq: every missed change replayed from the log, or a snapshot",
+    ["via", "outcome"],
+)
+DELIVERY_LAG = Histogram(
+    "longrun_delivery_lag_seconds",
+    "From a record's publication (its updated_at, Redis' clock) to its write on a socket or stream",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -8,6 +8,7 @@ prompt, a final state, a reply).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from server.domain.protocol import snapshot_frame, update_frame
 from server.domain.status import TERMINAL_VALUES, Status
@@ -28,6 +29,10 @@ class Frame:
     payload: bytes = b""
     #: re-read after a reconnect, not published: news only to a socket that has not sent this seq
     resync: bool = False
+    #: a snapshot (the whole state, replacing the page's) rather than an update
+    snapshot: bool = False
+    #: when the record was published (its ``updated_at``, epoch seconds; 0 unknown): delivery lag
+    published: float = 0.0
 
 
 def reply(text: str) -> Frame:
@@ -35,8 +40,20 @@ def reply(text: str) -> Frame:
     return Frame(text, -1, keep=True, state=False)
 
 
-def frame_for(payload: bytes | str, *, snapshot: bool = False) -> Frame | None:
-    """A frame for a published record; old bots' payloads (with private fields, no seq) are cleaned."""
+def _epoch(iso: object) -> float:
+    if not isinstance(iso, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def frame_for(payload: bytes | str, *, snapshot: bool = False, recovered: bool = True) -> Frame | None:
+    """A frame for a published record; old bots' payloads (with private fields, no seq) are cleaned.
+
+    ``recovered=False``: a snapshot sent to a resuming page in place of changes no longer logged.
+    """
     rec = loads_record(payload)
     if rec is None:
         return None
@@ -44,7 +61,8 @@ def frame_for(payload: bytes | str, *, snapshot: bool = False) -> Frame | None:
         payload = public_json(rec)
     seq = rec.get("seq")
     raw = payload.encode() if isinstance(payload, str) else payload
-    text = snapshot_frame(raw) if snapshot else update_frame(raw)
+    text = snapshot_frame(raw, recovered=recovered) if snapshot else update_frame(raw)
     status = rec.get("status")
     keep = isinstance(status, str) and status in _KEEP  # old bots may write anything here
-    return Frame(text, seq if isinstance(seq, int) else -1, keep, payload=raw)
+    seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
+    return Frame(text, seq, keep, payload=raw, snapshot=snapshot, published=_epoch(rec.get("updated_at")))

@@ -7,8 +7,10 @@
   to ``offer``, which must not block (a browser socket queues it and drains the
   queue from its own writer task; see ``server.web.socket_client``).
 - When the pub/sub connection drops, the listener reconnects with backoff,
-  resubscribes, re-reads every watched record and pushes those whose ``seq``
-  moved, so no watcher stays on a stale state.
+  resubscribes, re-reads every watched record and, for those whose ``seq`` moved,
+  replays the changes it missed from the request's log (``server.live.resume``; a
+  snapshot when the log does not reach back), so every watcher sees every change,
+  in order, once.
 
 The hub knows no web framework: opening, counting and closing browser sockets is
 the web edge's side (``server.web.socket_client``).
@@ -29,9 +31,10 @@ from redis.exceptions import RedisError
 
 from server.infra.backoff import Backoff
 from server.infra.connections import AsyncClient, mget
-from server.infra.counters import RECONNECTS, RELAYED, RESYNCED, SOCKETS_OPEN
+from server.infra.counters import RECONNECTS, RELAYED, RESUMES, RESYNCED, SOCKETS_OPEN
 from server.live.frames import Frame, frame_for
-from server.record import Keys
+from server.live.resume import Outcome, resume
+from server.record import Keys, RecordStore
 
 log = logging.getLogger("longrun.hub")
 
@@ -69,6 +72,8 @@ class HubStats:
     subscribed: int = 0
     #: watched records re-read after a reconnect and pushed: newer than anything relayed for them
     resynced: int = 0
+    #: of those, the ones whose missed changes were all replayed from the log
+    replayed: int = 0
 
 
 @dataclass
@@ -78,8 +83,8 @@ class Hub:
     #: the pub/sub connection's client (no silent reconnects)
     redis: AsyncClient
     keys: Keys
-    #: the process's main client, for reading records on resync
-    main: AsyncClient | None = None
+    #: the process's record store (its main client), for reading records and logs on resync
+    store: RecordStore | None = None
     watchers: dict[str, set[Watcher]] = field(default_factory=dict)
     stats: HubStats = field(default_factory=HubStats)
     #: seconds a socket may take to accept one frame before it is closed as stuck
@@ -135,6 +140,12 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                     await event.wait()
+
+    def started(self, h: str, seq: int) -> None:
+        """A watcher of ``h`` now stands at ``seq`` (read after it was subscribed): should the
+        pub/sub connection drop before anything is relayed, the resync replays from there."""
+        if h in self.watchers and seq >= 0:
+            self._seq.setdefault(h, seq)
 
     async def unwatch(self, client: Watcher) -> None:
         h = client.hash
@@ -261,7 +272,7 @@ class Hub:
         sharded: dict[str, Any] | None = await pubsub.get_sharded_message(timeout=SHARD_POLL)
         return sharded
 
-    def _dispatch(self, h: str, payload: bytes | str, *, resync: bool = False) -> None:
+    def _dispatch(self, h: str, payload: bytes | str) -> None:
         group = self.watchers.get(h)
         if not group:
             return
@@ -270,9 +281,10 @@ class Hub:
         except Exception:  # a bot's odd JSON must not take the listener down for everyone
             log.warning("ignoring an unreadable update for %s", h[:12], exc_info=True)
             return
-        if frame is None:
-            return
-        frame.resync = resync
+        if frame is not None:
+            self._relay(h, group, frame)
+
+    def _relay(self, h: str, group: set[Watcher], frame: Frame) -> None:
         if frame.seq >= 0:
             self._seq[h] = max(self._seq.get(h, -1), frame.seq)
         for client in list(group):
@@ -281,18 +293,38 @@ class Hub:
         RELAYED.inc(len(group))
 
     async def _resync(self, hashes: list[str]) -> None:
-        """After a reconnect: push every watched record whose seq moved while we were away."""
+        """After a reconnect: replay to every watched record's watchers what changed while we were away."""
+        main = self.store.redis if self.store is not None else self.redis
         for i in range(0, len(hashes), 200):
             chunk = [h for h in hashes[i : i + 200] if h in self.watchers]
             if not chunk:
                 continue
-            raws = await mget(self.main or self.redis, [self.keys.record(h) for h in chunk])
+            raws = await mget(main, [self.keys.record(h) for h in chunk])
+            moved = []
             for h, raw in zip(chunk, raws, strict=True):
-                if raw is None:
-                    continue
-                frame = frame_for(raw)
-                if frame is None or (frame.seq >= 0 and frame.seq <= self._seq.get(h, -1)):
-                    continue
-                self.stats.resynced += 1
-                RESYNCED.inc()
-                self._dispatch(h, raw, resync=True)
+                frame = frame_for(raw) if raw is not None else None
+                if frame is not None and (frame.seq < 0 or frame.seq > self._seq.get(h, -1)):
+                    moved.append((h, frame))
+            if moved:
+                await asyncio.gather(*(self._catch_up(h, frame) for h, frame in moved))
+
+    async def _catch_up(self, h: str, latest: Frame) -> None:
+        """Replay one record's missed changes (or, when they are not all logged, its latest state)."""
+        known = self._seq.get(h, -1)
+        frames = [latest]
+        if self.store is not None and known >= 0 and latest.seq > known:
+            answer = await resume(self.store, h, known)
+            RESUMES.labels("hub", answer.outcome.value).inc()
+            if answer.outcome is Outcome.REPLAYED:
+                frames = answer.frames
+                self.stats.replayed += 1
+            elif answer.outcome is Outcome.SNAPSHOT:
+                frames = answer.frames
+        group = self.watchers.get(h)
+        if not group:
+            return
+        self.stats.resynced += 1
+        RESYNCED.inc()
+        for frame in frames:
+            frame.resync = True
+            self._relay(h, group, frame)

@@ -11,6 +11,8 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P local_request_updates:{hash}      channel the public record after every change
     P local_requests_list               list    recent hashes (pruned of expired ones)
     {P local_request:{hash}}:otp        string  a submitted code, read once (GETDEL)
+    {P local_request:{hash}}:log        list    the published records, oldest first, at least the last
+                                                LOG_MAX; TTL the record's (set by the same script)
     P longrun:archive:{lrN}             stream  terminal records for the archiver (group ARCHIVE_GROUP)
     P longrun:archiver                  hash    archiver progress: last_archived_at, archived, ...
     P longrun:estimate:{slug}           string  learned duration of a service (JSON), TTL ESTIMATE_TTL
@@ -41,6 +43,8 @@ timings, OTP counters); every published or served copy drops them.
 from server.record.keys import (
     ARCHIVE_GROUP,
     ESTIMATE_TTL,
+    LOG_MAX,
+    LOG_SLACK,
     OTP_EXPIRY_GRACE,
     REQUEST_TTL,
     RUNTIME_SAMPLES,
@@ -59,6 +63,7 @@ from server.record.lua import (
     ADOPT_TERMINAL_SCRIPT,
     CREATE_SCRIPT,
     RATE_LIMIT_SCRIPT,
+    READ_LOG_SCRIPT,
     RELEASE_LOCK_SCRIPT,
     RESEND_OTP_SCRIPT,
     REVIVE_SCRIPT,
@@ -75,7 +80,7 @@ from server.record.model import (
     public_view,
     text,
 )
-from server.record.store import RecordStore, ScriptAnswer, UpdateResult
+from server.record.store import LogRead, RecordStore, ScriptAnswer, UpdateResult
 
 __all__ = [
     "ACK_ARCHIVED_SCRIPT",
@@ -83,8 +88,11 @@ __all__ = [
     "ARCHIVE_GROUP",
     "CREATE_SCRIPT",
     "ESTIMATE_TTL",
+    "LOG_MAX",
+    "LOG_SLACK",
     "OTP_EXPIRY_GRACE",
     "RATE_LIMIT_SCRIPT",
+    "READ_LOG_SCRIPT",
     "RELEASE_LOCK_SCRIPT",
     "REQUEST_TTL",
     "RESEND_OTP_SCRIPT",
@@ -99,6 +107,7 @@ __all__ = [
     "WEBHOOK_ID_TTL",
     "_PRELUDE",
     "Keys",
+    "LogRead",
     "RecordStore",
     "ScriptAnswer",
     "UpdateResult",

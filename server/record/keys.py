@@ -32,6 +32,12 @@ ARCHIVE_GROUP = "archiver"
 APP_INDEX_LIFETIMES = 4
 #: Seconds a learned estimate stays cached; the archiver refreshes it long before.
 ESTIMATE_TTL = 24 * 3600
+#: Changes a request's log keeps (the newest; DESIGN.md asks for at least 100): how far back a
+#: reconnecting page can resume without a gap.
+LOG_MAX = 100
+#: Changes a log may hold beyond LOG_MAX before it is trimmed back to LOG_MAX: one trim per this
+#: many updates rather than one each (a trim moves the rest of the list's first node).
+LOG_SLACK = 28
 
 _SLOT_MASK = 0x3FFF
 _ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -89,6 +95,10 @@ class Keys:
 
     def otp(self, h: str) -> str:
         return "{" + self.record(h) + "}:otp"
+
+    def log(self, h: str) -> str:
+        """The request's recent changes: a list of the published records (public JSON), oldest first."""
+        return "{" + self.record(h) + "}:log"
 
     def shard(self, h: str) -> int:
         """The shard a record lives in; hashes minted elsewhere fall back to shard 0."""

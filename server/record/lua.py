@@ -15,10 +15,11 @@ same files without Python:
 * ``_prelude.lua`` holds the helpers the record scripts share (clock, ISO time, JSON, save).
 * ``_generated.lua`` holds the values whose single owner is Python: the statuses that are
   terminal and running and the transition table (``server.domain.status``), and
-  ``OTP_EXPIRY_GRACE`` and ``ARCHIVE_STREAM_MAX`` (``server.record.keys``). It is rendered by
-  :func:`render_generated` and committed; ``python -m server.record.lua`` rewrites it after a
-  change to those; ``tests/test_lua_scripts.py`` fails while the committed file is stale, so
-  Python and Lua never enforce different rules. (Not checked at import: the generator itself
+  ``OTP_EXPIRY_GRACE``, ``ARCHIVE_STREAM_MAX``, ``LOG_MAX`` and ``LOG_SLACK``
+  (``server.record.keys``). It is rendered by :func:`render_generated` and committed;
+  ``python -m server.record.lua`` rewrites it after a change to those;
+  ``tests/test_lua_scripts.py`` fails while the committed file is stale, so Python and Lua
+  never enforce different rules. (Not checked at import: the generator itself
   has to import this package to rewrite a stale file.)
 
 Since the text is fixed by the files, its SHA1 (what ``EVALSHA`` names) is the same for
@@ -31,7 +32,7 @@ import re
 from pathlib import Path
 
 from server.domain.status import TERMINAL, Status, lua_transition_table
-from server.record.keys import ARCHIVE_STREAM_MAX, OTP_EXPIRY_GRACE
+from server.record.keys import ARCHIVE_STREAM_MAX, LOG_MAX, LOG_SLACK, OTP_EXPIRY_GRACE
 
 SCRIPTS_DIR = Path(__file__).with_name("scripts")
 GENERATED = "_generated.lua"
@@ -57,6 +58,10 @@ def render_generated() -> str:
         f"local OTP_EXPIRY_GRACE = {OTP_EXPIRY_GRACE!r}\n"
         "-- Records an archive stream keeps at most, XADD MAXLEN ~ (server/record/keys.py).\n"
         f"local ARCHIVE_STREAM_MAX = '{ARCHIVE_STREAM_MAX}'\n"
+        "-- Changes a request's log keeps, the newest, and how many more it may hold before a trim\n"
+        "-- (server/record/keys.py).\n"
+        f"local LOG_MAX = {LOG_MAX}\n"
+        f"local LOG_SLACK = {LOG_SLACK}\n"
     )
 
 
@@ -91,6 +96,7 @@ ADOPT_TERMINAL_SCRIPT = load("adopt_terminal")
 REVIVE_SCRIPT = load("revive")
 RELEASE_LOCK_SCRIPT = load("release_lock")
 RATE_LIMIT_SCRIPT = load("rate_limit")
+READ_LOG_SCRIPT = load("read_log")
 
 
 if __name__ == "__main__":  # pragma: no cover - the generator, run by hand

@@ -13,6 +13,7 @@ from server.record.lua import (
     ADOPT_TERMINAL_SCRIPT,
     CREATE_SCRIPT,
     RATE_LIMIT_SCRIPT,
+    READ_LOG_SCRIPT,
     RELEASE_LOCK_SCRIPT,
     RESEND_OTP_SCRIPT,
     REVIVE_SCRIPT,
@@ -38,10 +39,24 @@ class UpdateResult:
 
 
 @dataclass(frozen=True)
+class LogRead:
+    """A record and its logged changes after a seq, read at once (see ``read_log.lua``)."""
+
+    #: the stored record (private part included), None when it is gone
+    raw: bytes | None
+    #: the logged changes asked for, as published (public record JSON), oldest first
+    entries: list[bytes]
+
+
+@dataclass(frozen=True)
 class ScriptAnswer:
     outcome: str
     record: dict[str, Any] | None = None
     detail: str | None = None
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _answer(reply: Sequence[Any]) -> ScriptAnswer:
@@ -68,6 +83,7 @@ class RecordStore:
         self._release_lock = redis.register_script(RELEASE_LOCK_SCRIPT)
         self._revive = redis.register_script(REVIVE_SCRIPT)
         self._adopt = redis.register_script(ADOPT_TERMINAL_SCRIPT)
+        self._read_log = redis.register_script(READ_LOG_SCRIPT)
 
     def _shard(self, h: str) -> str:
         return self.keys.shard_channel(h) if self.sharded else ""
@@ -76,7 +92,7 @@ class RecordStore:
         """Store a new record and track it; returns the public record, None on a hash clash."""
         h = record["hash"]
         shard = self.keys.shard(h)
-        keys = [self.keys.record(h), self.keys.counts(shard), self.keys.inflight(shard)]
+        keys = [self.keys.record(h), self.keys.counts(shard), self.keys.inflight(shard), self.keys.log(h)]
         args: list[Any] = [dumps(record), self.ttl, self.keys.channel(h), h, self._shard(h)]
         if self.sharded:
             # A cluster pipeline cannot carry scripts; the tracking list lives in another slot.
@@ -109,9 +125,17 @@ class RecordStore:
         return [loads_record(r) for r in raws]
 
     def _change_keys(self, h: str, shard: int) -> list[str]:
-        """The keys of the update and adopt scripts, in their KEYS order."""
+        """The keys of the update script, in its KEYS order (the adopt script takes the first six)."""
         k = self.keys
-        return [k.record(h), k.archive(shard), k.inflight(shard), k.otp(h), k.counts(shard), k.otp_waits(shard)]
+        return [
+            k.record(h),
+            k.archive(shard),
+            k.inflight(shard),
+            k.otp(h),
+            k.counts(shard),
+            k.otp_waits(shard),
+            k.log(h),
+        ]
 
     async def update(
         self,
@@ -178,6 +202,7 @@ class RecordStore:
                 self.keys.inflight(shard),
                 self.keys.counts(shard),
                 self.keys.otp_waits(shard),
+                self.keys.log(h),
             ],
             args=[
                 code,
@@ -194,6 +219,12 @@ class RecordStore:
         )
         return _answer(reply)
 
+    async def read_log(self, h: str, since: int | None) -> LogRead:
+        """The record and every logged change from seq ``since`` on (None: the newest one), at once."""
+        arg = "" if since is None else since
+        reply = await self._read_log(keys=[self.keys.record(h), self.keys.log(h)], args=[arg])
+        return LogRead(None if reply[0] is None else _bytes(reply[0]), [_bytes(e) for e in reply[1:]])
+
     async def take_otp(self, h: str) -> str | None:
         """The submitted code, removed as it is read: a code reaches the bot once."""
         raw = await self.redis.getdel(self.keys.otp(h))
@@ -203,7 +234,7 @@ class RecordStore:
         self, h: str, *, interval: int, max_resends: int, message: str = "Sending a new code…"
     ) -> ScriptAnswer:
         reply = await self._resend(
-            keys=[self.keys.record(h)],
+            keys=[self.keys.record(h), self.keys.log(h)],
             args=[self.keys.channel(h), self.ttl, interval, max_resends, message, self._shard(h)],
         )
         return _answer(reply)
@@ -272,6 +303,7 @@ class RecordStore:
                 self.keys.record(h),
                 self.keys.counts(self.keys.shard(h)),
                 self.keys.inflight(self.keys.shard(h)),
+                self.keys.log(h),
             ],
             args=[self.keys.channel(h), self.ttl, message, h, self._shard(h)],
         )
@@ -298,7 +330,7 @@ class RecordStore:
         ``not_terminal``, ``missing``."""
         shard = self.keys.shard(h)
         reply = await self._adopt(
-            keys=self._change_keys(h, shard),
+            keys=self._change_keys(h, shard)[:6],
             args=[h],
         )
         return text(reply[0])

@@ -29,7 +29,19 @@ from server.requests.lifecycle import Lifecycle
 from server.requests.limits import RateLimits
 from server.requests.service import RequestService
 from server.settings import Settings
-from server.web import access, api, dashboard, health, history_views, metrics, openapi, pages, socket_client, sockets
+from server.web import (
+    access,
+    api,
+    dashboard,
+    health,
+    history_views,
+    metrics,
+    openapi,
+    pages,
+    socket_client,
+    sockets,
+    sse,
+)
 from server.web.cors import cors_headers, preflight_routes
 from server.web.embed import routes as embed_routes
 from server.web.middleware import edge, security_headers
@@ -94,7 +106,7 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     # to resubscribe and resync what its sockets missed.
     name = "longrun-hub" + (f"-{settings.key_prefix.strip('_:')}" if settings.key_prefix else "")
     redis = connections.pubsub_client(settings, name)
-    hub = Hub(redis, Keys(settings.key_prefix), main=app[REDIS], sharded=settings.redis_cluster)
+    hub = Hub(redis, Keys(settings.key_prefix), store=app[STORE], sharded=settings.redis_cluster)
     app[HUB] = hub
     hub.start()
     stopping = asyncio.Event()
@@ -192,6 +204,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
     app.add_routes(sockets.routes)
+    sse.setup(app)  # GET /sse/requests/{hash}; on_shutdown: every stream ends, the browser resumes elsewhere
     app.router.add_get("/metrics", metrics.metrics_handler)
     app.add_routes(history_views.routes)
     pages.setup(app)

@@ -108,6 +108,7 @@ async def progress_page(request: web.Request) -> web.StreamResponse:
         "hash": h,
         "lang": lang,
         "ws_path": f"/ws/requests/{h}",
+        "sse_path": f"/sse/requests/{h}",
         "api_url": f"/api/requests/{h}",
         "result_url": f"{progress_url(h)}/result",
         "server_now": int(time.time() * 1000),

@@ -2,9 +2,11 @@
 
 - :class:`Client` wraps one ``web.WebSocketResponse``: the hub's listener never awaits a
   socket, it hands each frame to the socket's client, a small bounded queue drained by
-  a writer task that exists only while there is something to send. A slow browser gets
+  a writer task that exists only while there is something to send. Every change is
+  sent, once, in order; only a browser that falls ``CONFLATE_AT`` frames behind gets
   progress frames conflated to the latest state (OTP prompts and terminal states are
-  never dropped); one that stops reading is closed after ``send_timeout``.
+  never dropped); one that stops reading is closed after ``send_timeout``. The SSE
+  stream (``server.web.sse``) is the same client writing events instead of frames.
 - :func:`refuse_cross_site` and :func:`open_socket`: what every socket endpoint does
   before it speaks (origin check; heartbeat, frame size, prepare, registration).
 - :func:`close_all`: every open socket is told we are going away (1001) on shutdown so
@@ -16,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 
 from aiohttp import WSCloseCode, web
 
 from server.domain.errors import Forbidden
+from server.infra.counters import DELIVERY_LAG
 from server.live.frames import Frame
 from server.live.hub import SEND_TIMEOUT
 from server.web.access import SOCKET_PROTOCOL, origin_allowed
@@ -30,6 +34,9 @@ log = logging.getLogger("longrun.hub")
 
 #: frames a socket may have waiting before it is considered stuck (progress is conflated first)
 MAX_PENDING = 16
+#: frames waiting before a new progress frame replaces the last one instead of queuing behind it:
+#: below it, every change reaches the browser (a page's timeline shows each step's message)
+CONFLATE_AT = 8
 #: the largest frame a browser may send (over it the socket closes with 1009)
 MAX_FRAME = 4096
 HEARTBEAT = 25.0
@@ -38,10 +45,11 @@ HEARTBEAT = 25.0
 OPEN_SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("open_sockets")
 
 
-class Client:
-    """One browser socket: a bounded queue of frames and a writer that drains it."""
+class Feed:
+    """One browser's live connection: a bounded queue of frames and a writer that drains it
+    (written as WebSocket frames by :class:`Client`, as events by ``sse.EventStream``)."""
 
-    #: a browser socket: counted in the hub's ``stats.sockets`` (hub watcher protocol)
+    #: a browser connection: counted in the hub's ``stats.sockets`` (hub watcher protocol)
     is_socket = True
 
     __slots__ = (
@@ -50,22 +58,20 @@ class Client:
         "hash",
         "held",
         "last_seq",
+        "last_sig",
         "pending",
         "send_timeout",
         "transport",
         "writer",
-        "ws",
     )
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
         request_hash: str,
         *,
         send_timeout: float = SEND_TIMEOUT,
         transport: asyncio.Transport | None = None,
     ):
-        self.ws = ws
         self.send_timeout = send_timeout
         # A browser that stopped reading cannot be closed politely (the close frame would
         # wait behind everything else): its connection is aborted instead.
@@ -73,28 +79,58 @@ class Client:
         self.hash = request_hash
         self.pending: list[Frame] = []  # at most MAX_PENDING; a list is 700 B smaller than a deque
         self.writer: asyncio.Task[None] | None = None
+        #: the newest state queued (its seq and a digest of its JSON): older or repeated ones are dropped
         self.last_seq = -1
+        self.last_sig = 0
         self.closed = False
         # Frames queue up but are not sent until the snapshot is in front of them.
         self.held = True
 
     def offer(self, frame: Frame) -> None:
         """Queue a frame without waiting (called from the listener)."""
-        if self.closed or 0 <= frame.seq < self.last_seq or (frame.resync and 0 <= frame.seq == self.last_seq):
-            return  # stale: the browser already has a newer state (or, after a resync, this one)
-        if frame.state and self.pending and not self.pending[-1].keep:
+        if self.closed:
+            return
+        if frame.state and not self.held and frame.seq >= 0:
+            if frame.seq < self.last_seq:
+                return  # stale: the browser already has a newer state
+            if frame.seq == self.last_seq and (frame.resync or hash(frame.payload) == self.last_sig):
+                # the state it has (re-read after a reconnect, or delivered twice: by a resume's
+                # replay and by pub/sub). An old bot's edit keeping the seq differs: it goes on.
+                return
+            self.last_seq, self.last_sig = frame.seq, hash(frame.payload)
+        if frame.state and len(self.pending) >= CONFLATE_AT and self._behind():
             self.pending[-1] = frame  # conflate: the newer state supersedes the older progress
         else:
             self.pending.append(frame)
-        if len(self.pending) > MAX_PENDING:
+        if len(self.pending) > MAX_PENDING and self._live() > MAX_PENDING:
             self._shed()
         self._kick()
 
-    def start(self, snapshot: Frame) -> None:
-        """Send ``snapshot`` first, then whatever arrived meanwhile that is not older."""
-        newer = [f for f in self.pending if f.seq < 0 or f.seq > snapshot.seq]
-        self.pending = [Frame(snapshot.text, snapshot.seq, keep=True), *newer]
+    def _live(self) -> int:
+        return sum(1 for f in self.pending if not f.resync)
+
+    def _behind(self) -> bool:
+        """Behind by CONFLATE_AT live frames, the last of them progress (may be replaced).
+
+        A resume's replay (``resync`` frames, at most the log's length) is never conflated
+        or shed, and does not count: it is what the browser came back for."""
+        last = self.pending[-1]
+        if last.keep or last.resync:
+            return False
+        return self._live() >= CONFLATE_AT
+
+    def start(self, frames: list[Frame], seq: int, edge: bytes = b"") -> None:
+        """Send ``frames`` first (a snapshot, or the changes a resuming browser missed), then
+        whatever arrived meanwhile that is newer than ``seq``, the record's seq they lead to;
+        ``edge``: that state as published, if known (so a late pub/sub copy of it is dropped)."""
+        for f in frames:
+            f.resync = True  # not live: no delivery lag to measure
+        self.last_seq, self.last_sig = seq, hash(edge) if edge else 0
+        newer = [f for f in self.pending if f.seq < 0 or f.seq > seq]
+        self.pending = list(frames)
         self.held = False
+        for f in newer:
+            self.offer(f)
         self._kick()
 
     def _kick(self) -> None:
@@ -102,10 +138,10 @@ class Client:
             self.writer = asyncio.create_task(self._drain())
 
     def _shed(self) -> None:
-        kept = [f for f in self.pending if f.keep]
+        kept = [f for f in self.pending if f.keep or f.resync]
         latest = self.pending[-1]
-        self.pending = kept if latest.keep else [*kept, latest]
-        if len(self.pending) > MAX_PENDING:
+        self.pending = kept if latest.keep or latest.resync else [*kept, latest]
+        if self._live() > MAX_PENDING:
             # Only OTP prompts and outcomes left and still too many: this browser is not
             # reading. Drop it; it reconnects and gets a fresh snapshot.
             self.abort()
@@ -114,12 +150,10 @@ class Client:
         try:
             while self.pending and not self.closed:
                 frame = self.pending.pop(0)
-                if 0 <= frame.seq < self.last_seq:
-                    continue
                 async with asyncio.timeout(self.send_timeout):
-                    await self.ws.send_str(frame.text)
-                if frame.seq >= 0:
-                    self.last_seq = max(self.last_seq, frame.seq)
+                    await self._write(frame)
+                if frame.published and not frame.resync:
+                    DELIVERY_LAG.observe(max(0.0, time.time() - frame.published))
         except TimeoutError:
             log.info("dropping a socket that stopped reading (%s)", self.hash[:12])
             self.abort()
@@ -127,6 +161,9 @@ class Client:
             self.closed = True
         finally:
             self.writer = None
+
+    async def _write(self, frame: Frame) -> None:
+        raise NotImplementedError
 
     async def flush(self, timeout: float = 1.0) -> None:
         """Wait (bounded) until what is queued has been written."""
@@ -141,6 +178,26 @@ class Client:
         self.pending.clear()
         if self.transport is not None:
             self.transport.abort()
+
+
+class Client(Feed):
+    """One browser WebSocket."""
+
+    __slots__ = ("ws",)
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request_hash: str,
+        *,
+        send_timeout: float = SEND_TIMEOUT,
+        transport: asyncio.Transport | None = None,
+    ):
+        super().__init__(request_hash, send_timeout=send_timeout, transport=transport)
+        self.ws = ws
+
+    async def _write(self, frame: Frame) -> None:
+        await self.ws.send_str(frame.text)
 
 
 def refuse_cross_site(request: web.Request) -> None:

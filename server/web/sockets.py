@@ -1,10 +1,11 @@
 """``GET /ws/requests/{hash}``: the browser's live connection (DESIGN.md, "WebSocket").
 
 Same access rule as the API (404 otherwise); a cross-site ``Origin`` is
-refused; frames are small (over ``socket_client.MAX_FRAME`` the socket closes with 1009)
-and rate-limited per socket; a refused frame gets an ``error`` frame, not a
-dropped socket. Every send goes through the socket's :class:`Client` queue,
-so replies and updates never interleave.
+refused; ``?since=N`` resumes after seq N (``server.live.resume``: the missed changes,
+or a snapshot with ``"recovered": false``); frames are small (over
+``socket_client.MAX_FRAME`` the socket closes with 1009) and rate-limited per socket;
+a refused frame gets an ``error`` frame, not a dropped socket. Every send goes through
+the socket's :class:`Client` queue, so replies and updates never interleave.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
-from server.domain.errors import ApiError, ProtocolError
+from server.domain.errors import ApiError, BadRequest, ProtocolError
 from server.domain.protocol import (
     PONG_FRAME,
     CancelFrame,
@@ -23,10 +24,13 @@ from server.domain.protocol import (
     ResendOtpFrame,
     error_frame,
     parse_client_frame,
+    parse_since,
 )
-from server.live.frames import frame_for, reply
+from server.infra.counters import RESUMES
+from server.live.frames import reply
+from server.live.resume import Outcome, resume
 from server.web.access import caller
-from server.web.socket_client import Client, open_socket, refuse_cross_site
+from server.web.socket_client import Client, Feed, open_socket, refuse_cross_site
 from server.web.typedefs import HUB, SERVICE, STORE
 
 routes = web.RouteTableDef()
@@ -61,13 +65,14 @@ class TokenBucket:
 async def request_socket(request: web.Request) -> web.StreamResponse:
     h = request.match_info["hash"]
     refuse_cross_site(request)
+    since = since_of(request, request.query.get("since"))
     await request.app[SERVICE].visible(await caller(request), h)
     client = await open_socket(request, h)
     ws = client.ws
     hub = request.app[HUB]
     try:
         await hub.watch(client)
-        if await _start(request, client):
+        if await start(request, client, since, "ws"):
             await _read(request, ws, client)
         else:
             await ws.send_str(error_frame("not_found", "This request has expired."))
@@ -77,17 +82,28 @@ async def request_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _start(request: web.Request, client: Client) -> bool:
-    """Queue the snapshot ahead of anything that arrived meanwhile; False if the record is gone.
+def since_of(request: web.Request, value: str | None) -> int | None:
+    """The seq a resuming client has (400 ``bad_since`` when it is not one)."""
+    try:
+        return parse_since(value)
+    except ProtocolError as exc:
+        raise BadRequest(str(exc), code="bad_since") from None
 
-    Its own function so the record and the snapshot are not held by the frame of a
+
+async def start(request: web.Request, client: Feed, since: int | None, via: str) -> bool:
+    """Queue the snapshot (or, resuming, the missed changes) ahead of anything that arrived
+    meanwhile; False if the record is gone.
+
+    Its own function so the record and the frames are not held by the frame of a
     socket that stays open for minutes (a quarter of an idle socket's memory otherwise).
     """
-    raw = await request.app[STORE].get_raw(client.hash)
-    snapshot = frame_for(raw, snapshot=True) if raw is not None else None
-    if snapshot is None:
+    answer = await resume(request.app[STORE], client.hash, since)
+    if since is not None:
+        RESUMES.labels(via, answer.outcome.value).inc()
+    if answer.outcome is Outcome.MISSING:
         return False
-    client.start(snapshot)
+    client.start(answer.frames, answer.seq, answer.edge)
+    request.app[HUB].started(client.hash, answer.seq)
     return True
 
 

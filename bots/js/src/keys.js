@@ -21,6 +21,10 @@ export class Keys {
   otp(h) {
     return `{${this.record(h)}}:otp`;
   }
+  /** The request's log of recent changes (written by update.lua; pages resume from it). */
+  log(h) {
+    return `{${this.record(h)}}:log`;
+  }
   /** The shard a record lives in; hashes minted elsewhere fall back to shard 0. */
   shard(h) {
     return SHARD_OF_SLOT.get(calculateSlot(this.record(h))) ?? 0;
@@ -43,6 +47,6 @@ export class Keys {
   /** KEYS of update.lua, in its order. */
   changeKeys(h) {
     const shard = this.shard(h);
-    return [this.record(h), this.archive(shard), this.inflight(shard), this.otp(h), this.counts(shard), this.otpWaits(shard)];
+    return [this.record(h), this.archive(shard), this.inflight(shard), this.otp(h), this.counts(shard), this.otpWaits(shard), this.log(h)];
   }
 }

@@ -43,7 +43,7 @@ export class RedisReporter {
     this.onOtpReady = options.onOtpReady ?? null;
     this.owned = false;
     if (typeof redis.longrunUpdate !== "function") {
-      redis.defineCommand("longrunUpdate", { numberOfKeys: 6, lua: loadScript("update") });
+      redis.defineCommand("longrunUpdate", { numberOfKeys: 7, lua: loadScript("update") });
     }
   }
 

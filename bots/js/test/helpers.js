@@ -10,7 +10,7 @@ export const keys = new Keys(PREFIX);
 
 export function client(url = REDIS_URL) {
   const redis = new Redis(url);
-  redis.defineCommand("longrunCreate", { numberOfKeys: 3, lua: loadScript("create") });
+  redis.defineCommand("longrunCreate", { numberOfKeys: 4, lua: loadScript("create") });
   return redis;
 }
 
@@ -51,7 +51,7 @@ export async function newRunning(redis, slug = "vehicle-fines", { start = true }
   };
   const shard = keys.shard(h);
   const reply = await redis.longrunCreate(
-    keys.record(h), keys.counts(shard), keys.inflight(shard), JSON.stringify(record), 600, keys.channel(h), h, "",
+    keys.record(h), keys.counts(shard), keys.inflight(shard), keys.log(h), JSON.stringify(record), 600, keys.channel(h), h, "",
   );
   if (reply[0] !== "ok") throw new Error(`create: ${reply}`);
   if (start) await new RedisReporter(redis, { prefix: PREFIX }).update(h, { status: "processing" }, { expect: ["pending"] });

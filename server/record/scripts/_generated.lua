@@ -8,3 +8,7 @@ local ALLOWED = {pending = {cancelled = true, failed = true, processing = true},
 local OTP_EXPIRY_GRACE = 5.0
 -- Records an archive stream keeps at most, XADD MAXLEN ~ (server/record/keys.py).
 local ARCHIVE_STREAM_MAX = '100000'
+-- Changes a request's log keeps, the newest, and how many more it may hold before a trim
+-- (server/record/keys.py).
+local LOG_MAX = 100
+local LOG_SLACK = 28

@@ -1,5 +1,6 @@
 -- The helpers every record script shares (not a script by itself: no KEYS, no ARGV).
--- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED and OTP_EXPIRY_GRACE it uses.
+-- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED, OTP_EXPIRY_GRACE, LOG_MAX and
+-- LOG_SLACK it uses.
 -- All of them use Redis' clock (TIME) so that timestamps agree whichever machine calls them.
 local function clock()
   local t = redis.call('TIME')
@@ -151,7 +152,14 @@ local function fingerprint(rec)
   return string.sub(redis.sha1hex(text), 1, 10)
 end
 
-local function save(key, rec, p, ttl, channel, now)
+-- `log`: the request's log key (KEYS of the calling script), a list: every published record is
+-- appended as published (its seq inside), at least the newest LOG_MAX kept (trimmed back to
+-- them once LOG_SLACK more have come), with the record's TTL, so a page that reconnects resumes
+-- from it without a gap (read by read_log.lua). A list of the very string published, trimmed
+-- now and then: of the ways measured (a sorted set, a seq prefix, a trim per update), the one
+-- that costs the update the least (bench/redis_costs.py). A script that passes no log leaves a
+-- gap in it, which a resume detects (seqs not contiguous) and answers with a fresh snapshot.
+local function save(key, rec, p, ttl, channel, now, log)
   p.seen = fingerprint(rec)
   -- An old-style bot may rewrite the record without `seq`: it then goes on from the clock (ms),
   -- past every seq published before, so sockets and pages never take the next change as stale.
@@ -165,6 +173,10 @@ local function save(key, rec, p, ttl, channel, now)
   rec._p = nil
   redis.call('SET', key, full, 'EX', ttl)
   redis.call('PUBLISH', channel, pub)
+  if log then
+    if redis.call('RPUSH', log, pub) > LOG_MAX + LOG_SLACK then redis.call('LTRIM', log, -LOG_MAX, -1) end
+    redis.call('EXPIRE', log, ttl)
+  end
   -- In a Redis Cluster the hub listens on the request's shard channel (same slot as its
   -- keys); every script that saves passes it as its last ARGV ('' when not clustered).
   local shard_channel = ARGV[#ARGV]

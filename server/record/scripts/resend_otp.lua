@@ -1,5 +1,5 @@
 -- Ask for a new code, no sooner than the resend time and no more than max times.
--- KEYS[1] record
+-- KEYS[1] record, KEYS[2] the log
 -- ARGV[1] channel, ARGV[2] record TTL, ARGV[3] seconds until the next resend,
 -- ARGV[4] max resends, ARGV[5] message
 -- Returns {'ok', public, n} | {'too_early', public, seconds} | {'exhausted', public} |
@@ -24,5 +24,5 @@ od.error = nil
 rec.otp_data = od
 rec.current_message = ARGV[5]
 rec.message_key = 'resending'
-local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now)
+local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now, KEYS[2])
 return {'ok', pub, tostring(p.resends)}

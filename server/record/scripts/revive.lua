@@ -1,7 +1,7 @@
 -- An operator retries a failed request: the one way out of a terminal state. The record goes
 -- back to pending (progress kept, error and code prompt cleared) and the person's page
 -- follows it live.
--- KEYS[1] record, KEYS[2] the shard's counts, KEYS[3] the shard's in-flight index
+-- KEYS[1] record, KEYS[2] the shard's counts, KEYS[3] the shard's in-flight index, KEYS[4] the log
 -- ARGV[1] channel, ARGV[2] record TTL, ARGV[3] message, ARGV[4] hash
 -- Returns {'ok', public} | {'conflict', public} (not failed) | {'missing'}
 --!include _generated.lua
@@ -26,5 +26,5 @@ p.otp_tries, p.otp_inflight, p.resends, p.resend_at, p.otp_exp = nil, nil, nil, 
 p.revived = (tonumber(p.revived) or 0) + 1
 recount(KEYS[2], 'failed', 'pending', slug_of(rec))
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) / 2, ARGV[4])
-local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now)
+local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[2]), ARGV[1], now, KEYS[4])
 return {'ok', pub}

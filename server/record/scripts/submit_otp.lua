@@ -1,6 +1,6 @@
 -- Accept a one-time code from the person; the code goes to its own short-lived key only.
 -- KEYS[1] record, KEYS[2] pending OTP code, KEYS[3] in-flight index, KEYS[4] the shard's counts,
--- KEYS[5] the shard's OTP waits
+-- KEYS[5] the shard's OTP waits, KEYS[6] the log
 -- ARGV[1] code, ARGV[2] code TTL (s), ARGV[3] max submissions per request, ARGV[4] channel,
 -- ARGV[5] record TTL, ARGV[6] '1' if the service may ask for a code (an early one is kept),
 -- ARGV[7] message while the code is checked, ARGV[8] hash, ARGV[9] heartbeat window
@@ -33,7 +33,7 @@ od.attempts_left = math.max(0, left)
 od.error = nil
 rec.otp_data = od
 if early then
-  local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[5]), ARGV[4], now)
+  local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[5]), ARGV[4], now, KEYS[6])
   return {'early', pub}
 end
 rec.status = 'processing'
@@ -45,5 +45,5 @@ redis.call('ZREM', KEYS[5], ARGV[8])
 leave_wait(p, now)
 p.hb = now
 redis.call('ZADD', KEYS[3], due_at(p, 'processing', now, tonumber(ARGV[9])), ARGV[8])
-local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[5]), ARGV[4], now)
+local _, pub = save(KEYS[1], rec, p, tonumber(ARGV[5]), ARGV[4], now, KEYS[6])
 return {'accepted', pub, tostring(p.otp_tries)}

@@ -1,6 +1,6 @@
 -- Merge a change into a record, enforcing the state machine, in one round trip.
 -- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] pending OTP code,
--- KEYS[5] the shard's counts, KEYS[6] the shard's OTP waits
+-- KEYS[5] the shard's counts, KEYS[6] the shard's OTP waits, KEYS[7] the log
 -- ARGV[1] patch: JSON object of public fields (status, step, progress, current_message,
 --         otp_data, result_data, error, estimated_duration, ...)
 -- ARGV[2] control: JSON object
@@ -53,6 +53,7 @@ if ctl.keepalive then
   -- Waiting in a long queue is not expiring: the record lives on until a worker takes it.
   if cur ~= 'pending' then return {'conflict', public(rec)} end
   redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[7], ttl)
   redis.call('ZADD', KEYS[3], now + ttl / 2, ARGV[4])
   return {'ok', public(rec), '0', cur}
 end
@@ -165,7 +166,7 @@ if TERMINAL[new] then
   p.finished = now
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('DEL', KEYS[4])
-  full, pub = save(KEYS[1], rec, p, ttl, ARGV[3], now)
+  full, pub = save(KEYS[1], rec, p, ttl, ARGV[3], now, KEYS[7])
   -- Bounded: should the archive stay away for a very long time, the oldest are dropped
   -- rather than Redis running out of memory.
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARCHIVE_STREAM_MAX, '*', 'r', full)
@@ -173,6 +174,6 @@ else
   if RUNNING[new] then
     redis.call('ZADD', KEYS[3], due_at(p, new, now, default_window), ARGV[4])
   end
-  full, pub = save(KEYS[1], rec, p, ttl, ARGV[3], now)
+  full, pub = save(KEYS[1], rec, p, ttl, ARGV[3], now, KEYS[7])
 end
 return {'ok', pub, otp_ready, cur}

@@ -1,0 +1,112 @@
+"""``GET /sse/requests/{hash}``: the live record as Server-Sent Events (DESIGN.md, "Streams
+that resume without a gap"), for networks that block WebSockets but let HTTP stream.
+
+Same access rule as the API (404 otherwise, before anything is streamed). Events are
+``event: snapshot|update``, ``id: <seq>``, ``data: <public record>``; a browser that
+reconnects sends ``Last-Event-ID`` (or, on a first connection, ``?since=``) and gets what it
+missed from the request's log (``server.live.resume``), or a fresh snapshot when the log
+does not reach back. The stream is a hub watcher like a socket (:class:`EventStream`: the
+same bounded queue, written as events); a comment line every ``KEEPALIVE`` seconds keeps
+proxies from timing it out and finds a browser that left. On shutdown every stream ends,
+and the browser's ``EventSource`` reconnects (to another process) by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+
+from aiohttp import web
+
+from server.domain.protocol import sse_event
+from server.live.frames import Frame, reply
+from server.web.access import caller
+from server.web.socket_client import Feed
+from server.web.sockets import since_of, start
+from server.web.typedefs import HUB, SERVICE
+
+routes = web.RouteTableDef()
+
+#: seconds between keepalive comments
+KEEPALIVE = 15.0
+#: milliseconds a browser waits before reconnecting a dropped stream (the ``retry:`` field)
+RETRY_MS = 2000
+_KEEPALIVE = ": keepalive\n\n"
+
+#: every stream this process has open, ended on shutdown
+OPEN_STREAMS: web.AppKey[weakref.WeakSet[EventStream]] = web.AppKey("open_streams")
+
+
+class EventStream(Feed):
+    """One browser's event stream: the socket's queue, written as Server-Sent Events."""
+
+    __slots__ = ("done", "response")
+
+    def __init__(self, response: web.StreamResponse, request_hash: str, **kwargs: object):
+        super().__init__(request_hash, **kwargs)  # type: ignore[arg-type]
+        self.response = response
+        self.done = asyncio.Event()
+
+    async def _write(self, frame: Frame) -> None:
+        if frame.state and frame.payload:
+            await self.response.write(sse_event("snapshot" if frame.snapshot else "update", frame.seq, frame.payload))
+        else:
+            await self.response.write(frame.text.encode())
+
+    def end(self) -> None:
+        self.closed = True
+        self.done.set()
+
+
+@routes.get("/sse/requests/{hash}")
+async def request_stream(request: web.Request) -> web.StreamResponse:
+    h = request.match_info["hash"]
+    since = since_of(request, request.headers.get("Last-Event-ID") or request.query.get("since"))
+    await request.app[SERVICE].visible(await caller(request), h)
+    hub = request.app[HUB]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # a proxy (nginx) must not hold events back
+        }
+    )
+    stream = EventStream(response, h, send_timeout=hub.send_timeout, transport=request.transport)
+    try:
+        # Subscribed before the record is read, so nothing published in between is lost; the
+        # stream is held (queued, unsent) until the resume's frames are in front.
+        await hub.watch(stream)
+        await response.prepare(request)
+        await response.write(f"retry: {RETRY_MS}\n\n".encode())
+        if not await start(request, stream, since, "sse"):
+            return response  # expired since the access check: the reconnect gets the 404
+        request.app[OPEN_STREAMS].add(stream)
+        await _keep_alive(stream, request)
+    finally:
+        await hub.unwatch(stream)
+        stream.end()
+    return response
+
+
+async def _keep_alive(stream: EventStream, request: web.Request) -> None:
+    while not stream.closed:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(KEEPALIVE):
+                await stream.done.wait()
+        transport = request.transport
+        if stream.closed or transport is None or transport.is_closing():
+            return
+        stream.offer(reply(_KEEPALIVE))
+
+
+async def end_all(app: web.Application) -> None:
+    """Shutdown: end every stream (the browser reconnects, to another process, and resumes)."""
+    for stream in list(app.get(OPEN_STREAMS, ())):
+        stream.end()
+
+
+def setup(app: web.Application) -> None:
+    app[OPEN_STREAMS] = weakref.WeakSet()
+    app.on_shutdown.append(end_all)
+    app.add_routes(routes)
