@@ -229,6 +229,53 @@ async def test_otp_submission_rules(store: RecordStore, redis: Redis, keys: Keys
     assert again.record["otp_data"]["attempts_left"] == 1
 
 
+async def test_input_submission_rules(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    kw = {"answer_ttl": 60, "max_attempts": 2, "heartbeat": 60}
+    exhausted = {"status": "failed", "error": "too many answers"}
+    ask = {"id": "captcha", "expires_in": 60, "max_attempts": 2, "exhausted": exhausted}
+    prompt = {"id": "captcha", "kind": "captcha", "secret": True}
+    await store.update(h, {"status": "processing"})
+    assert (await store.submit_input(h, "captcha", "AB12", **kw)).outcome == "conflict"  # not asked: never early
+    asked = await store.update(h, {"status": "waiting_input", "input_request": prompt}, input=ask)
+    assert asked.record is not None and asked.record["requires_input"] is True
+    assert asked.record["input_request"]["attempts_left"] == 2 and asked.record["input_request"]["expires_at"]
+    assert (await store.submit_input(h, "vehicle", "x", **kw)).outcome == "conflict"  # another prompt's id
+    first = await store.submit_input(h, "captcha", "AB12", **kw)
+    assert first.outcome == "accepted" and first.record is not None
+    assert first.record["status"] == "processing" and first.record["requires_input"] is False
+    assert first.record["input_request"]["attempts_left"] == 1 and first.record["message_key"] == "checking_input"
+    assert (await store.submit_input(h, "captcha", "AB12", **kw)).outcome == "busy"  # double submission
+    assert await store.take_input(h) == {"id": "captcha", "value": "AB12"}
+    assert await store.take_input(h) is None  # read once
+    assert b"AB12" not in await redis.get(keys.record(h))
+    # asked again (wrong answer): the same prompt goes on counting; the last try used up, it fails
+    await store.update(h, {"status": "waiting_input", "input_request": prompt}, input=ask)
+    assert (await store.submit_input(h, "captcha", "CD34", **kw)).outcome == "accepted"
+    await store.take_input(h)
+    ended = await store.update(h, {"status": "waiting_input", "input_request": prompt}, input=ask)
+    assert (
+        ended.record is not None and ended.record["status"] == "failed" and ended.record["error"] == exhausted["error"]
+    )
+    assert (await store.submit_input(h, "captcha", "EF56", **kw)).outcome == "exhausted"
+
+
+async def test_a_new_prompt_counts_its_own_answers(store: RecordStore) -> None:
+    h = await make(store)
+    kw = {"answer_ttl": 60, "max_attempts": 1, "heartbeat": 60}
+    await store.update(h, {"status": "processing"})
+    for pid in ("captcha", "vehicle"):
+        ask = {"id": pid, "expires_in": 60, "max_attempts": 1, "exhausted": {"status": "failed"}}
+        asked = await store.update(h, {"status": "waiting_input", "input_request": {"id": pid}}, input=ask)
+        assert asked.record is not None and asked.record["status"] == "waiting_input"
+        assert (await store.submit_input(h, pid, True, **kw)).outcome == "accepted"
+        assert await store.take_input(h) == {"id": pid, "value": True}
+    # then the code, whose own cap is untouched by the answers before it
+    await store.update(h, {"status": "waiting_otp", "otp_data": {}}, otp={"expires_in": 60, "max_attempts": 1})
+    otp_kw = {"code_ttl": 60, "max_attempts": 1, "early_allowed": False, "heartbeat": 60}
+    assert (await store.submit_otp(h, "123456", **otp_kw)).outcome == "accepted"
+
+
 async def test_early_code_is_checked_when_the_bot_asks(store: RecordStore) -> None:
     h = await make(store)
     await store.update(h, {"status": "processing"})

@@ -1,5 +1,5 @@
 -- The helpers every record script shares (not a script by itself: no KEYS, no ARGV).
--- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED and OTP_EXPIRY_GRACE it uses.
+-- Included after _generated.lua, whose TERMINAL, RUNNING, WAITING, ALLOWED and OTP_EXPIRY_GRACE it uses.
 -- All of them use Redis' clock (TIME) so that timestamps agree whichever machine calls them.
 local function clock()
   local t = redis.call('TIME')
@@ -121,10 +121,12 @@ local function leave_wait(p, now)
 end
 
 -- When the sweeper should look at a running request: the next heartbeat, the deadline,
--- or the OTP's expiry while waiting for the person.
+-- or the prompt's expiry (the code's or another's) while waiting for the person.
 local function due_at(p, status, now, default_window)
-  if status == 'waiting_otp' then
-    if p.otp_exp then return p.otp_exp + OTP_EXPIRY_GRACE end
+  if WAITING[status] then
+    local exp = p.otp_exp
+    if status == 'waiting_input' then exp = p.input_exp end
+    if exp then return exp + OTP_EXPIRY_GRACE end
     return now + (tonumber(p.hbw) or default_window)
   end
   local due = (tonumber(p.hb) or now) + (tonumber(p.hbw) or default_window)

@@ -1,6 +1,6 @@
 -- Merge a change into a record, enforcing the state machine, in one round trip.
--- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] pending OTP code,
--- KEYS[5] the shard's counts, KEYS[6] the shard's OTP waits
+-- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] the person's pending
+-- answer (a code, or {id, value}), KEYS[5] the shard's counts, KEYS[6] the shard's waits for the person
 -- ARGV[1] patch: JSON object of public fields (status, step, progress, current_message,
 --         otp_data, result_data, error, estimated_duration, ...)
 -- ARGV[2] control: JSON object
@@ -10,6 +10,8 @@
 --         heartbeat  seconds the bot may stay silent
 --         otp        {expires_in, resend_in, max_attempts, exhausted} for an OTP prompt;
 --                    exhausted: the patch applied instead (a failure) when every code is used up
+--         input      {id, expires_in, max_attempts, exhausted} for another prompt (patch.input_request);
+--                    the answers are counted per prompt id, exhausted as for the code
 --         checking   message shown when an early code is checked at once
 --         sweep      only apply if the request is overdue (the sweeper)
 --         keepalive  a request still pending (queued): refresh its TTL, nothing else
@@ -84,7 +86,19 @@ if new == 'waiting_otp' and type(ctl.otp) == 'table' and type(ctl.otp.exhausted)
   new = 'failed'
   for k, v in pairs(ctl.otp.exhausted) do rec[k] = v end
 end
-if new == 'waiting_otp' or TERMINAL[new] then p.otp_inflight = nil end
+-- A new prompt starts its own count of answers; the same one asked again goes on counting.
+if new == 'waiting_input' and type(ctl.input) == 'table' then
+  if p.input_id ~= ctl.input.id then
+    p.input_id = ctl.input.id
+    p.input_tries = 0
+  end
+  if type(ctl.input.exhausted) == 'table'
+      and (tonumber(p.input_tries) or 0) >= (tonumber(ctl.input.max_attempts) or math.huge) then
+    new = 'failed'
+    for k, v in pairs(ctl.input.exhausted) do rec[k] = v end
+  end
+end
+if WAITING[new] or TERMINAL[new] then p.otp_inflight = nil end
 rec.status = new
 
 if RUNNING[new] then
@@ -117,7 +131,6 @@ end
 
 if new == 'waiting_otp' then
   rec.requires_otp = true
-  enter_wait(p, now)
   if type(ctl.otp) == 'table' then
     local od = rec.otp_data
     if type(od) ~= 'table' then od = {} end
@@ -138,8 +151,21 @@ if new == 'waiting_otp' then
   end
 else
   rec.requires_otp = false
-  leave_wait(p, now)
 end
+if new == 'waiting_input' then
+  rec.requires_input = true
+  local ir = rec.input_request
+  if type(ctl.input) == 'table' and type(ir) == 'table' then
+    p.input_exp = now + (tonumber(ctl.input.expires_in) or 120)
+    ir.expires_at = iso(p.input_exp)
+    local ours = (tonumber(ctl.input.max_attempts) or 3) - (tonumber(p.input_tries) or 0)
+    local bots = tonumber(ir.attempts_left)
+    if bots == nil or ours < bots then ir.attempts_left = math.max(0, ours) end
+  end
+else
+  rec.requires_input = false
+end
+if WAITING[new] then enter_wait(p, now) else leave_wait(p, now) end
 
 if patch.estimated_remaining_time == nil then
   if RUNNING[new] and p.started then
@@ -152,7 +178,7 @@ if patch.estimated_remaining_time == nil then
 end
 
 recount(KEYS[5], cur, new, slug_of(rec))
-if new == 'waiting_otp' then
+if WAITING[new] then
   redis.call('ZADD', KEYS[6], 'NX', p.wait_since or now, ARGV[4])
 else
   redis.call('ZREM', KEYS[6], ARGV[4])
@@ -161,6 +187,8 @@ end
 local full, pub
 if TERMINAL[new] then
   rec.finished_at = iso(now)
+  -- A captcha's picture has served its purpose: not published again, nor archived.
+  if type(rec.input_request) == 'table' then rec.input_request.image = nil end
   rec.estimated_remaining_time = 0
   p.finished = now
   redis.call('ZREM', KEYS[3], ARGV[4])
