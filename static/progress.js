@@ -274,7 +274,8 @@
     const readable = D.lang === 'en' || /[\u0600-\u06FF]/.test(label);
     el.promptLabel.textContent = readable ? label : '';
     show(el.promptLabel, readable && !!label);
-    const left = p.attempts_left;
+    // A choice or a yes/no is not guessed at: its tries are not worth a line.
+    const left = p.kind === 'captcha' || p.kind === 'text' ? p.attempts_left : null;
     el.promptAttempts.textContent = Number.isInteger(left) ? (left === 1 ? t('attempts_one') : t('attempts_other', { n: left })) : '';
     const wrong = !!p.error || r.message_key === 'input_wrong';
     promptError(wrong ? (D.lang === 'en' && typeof p.error === 'string' && p.error ? p.error : t('input_wrong')) : '');
@@ -303,8 +304,10 @@
 
   function focusPrompt() {
     if (!el.promptFields || document.hidden) return;
-    const first = promptField() || el.promptFields.querySelector('button');
-    if (first) first.focus({ preventScroll: false });
+    // A field takes the focus; buttons do not (a focused option looks chosen): the title does.
+    const field = promptField();
+    if (field) field.focus({ preventScroll: false });
+    else if (el.promptTitle) el.promptTitle.focus({ preventScroll: false });
   }
 
   function otpError(text) {

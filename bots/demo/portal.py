@@ -152,7 +152,7 @@ class Portal:
         prompt: dict[str, Any] = {
             "id": "captcha",
             "kind": "captcha",
-            "label": "Type the characters in the picture",
+            "label": "The credit bureau asks you to show you are a person.",
             "image": captcha.data_url(captcha.draw(session.captcha)),
             "length": captcha.LENGTH,
             "expires_in": 180,

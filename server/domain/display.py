@@ -222,7 +222,8 @@ def input_view(record: Mapping[str, Any], lang: str) -> dict[str, Any] | None:
     prompt = prompt_in(record)
     if prompt is None or prompt.kind == "code":
         return None
-    left = prompt.attempts_left
+    # A choice or a yes/no is not guessed at: its tries are not worth a line.
+    left = prompt.attempts_left if prompt.kind in ("captcha", "text") else None
     attempts = ""
     if left is not None:
         attempts = ui("attempts_one", lang) if left == 1 else ui("attempts_other", lang, n=left)
