@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot as redis_key_slot
 
 from server.infra.connections import async_client
+from server.ops.operations import waiting_by_kind
 from server.record import (
     _PRELUDE,
     SHARD_TAGS,
@@ -377,6 +378,34 @@ async def test_counts_by_status_and_service_and_otp_waits_follow_transitions(
     assert await redis.zscore(keys.otp_waits(shard), h) is None
     await store.update(h, {"status": "completed"})
     assert await counts() == {}
+
+
+async def test_people_waiting_for_an_answer_are_counted_per_kind(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    shard = keys.shard(h)
+
+    async def counts() -> dict[str, int]:
+        raw = await redis.hgetall(keys.counts(shard))
+        return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+
+    def ask(pid: str, kind: str) -> Any:
+        control = {"id": pid, "expires_in": 60, "max_attempts": 3}
+        return store.update(h, {"status": "waiting_input", "input_request": {"id": pid, "kind": kind}}, input=control)
+
+    await store.update(h, {"status": "processing"})
+    await ask("captcha", "captcha")
+    assert await counts() == {"waiting_input:captcha|credit-score-rating": 1}
+    assert await redis.zscore(keys.otp_waits(shard), h) is not None  # waiting for the person
+    await ask("vehicle", "choice")  # one wait straight after another
+    assert await counts() == {"waiting_input:choice|credit-score-rating": 1}
+    kw = {"answer_ttl": 60, "max_attempts": 3, "heartbeat": 60}
+    assert (await store.submit_input(h, "vehicle", "a", **kw)).outcome == "accepted"
+    assert await counts() == {"processing|credit-score-rating": 1}
+    await ask("pay", "confirm")
+    assert waiting_by_kind({"waiting_otp": 2, "waiting_input:confirm": 1, "processing": 4}) == {"code": 2, "confirm": 1}
+    await store.update(h, {"status": "cancelled"})
+    assert await counts() == {}
+    assert await redis.zscore(keys.otp_waits(shard), h) is None
 
 
 async def test_rate_limit_generous_enough_to_be_off_still_answers(store: RecordStore) -> None:

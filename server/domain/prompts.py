@@ -33,7 +33,9 @@ SECRET_KINDS = frozenset({"captcha", "code"})
 MAX_IMAGE_BYTES = 64 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATA_URL_PREFIX = "data:image/png;base64,"
-ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: a prompt's id (also the OpenAPI pattern of ``id`` in an answer)
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+ID_RE = re.compile(ID_PATTERN[1:-1])
 MAX_OPTIONS = 20
 MAX_ANSWER = 500
 _PERSIAN = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
@@ -143,8 +145,6 @@ class Prompt:
                     raise ProtocolError("each of input.options must be {value, label}")
                 val = _str(item, "value", 64)
                 options.append(Option(val, _str(item, "label", 200, default=val)))
-            if len({opt.value for opt in options}) != len(options):
-                raise ProtocolError("input.options must have distinct values")
             return cls(**common, options=tuple(options))
         if kind == "text":
             pattern = o.get("pattern")

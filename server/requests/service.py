@@ -151,11 +151,9 @@ class RequestService:
         record = await self.visible(caller, request_hash)
         status = record.get("status")
         prompt = prompt_in(record)
-        is_code = status == Status.WAITING_OTP.value or (
-            status != Status.WAITING_INPUT.value
-            and prompt_id == (prompt.id if prompt and prompt.kind == "code" else "code")
-        )
-        if is_code:
+        # The code's prompt is named "code" unless the bot asked for it with input_required.
+        code_id = prompt.id if prompt is not None and prompt.kind == "code" else "code"
+        if status != Status.WAITING_INPUT.value and prompt_id == code_id:
             return await self.submit_otp(caller, request_hash, raw_value)
         if prompt is None or prompt.id != prompt_id:
             raise Conflict("This request is not waiting for that answer.", code="not_waiting_for_input")

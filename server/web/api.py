@@ -22,6 +22,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.i18n import pick_lang
+from server.domain.prompts import ID_RE
 from server.domain.protocol import MAX_TEXT, parse_bot_event
 from server.history import estimates
 from server.requests.caller import check_hash
@@ -158,6 +159,8 @@ async def post_input(request: web.Request) -> web.Response:
                 k: "This field is required." for k in ("id", "value") if not isinstance(body, dict) or k not in body
             },
         )
+    if not isinstance(body["id"], str) or not ID_RE.fullmatch(body["id"]):
+        raise ValidationFailed("The answer is not valid.", fields={"id": "the id of the prompt the record shows"})
     value = body["value"]
     if not isinstance(value, str | bool) or (isinstance(value, str) and len(value) > MAX_TEXT):
         raise ValidationFailed(

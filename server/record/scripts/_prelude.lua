@@ -141,6 +141,17 @@ local function recount(key, old, new, slug)
   if new and not TERMINAL[new] then redis.call('HINCRBY', key, new .. '|' .. slug, 1) end
 end
 
+-- The name a status is counted under: people waiting for an answer are counted per kind of
+-- prompt ("waiting_input:captcha"), for the dashboard. The name last used is kept in p.counted
+-- while it differs from the status, so that the count it went into is the one taken from.
+local function counted_as(status, rec)
+  local ir = rec.input_request
+  if status == 'waiting_input' and type(ir) == 'table' and type(ir.kind) == 'string' then
+    return 'waiting_input:' .. ir.kind
+  end
+  return status
+end
+
 local function slug_of(rec)
   if type(rec.service_slug) == 'string' then return rec.service_slug end
   return '?'

@@ -51,7 +51,8 @@ rec.requires_otp = false
 rec.requires_input = false
 rec.current_message = ARGV[7]
 rec.message_key = asking and 'checking_input' or 'checking'
-recount(KEYS[4], waiting, 'processing', slug_of(rec))
+recount(KEYS[4], p.counted or waiting, 'processing', slug_of(rec))
+p.counted = nil
 redis.call('ZREM', KEYS[5], ARGV[8])
 leave_wait(p, now)
 p.hb = now

@@ -177,7 +177,9 @@ if patch.estimated_remaining_time == nil then
   end
 end
 
-recount(KEYS[5], cur, new, slug_of(rec))
+local now_as = counted_as(new, rec)
+recount(KEYS[5], p.counted or cur, now_as, slug_of(rec))
+if now_as ~= new then p.counted = now_as else p.counted = nil end
 if WAITING[new] then
   redis.call('ZADD', KEYS[6], 'NX', p.wait_since or now, ARGV[4])
 else
