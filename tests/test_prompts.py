@@ -142,3 +142,15 @@ def test_a_record_shows_its_prompt_or_none() -> None:
     assert prompt_in({"input_request": {**CHOICE, "expires_at": "2026-01-01T00:00:00Z"}}) == Prompt.parse(CHOICE)
     assert prompt_in({"input_request": None}) is None
     assert prompt_in({"input_request": {"kind": "riddle"}}) is None
+
+
+def test_the_demo_captcha_is_a_small_png_a_prompt_takes() -> None:
+    from bots.demo import captcha
+
+    answer = captcha.new_answer()
+    assert len(answer) == captcha.LENGTH and set(answer) <= set(captcha.ALPHABET)
+    png = captcha.draw(answer)
+    assert len(png) < MAX_IMAGE_BYTES // 4
+    assert Image.open(io.BytesIO(png)).size == captcha.SIZE
+    prompt = Prompt.parse({"id": "captcha", "kind": "captcha", "image": captcha.data_url(png)})
+    assert prompt.answer(answer.lower()) == answer.lower()  # the bot compares without case
