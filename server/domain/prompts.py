@@ -50,7 +50,9 @@ class Option:
 
 
 def _str(o: Mapping[str, Any], key: str, limit: int, *, default: str | None = None) -> str:
-    value = o.get(key, default)
+    value = o.get(key)
+    if value is None and default is not None:
+        value = default  # absent or null: bots in other languages send null for "none"
     if not isinstance(value, str):
         raise ProtocolError(f"input.{key} must be a string")
     if len(value) > limit:

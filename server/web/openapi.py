@@ -373,13 +373,13 @@ PROMPT_KINDS: dict[str, dict[str, Any]] = {
             "items": {
                 "type": "object",
                 "required": ["value"],
-                "properties": {"value": text_schema(64), "label": text_schema(200)},
+                "properties": {"value": {"type": "string", "maxLength": 64}, "label": text_schema(200)},
             },
         }
     },
     "confirm": {},
     "text": {
-        "max_length": number_schema(1, 500),
+        "max_length": {**number_schema(1, 500), "type": ["number", "null"]},
         "pattern": {"type": "string", "format": "regex", "maxLength": 200},
     },
     "code": {"length": number_schema(4, 10), "destination_hint": text_schema(64)},
