@@ -716,6 +716,8 @@
     });
   }
   if (el.promptForm) {
+    // The page says what is wrong, in the person's language (the browser's own bubble would not).
+    el.promptForm.noValidate = true;
     el.promptForm.addEventListener('submit', function (event) {
       event.preventDefault();
       if (sending === 'input' || !record) return;
