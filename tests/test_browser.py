@@ -351,12 +351,18 @@ FIRST_AND_LAST_X_OF = """(sel) => {
 @pytest.mark.prompts
 @pytest.mark.parametrize(("transport", "lang"), [("socket", "en"), ("polling", "fa")])
 async def test_captcha_then_code_and_which_vehicle_to_the_result(
-    browser: Browser, web: WebServer, redis: Redis, settings: Settings, transport: str, lang: str
+    browser: Browser,
+    web: WebServer,
+    redis: Redis,
+    settings: Settings,
+    stalled: list[tuple[str, str]],
+    transport: str,
+    lang: str,
 ) -> None:
     """A person solves the credit bureau's captcha (a wrong answer first), enters the code and
     lands on the report; then picks one of the two vehicles of their national id and lands on
     its fines: over the socket in English on a desktop, and with sockets blocked in Persian on
-    a phone."""
+    a phone. Then, on the same system, a text (English) or a yes/no (Persian)."""
     fa = lang == "fa"
     page = await new_page(browser, web, locale="fa-IR" if fa else "en-US", viewport=PHONE if fa else DESKTOP)
     here, there = (PHONE, DESKTOP) if fa else (DESKTOP, PHONE)
@@ -442,14 +448,15 @@ async def test_captcha_then_code_and_which_vehicle_to_the_result(
     else:
         assert (await page.evaluate("window.__conn"))[-1:] in (["live"], [])
     assert (await wait_status(redis, keys, h, "completed"))["result_data"]["plate"] == other
+    await a_text_or_a_yes_or_no(browser, web, redis, settings, stalled, lang)
 
 
-async def test_a_text_and_a_yes_or_no_asked_mid_job(
-    browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]]
+async def a_text_or_a_yes_or_no(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]], lang: str
 ) -> None:
-    """The two kinds no demo bot asks: pushed while the bot is at work, built by the page as they
-    come, answered (a text refused by the page first, in English on a desktop; "no" in Persian
-    on a phone), and relayed to the bot's /run."""
+    """The two kinds no demo bot asks, pushed while the bot is at work, built by the page as they
+    come, answered (a text refused by the page first, in English on a desktop; "no" in Persian on
+    a phone) and relayed to the bot's /run."""
     life = Lifecycle(RecordStore(redis, Keys(settings.key_prefix)))
     text = {
         "id": "postcode",
@@ -459,47 +466,42 @@ async def test_a_text_and_a_yes_or_no_asked_mid_job(
         "pattern": "[0-9]{10}",
     }
     confirm = {"id": "pay", "kind": "confirm", "label": "Pay the 120,000 rials fee?"}
-    for prompt, lang in ((text, "en"), (confirm, "fa")):
-        fa = lang == "fa"
-        await add_fault(settings.bot_api_url, service="credit-score-rating", mode="stall")
-        page = await new_page(browser, web, locale="fa-IR" if fa else "en-US", viewport=PHONE if fa else DESKTOP)
-        h = await start_request(page, "credit-score-rating", CREDIT)
-        stalled.append(("credit-score-rating", h))
-        await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "3")
-        await life.ask_input(h, Prompt.parse(prompt))
-        box = page.locator("#prompt")
-        await expect(box).to_have_attribute("data-kind", prompt["kind"])
-        await expect(box).to_be_visible()
-        label = page.locator("#prompt-label")
-        if fa:  # the bot's English is not shown to a Persian reader; the title says what to do
-            await expect(label).to_be_hidden()
-            await expect(page.locator("#prompt-title")).to_have_text("برای ادامه تأیید کنید")
-            await shoot(page, "prompt-confirm-fa-phone")
-            await shoot(page, "prompt-confirm-fa-desktop", DESKTOP)
-            await page.click("#prompt button[value=no]")
-        else:
-            await expect(label).to_have_text(prompt["label"])
-            await shoot(page, "prompt-text-en-desktop")
-            await page.fill("#prompt-input", "12345")
-            await page.click("#prompt-submit")
-            await expect(page.locator("#prompt-error")).to_have_text("Check your answer and try again.")
-            assert await page.get_attribute("#prompt-input", "aria-invalid") == "true"
-            await page.fill("#prompt-input", "1234567890")
-            await page.click("#prompt-submit")
+    fa = lang == "fa"
+    prompt = confirm if fa else text
+    await add_fault(settings.bot_api_url, service="credit-score-rating", mode="stall")
+    page = await new_page(browser, web, locale="fa-IR" if fa else "en-US", viewport=PHONE if fa else DESKTOP)
+    h = await start_request(page, "credit-score-rating", CREDIT)
+    stalled.append(("credit-score-rating", h))
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "3")
+    await life.ask_input(h, Prompt.parse(prompt))
+    box = page.locator("#prompt")
+    await expect(box).to_have_attribute("data-kind", prompt["kind"])
+    await expect(box).to_be_visible()
+    label = page.locator("#prompt-label")
+    if fa:  # the bot's English is not shown to a Persian reader; the title says what to do
+        await expect(label).to_be_hidden()
+        await expect(page.locator("#prompt-title")).to_have_text("برای ادامه تأیید کنید")
+        await shoot(page, "prompt-confirm-fa-phone")
+        await shoot(page, "prompt-confirm-fa-desktop", DESKTOP)
+        await page.click("#prompt button[value=no]")
+    else:
+        await expect(label).to_have_text(prompt["label"])
+        await shoot(page, "prompt-text-en-desktop")
+        await page.fill("#prompt-input", "12345")
+        await page.click("#prompt-submit")
+        await expect(page.locator("#prompt-error")).to_have_text("Check your answer and try again.")
+        assert await page.get_attribute("#prompt-input", "aria-invalid") == "true"
+        await page.fill("#prompt-input", "1234567890")
+        await page.click("#prompt-submit")
 
-        async def relayed(h: str = h) -> bool:
-            return any(":input:" in key for key in await bot_calls(settings.bot_api_url, h))
+    async def relayed() -> bool:
+        return any(":input:" in key for key in await bot_calls(settings.bot_api_url, h))
 
-        await wait_for(relayed, what="the answer relayed to the bot's /run")
-        await expect(box).to_be_hidden()
-        await page.context.close()
-        async with aiohttp.ClientSession() as http:  # the stalled call lets its worker go
-            cancel = f"{settings.bot_api_url}/services/credit-score-rating/cancel"
-            async with http.post(cancel, json={"requestHash": h}) as r:
-                assert r.status == 200
+    await wait_for(relayed, what="the answer relayed to the bot's /run")
+    await expect(box).to_be_hidden()
+    await page.context.close()
 
 
-# --------------------------------------------------------------------------- Persian, phone, cancel
 # --------------------------------------------------------------------------- Persian, phone, cancel
 
 
