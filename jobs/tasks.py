@@ -199,9 +199,16 @@ async def check_input(ctx: JobContext, h: str) -> None:
     rec, service = loaded
     answer = await ctx.store.take_input(h)
     if answer is None:
-        # The answer outlived its key (a very slow queue): ask the person again.
-        prompt = prompt_in(rec)
-        if prompt is not None:
+        # The answer outlived its key (a very slow queue): ask the person again, with the
+        # captcha's picture the record set aside once answered.
+        shown = rec.get("input_request")
+        picture = private_view(rec).get("input_image")
+        if isinstance(shown, dict) and picture and not shown.get("image"):
+            shown = {**shown, "image": picture}
+        prompt = prompt_in({"input_request": shown})
+        if prompt is None:
+            await ctx.life.fail(h, reason("input_expired"))
+        else:
             await ctx.life.ask_input(h, replace(prompt, error=reason("input_expired_unchecked")), service)
         return
     log.info("relaying an answer for %s", short(h))

@@ -235,7 +235,7 @@ async def test_input_submission_rules(store: RecordStore, redis: Redis, keys: Ke
     kw = {"answer_ttl": 60, "max_attempts": 2, "heartbeat": 60}
     exhausted = {"status": "failed", "error": "too many answers"}
     ask = {"id": "captcha", "expires_in": 60, "max_attempts": 2, "exhausted": exhausted}
-    prompt = {"id": "captcha", "kind": "captcha", "secret": True}
+    prompt = {"id": "captcha", "kind": "captcha", "secret": True, "image": "data:image/png;base64,iVBORw0KGgo="}
     await store.update(h, {"status": "processing"})
     assert (await store.submit_input(h, "captcha", "AB12", **kw)).outcome == "conflict"  # not asked: never early
     asked = await store.update(h, {"status": "waiting_input", "input_request": prompt}, input=ask)
@@ -246,6 +246,9 @@ async def test_input_submission_rules(store: RecordStore, redis: Redis, keys: Ke
     assert first.outcome == "accepted" and first.record is not None
     assert first.record["status"] == "processing" and first.record["requires_input"] is False
     assert first.record["input_request"]["attempts_left"] == 1 and first.record["message_key"] == "checking_input"
+    # the picture is not published once answered; set aside for asking again
+    assert "image" not in first.record["input_request"]
+    assert (await store.get(h) or {})["_p"]["input_image"] == prompt["image"]
     assert (await store.submit_input(h, "captcha", "AB12", **kw)).outcome == "busy"  # double submission
     assert await store.take_input(h) == {"id": "captcha", "value": "AB12"}
     assert await store.take_input(h) is None  # read once
@@ -258,6 +261,7 @@ async def test_input_submission_rules(store: RecordStore, redis: Redis, keys: Ke
     assert (
         ended.record is not None and ended.record["status"] == "failed" and ended.record["error"] == exhausted["error"]
     )
+    assert "image" not in ended.record["input_request"] and "input_image" not in (await store.get(h) or {})["_p"]
     assert (await store.submit_input(h, "captcha", "EF56", **kw)).outcome == "exhausted"
 
 

@@ -152,6 +152,22 @@ local function counted_as(status, rec)
   return status
 end
 
+-- A captcha's picture is published while the person looks at it, and no longer (every later
+-- change would carry its tens of KiB to every watcher): set aside in _p, where a job asking
+-- again finds it, and dropped when the request ends.
+local function set_picture_aside(rec, p, status)
+  local ir = rec.input_request
+  if TERMINAL[status] then
+    p.input_image = nil
+    if type(ir) == 'table' then ir.image = nil end
+  elseif status == 'waiting_input' then
+    p.input_image = nil
+  elseif type(ir) == 'table' and type(ir.image) == 'string' then
+    p.input_image = ir.image
+    ir.image = nil
+  end
+end
+
 local function slug_of(rec)
   if type(rec.service_slug) == 'string' then return rec.service_slug end
   return '?'

@@ -47,6 +47,7 @@ if early then
   return {'early', pub}
 end
 rec.status = 'processing'
+set_picture_aside(rec, p, 'processing')
 rec.requires_otp = false
 rec.requires_input = false
 rec.current_message = ARGV[7]

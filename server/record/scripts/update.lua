@@ -100,6 +100,7 @@ if new == 'waiting_input' and type(ctl.input) == 'table' then
 end
 if WAITING[new] or TERMINAL[new] then p.otp_inflight = nil end
 rec.status = new
+set_picture_aside(rec, p, new)
 
 if RUNNING[new] then
   local np = math.floor(tonumber(rec.progress) or old_progress)
@@ -189,8 +190,6 @@ end
 local full, pub
 if TERMINAL[new] then
   rec.finished_at = iso(now)
-  -- A captcha's picture has served its purpose: not published again, nor archived.
-  if type(rec.input_request) == 'table' then rec.input_request.image = nil end
   rec.estimated_remaining_time = 0
   p.finished = now
   redis.call('ZREM', KEYS[3], ARGV[4])
