@@ -1,7 +1,7 @@
 """The bot SDK: how a bot tells Longrun what it is doing.
 
-Two reporters with the same four calls — ``progress``, ``otp_required``,
-``completed``, ``failed``:
+Two reporters with the same calls — ``progress``, ``otp_required``,
+``input_required``, ``completed``, ``failed``:
 
 - :class:`RedisReporter` writes straight into Redis through the record's
   atomic update script (one round trip per call), for bots that share
@@ -14,10 +14,17 @@ Example::
     async with RedisReporter.connect(settings) as report:
         await report.progress(request_hash, 40, step="captcha", message="Solving the captcha")
         await report.completed(request_hash, {"score": 712})
+
+A bot that answered ``/run`` with 202 and goes on by itself awaits the person's answers with
+:class:`Answers`: the worker relays each answer to ``/run`` (``{"input": {"id", "value"}}``),
+whose handler passes the body to :meth:`Answers.deliver`::
+
+    vehicle = await answers.ask(report, request_hash, {"id": "vehicle", "kind": "choice", ...})
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -26,10 +33,12 @@ import aiohttp
 import orjson
 
 from server.domain.errors import LongrunError
+from server.domain.prompts import Prompt
 from server.domain.protocol import (
     BotEvent,
     CompletedEvent,
     FailedEvent,
+    InputRequiredEvent,
     OtpPrompt,
     OtpRequiredEvent,
     ProgressEvent,
@@ -67,11 +76,65 @@ class _Calls:
         prompt = otp if isinstance(otp, OtpPrompt) else OtpPrompt.parse(dict(otp))
         return await self.report(request_hash, OtpRequiredEvent(prompt))
 
+    async def input_required(self, request_hash: str, prompt: Prompt | Mapping[str, Any]) -> bool:
+        """The bot asks the person something (``captcha``, ``choice``, ``confirm``, ``text`` or
+        ``code``; see :mod:`server.domain.prompts`) and waits for the answer."""
+        asked = prompt if isinstance(prompt, Prompt) else Prompt.parse(dict(prompt))
+        return await self.report(request_hash, InputRequiredEvent(asked))
+
     async def completed(self, request_hash: str, result: Mapping[str, Any]) -> bool:
         return await self.report(request_hash, CompletedEvent(dict(result)))
 
     async def failed(self, request_hash: str, error: str) -> bool:
         return await self.report(request_hash, FailedEvent(error))
+
+
+class Answers:
+    """The person's answers, for a bot that goes on by itself after answering 202.
+
+    :meth:`ask` reports the prompt and waits; the bot's ``/run`` handler hands every body it
+    gets to :meth:`deliver`, which wakes the one waiting for that request and prompt (and says
+    whether anyone was). One instance per bot process; nothing is kept once delivered.
+    """
+
+    #: seconds past the prompt's ``expires_in`` that :meth:`ask` waits (the relay takes a moment)
+    GRACE = 10.0
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[str, str], asyncio.Future[str | bool]] = {}
+
+    async def ask(
+        self, reporter: _Calls, request_hash: str, prompt: Prompt | Mapping[str, Any], *, timeout: float | None = None
+    ) -> str | bool:
+        """Ask the person and return their answer (``TimeoutError`` when none came in time)."""
+        asked = prompt if isinstance(prompt, Prompt) else Prompt.parse(dict(prompt))
+        key = (request_hash, asked.id)
+        # Waiting before asking: the answer may come back before input_required returns.
+        future = self._waiting.get(key) or asyncio.get_running_loop().create_future()
+        self._waiting[key] = future
+        try:
+            if not await reporter.input_required(request_hash, asked):
+                raise ReportError("the request has finished or expired")
+            return await asyncio.wait_for(asyncio.shield(future), timeout or asked.expires_in + self.GRACE)
+        finally:
+            if self._waiting.get(key) is future:
+                del self._waiting[key]
+
+    def deliver(self, body: Mapping[str, Any]) -> bool:
+        """Hand over a ``/run`` body; True when it carried an answer someone was waiting for."""
+        h = str(body.get("requestHash", ""))
+        given = body.get("input")
+        if isinstance(given, Mapping) and isinstance(given.get("id"), str):
+            key, value = (h, str(given["id"])), given.get("value")
+        elif isinstance(body.get("otp"), str):
+            key, value = (h, "code"), body["otp"]
+        else:
+            return False
+        future = self._waiting.get(key)
+        if future is None or future.done() or not isinstance(value, str | bool):
+            return False
+        future.set_result(value)
+        return True
 
 
 class RedisReporter(_Calls):

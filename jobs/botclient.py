@@ -90,12 +90,15 @@ class BotClient:
         data: Mapping[str, Any],
         *,
         otp: str | None = None,
+        input: Mapping[str, Any] | None = None,
         idempotency_key: str,
         timeout: float,
     ) -> BotAnswer:
         body: dict[str, Any] = {"requestHash": request_hash, "data": dict(data)}
         if otp is not None:
             body["otp"] = otp
+        if input is not None:
+            body["input"] = {"id": input["id"], "value": input["value"]}
         status, answer = await self._post(self.url(slug, "run"), body, idempotency_key=idempotency_key, timeout=timeout)
         return parse_bot_answer(status, answer)
 

@@ -2,6 +2,7 @@
 
 - ``run_request``: mark the record processing, call the bot's ``/run``, map its answer.
 - ``check_otp``: read the submitted code once (GETDEL) and relay it to the bot.
+- ``check_input``: the same for the answer to another prompt (captcha, choice, ...).
 - ``resend_otp``: ask the bot for a new code.
 - ``cancel_bot``: tell the bot to stop.
 
@@ -18,6 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +35,7 @@ from jobs.stats import record_job
 from server.domain.catalog import Service, find_service
 from server.domain.errors import ProtocolError
 from server.domain.messages import text as reason
+from server.domain.prompts import prompt_in
 from server.domain.protocol import Accepted, BotAnswer, BotFailure, NeedsOtp, OtpPrompt
 from server.domain.status import Status
 from server.infra.logs import short
@@ -178,31 +181,76 @@ async def check_otp(ctx: JobContext, h: str) -> None:
         prompt = _prompt_of(rec, error=reason("otp_expired_unchecked"))
         await ctx.life.ask_otp(h, prompt, service)
         return
-    left = _time_left(rec, service)
     log.info("relaying a code for %s", short(h))
+    # Asked with input_required (kind code): the bot hears the answer both ways.
+    asked_as = private_view(rec).get("code_prompt")
+    relayed = {"id": asked_as, "value": code} if isinstance(asked_as, str) and asked_as else None
     try:
-        answer = await _call_bot(
-            ctx,
-            h,
-            service,
-            ctx.bot.run(
-                service.slug,
-                h,
-                rec.get("request_data") or {},
-                otp=code,
-                idempotency_key=f"{h}:otp:{int(rec.get('seq') or 0)}",
-                timeout=max(1.0, left),
-            ),
-            unavailable=reason("otp_check_unreachable"),
-        )
+        await _relay(ctx, h, rec, service, "otp", otp=code, answer=relayed)
     finally:
-        del code
+        del code, relayed
+
+
+@phase("input")
+async def check_input(ctx: JobContext, h: str) -> None:
+    loaded = await _load(ctx, h)
+    if loaded is None:
+        return
+    rec, service = loaded
+    answer = await ctx.store.take_input(h)
     if answer is None:
+        # The answer outlived its key (a very slow queue): ask the person again, with the
+        # captcha's picture the record set aside once answered.
+        shown = rec.get("input_request")
+        picture = private_view(rec).get("input_image")
+        if isinstance(shown, dict) and picture and not shown.get("image"):
+            shown = {**shown, "image": picture}
+        prompt = prompt_in({"input_request": shown})
+        if prompt is None:
+            await ctx.life.fail(h, reason("input_expired"))
+        else:
+            await ctx.life.ask_input(h, replace(prompt, error=reason("input_expired_unchecked")), service)
         return
-    if isinstance(answer, BotFailure) and answer.retryable:
-        await ctx.life.fail(h, reason("otp_check_failed", error=answer.error))
+    log.info("relaying an answer for %s", short(h))
+    try:
+        await _relay(ctx, h, rec, service, "input", answer=answer)
+    finally:
+        del answer
+
+
+async def _relay(
+    ctx: JobContext,
+    h: str,
+    rec: dict[str, Any],
+    service: Service,
+    what: str,
+    *,
+    otp: str | None = None,
+    answer: dict[str, Any] | None = None,
+) -> None:
+    """Hand the person's code or answer to the bot's ``/run`` and apply what it says; ``what``
+    (otp, input) names the idempotency key and the messages when that fails."""
+    answered = await _call_bot(
+        ctx,
+        h,
+        service,
+        ctx.bot.run(
+            service.slug,
+            h,
+            rec.get("request_data") or {},
+            otp=otp,
+            input=answer,
+            idempotency_key=f"{h}:{what}:{int(rec.get('seq') or 0)}",
+            timeout=max(1.0, _time_left(rec, service)),
+        ),
+        unavailable=reason(f"{what}_check_unreachable"),
+    )
+    if answered is None:
         return
-    await ctx.life.apply_answer(h, answer, service)
+    if isinstance(answered, BotFailure) and answered.retryable:
+        await ctx.life.fail(h, reason(f"{what}_check_failed", error=answered.error))
+        return
+    await ctx.life.apply_answer(h, answered, service)
 
 
 def _prompt_of(rec: dict[str, Any], *, error: str | None = None) -> OtpPrompt:
@@ -226,9 +274,7 @@ async def resend_otp(ctx: JobContext, h: str) -> None:
     if rec.get("status") != Status.WAITING_OTP.value:
         return
     job = get_current_job()
-    answer = await ctx.bot.resend_otp(
-        service.slug, h, idempotency_key=f"{h}:{job.id if job else 'resend'}", timeout=30
-    )
+    answer = await ctx.bot.resend_otp(service.slug, h, idempotency_key=f"{h}:{job.id if job else 'resend'}", timeout=30)
     # Only while still waiting: a code the person typed meanwhile is being checked, and a
     # late answer to the resend must not reopen the prompt under it.
     still_waiting = [Status.WAITING_OTP.value]

@@ -15,7 +15,13 @@
   const $ = function (id) { return document.getElementById(id); };
 
   const TERMINAL = { completed: true, failed: true, cancelled: true };
-  const QUIET_IN_OTP = { otp: true, otp_wrong: true };
+  // What a prompt already says: not repeated as the message (display.QUIET_IN_OTP).
+  const QUIET_IN_OTP = {
+    otp: true, otp_wrong: true, input_captcha: true, input_choice: true, input_confirm: true,
+    input_text: true, input_wrong: true,
+  };
+  const WAITING = { waiting_otp: true, waiting_input: true };
+  const CHOICE_BUTTONS = 6;      // display.CHOICE_BUTTONS: more options are a select
   const POLL_MS = 5000;          // the steady polling interval
   const POLL_FAST_MS = 1000;     // right after an action, while its answer is on its way
   const POLL_MAX_MS = 30000;     // backoff ceiling when polls fail
@@ -107,6 +113,9 @@
     failed: $('failed'), errorText: $('error-text'), cancelled: $('cancelled'), expired: $('expired'),
     steps: $('steps'), foot: $('live-foot'), cancel: $('cancel'), cancelForm: $('cancel-form'),
     favicon: $('favicon'), timeline: $('timeline'), timelineWrap: $('timeline-wrap'),
+    prompt: $('prompt'), promptTitle: $('prompt-title'), promptLabel: $('prompt-label'),
+    promptForm: $('prompt-form'), promptId: $('prompt-id'), promptFields: $('prompt-fields'),
+    promptError: $('prompt-error'), promptAttempts: $('prompt-attempts'),
   };
   const baseTitle = document.title;
   const baseIcon = el.favicon ? el.favicon.getAttribute('href') : null;
@@ -183,6 +192,131 @@
     tick();
   }
 
+  // ------------------------------------------------------------------ the other prompts
+
+  // The prompt the person is answering (input_request), unless it is the code.
+  function promptOf(r) {
+    const p = r.input_request;
+    if (r.status !== 'waiting_input' || !p || typeof p !== 'object' || p.kind === 'code') return null;
+    return p;
+  }
+  let shownPrompt = '';         // id|kind|picture of the prompt whose fields are on the page
+
+  function node(tag, attrs, text) {
+    const n = document.createElement(tag);
+    for (const k in attrs || {}) {
+      if (attrs[k] !== null && attrs[k] !== undefined && attrs[k] !== false) n.setAttribute(k, attrs[k] === true ? '' : attrs[k]);
+    }
+    if (text !== undefined) n.textContent = text;
+    return n;
+  }
+
+  // The same fields templates/progress.html renders for each kind.
+  function buildFields(p) {
+    const box = el.promptFields;
+    box.textContent = '';
+    const described = 'prompt-error prompt-attempts';
+    const submit = function () {
+      return node('button', { type: 'submit', class: 'button button-primary', id: 'prompt-submit' }, t('input_submit'));
+    };
+    const row = node('div', { class: 'otp-row' });
+    if (p.kind === 'captcha') {
+      box.appendChild(node('img', {
+        class: 'captcha', id: 'captcha-img', src: typeof p.image === 'string' && p.image.indexOf('data:image/png;base64,') === 0 ? p.image : '',
+        alt: t('captcha_alt', { n: Number.isInteger(p.length) ? p.length : '' }), width: 220, height: 80,
+      }));
+      box.appendChild(node('label', { for: 'prompt-input' }, t('captcha_label')));
+      row.appendChild(node('input', {
+        id: 'prompt-input', name: 'value', type: 'text', class: 'otp-input captcha-input', dir: 'ltr', autocomplete: 'off',
+        autocapitalize: 'characters', spellcheck: 'false', maxlength: Number.isInteger(p.length) ? p.length : 32,
+        required: true, 'aria-describedby': described,
+      }));
+      row.appendChild(submit());
+      box.appendChild(row);
+    } else if (p.kind === 'text') {
+      box.appendChild(node('label', { for: 'prompt-input' }, t('input_label')));
+      row.appendChild(node('input', {
+        id: 'prompt-input', name: 'value', type: p.secret ? 'password' : 'text', class: 'text-input', dir: 'auto',
+        autocomplete: 'off', maxlength: p.max_length || 500, pattern: p.pattern || null, required: true,
+        'aria-describedby': described,
+      }));
+      row.appendChild(submit());
+      box.appendChild(row);
+    } else if (p.kind === 'choice' && (p.options || []).length > CHOICE_BUTTONS) {
+      box.appendChild(node('label', { for: 'prompt-input' }, t('input_label')));
+      const select = node('select', { id: 'prompt-input', name: 'value', required: true, 'aria-describedby': described });
+      select.appendChild(node('option', { value: '' }, t('choose_option')));
+      p.options.forEach(function (o) { select.appendChild(node('option', { value: o.value }, o.label)); });
+      row.appendChild(select);
+      row.appendChild(submit());
+      box.appendChild(row);
+    } else {
+      const group = node('div', { class: 'choices', role: 'group', 'aria-labelledby': 'prompt-title', 'aria-describedby': described });
+      const options = p.kind === 'confirm'
+        ? [{ value: 'yes', label: t('confirm_yes'), primary: true }, { value: 'no', label: t('confirm_no') }]
+        : (p.options || []);
+      options.forEach(function (o) {
+        const b = node('button', { type: 'submit', class: 'button choice' + (o.primary ? ' button-primary' : ''), name: 'value', value: o.value });
+        b.appendChild(node('bdi', {}, o.label));
+        group.appendChild(b);
+      });
+      box.appendChild(group);
+    }
+  }
+
+  function renderPrompt(r) {
+    const p = promptOf(r);
+    show(el.prompt, !!p);
+    if (!p || !el.prompt) return;
+    const key = p.id + '|' + p.kind + '|' + (p.image || '').length + (p.image || '').slice(-24);
+    if (key !== shownPrompt) {
+      shownPrompt = key;
+      el.prompt.dataset.kind = p.kind;
+      el.prompt.dataset.id = p.id;
+      el.promptId.value = p.id;
+      el.promptTitle.textContent = t('input_title_' + p.kind);
+      buildFields(p);
+    }
+    const label = typeof p.label === 'string' ? p.label : '';
+    const readable = D.lang === 'en' || /[\u0600-\u06FF]/.test(label);
+    el.promptLabel.textContent = readable ? label : '';
+    show(el.promptLabel, readable && !!label);
+    // A choice or a yes/no is not guessed at: its tries are not worth a line.
+    const left = p.kind === 'captcha' || p.kind === 'text' ? p.attempts_left : null;
+    el.promptAttempts.textContent = Number.isInteger(left) ? (left === 1 ? t('attempts_one') : t('attempts_other', { n: left })) : '';
+    const wrong = !!p.error || r.message_key === 'input_wrong';
+    promptError(wrong ? (D.lang === 'en' && typeof p.error === 'string' && p.error ? p.error : t('input_wrong')) : '');
+    setPromptBusy(sending === 'input');
+  }
+
+  function promptField() { return el.promptFields ? el.promptFields.querySelector('#prompt-input') : null; }
+
+  function promptError(text) {
+    if (!el.promptError) return;
+    el.promptError.textContent = text;
+    show(el.promptError, !!text);
+    const field = promptField();
+    if (field) {
+      if (text) field.setAttribute('aria-invalid', 'true'); else field.removeAttribute('aria-invalid');
+    }
+  }
+
+  function setPromptBusy(busy) {
+    if (!el.promptFields) return;
+    el.promptFields.querySelectorAll('button').forEach(function (b) {
+      b.disabled = busy;
+      if (b.id === 'prompt-submit') b.textContent = busy ? t('sending') : t('input_submit');
+    });
+  }
+
+  function focusPrompt() {
+    if (!el.promptFields || document.hidden) return;
+    // A field takes the focus; buttons do not (a focused option looks chosen): the title does.
+    const field = promptField();
+    if (field) field.focus({ preventScroll: false });
+    else if (el.promptTitle) el.promptTitle.focus({ preventScroll: false });
+  }
+
   function otpError(text) {
     if (!el.otpError) return;
     el.otpError.textContent = text;
@@ -193,13 +327,13 @@
   }
 
   function render(r, previous) {
-    const status = r.status in TERMINAL || r.status === 'waiting_otp' || r.status === 'pending' ? r.status : 'processing';
+    const status = r.status in TERMINAL || r.status in WAITING || r.status === 'pending' ? r.status : 'processing';
     const progress = status === 'completed' ? 100 : Math.max(0, Math.min(100, Math.round(Number(r.progress) || 0)));
     el.live.dataset.status = status;
     el.headline.textContent = t('status_' + status);
     el.message.textContent = messageText(r);
     // The headline or the code prompt already says these.
-    show(el.message, !(status in TERMINAL) && !(status === 'waiting_otp' && QUIET_IN_OTP[messageKey(r)]));
+    show(el.message, !(status in TERMINAL) && !(status in WAITING && QUIET_IN_OTP[messageKey(r)]));
     el.bar.setAttribute('aria-valuenow', String(progress));
     el.bar.setAttribute('aria-valuetext', percent(progress));
     el.fill.className = 'bar-fill p-' + progress;
@@ -210,10 +344,11 @@
       eta = null;
     } else {
       const at = Math.min(serverNow(), Date.parse(r.updated_at || '') || serverNow());
-      eta = { value: isFinite(remaining) ? remaining : 0, at: at, frozen: status === 'waiting_otp' };
+      eta = { value: isFinite(remaining) ? remaining : 0, at: at, frozen: status in WAITING, paused: status === 'waiting_input' ? 'paused_input' : 'paused' };
     }
     renderSteps(r);
     renderOtp(r);
+    renderPrompt(r);
 
     show(el.failed, status === 'failed');
     if (status === 'failed' && el.errorText) el.errorText.textContent = errorText(r);
@@ -225,6 +360,7 @@
 
   function resetOtpButton() {
     if (el.otpSubmit) { el.otpSubmit.disabled = false; el.otpSubmit.textContent = otpLabel; }
+    setPromptBusy(false);
   }
 
   // Once a second: the time left counts down between updates, the resend button counts down too.
@@ -235,7 +371,7 @@
       } else if (eta.frozen) {
         show(el.etaWrap, true);
         show(el.etaLabel, false);
-        el.eta.textContent = t('paused');
+        el.eta.textContent = t(eta.paused);
       } else {
         const left = eta.value - (serverNow() - eta.at) / 1000;
         show(el.etaWrap, true);
@@ -382,6 +518,10 @@
     if (status === 'waiting_otp' && previous === 'processing' && el.otpInput) {
       el.otpInput.select();
     }
+    if (status === 'waiting_input' && (previous !== 'waiting_input' || !sending)) {
+      if (previous !== null && previous !== 'waiting_input') callBack('input');
+      if (previous !== 'waiting_input' || r.message_key === 'input_wrong') focusPrompt();
+    }
     if (status in TERMINAL) {
       stopTraffic();
       if (status === 'completed') {
@@ -401,6 +541,7 @@
     el.message.textContent = '';
     show(el.expired, true);
     show(el.otp, false);
+    show(el.prompt, false);
     show(el.foot, false);
     eta = null;
     tick();
@@ -648,7 +789,7 @@
 
   // ------------------------------------------------------------------ actions
 
-  const PATHS = { otp: 'otp', resend_otp: 'resend-otp', cancel: 'cancel' };
+  const PATHS = { otp: 'otp', input: 'input', resend_otp: 'resend-otp', cancel: 'cancel' };
 
   async function act(kind, payload) {
     setNotice('');
@@ -686,15 +827,20 @@
     sending = null;
     resetOtpButton();
     let key = 'err_' + code;
-    if (code === 'invalid' || code === 'bad_frame') key = kind === 'otp' ? 'err_otp_invalid' : 'err_generic';
+    if (code === 'invalid' || code === 'bad_frame') key = kind === 'otp' ? 'err_otp_invalid' : kind === 'input' ? 'err_input_invalid' : 'err_generic';
     const text = UI[key] ? t(key) : (D.lang === 'en' && message ? message : t('err_generic'));
-    if (record && record.status === 'waiting_otp' && (kind === 'otp' || kind === 'resend_otp' || !kind)) {
+    setPromptBusy(false);
+    if (record && record.status === 'waiting_input' && (kind === 'input' || !kind)) {
+      promptError(text);
+      if (kind === 'input') focusPrompt();
+    } else if (record && record.status === 'waiting_otp' && (kind === 'otp' || kind === 'resend_otp' || !kind)) {
       otpError(text);
       if (el.otpInput && kind === 'otp') el.otpInput.focus();
     } else {
       setNotice(text, true);
     }
-    if (code === 'not_waiting_for_otp' || code === 'already_finished' || code === 'otp_pending') {
+    if (code === 'not_waiting_for_otp' || code === 'already_finished' || code === 'otp_pending' ||
+        code === 'not_waiting_for_input' || code === 'input_pending') {
       // Our view is behind: fetch the truth now.
       if (!live) schedulePoll(0);
     }
@@ -723,6 +869,26 @@
       if (code.length === el.otpInput.maxLength && el.otpInput.checkValidity() && sending !== 'otp') {
         el.otpForm.requestSubmit ? el.otpForm.requestSubmit() : el.otpForm.dispatchEvent(new Event('submit', { cancelable: true }));
       }
+    });
+  }
+  if (el.promptForm) {
+    // The page says what is wrong, in the person's language (the browser's own bubble would not).
+    el.promptForm.noValidate = true;
+    el.promptForm.addEventListener('submit', function (event) {
+      event.preventDefault();
+      if (sending === 'input' || !record) return;
+      const button = event.submitter && event.submitter.name === 'value' ? event.submitter : null;
+      const field = promptField();
+      if (!button && field && !field.checkValidity()) {
+        promptError(t('err_input_invalid'));
+        field.focus();
+        return;
+      }
+      const value = button ? button.value : (field ? field.value : '');
+      const p = promptOf(record);
+      promptError('');
+      setPromptBusy(true);
+      act('input', { id: el.promptId.value, value: p && p.kind === 'confirm' ? value === 'yes' : value });
     });
   }
   if (el.resendForm) {

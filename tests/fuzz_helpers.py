@@ -7,8 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import requests
 
+from server.infra.webhooks import sign
 from server.settings import Settings
 
 CREDIT = "credit-score-rating"
@@ -19,6 +21,20 @@ NATIONAL_ID = "0012345678"
 HOLD = {"prompt": "hold a renderer for the whole run", "duration_seconds": 15}
 SILENT_MOBILE = "09120000009"
 FATAL_PLATE = "66F666-66"
+#: a 1×1 PNG, for a captcha prompt
+PNG = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+#: a prompt of every kind but the code (which the credit bureau asks itself), and an answer to it
+PROMPTS: tuple[tuple[dict[str, Any], Any], ...] = (
+    ({"id": "captcha", "kind": "captcha", "image": PNG, "length": 5, "expires_in": 600}, "ABCDE"),
+    ({"id": "vehicle", "kind": "choice", "options": [{"value": "a"}, {"value": "b"}], "expires_in": 600}, "b"),
+    ({"id": "pay", "kind": "confirm", "label": "Pay 120,000 rials?", "expires_in": 600}, True),
+    ({"id": "postcode", "kind": "text", "max_length": 10, "pattern": "[0-9]{10}", "expires_in": 600}, "1234567890"),
+)
+#: the sets whose requests include one waiting for each kind of prompt (the others: none)
+EVERY_PROMPT = ("", "submitInput", "submitInputLocal")
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,9 @@ class Target:
     code: str | None = None
     #: made by the application's backend (API key, with a viewer token) rather than the session
     viewer: str | None = None
+
+    #: a right answer to the prompt shown ({id, value}; the code's too)
+    answer: dict[str, Any] | None = None
 
     @property
     def by_app(self) -> bool:
@@ -61,6 +80,7 @@ class Builder:
     def __init__(self, config: Settings, app_key: str):
         self.url = config.public_url
         self.bots = config.bot_api_url
+        self.secret = config.signing_secret
         self.http = requests.Session()
         self.app_key = app_key
         #: hash → viewer token of the requests the application made
@@ -102,6 +122,13 @@ class Builder:
         r = self.http.post(f"{self.url}/api/requests/{h}/cancel", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code in (202, 409), r.text
 
+    def ask(self, h: str, prompt: dict[str, Any]) -> None:
+        """The bot asks the person ``prompt`` (a signed ``input_required`` event)."""
+        body = orjson.dumps({"type": "input_required", "input": prompt})
+        headers = {"Content-Type": "application/json", **sign(self.secret, body)}
+        r = requests.post(f"{self.url}/api/bot/requests/{h}/events", data=body, headers=headers, timeout=10)
+        assert r.status_code == 202, r.text
+
     def fault(self, **fault: Any) -> None:
         r = requests.post(f"{self.bots}/demo/faults", json=fault, timeout=10)
         assert r.status_code == 201, r.text
@@ -118,11 +145,22 @@ def build_targets(builder: Builder, names: list[str]) -> tuple[list[tuple[str, s
     request in each state; the application's backend makes some of them (processing, one of
     those waiting for a code, completed, cancelled), the session the others."""
     builder.fault(mode="busy", count=2, service=VIDEO, match=HOLD)
-    builder.fault(mode="silent", count=len(names), service=CREDIT, match={"mobile": SILENT_MOBILE})
+    prompts = {name: PROMPTS if name in EVERY_PROMPT else () for name in names}
+    silent = len(names) + sum(map(len, prompts.values()))
+    builder.fault(mode="silent", count=silent, service=CREDIT, match={"mobile": SILENT_MOBILE})
     builder.fault(mode="fatal", count=len(names), service=VEHICLE, match={"plate": FATAL_PLATE})
     holders = [builder.create(VIDEO, HOLD) for _ in range(2)]
     builder.wait({k: "processing" for k in holders})
 
+    # Waiting for an answer: a silent bot's request, asked a prompt through a signed event.
+    asking = {
+        name: [(p, builder.create(CREDIT, {"national_id": NATIONAL_ID, "mobile": SILENT_MOBILE})) for p in ps]
+        for name, ps in prompts.items()
+    }
+    builder.wait({key: "processing" for keys in asking.values() for _, key in keys})
+    for keys in asking.values():
+        for (prompt, _), (h, _) in keys:
+            builder.ask(h, prompt)
     made: dict[str, list[tuple[str, tuple[str, str]]]] = {}
     for name in names:
         cancelled = builder.create(VEHICLE, {"plate": "12B345-68", "national_id": NATIONAL_ID}, by_app=True)
@@ -142,13 +180,15 @@ def build_targets(builder: Builder, names: list[str]) -> tuple[list[tuple[str, s
             ("completed", builder.create(VEHICLE, {"plate": "12B345-67", "national_id": NATIONAL_ID}, by_app=True)),
             ("failed", builder.create(VEHICLE, {"plate": FATAL_PLATE, "national_id": NATIONAL_ID})),
             ("cancelled", cancelled),
+            *(("waiting_input", key) for _, key in asking[name]),
         ]
     builder.wait({key: state for states in made.values() for state, key in states})
-    targets = {
-        name: [
-            Target(h, token, state, builder.texted_code(h) if state == "waiting_otp" else None, builder.viewers.get(h))
-            for state, (h, token) in states
-        ]
-        for name, states in made.items()
-    }
+    answers = {key: {"id": p["id"], "value": value} for keys in asking.values() for (p, value), key in keys}
+
+    def target(state: str, key: tuple[str, str]) -> Target:
+        code = builder.texted_code(key[0]) if state == "waiting_otp" else None
+        answer = {"id": "code", "value": code} if code else answers.get(key)
+        return Target(*key, state, code, builder.viewers.get(key[0]), answer)
+
+    targets = {name: [target(state, key) for state, key in states] for name, states in made.items()}
     return holders, targets

@@ -102,3 +102,18 @@ class EventReader:
                     ident = value.decode()
                 elif name == b"data":
                     data += value
+
+
+async def captcha_answer(bot_url: str, h: str) -> str:
+    """What the demo captcha shown for ``h`` says (``GET /demo/captcha``)."""
+    async with aiohttp.ClientSession() as s, s.get(f"{bot_url}/demo/captcha", params={"requestHash": h}) as r:
+        assert r.status == 200, await r.text()
+        answer: str = (await r.json())["answer"]
+        return answer
+
+
+def two_vehicle_national_id() -> str:
+    """A national id to which the demo traffic portal (DEMO_PROMPTS) gives two vehicles."""
+    from bots.demo.scenarios import vehicles_of
+
+    return next(f"{n:010d}" for n in range(12345678, 12345778) if len(vehicles_of(f"{n:010d}", "12B345-67")) == 2)

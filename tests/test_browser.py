@@ -23,9 +23,11 @@ from playwright.async_api import Browser, BrowserContext, Page, Route, WebSocket
 from redis.asyncio import Redis
 
 from server.devtools.processes import Processes, free_port, wait_http
+from server.domain.prompts import Prompt
 from server.record import Keys, RecordStore
+from server.requests.lifecycle import Lifecycle
 from server.settings import Settings
-from tests.helpers import add_fault, outbox, wait_for, wait_status
+from tests.helpers import add_fault, bot_calls, captcha_answer, outbox, two_vehicle_national_id, wait_for, wait_status
 
 pytestmark = pytest.mark.browser
 
@@ -118,8 +120,9 @@ FIRST_AND_LAST_X = """(id) => {
 
 
 @pytest.fixture
-def base_settings(base_settings: Settings) -> Settings:
-    return base_settings.with_(bot_speed=BOT_SPEED)
+def base_settings(base_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    prompts = request.node.get_closest_marker("prompts") is not None
+    return base_settings.with_(bot_speed=BOT_SPEED, demo_prompts=prompts)
 
 
 class WebServer:
@@ -354,6 +357,171 @@ async def test_form_to_result_with_a_wrong_then_right_code(
         await shoot(page, "outbox-en-phone", PHONE)
     rec = await wait_status(redis, Keys(settings.key_prefix), h, "completed")
     assert rec["result_data"]["score"] >= 300
+
+
+# --------------------------------------------------------------------------- any input from the person
+
+# x of the first and last character of the first text inside the element a selector finds
+FIRST_AND_LAST_X_OF = """(sel) => {
+  const walk = document.createTreeWalker(document.querySelector(sel), NodeFilter.SHOW_TEXT);
+  const n = walk.nextNode(), r = document.createRange();
+  const x = (i) => { r.setStart(n, i); r.setEnd(n, i + 1); return r.getBoundingClientRect().x; };
+  return [x(0), x(n.length - 1)];
+}"""
+
+
+@pytest.mark.prompts
+@pytest.mark.parametrize(("transport", "lang"), [("socket", "en"), ("polling", "fa")])
+async def test_captcha_then_code_and_which_vehicle_to_the_result(
+    browser: Browser,
+    web: WebServer,
+    redis: Redis,
+    settings: Settings,
+    stalled: list[tuple[str, str]],
+    transport: str,
+    lang: str,
+) -> None:
+    """A person solves the credit bureau's captcha (a wrong answer first), enters the code and
+    lands on the report; then picks one of the two vehicles of their national id and lands on
+    its fines: over the socket in English on a desktop, and with sockets blocked in Persian on
+    a phone. Then, on the same system, a text (English) or a yes/no (Persian)."""
+    fa = lang == "fa"
+    page = await new_page(browser, web, locale="fa-IR" if fa else "en-US", viewport=PHONE if fa else DESKTOP)
+    here, there = (PHONE, DESKTOP) if fa else (DESKTOP, PHONE)
+    blocked: list[str] = []
+    if transport == "polling":
+
+        async def refuse(ws: WebSocketRoute) -> None:
+            blocked.append(ws.url)
+            await ws.close()
+
+        await page.route_web_socket(re.compile(r".*/ws/.*"), refuse)
+    wait_ms = (2 * POLL_SECONDS + 5) * 1000
+    keys = Keys(settings.key_prefix)
+
+    if fa:  # the person is in another tab from the start: the captcha calls them back
+        await page.goto("/")
+        await page.evaluate(
+            "sessionStorage.setItem('notifyPermission', 'granted'); sessionStorage.setItem('startHidden', '1')"
+        )
+    h = await start_request(page, "credit-score-rating", CREDIT)
+    prompt = page.locator("#prompt")
+    await expect(prompt).to_be_visible(timeout=wait_ms)
+    await expect(prompt).to_have_attribute("data-kind", "captcha")
+    if fa:
+        await expect(page).to_have_title(re.compile(r"^● پاسخ لازم است"))
+        assert await page.evaluate("window.__notes.map(n => n.title)") == ["پاسخ لازم است"]
+        await page.evaluate("sessionStorage.removeItem('startHidden'); window.__setHidden(false)")
+        assert not (await page.title()).startswith("●")
+    await expect(page.locator("#headline")).to_have_text("پاسخ شما لازم است" if fa else "We need your answer")
+    await expect(page.locator("#prompt-title")).to_have_text(
+        "نویسه‌های تصویر را بنویسید" if fa else "Type the characters in the picture"
+    )
+    picture = page.locator("#captcha-img")
+    assert await picture.evaluate("(img) => img.complete && img.naturalWidth") == 220  # a real PNG, drawn
+    assert await picture.get_attribute("alt")
+    await expect(page.locator("#eta")).to_have_text("منتظر پاسخ شما" if fa else "Waiting for your answer")
+    field = page.locator("#prompt-input")
+    assert await field.evaluate("(n) => getComputedStyle(n).direction") == "ltr"  # typed left to right
+    await shoot(page, f"prompt-captcha-{lang}-{'phone' if fa else 'desktop'}")
+    await shoot(page, f"prompt-captcha-{lang}-{'desktop' if fa else 'phone'}", there)
+    await page.set_viewport_size(here)
+
+    await field.fill("WRONG")
+    await page.click("#prompt-submit")
+    await expect(page.locator("#prompt-error")).to_have_text(
+        "این پاسخ پذیرفته نشد. آن را بررسی کنید و دوباره تلاش کنید."
+        if fa
+        else "The characters did not match; here is a new picture.",
+        timeout=wait_ms,
+    )
+    await expect(page.locator("#prompt-attempts")).to_contain_text("۲ بار دیگر" if fa else "2 tries left")
+    await shoot(page, f"prompt-captcha-wrong-{lang}-{'phone' if fa else 'desktop'}")
+    answer = await captcha_answer(settings.bot_api_url, h)
+    await field.fill(answer)
+    await page.click("#prompt-submit")
+
+    await expect(page.locator("#otp")).to_be_visible(timeout=wait_ms)
+    await expect(prompt).to_be_hidden()
+    first, last = await page.evaluate(FIRST_AND_LAST_X, "otp-dest")
+    assert first < last  # "+98 912 *** **67" stays left to right
+    code = (await outbox(settings.bot_api_url, h))[-1]["code"]
+    await page.fill("#otp-input", code)
+    await page.wait_for_url(re.compile(rf"/requests/{h}/result$"), timeout=wait_ms)
+    assert (await wait_status(redis, keys, h, "completed"))["result_data"]["score"] >= 300
+
+    h = await start_request(page, "vehicle-fines", {**FINES, "national_id": two_vehicle_national_id()})
+    await expect(prompt).to_have_attribute("data-kind", "choice", timeout=wait_ms)
+    await expect(prompt).to_be_visible()
+    choices = page.locator("#prompt .choice")
+    await expect(choices).to_have_count(2)
+    await expect(choices.first).to_contain_text("12B345-67")
+    first, last = await page.evaluate(FIRST_AND_LAST_X_OF, "#prompt .choice bdi")
+    assert first < last  # the plate reads left to right on a right-to-left page too
+    await shoot(page, f"prompt-choice-{lang}-{'phone' if fa else 'desktop'}")
+    await shoot(page, f"prompt-choice-{lang}-{'desktop' if fa else 'phone'}", there)
+    await page.set_viewport_size(here)
+    other = (await choices.nth(1).get_attribute("value")) or ""
+    await choices.nth(1).click()
+    await page.wait_for_url(re.compile(rf"/requests/{h}/result$"), timeout=wait_ms)
+    await expect(page.locator("#result")).to_contain_text(other)
+    if transport == "polling":
+        assert blocked, "the page never tried the socket"
+    else:
+        assert (await page.evaluate("window.__conn"))[-1:] in (["live"], [])
+    assert (await wait_status(redis, keys, h, "completed"))["result_data"]["plate"] == other
+    await a_text_or_a_yes_or_no(browser, web, redis, settings, stalled, lang)
+
+
+async def a_text_or_a_yes_or_no(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]], lang: str
+) -> None:
+    """The two kinds no demo bot asks, pushed while the bot is at work, built by the page as they
+    come, answered (a text refused by the page first, in English on a desktop; "no" in Persian on
+    a phone) and relayed to the bot's /run."""
+    life = Lifecycle(RecordStore(redis, Keys(settings.key_prefix)))
+    text = {
+        "id": "postcode",
+        "kind": "text",
+        "label": "Your 10-digit postcode",
+        "max_length": 10,
+        "pattern": "[0-9]{10}",
+    }
+    confirm = {"id": "pay", "kind": "confirm", "label": "Pay the 120,000 rials fee?"}
+    fa = lang == "fa"
+    prompt = confirm if fa else text
+    await add_fault(settings.bot_api_url, service="credit-score-rating", mode="stall")
+    page = await new_page(browser, web, locale="fa-IR" if fa else "en-US", viewport=PHONE if fa else DESKTOP)
+    h = await start_request(page, "credit-score-rating", CREDIT)
+    stalled.append(("credit-score-rating", h))
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "3")
+    await life.ask_input(h, Prompt.parse(prompt))
+    box = page.locator("#prompt")
+    await expect(box).to_have_attribute("data-kind", prompt["kind"])
+    await expect(box).to_be_visible()
+    label = page.locator("#prompt-label")
+    if fa:  # the bot's English is not shown to a Persian reader; the title says what to do
+        await expect(label).to_be_hidden()
+        await expect(page.locator("#prompt-title")).to_have_text("برای ادامه تأیید کنید")
+        await shoot(page, "prompt-confirm-fa-phone")
+        await shoot(page, "prompt-confirm-fa-desktop", DESKTOP)
+        await page.click("#prompt button[value=no]")
+    else:
+        await expect(label).to_have_text(prompt["label"])
+        await shoot(page, "prompt-text-en-desktop")
+        await page.fill("#prompt-input", "12345")
+        await page.click("#prompt-submit")
+        await expect(page.locator("#prompt-error")).to_have_text("Check your answer and try again.")
+        assert await page.get_attribute("#prompt-input", "aria-invalid") == "true"
+        await page.fill("#prompt-input", "1234567890")
+        await page.click("#prompt-submit")
+
+    async def relayed() -> bool:
+        return any(":input:" in key for key in await bot_calls(settings.bot_api_url, h))
+
+    await wait_for(relayed, what="the answer relayed to the bot's /run")
+    await expect(box).to_be_hidden()
+    await page.context.close()
 
 
 # --------------------------------------------------------------------------- Persian, phone, cancel

@@ -327,6 +327,8 @@ async def test_workers_codes_throughput_runtimes_memory_and_archive_lag(
 
     snap = await wait_for(awaited, what="the code to be awaited for a second")
     assert snap["requests_by_service"]["credit-score-rating"] == {"waiting_otp": 1}
+    assert snap["waiting_by_kind"] == {"code": 1}  # people waiting, per kind of prompt
+    assert '<span class="ops-sub" id="ops-kinds">code 1</span>' in await (await client.get("/dashboard")).text()
     [message] = await outbox(s.bot_api_url, credit)
     assert (await client.post(f"/api/requests/{credit}/otp", json={"otp": message["code"]})).status == 202
     for h in (fines, credit):

@@ -14,10 +14,12 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from server.domain.catalog import get_service
+from server.domain.prompts import Prompt
 from server.domain.protocol import OtpPrompt
 from server.record import Keys
 from server.settings import Settings
 from server.web.typedefs import LIFECYCLE
+from tests.fuzz_helpers import PNG
 from tests.helpers import outbox, wait_status
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
@@ -257,6 +259,78 @@ async def test_code_resend_and_cancel_work_without_javascript(
     resp = await client.post(f"/requests/{h}/cancel", data={"csrf_token": token}, allow_redirects=False)
     page = await text_of(await client.get(resp.headers["Location"]), 200)
     assert "This request has already finished." in page
+
+
+@pytest.mark.parametrize(
+    ("prompt", "field", "answer", "relayed"),
+    [
+        (
+            {"id": "captcha", "kind": "captcha", "image": PNG, "length": 5, "label": "Show you are a person."},
+            r'<input id="prompt-input" name="value" type="text" class="otp-input captcha-input" dir="ltr"',
+            "ab۱2c",
+            "ab12c",
+        ),
+        (
+            {"id": "vehicle", "kind": "choice", "options": [{"value": "12B345-67"}, {"value": "43D236-74"}]},
+            r'<button type="submit" class="button choice" name="value" value="43D236-74"><bdi>43D236-74</bdi>',
+            "43D236-74",
+            "43D236-74",
+        ),
+        (
+            {"id": "model", "kind": "choice", "options": [{"value": str(n), "label": f"Model {n}"} for n in range(8)]},
+            r'<select id="prompt-input" name="value" required',
+            "7",
+            "7",
+        ),
+        ({"id": "pay", "kind": "confirm"}, r'name="value" value="no">No</button>', "no", False),
+        (
+            {"id": "post", "kind": "text", "max_length": 10, "pattern": "[0-9]{10}"},
+            r'pattern="\[0-9\]\{10\}"',
+            "1234567890",
+            "1234567890",
+        ),
+    ],
+)
+async def test_every_prompt_is_answered_without_javascript(
+    client: TestClient[Any, Any],
+    redis: Redis,
+    settings: Settings,
+    prompt: dict[str, Any],
+    field: str,
+    answer: str,
+    relayed: Any,
+) -> None:
+    keys = Keys(settings.key_prefix)
+    life = client.app[LIFECYCLE]
+    service = get_service("credit-score-rating")
+    h = await start(client)
+    await life.start(h, service)
+    await life.ask_input(h, Prompt.parse({**prompt, "error": "Not that one."}), service)
+    page = await text_of(await client.get(f"/requests/{h}"), 200)
+    assert re.search(field, page), field
+    assert 'action="/requests/' + h + '/input"' in page and f'name="id" id="prompt-id" value="{prompt["id"]}"' in page
+    assert 'http-equiv="refresh"' not in page and "Waiting for your answer" in page
+    assert re.search(r'id="prompt-error" role="alert">Not that one\.', page)  # the bot's words, in English
+    fa = await text_of(await client.get(f"/requests/{h}", headers=FA), 200)
+    assert "پاسخ شما لازم است" in fa and "این پاسخ پذیرفته نشد" in fa  # in the reader's language
+    token = csrf_of(page)
+    wrong = await client.post(
+        f"/requests/{h}/input", data={"id": "other", "value": answer, "csrf_token": token}, allow_redirects=False
+    )
+    page = await text_of(await client.get(wrong.headers["Location"]), 200)
+    assert "No answer is needed right now." in page
+    resp = await client.post(
+        f"/requests/{h}/input", data={"id": prompt["id"], "value": answer, "csrf_token": token}, allow_redirects=False
+    )
+    assert resp.status == 303 and resp.headers["Location"] == f"/requests/{h}"
+    assert orjson.loads(await redis.get(keys.otp(h))) == {"id": prompt["id"], "value": relayed}
+    page = await text_of(await client.get(f"/requests/{h}"), 200)
+    assert "Checking your answer…" in page and 'id="prompt" hidden' in page  # answered: the prompt goes
+    again = await client.post(
+        f"/requests/{h}/input", data={"id": prompt["id"], "value": answer, "csrf_token": token}, allow_redirects=False
+    )
+    page = await text_of(await client.get(again.headers["Location"]), 200)
+    assert "Your answer is already being checked" in page  # a second submission is refused
 
 
 async def test_a_failed_request_says_why_and_offers_to_try_again(client: TestClient[Any, Any]) -> None:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot as redis_key_slot
 
 from server.infra.connections import async_client
+from server.ops.operations import waiting_by_kind
 from server.record import (
     _PRELUDE,
     SHARD_TAGS,
@@ -229,6 +230,57 @@ async def test_otp_submission_rules(store: RecordStore, redis: Redis, keys: Keys
     assert again.record["otp_data"]["attempts_left"] == 1
 
 
+async def test_input_submission_rules(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    kw = {"answer_ttl": 60, "max_attempts": 2, "heartbeat": 60}
+    exhausted = {"status": "failed", "error": "too many answers"}
+    ask = {"id": "captcha", "expires_in": 60, "max_attempts": 2, "exhausted": exhausted}
+    prompt = {"id": "captcha", "kind": "captcha", "secret": True, "image": "data:image/png;base64,iVBORw0KGgo="}
+    await store.update(h, {"status": "processing"})
+    assert (await store.submit_input(h, "captcha", "AB12", **kw)).outcome == "conflict"  # not asked: never early
+    asked = await store.update(h, {"status": "waiting_input", "input_request": prompt}, input=ask)
+    assert asked.record is not None and asked.record["requires_input"] is True
+    assert asked.record["input_request"]["attempts_left"] == 2 and asked.record["input_request"]["expires_at"]
+    assert (await store.submit_input(h, "vehicle", "x", **kw)).outcome == "conflict"  # another prompt's id
+    first = await store.submit_input(h, "captcha", "AB12", **kw)
+    assert first.outcome == "accepted" and first.record is not None
+    assert first.record["status"] == "processing" and first.record["requires_input"] is False
+    assert first.record["input_request"]["attempts_left"] == 1 and first.record["message_key"] == "checking_input"
+    # the picture is not published once answered; set aside for asking again
+    assert "image" not in first.record["input_request"]
+    assert (await store.get(h) or {})["_p"]["input_image"] == prompt["image"]
+    assert (await store.submit_input(h, "captcha", "AB12", **kw)).outcome == "busy"  # double submission
+    assert await store.take_input(h) == {"id": "captcha", "value": "AB12"}
+    assert await store.take_input(h) is None  # read once
+    assert b"AB12" not in await redis.get(keys.record(h))
+    # asked again (wrong answer): the same prompt goes on counting; the last try used up, it fails
+    await store.update(h, {"status": "waiting_input", "input_request": prompt}, input=ask)
+    assert (await store.submit_input(h, "captcha", "CD34", **kw)).outcome == "accepted"
+    await store.take_input(h)
+    ended = await store.update(h, {"status": "waiting_input", "input_request": prompt}, input=ask)
+    assert (
+        ended.record is not None and ended.record["status"] == "failed" and ended.record["error"] == exhausted["error"]
+    )
+    assert "image" not in ended.record["input_request"] and "input_image" not in (await store.get(h) or {})["_p"]
+    assert (await store.submit_input(h, "captcha", "EF56", **kw)).outcome == "exhausted"
+
+
+async def test_a_new_prompt_counts_its_own_answers(store: RecordStore) -> None:
+    h = await make(store)
+    kw = {"answer_ttl": 60, "max_attempts": 1, "heartbeat": 60}
+    await store.update(h, {"status": "processing"})
+    for pid in ("captcha", "vehicle"):
+        ask = {"id": pid, "expires_in": 60, "max_attempts": 1, "exhausted": {"status": "failed"}}
+        asked = await store.update(h, {"status": "waiting_input", "input_request": {"id": pid}}, input=ask)
+        assert asked.record is not None and asked.record["status"] == "waiting_input"
+        assert (await store.submit_input(h, pid, True, **kw)).outcome == "accepted"
+        assert await store.take_input(h) == {"id": pid, "value": True}
+    # then the code, whose own cap is untouched by the answers before it
+    await store.update(h, {"status": "waiting_otp", "otp_data": {}}, otp={"expires_in": 60, "max_attempts": 1})
+    otp_kw = {"code_ttl": 60, "max_attempts": 1, "early_allowed": False, "heartbeat": 60}
+    assert (await store.submit_otp(h, "123456", **otp_kw)).outcome == "accepted"
+
+
 async def test_early_code_is_checked_when_the_bot_asks(store: RecordStore) -> None:
     h = await make(store)
     await store.update(h, {"status": "processing"})
@@ -330,6 +382,34 @@ async def test_counts_by_status_and_service_and_otp_waits_follow_transitions(
     assert await redis.zscore(keys.otp_waits(shard), h) is None
     await store.update(h, {"status": "completed"})
     assert await counts() == {}
+
+
+async def test_people_waiting_for_an_answer_are_counted_per_kind(store: RecordStore, redis: Redis, keys: Keys) -> None:
+    h = await make(store)
+    shard = keys.shard(h)
+
+    async def counts() -> dict[str, int]:
+        raw = await redis.hgetall(keys.counts(shard))
+        return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+
+    def ask(pid: str, kind: str) -> Any:
+        control = {"id": pid, "expires_in": 60, "max_attempts": 3}
+        return store.update(h, {"status": "waiting_input", "input_request": {"id": pid, "kind": kind}}, input=control)
+
+    await store.update(h, {"status": "processing"})
+    await ask("captcha", "captcha")
+    assert await counts() == {"waiting_input:captcha|credit-score-rating": 1}
+    assert await redis.zscore(keys.otp_waits(shard), h) is not None  # waiting for the person
+    await ask("vehicle", "choice")  # one wait straight after another
+    assert await counts() == {"waiting_input:choice|credit-score-rating": 1}
+    kw = {"answer_ttl": 60, "max_attempts": 3, "heartbeat": 60}
+    assert (await store.submit_input(h, "vehicle", "a", **kw)).outcome == "accepted"
+    assert await counts() == {"processing|credit-score-rating": 1}
+    await ask("pay", "confirm")
+    assert waiting_by_kind({"waiting_otp": 2, "waiting_input:confirm": 1, "processing": 4}) == {"code": 2, "confirm": 1}
+    await store.update(h, {"status": "cancelled"})
+    assert await counts() == {}
+    assert await redis.zscore(keys.otp_waits(shard), h) is None
 
 
 async def test_rate_limit_generous_enough_to_be_off_still_answers(store: RecordStore) -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
-from bots.sdk import HttpReporter, RedisReporter
+from bots.sdk import Answers, HttpReporter, RedisReporter
 from server.devtools.processes import Processes
 from server.record import Keys, RecordStore, new_record, token_digest
 from server.settings import Settings
-from tests.helpers import outbox, wait_status
+from tests.helpers import captcha_answer, outbox, two_vehicle_national_id, wait_status
 
 
 async def new_running(store: RecordStore, slug: str = "vehicle-fines") -> str:
@@ -69,3 +70,75 @@ async def test_whole_otp_flow_with_bots_reporting_over_signed_http(
         done = await wait_status(redis, keys, h, "completed", "failed")
         assert done["status"] == "completed", done
         assert "report" in done["steps"]
+
+
+async def test_every_prompt_through_the_workers_over_the_api_and_the_socket(
+    aiohttp_server: Any, make_client: Any, base_settings: Settings, processes: Processes, redis: Redis
+) -> None:
+    """DEMO_PROMPTS: the credit bureau's captcha (a wrong answer, then the right one, then the
+    code as an ``input``) over the API, and the traffic portal's which-vehicle over the socket."""
+    bots = await aiohttp_server(create_bot_app(base_settings.with_(demo_prompts=True)))
+    settings = base_settings.with_(bot_api_url=str(bots.make_url("")).rstrip("/"), demo_prompts=True)
+    processes.workers(settings)
+    client = await make_client(settings)
+    keys = Keys(settings.key_prefix)
+    resp = await client.post(
+        "/api/requests",
+        json={"service": "credit-score-rating", "data": {"national_id": "0012345678", "mobile": "09121234567"}},
+    )
+    h = (await resp.json())["hash"]
+    asked = await wait_status(redis, keys, h, "waiting_input")
+    prompt = asked["input_request"]
+    assert asked["requires_input"] and not asked["requires_otp"] and asked["message_key"] == "input_captcha"
+    assert prompt["kind"] == "captcha" and prompt["secret"] and prompt["image"].startswith("data:image/png;base64,")
+    polled = await (await client.get(f"/api/local-requests/{h}/status")).json()
+    assert polled["status"] == "waiting_input" and polled["input_request"]["id"] == "captcha"
+    url = f"/api/requests/{h}/input"
+    assert (await client.post(url, json={"id": "vehicle", "value": "x"})).status == 409  # not that prompt
+    assert (await client.post(url, json={"id": "captcha", "value": "  "})).status == 422
+    assert (await client.post(url, json={"id": "captcha"})).status == 422
+    assert (await client.post(url, json={"id": "captcha", "value": "WRONG"})).status == 202
+    again = await wait_status(redis, keys, h, "waiting_input")
+    assert again["message_key"] == "input_wrong" and again["input_request"]["attempts_left"] == 2
+    answer = await captcha_answer(settings.bot_api_url, h)
+    assert (await client.post(url, json={"id": "captcha", "value": answer.lower()})).status == 202
+    assert (await client.post(url, json={"id": "captcha", "value": answer})).status == 409  # submitted twice
+    await wait_status(redis, keys, h, "waiting_otp")
+    code = (await outbox(settings.bot_api_url, h))[-1]["code"]
+    assert (await client.post(url, json={"id": "code", "value": code})).status == 202
+    done = await wait_status(redis, keys, h, "completed", "failed")
+    assert done["status"] == "completed", done
+    assert "image" not in done["input_request"]  # the picture is not kept once finished
+    raw = (await redis.get(keys.record(h))).decode()
+    assert answer not in raw and "WRONG" not in raw and code not in raw
+
+    nid = two_vehicle_national_id()
+    resp = await client.post(
+        "/api/requests", json={"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": nid}}
+    )
+    h = (await resp.json())["hash"]
+    async with client.ws_connect(f"/ws/requests/{h}") as ws:
+        choice = (await wait_status(redis, keys, h, "waiting_input"))["input_request"]
+        assert choice["kind"] == "choice" and choice["options"][0]["value"] == "12B345-67"
+        other = choice["options"][1]["value"]
+        await ws.send_json({"type": "input", "id": "vehicle", "value": "not-a-vehicle"})
+        while (frame := await ws.receive_json())["type"] != "error":
+            pass
+        assert frame["code"] == "invalid"
+        await ws.send_json({"type": "input", "id": "vehicle", "value": other})
+        done = await wait_status(redis, keys, h, "completed", "failed")
+    assert done["status"] == "completed" and done["result_data"]["plate"] == other, done
+
+
+async def test_a_202_bot_awaits_the_answer_it_asked_for(base_settings: Settings, redis: Redis) -> None:
+    answers = Answers()
+    async with RedisReporter.connect(base_settings) as report:
+        h = await new_running(report.lifecycle.store)
+        prompt = {"id": "pay", "kind": "confirm", "label": "Pay 120,000 rials?"}
+        asking = asyncio.create_task(answers.ask(report, h, prompt))
+        rec = await wait_status(redis, report.lifecycle.store.keys, h, "waiting_input")
+        assert rec["input_request"]["kind"] == "confirm"
+        assert not answers.deliver({"requestHash": h, "input": {"id": "other", "value": True}})
+        assert answers.deliver({"requestHash": h, "input": {"id": "pay", "value": True}})
+        assert await asking is True
+        assert not answers.deliver({"requestHash": h, "input": {"id": "pay", "value": True}})  # once

@@ -11,6 +11,6 @@ def test_terminal_is_where_the_state_machine_ends() -> None:
     assert {s for s, onward in TRANSITIONS.items() if not onward} == TERMINAL
     assert RUNNING | TERMINAL | {Status.PENDING} == set(Status) and not RUNNING & TERMINAL
     assert {"completed", "failed", "cancelled"} == TERMINAL_VALUES
-    assert {"processing", "waiting_otp"} == RUNNING_VALUES
+    assert {"processing", "waiting_otp", "waiting_input"} == RUNNING_VALUES
     assert display.TERMINAL is TERMINAL_VALUES and display.RUNNING is RUNNING_VALUES
     assert all(is_terminal(s) for s in TERMINAL_VALUES) and not is_terminal("processing")

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from jobs.archiver import Archiver
 from server.devtools.processes import Processes
 from server.domain.catalog import get_service
+from server.domain.prompts import Prompt
 from server.domain.protocol import OtpPrompt
 from server.record import SHARDS, Keys
 from server.requests import sweeper
@@ -66,6 +67,30 @@ async def test_a_request_queued_too_long_is_given_up(
     assert await sweep(client) == 1
     rec = await record(redis, keys, h)
     assert rec["status"] == "failed" and rec["error"] == sweeper.NEVER_STARTED
+
+
+async def test_an_unanswered_prompt_fails_at_its_expiry_and_its_wait_is_not_work(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    store, life = client.app[STORE], client.app[LIFECYCLE]  # type: ignore[index]
+    service = get_service("vehicle-fines")
+    h = (await (await client.post("/api/requests", json={"service": "vehicle-fines", "data": FINES})).json())["hash"]
+    assert (await life.start(h, service)).applied
+    options = [{"value": "12B345-67"}, {"value": "43D236-74"}]
+    prompt = Prompt.parse({"id": "vehicle", "kind": "choice", "options": options, "expires_in": 60})
+    assert (await life.ask_input(h, prompt, service)).applied
+    rec = await record(redis, keys, h)
+    p = rec["_p"]
+    assert p["wait_since"] and p["deadline_left"] > 0  # the service's clock stops while the person answers
+    due = await redis.zscore(keys.inflight(keys.shard(h)), h)
+    assert due is not None and abs(due - (p["input_exp"] + 5)) < 0.01  # due at the prompt's expiry
+    assert await sweep(client) == 0  # not yet
+    await store.update(h, {}, private={"input_exp": 1.0})  # the prompt expired in 1970
+    assert await sweep(client) == 1
+    rec = await record(redis, keys, h)
+    assert rec["status"] == "failed" and rec["error"] == sweeper.INPUT_EXPIRED
+    assert rec["requires_input"] is False
 
 
 async def overdue_requests(client: TestClient[Any, Any], n: int) -> list[str]:

@@ -26,7 +26,7 @@ from server.settings import Settings
 
 class DemoBots:
     def __init__(self, settings: Settings, reporter: Reporter):
-        self.portal = Portal(settings.bot_speed, reporter)
+        self.portal = Portal(settings.bot_speed, reporter, prompts=settings.demo_prompts)
         self.answers: OrderedDict[str, asyncio.Future[Answer]] = OrderedDict()
         self.calls: OrderedDict[str, Counter[str]] = OrderedDict()
         self.faults = FaultPlan()
@@ -41,9 +41,12 @@ class DemoBots:
             h = str(body["requestHash"])
             data = dict(body.get("data") or {})
             otp = body.get("otp")
+            given = body.get("input")
+            if given is not None and not isinstance(given, dict):
+                raise TypeError("input")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return _json(400, {"status": "error", "error": "expected {requestHash, data, otp?}"})
-        phase = "otp" if otp is not None else "run"
+            return _json(400, {"status": "error", "error": "expected {requestHash, data, otp?, input?}"})
+        phase = "otp" if otp is not None else "input" if given is not None else "run"
         key = request.headers.get("Idempotency-Key") or f"{h}:{phase}:{secrets.token_hex(4)}"
         self.calls.setdefault(h, Counter())[key] += 1
         bounded_put(self.calls, h, self.calls[h])
@@ -68,7 +71,7 @@ class DemoBots:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         bounded_put(self.answers, key, future)
         try:
-            answer = await scenario(self.portal, h, session, None if otp is None else str(otp))
+            answer = await scenario(self.portal, h, session, None if otp is None else str(otp), given)
         except Cancelled:
             answer = CANCELLED
         except BaseException:
@@ -105,6 +108,14 @@ class DemoBots:
     async def handle_outbox(self, request: web.Request) -> web.Response:
         h = request.query.get("requestHash", "")
         return _json(200, {"messages": self.portal.outbox.get(h, [])})
+
+    async def handle_captcha(self, request: web.Request) -> web.Response:
+        """The answer to the captcha the request is shown now (the demo's stand-in for a
+        person's eyes); 404 when none is shown."""
+        session = self.portal.sessions.get(request.query.get("requestHash", ""))
+        if session is None or session.captcha is None:
+            return _json(404, {"error": "no captcha is shown for this request"})
+        return _json(200, {"answer": session.captcha})
 
     async def handle_calls(self, request: web.Request) -> web.Response:
         h = request.query.get("requestHash", "")
@@ -165,6 +176,7 @@ def create_bot_app(settings: Settings, reporter: Reporter | None = None) -> web.
     app.router.add_post("/services/{slug}/resend-otp", route("handle_resend"))
     app.router.add_post("/services/{slug}/cancel", route("handle_cancel"))
     app.router.add_get("/demo/outbox", route("handle_outbox"))
+    app.router.add_get("/demo/captcha", route("handle_captcha"))
     app.router.add_get("/demo/calls", route("handle_calls"))
     app.router.add_post("/demo/faults", route("handle_faults"))
     app.router.add_delete("/demo/faults", route("handle_faults"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bots.demo import captcha
 from bots.sdk import Reporter
 from server.domain.protocol import BotEvent, CompletedEvent, FailedEvent, OtpPrompt, ProgressEvent
 from server.infra.backoff import Backoff
@@ -73,14 +74,21 @@ class Session:
     answer_delay: float = 0.0
     otp_ttl: int = OTP_TTL
     fixed_code: str = ""
+    #: the captcha shown and not yet solved (its answer), and the pictures left before a lockout
+    captcha: str | None = None
+    captcha_tries: int = BOT_ATTEMPTS
+    #: the plates offered when the national id has more than one vehicle
+    vehicles: tuple[str, ...] = ()
 
 
 class Portal:
     """The sessions and outbox of the demo portal, and how its scenarios pace and report."""
 
-    def __init__(self, speed: float, reporter: Reporter):
+    def __init__(self, speed: float, reporter: Reporter, *, prompts: bool = False):
         self.speed = max(0.001, speed)
         self.reporter = reporter
+        #: DEMO_PROMPTS: ask the person more than the code (a captcha, which vehicle)
+        self.prompts = prompts
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.outbox: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
         self.background: set[asyncio.Task[None]] = set()
@@ -136,6 +144,23 @@ class Portal:
         return OtpPrompt(
             length=OTP_LENGTH, destination_hint=to, expires_in=session.otp_ttl, attempts_left=session.attempts_left
         )
+
+    def show_captcha(self, session: Session, error: str | None = None) -> dict[str, Any]:
+        """A new captcha for the person (its answer kept in the session, and in ``captchas`` for
+        ``GET /demo/captcha``); the ``input`` of an ``input_required`` answer."""
+        session.captcha = captcha.new_answer()
+        prompt: dict[str, Any] = {
+            "id": "captcha",
+            "kind": "captcha",
+            "label": "The credit bureau asks you to show you are a person.",
+            "image": captcha.data_url(captcha.draw(session.captcha)),
+            "length": captcha.LENGTH,
+            "expires_in": 180,
+            "attempts_left": session.captcha_tries,
+        }
+        if error:
+            prompt["error"] = error
+        return prompt
 
     async def final(self, h: str, event: CompletedEvent | FailedEvent) -> None:
         """The outcome of a 202 job must arrive: retry the report, backing off up to 4 s

@@ -16,12 +16,19 @@ from typing import Any
 from server.domain.catalog import Service
 from server.domain.i18n import ISOLATE, MESSAGES_FA, RESULT_LABELS, local_digits, ui, ui_strings
 from server.domain.messages import MESSAGES
+from server.domain.prompts import prompt_in
 from server.domain.status import RUNNING_VALUES as RUNNING
 from server.domain.status import TERMINAL_VALUES as TERMINAL
+from server.domain.status import WAITING as WAITING_STATUSES
 from server.domain.status import Status
 
-#: message keys that repeat what the code prompt says
-QUIET_IN_OTP = frozenset({"otp", "otp_wrong"})
+#: what the code prompt, or another prompt, already says: not repeated as the message
+QUIET_IN_OTP = frozenset(
+    {"otp", "otp_wrong", "input_captcha", "input_choice", "input_confirm", "input_text", "input_wrong"}
+)
+WAITING = frozenset(s.value for s in WAITING_STATUSES)
+#: a choice of at most this many options is a row of buttons, else a select
+CHOICE_BUTTONS = 6
 _PERSIAN_LETTERS = re.compile(r"[\u0600-\u06FF]")
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?")
 
@@ -70,9 +77,7 @@ def message_key(record: Mapping[str, Any]) -> str | None:
 def _pattern(template: str) -> re.Pattern[str]:
     """``template`` as a regex whose groups are its ``{name}`` placeholders."""
     parts = re.split(r"\{(\w+)\}", template)
-    return re.compile(
-        "".join(f"(?P<{p}>.+)" if i % 2 else re.escape(p) for i, p in enumerate(parts)), re.DOTALL
-    )
+    return re.compile("".join(f"(?P<{p}>.+)" if i % 2 else re.escape(p) for i, p in enumerate(parts)), re.DOTALL)
 
 
 _ERROR_PATTERNS = [(k, _pattern(english)) for k, english in MESSAGES.items() if "{" in english]
@@ -208,6 +213,42 @@ def otp_view(record: Mapping[str, Any], lang: str) -> dict[str, Any] | None:
     }
 
 
+def input_view(record: Mapping[str, Any], lang: str) -> dict[str, Any] | None:
+    """The prompt other than the code while the bot waits for its answer; None otherwise.
+    The bot's own label is shown to readers of its language (English, or any with Persian
+    letters); the title per kind says what to do in every language."""
+    if status_of(record) != Status.WAITING_INPUT.value:
+        return None
+    prompt = prompt_in(record)
+    if prompt is None or prompt.kind == "code":
+        return None
+    # A choice or a yes/no is not guessed at: its tries are not worth a line.
+    left = prompt.attempts_left if prompt.kind in ("captcha", "text") else None
+    attempts = ""
+    if left is not None:
+        attempts = ui("attempts_one", lang) if left == 1 else ui("attempts_other", lang, n=left)
+    error = ""
+    if prompt.error or record.get("message_key") == "input_wrong":
+        error = prompt.error if lang == "en" and prompt.error else ui("input_wrong", lang)
+    label = prompt.label if lang == "en" or _PERSIAN_LETTERS.search(prompt.label) else ""
+    return {
+        "id": prompt.id,
+        "kind": prompt.kind,
+        "title": ui(f"input_title_{prompt.kind}", lang),
+        "label": label,
+        "image": prompt.image or "",
+        "alt": ui("captcha_alt", lang, n=prompt.length or "") if prompt.kind == "captcha" else "",
+        "length": prompt.length or 32,
+        "options": [{"value": o.value, "label": o.label} for o in prompt.options],
+        "select": len(prompt.options) > CHOICE_BUTTONS,
+        "max_length": prompt.max_length or 0,
+        "pattern": prompt.pattern or "",
+        "secret": prompt.secret,
+        "attempts": attempts,
+        "error": error,
+    }
+
+
 def progress_view(record: Mapping[str, Any], service: Service | None, lang: str) -> dict[str, Any]:
     """Everything the progress page shows for ``record``."""
     status = status_of(record)
@@ -216,13 +257,15 @@ def progress_view(record: Mapping[str, Any], service: Service | None, lang: str)
     eta_text = ""
     if status == Status.WAITING_OTP.value:
         eta_text = ui("paused", lang)
+    elif status == Status.WAITING_INPUT.value:
+        eta_text = ui("paused_input", lang)
     elif status in RUNNING or status == Status.PENDING.value:
         eta_text = clock(float(eta), lang) if isinstance(eta, int | float) and eta > 0 else ui("almost_done", lang)
     error = record.get("error")
     if isinstance(error, str) and error:
         error = error_text(error, lang)
     # The headline or the code prompt already says these.
-    quiet = status in TERMINAL or (status == Status.WAITING_OTP.value and message_key(record) in QUIET_IN_OTP)
+    quiet = status in TERMINAL or (status in WAITING and message_key(record) in QUIET_IN_OTP)
     return {
         "status": status,
         "terminal": status in TERMINAL,
@@ -234,6 +277,7 @@ def progress_view(record: Mapping[str, Any], service: Service | None, lang: str)
         "steps": steps_view(record, service, lang),
         "eta": eta_text,
         "otp": otp_view(record, lang),
+        "input": input_view(record, lang),
         "error": error if isinstance(error, str) else "",
     }
 

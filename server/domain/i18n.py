@@ -129,6 +129,7 @@ UI: Mapping[str, Text] = {
     "status_pending": Text("In the queue", "در صف انتظار"),
     "status_processing": Text("Working on it", "در حال انجام"),
     "status_waiting_otp": Text("We need your code", "کد تأیید لازم است"),
+    "status_waiting_input": Text("We need your answer", "پاسخ شما لازم است"),
     "status_completed": Text("Done", "انجام شد"),
     "status_failed": Text("That did not work", "انجام نشد"),
     "status_cancelled": Text("Cancelled", "لغو شد"),
@@ -136,6 +137,7 @@ UI: Mapping[str, Text] = {
     "time_left": Text("Time left", "زمان باقی‌مانده"),
     "almost_done": Text("Almost done…", "تقریباً تمام است…"),
     "paused": Text("Waiting for your code", "منتظر کد شما"),
+    "paused_input": Text("Waiting for your answer", "منتظر پاسخ شما"),
     "steps": Text("Steps", "مراحل"),
     "leave_tab": Text(
         "You can leave this tab open in the background; we will call you back.",
@@ -148,6 +150,21 @@ UI: Mapping[str, Text] = {
     "otp_wrong": Text(
         "That code was not accepted. Check it and try again.",
         "این کد پذیرفته نشد. آن را بررسی کنید و دوباره وارد کنید.",
+    ),
+    # the other prompts (server.domain.prompts)
+    "input_title_captcha": Text("Type the characters in the picture", "نویسه‌های تصویر را بنویسید"),
+    "input_title_choice": Text("Choose one to go on", "برای ادامه یکی را انتخاب کنید"),
+    "input_title_confirm": Text("Confirm to go on", "برای ادامه تأیید کنید"),
+    "input_title_text": Text("Answer to go on", "برای ادامه پاسخ دهید"),
+    "captcha_alt": Text("A picture of {n} distorted letters and digits", "تصویری از {n} حرف و رقم کج‌ومعوج"),
+    "captcha_label": Text("Characters in the picture", "نویسه‌های تصویر"),
+    "input_label": Text("Your answer", "پاسخ شما"),
+    "input_submit": Text("Send", "ارسال"),
+    "confirm_yes": Text("Yes", "بله"),
+    "confirm_no": Text("No", "خیر"),
+    "input_wrong": Text(
+        "That answer was not accepted. Check it and try again.",
+        "این پاسخ پذیرفته نشد. آن را بررسی کنید و دوباره تلاش کنید.",
     ),
     "attempts_one": Text("1 try left", "۱ بار دیگر می‌توانید امتحان کنید"),
     "attempts_other": Text("{n} tries left", "{n} بار دیگر می‌توانید امتحان کنید"),
@@ -206,11 +223,13 @@ UI: Mapping[str, Text] = {
     "refresh": Text("Refresh", "به‌روزرسانی"),
     "sending": Text("Sending…", "در حال ارسال…"),
     "title_otp": Text("Code needed", "کد لازم است"),
+    "title_input": Text("Answer needed", "پاسخ لازم است"),
     "title_ready": Text("Result ready", "نتیجه آماده است"),
     "title_failed": Text("Request failed", "درخواست ناموفق بود"),
     "notify_otp": Text(
         "{service}: enter the code we texted to your phone.", "{service}: کدی را که به گوشی‌تان پیامک شد وارد کنید."
     ),
+    "notify_input": Text("{service}: we need your answer to go on.", "{service}: برای ادامه به پاسخ شما نیاز داریم."),
     "notify_ready": Text("{service}: your result is ready.", "{service}: نتیجه آماده است."),
     "notify_failed": Text("{service}: the request did not work.", "{service}: درخواست انجام نشد."),
     # action errors (API / socket error codes)
@@ -226,6 +245,15 @@ UI: Mapping[str, Text] = {
     ),
     "err_already_finished": Text("This request has already finished.", "این درخواست قبلاً تمام شده است."),
     "err_otp_invalid": Text("Enter the digits of the code.", "رقم‌های کد را وارد کنید."),
+    "err_input_pending": Text(
+        "Your answer is already being checked — one moment.", "پاسخ شما در حال بررسی است؛ لحظه‌ای صبر کنید."
+    ),
+    "err_not_waiting_for_input": Text("No answer is needed right now.", "در حال حاضر پاسخی لازم نیست."),
+    "err_input_attempts_exhausted": Text(
+        "Too many answers were tried. Please start a new request.",
+        "تعداد تلاش‌ها از حد مجاز گذشت. لطفاً درخواست جدیدی ثبت کنید.",
+    ),
+    "err_input_invalid": Text("Check your answer and try again.", "پاسخ خود را بررسی کنید و دوباره تلاش کنید."),
     "err_rate_limited": Text("Too many tries — wait a moment.", "تلاش‌ها زیاد بود؛ کمی صبر کنید."),
     "err_network": Text(
         "Could not reach the server. Check your connection and try again.",
@@ -312,6 +340,17 @@ MESSAGES_FA: Mapping[str, str] = {
     "internal": "مشکلی در سمت ما پیش آمد. لطفاً دوباره تلاش کنید.",
     "otp_expired_unchecked": "کد پیش از آنکه بتوانیم بررسی‌اش کنیم منقضی شد. لطفاً دوباره واردش کنید.",
     "resend_failed": "ارسال کد جدید ممکن نشد: {error}",
+    "input_captcha": "نویسه‌هایی را که در تصویر می‌بینید بنویسید.",
+    "input_choice": "برای ادامه یکی را انتخاب کنید.",
+    "input_confirm": "برای ادامه تأیید کنید.",
+    "input_text": "برای ادامه به پرسش پاسخ دهید.",
+    "input_wrong": "این پاسخ پذیرفته نشد. آن را بررسی کنید و دوباره تلاش کنید.",
+    "checking_input": "در حال بررسی پاسخ شما…",
+    "input_exhausted": "پاسخ‌های نادرست زیادی وارد شد. لطفاً درخواست تازه‌ای ثبت کنید.",
+    "input_expired": "به پرسش به‌موقع پاسخ داده نشد. لطفاً درخواست تازه‌ای ثبت کنید.",
+    "input_check_unreachable": "برای بررسی پاسخ شما به سرویس دسترسی پیدا نکردیم. لطفاً از نو شروع کنید.",
+    "input_check_failed": "سرویس نتوانست پاسخ را بررسی کند: {error}",
+    "input_expired_unchecked": "پاسخ شما پیش از آنکه بتوانیم بررسی‌اش کنیم منقضی شد. لطفاً دوباره پاسخ دهید.",
 }
 
 #: labels for the fields bots put in ``result_data``; anything else is shown humanized

@@ -22,6 +22,14 @@ MESSAGES: Mapping[str, str] = {
     "checking": "Checking the code…",
     "resending": "Sending a new code…",
     "otp_exhausted": "Too many wrong codes. Please start a new request.",
+    # The other prompts (server.domain.prompts), one line per kind:
+    "input_captcha": "Type the characters you see in the picture.",
+    "input_choice": "Choose one to go on.",
+    "input_confirm": "Confirm to go on.",
+    "input_text": "Answer the question to go on.",
+    "input_wrong": "That answer was not accepted. Check it and try again.",
+    "checking_input": "Checking your answer…",
+    "input_exhausted": "Too many wrong answers. Please start a new request.",
     "done": "Done.",
     "failed": "The request failed.",
     "cancelled": "Cancelled.",
@@ -30,6 +38,7 @@ MESSAGES: Mapping[str, str] = {
     "silent": "The service stopped responding. Please try again.",
     "overdue": "The service did not finish in time. Please try again later.",
     "otp_expired": "The code was not entered in time. Please start a new request.",
+    "input_expired": "The question was not answered in time. Please start a new request.",
     "never_started": "No worker could take the request for hours. Please try again.",
     "queue_failed": "The request could not be queued. Please try again.",
     # The workers' reasons:
@@ -37,6 +46,8 @@ MESSAGES: Mapping[str, str] = {
     "bad_answer": "The service sent an answer we could not understand.",
     "otp_check_unreachable": "We could not reach the service to check your code. Please start again.",
     "otp_check_failed": "The service could not check the code: {error}",
+    "input_check_unreachable": "We could not reach the service to check your answer. Please start again.",
+    "input_check_failed": "The service could not check the answer: {error}",
     "bot_unavailable": "The service is not available right now. Please try again in a few minutes.",
     "bot_gave_up": "The service could not finish the request. Please try again later.",
     "bot_gave_up_because": "The service could not finish the request: {error}",
@@ -45,6 +56,7 @@ MESSAGES: Mapping[str, str] = {
     # Shown with the code prompt (``otp_data.error``), not as the request's outcome:
     "otp_expired_unchecked": "The code expired before we could check it. Please enter it again.",
     "resend_failed": "Could not send a new code: {error}",
+    "input_expired_unchecked": "Your answer expired before we could check it. Please answer again.",
 }
 
 

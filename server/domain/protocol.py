@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from server.domain.errors import ProtocolError
+
+if TYPE_CHECKING:  # prompts builds on OtpPrompt and normalize_otp below; it is imported where parsed
+    from server.domain.prompts import Prompt
 
 MAX_TEXT = 500
 MAX_RESULT_BYTES = 256 * 1024
@@ -172,7 +175,24 @@ class FailedEvent:
         return {"type": self.type, "error": self.error}
 
 
-BotEvent = ProgressEvent | OtpRequiredEvent | CompletedEvent | FailedEvent
+@dataclass(frozen=True)
+class InputRequiredEvent:
+    """The bot asks the person something other than (or, kind ``code``, as well as) the code."""
+
+    type: ClassVar[str] = "input_required"
+    prompt: Prompt
+
+    def serialize(self) -> dict[str, Any]:
+        return {"type": self.type, "input": self.prompt.serialize()}
+
+
+BotEvent = ProgressEvent | OtpRequiredEvent | InputRequiredEvent | CompletedEvent | FailedEvent
+
+
+def _prompt(value: Any) -> Prompt:
+    from server.domain.prompts import Prompt
+
+    return Prompt.parse(value)
 
 
 def parse_bot_event(value: Any) -> BotEvent:
@@ -186,11 +206,13 @@ def parse_bot_event(value: Any) -> BotEvent:
         )
     if kind == "otp_required":
         return OtpRequiredEvent(OtpPrompt.parse(o.get("otp")))
+    if kind == "input_required":
+        return InputRequiredEvent(_prompt(o.get("input")))
     if kind == "completed":
         return CompletedEvent(_result(o.get("result")))
     if kind == "failed":
         return FailedEvent(_text(o.get("error"), "error", optional=False) or "")
-    raise ProtocolError("type must be one of progress, otp_required, completed, failed")
+    raise ProtocolError("type must be one of progress, otp_required, input_required, completed, failed")
 
 
 # --------------------------------------------------------------------------- bot answers
@@ -207,6 +229,11 @@ class NeedsOtp:
 
 
 @dataclass(frozen=True)
+class NeedsInput:
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
 class BotFailure:
     error: str
     retryable: bool = False
@@ -217,7 +244,7 @@ class Accepted:
     """202: the bot goes on by itself and reports through the SDK or signed events."""
 
 
-BotAnswer = Success | NeedsOtp | BotFailure | Accepted
+BotAnswer = Success | NeedsOtp | NeedsInput | BotFailure | Accepted
 
 
 def parse_bot_answer(http_status: int, body: Any) -> BotAnswer:
@@ -232,6 +259,8 @@ def parse_bot_answer(http_status: int, body: Any) -> BotAnswer:
         return Success(_result(o.get("result")))
     if status == "otp_required":
         return NeedsOtp(OtpPrompt.parse(o.get("otp")))
+    if status == "input_required":
+        return NeedsInput(_prompt(o.get("input")))
     if status == "error":
         return BotFailure(
             _text(o.get("error"), "error", optional=False) or "The service reported an error.",
@@ -239,7 +268,7 @@ def parse_bot_answer(http_status: int, body: Any) -> BotAnswer:
         )
     if status in ("accepted", "ok"):
         return Accepted()
-    raise ProtocolError("status must be success, otp_required, error or accepted")
+    raise ProtocolError("status must be success, otp_required, input_required, error or accepted")
 
 
 # --------------------------------------------------------------------------- WebSocket frames
@@ -248,6 +277,14 @@ def parse_bot_answer(http_status: int, body: Any) -> BotAnswer:
 @dataclass(frozen=True)
 class OtpFrame:
     otp: str
+
+
+@dataclass(frozen=True)
+class InputFrame:
+    """An answer to the prompt ``id``; checked against the prompt by the request service."""
+
+    id: str
+    value: str | bool
 
 
 @dataclass(frozen=True)
@@ -265,7 +302,7 @@ class PingFrame:
     pass
 
 
-ClientFrame = OtpFrame | ResendOtpFrame | CancelFrame | PingFrame
+ClientFrame = OtpFrame | InputFrame | ResendOtpFrame | CancelFrame | PingFrame
 
 
 def parse_client_frame(text: str | bytes) -> ClientFrame:
@@ -277,18 +314,27 @@ def parse_client_frame(text: str | bytes) -> ClientFrame:
     kind = o.get("type")
     if kind == "otp":
         return OtpFrame(normalize_otp(o.get("otp")))
+    if kind == "input":
+        pid, value = o.get("id"), o.get("value")
+        if not isinstance(pid, str) or not 1 <= len(pid) <= 64:
+            raise ProtocolError("id must name the prompt")
+        if not isinstance(value, str | bool) or (isinstance(value, str) and len(value) > MAX_TEXT):
+            raise ProtocolError(f"value must be true, false or a string of at most {MAX_TEXT} characters")
+        return InputFrame(pid, value)
     if kind == "resend_otp":
         return ResendOtpFrame()
     if kind == "cancel":
         return CancelFrame()
     if kind == "ping":
         return PingFrame()
-    raise ProtocolError("type must be one of otp, resend_otp, cancel, ping")
+    raise ProtocolError("type must be one of otp, input, resend_otp, cancel, ping")
 
 
 def serialize_client_frame(frame: ClientFrame) -> str:
     if isinstance(frame, OtpFrame):
         return orjson.dumps({"type": "otp", "otp": frame.otp}).decode()
+    if isinstance(frame, InputFrame):
+        return orjson.dumps({"type": "input", "id": frame.id, "value": frame.value}).decode()
     kind = {ResendOtpFrame: "resend_otp", CancelFrame: "cancel", PingFrame: "ping"}[type(frame)]
     return orjson.dumps({"type": kind}).decode()
 

@@ -19,6 +19,8 @@ class Status(StrEnum):
     PROCESSING = "processing"
     #: the bot is waiting for the person's one-time code
     WAITING_OTP = "waiting_otp"
+    #: the bot is waiting for the person's answer to another prompt (captcha, choice, ...)
+    WAITING_INPUT = "waiting_input"
     #: finished with a result (terminal)
     COMPLETED = "completed"
     #: finished with an error (terminal)
@@ -29,21 +31,30 @@ class Status(StrEnum):
 
 #: finished: no change is allowed after these
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
-#: taken by a worker and not finished (the bot at work, or waiting for the person's code)
-RUNNING = frozenset({Status.PROCESSING, Status.WAITING_OTP})
+#: taken by a worker and not finished (the bot at work, or waiting for the person)
+RUNNING = frozenset({Status.PROCESSING, Status.WAITING_OTP, Status.WAITING_INPUT})
+#: waiting for the person: the code, or an answer to another prompt
+WAITING = frozenset({Status.WAITING_OTP, Status.WAITING_INPUT})
 #: the same sets as the plain strings records carry (``record["status"]``)
 TERMINAL_VALUES: frozenset[str] = frozenset(s.value for s in TERMINAL)
 RUNNING_VALUES: frozenset[str] = frozenset(s.value for s in RUNNING)
 
-#: pending → processing ⇄ waiting_otp → completed | failed | cancelled
+_ON_THE_WAY = frozenset(
+    {
+        Status.PROCESSING,
+        Status.WAITING_OTP,
+        Status.WAITING_INPUT,
+        Status.COMPLETED,
+        Status.FAILED,
+        Status.CANCELLED,
+    }
+)
+#: pending → processing ⇄ waiting_otp | waiting_input → completed | failed | cancelled
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.PROCESSING, Status.FAILED, Status.CANCELLED}),
-    Status.PROCESSING: frozenset(
-        {Status.PROCESSING, Status.WAITING_OTP, Status.COMPLETED, Status.FAILED, Status.CANCELLED}
-    ),
-    Status.WAITING_OTP: frozenset(
-        {Status.WAITING_OTP, Status.PROCESSING, Status.COMPLETED, Status.FAILED, Status.CANCELLED}
-    ),
+    Status.PROCESSING: _ON_THE_WAY,
+    Status.WAITING_OTP: _ON_THE_WAY,
+    Status.WAITING_INPUT: _ON_THE_WAY,
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),
     Status.CANCELLED: frozenset(),

@@ -89,6 +89,8 @@ class Snapshot:
     charts: dict[str, list[float]]
     alerts: list[str]
     archive: dict[str, Any] = field(default_factory=dict)
+    #: people waiting for the person's answer, per kind of prompt ("code" for the one-time code)
+    waiting_by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -96,6 +96,7 @@ class Operations:
             charts=charts,
             alerts=alerts,
             archive=archive,
+            waiting_by_kind=waiting_by_kind(by_status),
         )
 
     async def _queues(self, now: float) -> list[QueueFigures]:
@@ -349,3 +350,14 @@ class Operations:
     async def delete_all(self) -> int:
         ids = await asyncio.to_thread(lambda: [i for r in self._failed_registries() for i in r.get_job_ids()])
         return sum([await self.delete(i) for i in ids])
+
+
+def waiting_by_kind(by_status: dict[str, int]) -> dict[str, int]:
+    """People waiting per kind of prompt, from the counts (the update script counts those
+    waiting for an answer as ``waiting_input:{kind}``; the code is ``waiting_otp``)."""
+    kinds = {"code": by_status.get("waiting_otp", 0)}
+    for status, n in by_status.items():
+        waiting, _, kind = status.partition(":")
+        if waiting == "waiting_input" and kind:
+            kinds[kind] = kinds.get(kind, 0) + n
+    return {k: n for k, n in kinds.items() if n > 0}

@@ -40,7 +40,7 @@ def queue_names(prefix: str = "") -> list[str]:
 
 
 def phase_of(job_id: str) -> str:
-    """run, otp, resend or cancel, from a job id ``{prefix}{hash}-{phase}{n}``."""
+    """run, otp, input, resend or cancel, from a job id ``{prefix}{hash}-{phase}{n}``."""
     return job_id.rsplit("-", 1)[-1].rstrip("0123456789") or "?"
 
 
@@ -108,6 +108,13 @@ class Dispatcher:
         """Relay a submitted code. Not retried: the code was read once and is gone."""
         limits = service.limits(self.settings.time_scale)
         return self._enqueue("high", "jobs.tasks.check_otp", request_hash, f"otp{seq}", job_timeout=limits.job_timeout)
+
+    def check_input(self, request_hash: str, service: Service, seq: int) -> Job:
+        """Relay the answer to a prompt. Not retried, as the code: read once and gone."""
+        limits = service.limits(self.settings.time_scale)
+        return self._enqueue(
+            "high", "jobs.tasks.check_input", request_hash, f"input{seq}", job_timeout=limits.job_timeout
+        )
 
     def resend_otp(self, request_hash: str, service: Service, n: int) -> Job:
         return self._enqueue(

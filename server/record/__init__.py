@@ -10,7 +10,7 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P local_request:{hash}              string  the record JSON, TTL request_ttl
     P local_request_updates:{hash}      channel the public record after every change
     P local_requests_list               list    recent hashes (pruned of expired ones)
-    {P local_request:{hash}}:otp        string  a submitted code, read once (GETDEL)
+    {P local_request:{hash}}:otp        string  the person's pending answer (a code, or {id, value}), read once (GETDEL)
     {P local_request:{hash}}:log        list    the published records, oldest first, at least the last
                                                 LOG_MAX; TTL the record's (set by the same script)
     P longrun:archive:{lrN}             stream  terminal records for the archiver (group ARCHIVE_GROUP)
@@ -18,7 +18,7 @@ Layout (``P`` is ``Settings.key_prefix``, empty in production)::
     P longrun:estimate:{slug}           string  learned duration of a service (JSON), TTL ESTIMATE_TTL
     P longrun:inflight:{lrN}            zset    running hashes by the time they are due
     P longrun:counts:{lrN}              hash    unfinished requests by "status|service"
-    P longrun:otpwait:{lrN}             zset    hashes waiting for the person's code, by since when
+    P longrun:otpwait:{lrN}             zset    hashes waiting for the person (code or other prompt), by since when
     P longrun:app:{app}:requests        zset    an app's requests by creation time (µs), for listing
     P longrun:app:{app}:user:{user_id}  zset    the same for one of the app's users
     P longrun:rl:{name}:{who}           string  GCRA state of one rate limit
@@ -67,7 +67,7 @@ from server.record.lua import (
     RELEASE_LOCK_SCRIPT,
     RESEND_OTP_SCRIPT,
     REVIVE_SCRIPT,
-    SUBMIT_OTP_SCRIPT,
+    SUBMIT_ANSWER_SCRIPT,
     UPDATE_SCRIPT,
 )
 from server.record.model import (
@@ -101,7 +101,7 @@ __all__ = [
     "SHARDS",
     "SHARD_TAGS",
     "STATS_TTL",
-    "SUBMIT_OTP_SCRIPT",
+    "SUBMIT_ANSWER_SCRIPT",
     "TRACKING_LIST_MAX",
     "UPDATE_SCRIPT",
     "WEBHOOK_ID_TTL",

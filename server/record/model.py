@@ -31,6 +31,7 @@ def public_view(rec: Mapping[str, Any]) -> dict[str, Any]:
     out.setdefault("status", Status.PROCESSING.value)
     out.setdefault("progress", 0)
     out.setdefault("requires_otp", out.get("status") == Status.WAITING_OTP.value)
+    out.setdefault("requires_input", out.get("status") == Status.WAITING_INPUT.value)
     out.setdefault("estimated_remaining_time", None)
     out.setdefault("seq", 0)
     return out
@@ -75,6 +76,8 @@ def new_record(
         "estimated_remaining_time": round(estimated_duration),
         "requires_otp": False,
         "otp_data": None,
+        "requires_input": False,
+        "input_request": None,
         "request_data": dict(request_data),
         "result_data": None,
         "error": None,

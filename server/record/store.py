@@ -17,7 +17,7 @@ from server.record.lua import (
     RELEASE_LOCK_SCRIPT,
     RESEND_OTP_SCRIPT,
     REVIVE_SCRIPT,
-    SUBMIT_OTP_SCRIPT,
+    SUBMIT_ANSWER_SCRIPT,
     UPDATE_SCRIPT,
 )
 from server.record.model import dumps, loads_record, text
@@ -77,7 +77,7 @@ class RecordStore:
         self.sharded = sharded
         self._create = redis.register_script(CREATE_SCRIPT)
         self._update = redis.register_script(UPDATE_SCRIPT)
-        self._submit_otp = redis.register_script(SUBMIT_OTP_SCRIPT)
+        self._submit_answer = redis.register_script(SUBMIT_ANSWER_SCRIPT)
         self._resend = redis.register_script(RESEND_OTP_SCRIPT)
         self._rate_limit = redis.register_script(RATE_LIMIT_SCRIPT)
         self._release_lock = redis.register_script(RELEASE_LOCK_SCRIPT)
@@ -146,6 +146,7 @@ class RecordStore:
         deadline: float | None = None,
         heartbeat: float | None = None,
         otp: Mapping[str, Any] | None = None,
+        input: Mapping[str, Any] | None = None,
         checking: str | None = None,
         sweep: bool = False,
         keepalive: bool = False,
@@ -161,6 +162,8 @@ class RecordStore:
             control["heartbeat"] = heartbeat
         if otp is not None:
             control["otp"] = dict(otp)
+        if input is not None:
+            control["input"] = dict(input)
         if checking is not None:
             control["checking"] = checking
         if sweep:
@@ -194,8 +197,38 @@ class RecordStore:
         heartbeat: float,
         message: str = "Checking the code…",
     ) -> ScriptAnswer:
+        """The person's code (see SUBMIT_ANSWER_SCRIPT; ``max_attempts`` per request)."""
+        return await self._submit(h, code, "", code_ttl, max_attempts, early_allowed, heartbeat, message)
+
+    async def submit_input(
+        self,
+        h: str,
+        prompt_id: str,
+        value: str | bool,
+        *,
+        answer_ttl: int,
+        max_attempts: int,
+        heartbeat: float,
+        message: str = "Checking your answer…",
+    ) -> ScriptAnswer:
+        """The person's answer to the prompt ``prompt_id`` (``max_attempts`` per prompt); kept as
+        ``{id, value}`` in the pending-answer key, never in the record."""
+        answer = dumps({"id": prompt_id, "value": value}).decode()
+        return await self._submit(h, answer, prompt_id, answer_ttl, max_attempts, False, heartbeat, message)
+
+    async def _submit(
+        self,
+        h: str,
+        answer: str,
+        prompt_id: str,
+        ttl: int,
+        max_attempts: int,
+        early_allowed: bool,
+        heartbeat: float,
+        message: str,
+    ) -> ScriptAnswer:
         shard = self.keys.shard(h)
-        reply = await self._submit_otp(
+        reply = await self._submit_answer(
             keys=[
                 self.keys.record(h),
                 self.keys.otp(h),
@@ -205,8 +238,8 @@ class RecordStore:
                 self.keys.log(h),
             ],
             args=[
-                code,
-                code_ttl,
+                answer,
+                ttl,
                 max_attempts,
                 self.keys.channel(h),
                 self.ttl,
@@ -214,6 +247,7 @@ class RecordStore:
                 message,
                 h,
                 heartbeat,
+                prompt_id,
                 self._shard(h),
             ],
         )
@@ -224,6 +258,12 @@ class RecordStore:
         arg = "" if since is None else since
         reply = await self._read_log(keys=[self.keys.record(h), self.keys.log(h)], args=[arg])
         return LogRead(None if reply[0] is None else _bytes(reply[0]), [_bytes(e) for e in reply[1:]])
+
+    async def take_input(self, h: str) -> dict[str, Any] | None:
+        """The submitted ``{id, value}``, removed as it is read (an answer reaches the bot once)."""
+        raw = await self.redis.getdel(self.keys.otp(h))
+        answer = loads_record(raw)
+        return answer if answer is not None and "id" in answer else None
 
     async def take_otp(self, h: str) -> str | None:
         """The submitted code, removed as it is read: a code reaches the bot once."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from server.domain.catalog import Service, find_service
 from server.domain.messages import MESSAGES, message
+from server.domain.prompts import Prompt
 from server.domain.protocol import (
     Accepted,
     BotAnswer,
@@ -26,6 +27,8 @@ from server.domain.protocol import (
     BotFailure,
     CompletedEvent,
     FailedEvent,
+    InputRequiredEvent,
+    NeedsInput,
     NeedsOtp,
     OtpPrompt,
     OtpRequiredEvent,
@@ -39,6 +42,7 @@ from server.settings import Settings
 
 #: called with (hash, record seq) when a code the person typed early is ready for the bot
 OtpReadyHook = Callable[[str, int], Awaitable[None]]
+
 
 @dataclass
 class Lifecycle:
@@ -95,10 +99,19 @@ class Lifecycle:
         return await self.store.update(h, patch)
 
     async def ask_otp(
-        self, h: str, prompt: OtpPrompt, service: Service | None = None, *, expect: Sequence[str] | None = None
+        self,
+        h: str,
+        prompt: OtpPrompt,
+        service: Service | None = None,
+        *,
+        expect: Sequence[str] | None = None,
+        prompt_id: str | None = None,
     ) -> UpdateResult:
         """The bot sent a code to the person's phone and waits for it; fails the request
-        instead when the person has no submission left (``otp_max_attempts``)."""
+        instead when the person has no submission left (``otp_max_attempts``). The record shows
+        the prompt twice: ``otp_data`` as always, and ``input_request`` of kind ``code``
+        (``prompt_id`` when the bot asked with ``input_required``, whose answer it also gets
+        as ``input``)."""
         otp_data: dict[str, Any] = {
             "length": prompt.length,
             "destination_hint": prompt.destination_hint,
@@ -107,7 +120,12 @@ class Lifecycle:
         if prompt.attempts_left is not None:
             otp_data["attempts_left"] = prompt.attempts_left
         note = message("otp_wrong") if prompt.error else message("otp", destination=prompt.destination_hint)
-        patch: dict[str, Any] = {"status": Status.WAITING_OTP.value, "otp_data": otp_data, **note}
+        patch: dict[str, Any] = {
+            "status": Status.WAITING_OTP.value,
+            "otp_data": otp_data,
+            "input_request": Prompt.of_otp(prompt, prompt_id or "code").serialize(),
+            **note,
+        }
         if service is not None and any(s.name == "otp" for s in service.steps):
             patch["step"] = "otp"
         # With every code used up the ask is the end: the script fails the request instead of
@@ -124,10 +142,34 @@ class Lifecycle:
             },
             checking=MESSAGES["checking"],
             expect=expect,
+            private={"code_prompt": prompt_id or ""},
         )
         if result.applied and result.otp_ready and self.on_otp_ready is not None:
             await self.on_otp_ready(h, int((result.record or {}).get("seq") or 0))
         return result
+
+    async def ask_input(
+        self, h: str, prompt: Prompt, service: Service | None = None, *, expect: Sequence[str] | None = None
+    ) -> UpdateResult:
+        """The bot asks the person something (a captcha, a choice, ...) and waits for the answer;
+        a ``code`` prompt is the OTP (:meth:`ask_otp`). Answers are counted per prompt id
+        (``otp_max_attempts`` each): asked again after the last, the request fails instead."""
+        if prompt.kind == "code":
+            return await self.ask_otp(h, prompt.as_otp(), service, expect=expect, prompt_id=prompt.id)
+        note = message("input_wrong") if prompt.error else message(f"input_{prompt.kind}")
+        patch: dict[str, Any] = {"status": Status.WAITING_INPUT.value, "input_request": prompt.serialize(), **note}
+        exhausted = {"status": Status.FAILED.value, "error": MESSAGES["input_exhausted"], "retrying": False}
+        return await self.store.update(
+            h,
+            patch,
+            input={
+                "id": prompt.id,
+                "expires_in": prompt.expires_in,
+                "max_attempts": self.otp_max_attempts,
+                "exhausted": {**exhausted, **message("input_exhausted")},
+            },
+            expect=expect,
+        )
 
     async def complete(self, h: str, result: Mapping[str, Any]) -> UpdateResult:
         patch = {"status": Status.COMPLETED.value, "result_data": dict(result), "retrying": False}
@@ -166,6 +208,9 @@ class Lifecycle:
             rec = await self.store.get(h)
             service = find_service(str((rec or {}).get("service_slug", "")))
             return await self.ask_otp(h, event.otp, service)
+        if isinstance(event, InputRequiredEvent):
+            rec = await self.store.get(h)
+            return await self.ask_input(h, event.prompt, find_service(str((rec or {}).get("service_slug", ""))))
         if isinstance(event, CompletedEvent):
             return await self.complete(h, event.result)
         if isinstance(event, FailedEvent):
@@ -178,6 +223,8 @@ class Lifecycle:
             return await self.complete(h, answer.result)
         if isinstance(answer, NeedsOtp):
             return await self.ask_otp(h, answer.otp, service)
+        if isinstance(answer, NeedsInput):
+            return await self.ask_input(h, answer.prompt, service)
         if isinstance(answer, BotFailure):
             if answer.retryable:
                 return None

@@ -1,4 +1,5 @@
-"""The person's use cases on a request: create, read, submit a code, ask for another, cancel.
+"""The person's use cases on a request: create, read, submit a code or another answer, ask for
+another code, cancel.
 
 One :class:`RequestService` per process, built in the composition root
 (``server.web.app``). The JSON API, the HTML form posts, the socket frames and
@@ -26,6 +27,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.messages import text
+from server.domain.prompts import prompt_in
 from server.domain.protocol import normalize_otp
 from server.domain.status import Status
 from server.history import estimates
@@ -226,6 +228,49 @@ class RequestService:
         if answer.outcome == "accepted":
             seq = int((answer.record or {}).get("seq") or 0)
             await asyncio.to_thread(self.dispatcher.check_otp, request_hash, service, seq)
+        return public_view(answer.record or {})
+
+    async def submit_input(self, caller: Caller, request_hash: str, prompt_id: Any, raw_value: Any) -> dict[str, Any]:
+        """Hand the answer to the prompt ``prompt_id`` to the bot. An answer to a code prompt
+        (or, while no other prompt is open, one typed before the bot asks) is the code."""
+        settings = self.settings
+        record = await self.visible(caller, request_hash)
+        status = record.get("status")
+        prompt = prompt_in(record)
+        # The code's prompt is named "code" unless the bot asked for it with input_required.
+        code_id = prompt.id if prompt is not None and prompt.kind == "code" else "code"
+        if status != Status.WAITING_INPUT.value and prompt_id == code_id:
+            return await self.submit_otp(caller, request_hash, raw_value)
+        if prompt is None or prompt.id != prompt_id:
+            raise Conflict("This request is not waiting for that answer.", code="not_waiting_for_input")
+        try:
+            value = prompt.answer(raw_value)
+        except ProtocolError as exc:
+            raise ValidationFailed("The answer is not valid.", fields={"value": str(exc)}) from None
+        service = get_service(str(record.get("service_slug")))
+        answer = await self.store.submit_input(
+            request_hash,
+            prompt.id,
+            value,
+            answer_ttl=settings.otp_code_ttl,
+            max_attempts=settings.otp_max_attempts,
+            heartbeat=service.limits(settings.time_scale).heartbeat,
+        )
+        del value
+        if answer.outcome == "missing":
+            raise NotFound()
+        if answer.outcome == "exhausted":
+            raise RateLimited(
+                "Too many answers were tried for this question; start a new request.",
+                retry_after=settings.request_ttl,
+                code="input_attempts_exhausted",
+            )
+        if answer.outcome == "busy":
+            raise Conflict("An answer is already being checked.", code="input_pending")
+        if answer.outcome == "conflict":
+            raise Conflict("This request is not waiting for that answer.", code="not_waiting_for_input")
+        seq = int((answer.record or {}).get("seq") or 0)
+        await asyncio.to_thread(self.dispatcher.check_input, request_hash, service, seq)
         return public_view(answer.record or {})
 
     async def resend_otp(self, caller: Caller, request_hash: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ PENDING_MAX = 6 * 3600
 SILENT = text("silent")
 OVERDUE = text("overdue")
 OTP_EXPIRED = text("otp_expired")
+INPUT_EXPIRED = text("input_expired")
 NEVER_STARTED = text("never_started")
 
 
@@ -80,6 +81,8 @@ async def _sweep_one(store: RecordStore, life: Lifecycle, dispatcher: Dispatcher
     deadline = p.get("deadline")
     if rec.get("status") == Status.WAITING_OTP.value:
         reason = OTP_EXPIRED
+    elif rec.get("status") == Status.WAITING_INPUT.value:
+        reason = INPUT_EXPIRED
     elif isinstance(deadline, int | float) and deadline <= time.time():
         reason = OVERDUE
     else:

@@ -211,6 +211,11 @@ class Settings:
     bot_speed: float = setting(
         "BOT_SPEED", 1.0, parse=number, doc="demo bots: 1.0 = real speed (about a minute per inquiry); tests use 50-200"
     )
+    demo_prompts: bool = setting(
+        "DEMO_PROMPTS", False, parse=flag, unparse=boolean, fallback=lambda r: r.dev,
+        doc="demo bots ask more than the code: credit-score-rating a captcha first, vehicle-fines "
+        "which vehicle when the national id has two",
+    )  # fmt: skip
     bot_report_mode: str = setting(
         "BOT_REPORT_MODE", "redis",
         doc="where the demo bots report progress: redis (SDK straight into Redis) "

@@ -23,7 +23,8 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.i18n import pick_lang
-from server.domain.protocol import parse_bot_event
+from server.domain.prompts import ID_RE
+from server.domain.protocol import MAX_TEXT, parse_bot_event
 from server.history import estimates
 from server.requests.caller import USER_REF_RE, check_hash
 from server.requests.service import LIST_LIMIT_MAX
@@ -193,6 +194,8 @@ async def get_local_status(request: web.Request) -> web.Response:
         "step",
         "current_message",
         "otp_data",
+        "requires_input",
+        "input_request",
         "result_data",
         "error",
         "seq",
@@ -211,6 +214,29 @@ async def post_otp(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or "otp" not in body:
         raise ValidationFailed('Send the code as {"otp": "123456"}.', fields={"otp": "This field is required."})
     record = await request.app[SERVICE].submit_otp(await access.caller(request), h, body["otp"])
+    return json_response({"status": record.get("status"), "request": record}, status=202)
+
+
+@routes.post("/api/requests/{hash}/input")
+@routes.post("/api/local-requests/{hash}/input")
+async def post_input(request: web.Request) -> web.Response:
+    h = request.match_info["hash"]
+    body = await read_json(request)
+    if not isinstance(body, dict) or "id" not in body or "value" not in body:
+        raise ValidationFailed(
+            'Send the answer as {"id": "<the prompt\'s id>", "value": "..."}.',
+            fields={
+                k: "This field is required." for k in ("id", "value") if not isinstance(body, dict) or k not in body
+            },
+        )
+    if not isinstance(body["id"], str) or not ID_RE.fullmatch(body["id"]):
+        raise ValidationFailed("The answer is not valid.", fields={"id": "the id of the prompt the record shows"})
+    value = body["value"]
+    if not isinstance(value, str | bool) or (isinstance(value, str) and len(value) > MAX_TEXT):
+        raise ValidationFailed(
+            "The answer is not valid.", fields={"value": f"true, false or at most {MAX_TEXT} characters"}
+        )
+    record = await request.app[SERVICE].submit_input(await access.caller(request), h, body["id"], value)
     return json_response({"status": record.get("status"), "request": record}, status=202)
 
 

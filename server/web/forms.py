@@ -105,8 +105,6 @@ async def start_request(request: web.Request) -> web.StreamResponse:
     raise see_other(progress_url(record["hash"]))
 
 
-
-
 async def _action(request: web.Request, kind: str) -> web.StreamResponse:
     h = check_hash(request.match_info["hash"])
     form = await request.post()
@@ -115,6 +113,9 @@ async def _action(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         if kind == "otp":
             await requests.submit_otp(caller, h, form.get("otp", ""))
+        elif kind == "input":
+            value = form.get("value", "")
+            await requests.submit_input(caller, h, form.get("id", ""), value if isinstance(value, str) else "")
         elif kind == "resend":
             await requests.resend_otp(caller, h)
             await set_flash(request, h, "resent")
@@ -129,6 +130,13 @@ async def _action(request: web.Request, kind: str) -> web.StreamResponse:
 @routes.post("/requests/{hash}/otp")
 async def otp_form(request: web.Request) -> web.StreamResponse:
     return await _action(request, "otp")
+
+
+@routes.post("/requests/{hash}/input")
+async def input_form(request: web.Request) -> web.StreamResponse:
+    """Any prompt's answer without JavaScript: the captcha's or text's field, the choice's or
+    confirm's button (``value``), with the prompt's ``id``."""
+    return await _action(request, "input")
 
 
 @routes.post("/requests/{hash}/resend-otp")

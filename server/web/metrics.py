@@ -106,7 +106,8 @@ def families(figures: Figures, archive: Mapping[str, Any]) -> list[GaugeMetricFa
         ["status", "service"],
         [([status, slug], n) for slug, by in figures.requests_by_service.items() for status, n in by.items()],
     )
-    gauge("longrun_otp_waiting", "Requests waiting for the person's code", [], [([], figures.waiting_otp)])
+    waiting = "Requests waiting for the person (the code or another answer)"
+    gauge("longrun_otp_waiting", waiting, [], [([], figures.waiting_otp)])
     gauge("longrun_otp_longest_wait_seconds", "Longest wait for a code", [], [([], figures.longest_otp_wait or 0.0)])
     states: dict[str, float] = {}
     for w in figures.workers:

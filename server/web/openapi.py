@@ -12,6 +12,8 @@ import orjson
 from aiohttp import web
 
 from server.domain.catalog import SERVICES
+from server.domain.prompts import ID_PATTERN as PROMPT_ID_PATTERN
+from server.domain.prompts import MAX_IMAGE_BYTES, MAX_OPTIONS
 from server.domain.protocol import MAX_TEXT
 from server.domain.status import TERMINAL_VALUES, Status
 from server.web import openapi_embed
@@ -54,6 +56,8 @@ def document() -> dict[str, Any]:
             "estimated_remaining_time": {"type": ["number", "null"]},
             "requires_otp": {"type": "boolean"},
             "otp_data": {"type": ["object", "null"]},
+            "requires_input": {"type": "boolean"},
+            "input_request": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Prompt"}]},
             "request_data": {"type": ["object", "null"]},
             "result_data": {"type": ["object", "null"]},
             "error": NULLABLE_STR,
@@ -168,6 +172,13 @@ def document() -> dict[str, Any]:
                     "Hand the one-time code to the bot", "submitOtp", body={"$ref": "#/components/schemas/OtpBody"}
                 )
             },
+            "/api/requests/{hash}/input": {
+                "post": action_op(
+                    "Answer the prompt the bot shows (input_request; a code prompt's answer is the code)",
+                    "submitInput",
+                    body={"$ref": "#/components/schemas/InputBody"},
+                )
+            },
             "/api/requests/{hash}/resend-otp": {"post": action_op("Ask the bot to send a new code", "resendOtp")},
             "/api/requests/{hash}/cancel": {"post": action_op("Cancel the request", "cancelRequest")},
             "/api/local-requests/{hash}/status": {
@@ -188,6 +199,13 @@ def document() -> dict[str, Any]:
             "/api/local-requests/{hash}/otp": {
                 "post": action_op(
                     "Alias of /api/requests/{hash}/otp", "submitOtpLocal", body={"$ref": "#/components/schemas/OtpBody"}
+                )
+            },
+            "/api/local-requests/{hash}/input": {
+                "post": action_op(
+                    "Alias of /api/requests/{hash}/input",
+                    "submitInputLocal",
+                    body={"$ref": "#/components/schemas/InputBody"},
                 )
             },
             "/api/local-requests/{hash}/resend-otp": {"post": action_op("Alias of …/resend-otp", "resendOtpLocal")},
@@ -298,6 +316,19 @@ def document() -> dict[str, Any]:
                         "request": {"$ref": "#/components/schemas/Record"},
                     },
                 },
+                "InputBody": {
+                    "type": "object",
+                    "required": ["id", "value"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": PROMPT_ID_PATTERN},
+                        "value": {"oneOf": [{"type": "string", "maxLength": MAX_TEXT}, {"type": "boolean"}]},
+                    },
+                },
+                # What server.domain.prompts.Prompt.parse accepts, one variant per kind.
+                "Prompt": {
+                    "oneOf": [prompt_schema(kind, extra) for kind, extra in PROMPT_KINDS.items()],
+                    "discriminator": {"propertyName": "kind"},
+                },
                 "OtpBody": {
                     "type": "object",
                     "required": ["otp"],
@@ -313,6 +344,7 @@ def document() -> dict[str, Any]:
                             {"progress": number_schema(0, 100), "step": text_schema(64), "message": text_schema()},
                         ),
                         event_schema("otp_required", [], {"otp": {"$ref": "#/components/schemas/OtpPrompt"}}),
+                        event_schema("input_required", ["input"], {"input": {"$ref": "#/components/schemas/Prompt"}}),
                         event_schema("completed", [], {"result": {"type": ["object", "null"]}}),
                         event_schema("failed", ["error"], {"error": {"type": "string", "maxLength": MAX_TEXT}}),
                     ],
@@ -334,6 +366,55 @@ def document() -> dict[str, Any]:
                     "properties": {"services": {"type": "array", "items": {"type": "object"}}},
                 },
             },
+        },
+    }
+
+
+#: a PNG's data URL: base64 in whole quads whose first bytes are the PNG signature
+PNG_DATA_URL = (
+    "^data:image/png;base64,iVBORw0KGgo[A-Za-z0-9+/](?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+)
+#: the fields each kind of prompt adds to the common ones
+PROMPT_KINDS: dict[str, dict[str, Any]] = {
+    "captcha": {
+        "image": {"type": "string", "pattern": PNG_DATA_URL, "maxLength": 22 + (MAX_IMAGE_BYTES + 2) // 3 * 4},
+        "length": {**number_schema(1, 32), "type": ["number", "null"]},
+    },
+    "choice": {
+        "options": {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": MAX_OPTIONS,
+            "items": {
+                "type": "object",
+                "required": ["value"],
+                "properties": {"value": {"type": "string", "maxLength": 64}, "label": text_schema(200)},
+            },
+        }
+    },
+    "confirm": {},
+    "text": {
+        "max_length": {**number_schema(1, 500), "type": ["number", "null"]},
+        "pattern": {"type": "string", "format": "regex", "maxLength": 200},
+    },
+    "code": {"length": number_schema(4, 10), "destination_hint": text_schema(64)},
+}
+
+
+def prompt_schema(kind: str, extra: dict[str, Any]) -> dict[str, Any]:
+    required = {"captcha": ["image"], "choice": ["options"]}.get(kind, [])
+    return {
+        "type": "object",
+        "required": ["kind", *required],
+        "properties": {
+            "kind": {"const": kind},
+            "id": {"type": "string", "pattern": PROMPT_ID_PATTERN},
+            "label": text_schema(200),
+            "secret": {"type": "boolean"},
+            "expires_in": number_schema(10, 3600),
+            "attempts_left": {**number_schema(0, 100), "type": ["number", "null"]},
+            "error": {**text_schema(200), "type": ["string", "null"]},
+            **extra,
         },
     }
 

@@ -119,6 +119,10 @@ _FLASH_KEYS = frozenset(
         "err_resend_exhausted",
         "err_already_finished",
         "err_otp_invalid",
+        "err_input_pending",
+        "err_not_waiting_for_input",
+        "err_input_attempts_exhausted",
+        "err_input_invalid",
         "err_rate_limited",
     }
 )
@@ -126,7 +130,10 @@ _FLASH_KEYS = frozenset(
 
 def error_key(err: ApiError) -> str:
     """The page string for an action's error code."""
-    key = "err_otp_invalid" if isinstance(err, ValidationFailed) else f"err_{err.code}"
+    if isinstance(err, ValidationFailed):
+        key = "err_input_invalid" if "value" in err.fields else "err_otp_invalid"
+    else:
+        key = f"err_{err.code}"
     return key if key in _FLASH_KEYS else "err_rate_limited" if isinstance(err, RateLimited) else "err_generic"
 
 

@@ -19,6 +19,7 @@ from server.domain.errors import ApiError, BadRequest, ProtocolError
 from server.domain.protocol import (
     PONG_FRAME,
     CancelFrame,
+    InputFrame,
     OtpFrame,
     PingFrame,
     ResendOtpFrame,
@@ -136,6 +137,8 @@ async def _handle(request: web.Request, client: Client, text: str) -> None:
             client.offer(reply(PONG_FRAME))
         elif isinstance(frame, OtpFrame):
             await request.app[SERVICE].submit_otp(await caller(request), client.hash, frame.otp)
+        elif isinstance(frame, InputFrame):
+            await request.app[SERVICE].submit_input(await caller(request), client.hash, frame.id, frame.value)
         elif isinstance(frame, ResendOtpFrame):
             await request.app[SERVICE].resend_otp(await caller(request), client.hash)
         elif isinstance(frame, CancelFrame):

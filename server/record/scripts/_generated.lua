@@ -2,8 +2,9 @@
 -- Not a script by itself (no KEYS, no ARGV): the constants the record scripts include first.
 -- Statuses and transitions: server/domain/status.py (TERMINAL, TRANSITIONS).
 local TERMINAL = {cancelled = true, completed = true, failed = true}
-local RUNNING = {processing = true, waiting_otp = true}
-local ALLOWED = {pending = {cancelled = true, failed = true, processing = true}, processing = {cancelled = true, completed = true, failed = true, processing = true, waiting_otp = true}, waiting_otp = {cancelled = true, completed = true, failed = true, processing = true, waiting_otp = true}, completed = {}, failed = {}, cancelled = {}}
+local RUNNING = {processing = true, waiting_input = true, waiting_otp = true}
+local WAITING = {waiting_input = true, waiting_otp = true}
+local ALLOWED = {pending = {cancelled = true, failed = true, processing = true}, processing = {cancelled = true, completed = true, failed = true, processing = true, waiting_input = true, waiting_otp = true}, waiting_otp = {cancelled = true, completed = true, failed = true, processing = true, waiting_input = true, waiting_otp = true}, waiting_input = {cancelled = true, completed = true, failed = true, processing = true, waiting_input = true, waiting_otp = true}, completed = {}, failed = {}, cancelled = {}}
 -- Seconds the in-flight index waits past an OTP's expiry (server/record/keys.py).
 local OTP_EXPIRY_GRACE = 5.0
 -- Records an archive stream keeps at most, XADD MAXLEN ~ (server/record/keys.py).

@@ -1,6 +1,6 @@
 -- The helpers every record script shares (not a script by itself: no KEYS, no ARGV).
--- Included after _generated.lua, whose TERMINAL, RUNNING, ALLOWED, OTP_EXPIRY_GRACE, LOG_MAX and
--- LOG_SLACK it uses.
+-- Included after _generated.lua, whose TERMINAL, RUNNING, WAITING, ALLOWED, OTP_EXPIRY_GRACE, LOG_MAX
+-- and LOG_SLACK it uses.
 -- All of them use Redis' clock (TIME) so that timestamps agree whichever machine calls them.
 local function clock()
   local t = redis.call('TIME')
@@ -122,10 +122,12 @@ local function leave_wait(p, now)
 end
 
 -- When the sweeper should look at a running request: the next heartbeat, the deadline,
--- or the OTP's expiry while waiting for the person.
+-- or the prompt's expiry (the code's or another's) while waiting for the person.
 local function due_at(p, status, now, default_window)
-  if status == 'waiting_otp' then
-    if p.otp_exp then return p.otp_exp + OTP_EXPIRY_GRACE end
+  if WAITING[status] then
+    local exp = p.otp_exp
+    if status == 'waiting_input' then exp = p.input_exp end
+    if exp then return exp + OTP_EXPIRY_GRACE end
     return now + (tonumber(p.hbw) or default_window)
   end
   local due = (tonumber(p.hb) or now) + (tonumber(p.hbw) or default_window)
@@ -138,6 +140,33 @@ local function recount(key, old, new, slug)
   if old == new then return end
   if old and not TERMINAL[old] then redis.call('HINCRBY', key, old .. '|' .. slug, -1) end
   if new and not TERMINAL[new] then redis.call('HINCRBY', key, new .. '|' .. slug, 1) end
+end
+
+-- The name a status is counted under: people waiting for an answer are counted per kind of
+-- prompt ("waiting_input:captcha"), for the dashboard. The name last used is kept in p.counted
+-- while it differs from the status, so that the count it went into is the one taken from.
+local function counted_as(status, rec)
+  local ir = rec.input_request
+  if status == 'waiting_input' and type(ir) == 'table' and type(ir.kind) == 'string' then
+    return 'waiting_input:' .. ir.kind
+  end
+  return status
+end
+
+-- A captcha's picture is published while the person looks at it, and no longer (every later
+-- change would carry its tens of KiB to every watcher): set aside in _p, where a job asking
+-- again finds it, and dropped when the request ends.
+local function set_picture_aside(rec, p, status)
+  local ir = rec.input_request
+  if TERMINAL[status] then
+    p.input_image = nil
+    if type(ir) == 'table' then ir.image = nil end
+  elseif status == 'waiting_input' then
+    p.input_image = nil
+  elseif type(ir) == 'table' and type(ir.image) == 'string' then
+    p.input_image = ir.image
+    ir.image = nil
+  end
 end
 
 local function slug_of(rec)

@@ -20,13 +20,17 @@ local now = clock()
 -- request an operator revived and a stale old-style bot then finished before a worker took it
 -- again is the one case this takes for running rather than queued.)
 local was = 'pending'
-if redis.call('ZSCORE', KEYS[6], ARGV[1]) then was = 'waiting_otp' elseif p.started then was = 'processing' end
+if redis.call('ZSCORE', KEYS[6], ARGV[1]) then
+  -- The bot's rewrite keeps the flag the scripts last set: which prompt it waited on.
+  was = p.counted or (rec.requires_input == true and 'waiting_input' or 'waiting_otp')
+elseif p.started then was = 'processing' end
 recount(KEYS[5], was, cur, slug_of(rec))
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('DEL', KEYS[4])
 leave_wait(p, now)
 p.otp_inflight = nil
+p.counted = nil
 -- The bot's own finish time when it wrote one; else now, when the sweeper found the request
 -- (late by at most the time it took to become due).
 local finished = rec.finished_at

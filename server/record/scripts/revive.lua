@@ -22,7 +22,10 @@ p.deadline_left = nil
 -- It starts over: a new code will be sent, with the person's attempts and resends back.
 rec.otp_data = cjson.null
 rec.requires_otp = false
+rec.requires_input = false
+rec.input_request = cjson.null
 p.otp_tries, p.otp_inflight, p.resends, p.resend_at, p.otp_exp = nil, nil, nil, nil, nil
+p.input_id, p.input_tries, p.input_exp = nil, nil, nil
 p.revived = (tonumber(p.revived) or 0) + 1
 recount(KEYS[2], 'failed', 'pending', slug_of(rec))
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]) / 2, ARGV[4])

@@ -1,6 +1,7 @@
 -- Merge a change into a record, enforcing the state machine, in one round trip.
--- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] pending OTP code,
--- KEYS[5] the shard's counts, KEYS[6] the shard's OTP waits, KEYS[7] the log
+-- KEYS[1] record, KEYS[2] archive stream, KEYS[3] in-flight index, KEYS[4] the person's pending
+-- answer (a code, or {id, value}), KEYS[5] the shard's counts, KEYS[6] the shard's waits for the
+-- person, KEYS[7] the log
 -- ARGV[1] patch: JSON object of public fields (status, step, progress, current_message,
 --         otp_data, result_data, error, estimated_duration, ...)
 -- ARGV[2] control: JSON object
@@ -10,6 +11,8 @@
 --         heartbeat  seconds the bot may stay silent
 --         otp        {expires_in, resend_in, max_attempts, exhausted} for an OTP prompt;
 --                    exhausted: the patch applied instead (a failure) when every code is used up
+--         input      {id, expires_in, max_attempts, exhausted} for another prompt (patch.input_request);
+--                    the answers are counted per prompt id, exhausted as for the code
 --         checking   message shown when an early code is checked at once
 --         sweep      only apply if the request is overdue (the sweeper)
 --         keepalive  a request still pending (queued): refresh its TTL, nothing else
@@ -85,8 +88,21 @@ if new == 'waiting_otp' and type(ctl.otp) == 'table' and type(ctl.otp.exhausted)
   new = 'failed'
   for k, v in pairs(ctl.otp.exhausted) do rec[k] = v end
 end
-if new == 'waiting_otp' or TERMINAL[new] then p.otp_inflight = nil end
+-- A new prompt starts its own count of answers; the same one asked again goes on counting.
+if new == 'waiting_input' and type(ctl.input) == 'table' then
+  if p.input_id ~= ctl.input.id then
+    p.input_id = ctl.input.id
+    p.input_tries = 0
+  end
+  if type(ctl.input.exhausted) == 'table'
+      and (tonumber(p.input_tries) or 0) >= (tonumber(ctl.input.max_attempts) or math.huge) then
+    new = 'failed'
+    for k, v in pairs(ctl.input.exhausted) do rec[k] = v end
+  end
+end
+if WAITING[new] or TERMINAL[new] then p.otp_inflight = nil end
 rec.status = new
+set_picture_aside(rec, p, new)
 
 if RUNNING[new] then
   local np = math.floor(tonumber(rec.progress) or old_progress)
@@ -118,7 +134,6 @@ end
 
 if new == 'waiting_otp' then
   rec.requires_otp = true
-  enter_wait(p, now)
   if type(ctl.otp) == 'table' then
     local od = rec.otp_data
     if type(od) ~= 'table' then od = {} end
@@ -139,8 +154,21 @@ if new == 'waiting_otp' then
   end
 else
   rec.requires_otp = false
-  leave_wait(p, now)
 end
+if new == 'waiting_input' then
+  rec.requires_input = true
+  local ir = rec.input_request
+  if type(ctl.input) == 'table' and type(ir) == 'table' then
+    p.input_exp = now + (tonumber(ctl.input.expires_in) or 120)
+    ir.expires_at = iso(p.input_exp)
+    local ours = (tonumber(ctl.input.max_attempts) or 3) - (tonumber(p.input_tries) or 0)
+    local bots = tonumber(ir.attempts_left)
+    if bots == nil or ours < bots then ir.attempts_left = math.max(0, ours) end
+  end
+else
+  rec.requires_input = false
+end
+if WAITING[new] then enter_wait(p, now) else leave_wait(p, now) end
 
 if patch.estimated_remaining_time == nil then
   if RUNNING[new] and p.started then
@@ -152,8 +180,10 @@ if patch.estimated_remaining_time == nil then
   end
 end
 
-recount(KEYS[5], cur, new, slug_of(rec))
-if new == 'waiting_otp' then
+local now_as = counted_as(new, rec)
+recount(KEYS[5], p.counted or cur, now_as, slug_of(rec))
+if now_as ~= new then p.counted = now_as else p.counted = nil end
+if WAITING[new] then
   redis.call('ZADD', KEYS[6], 'NX', p.wait_since or now, ARGV[4])
 else
   redis.call('ZREM', KEYS[6], ARGV[4])
