@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server.domain.catalog import SERVICES
 from server.domain.prompts import ID_PATTERN as PROMPT_ID_PATTERN
-from server.domain.prompts import MAX_IMAGE_BYTES, MAX_OPTIONS
+from server.domain.prompts import KINDS, MAX_IMAGE_BYTES, MAX_OPTIONS
 from server.domain.protocol import MAX_TEXT
 from server.domain.status import TERMINAL_VALUES, Status
 from server.web import openapi_embed
@@ -57,7 +57,11 @@ def document() -> dict[str, Any]:
             "requires_otp": {"type": "boolean"},
             "otp_data": {"type": ["object", "null"]},
             "requires_input": {"type": "boolean"},
-            "input_request": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Prompt"}]},
+            # the prompt shown (a captcha's picture only while it is shown; expires_at added)
+            "input_request": {
+                "type": ["object", "null"],
+                "properties": {"id": {"type": "string"}, "kind": {"type": "string", "enum": list(KINDS)}},
+            },
             "request_data": {"type": ["object", "null"]},
             "result_data": {"type": ["object", "null"]},
             "error": NULLABLE_STR,
