@@ -68,7 +68,12 @@ lint: install
 # and schema, and most of a test is waiting on processes and events, not CPU.
 TEST_WORKERS ?= 6
 
+# pytest rewrites the asserts of the test modules and of its plugins' packages (all of hypothesis
+# and schemathesis) when each of its processes starts, and caches the result only where bytecode
+# may be written: one collection with writing on fills that cache (~2.5 s), after which each of
+# the TEST_WORKERS processes collects in 2.4 s of CPU instead of 5.3.
 test: install chromium node lint
+	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest --collect-only -q -p no:cacheprovider >/dev/null 2>&1 || true
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The status endpoint benchmark drives the server with Debian's wrk (bench/ falls back to a

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import sys
 import threading
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = settings()
     logs.configure(config)
+    # Imported once here, before the pool forks its workers, rather than by each worker at its first job.
+    importlib.import_module("jobs.tasks")
     connection = rq_connection(config)
     pool = WorkerPool(
         queue_names(config.key_prefix),
