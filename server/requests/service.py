@@ -11,6 +11,7 @@ their own medium (status codes, flash messages, error frames).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,14 +95,18 @@ class RequestService:
             raise NotFound()
         return record
 
-    async def poll(self, caller: Caller, request_hash: str) -> bytes:
+    async def poll(self, address: str, request_hash: str, who: Callable[[], Awaitable[Caller]]) -> bytes:
         """The public record JSON for a polling client: rate-limited per address (batched GCRA),
-        read from the process's pub/sub-fed cache, same access rule as everywhere."""
+        read from the process's pub/sub-fed cache, same access rule as everywhere.
+
+        ``who`` makes the :class:`Caller` only for a poll that passed the limit and names a
+        record: for a browser that means decrypting its session cookie, which a flood of polls
+        must not get for free."""
         assert self.cache is not None, "polling needs the record cache"
-        self.limits.poll(caller.address)
+        self.limits.poll(address)
         check_hash(request_hash)
         entry = await self.cache.get(request_hash)
-        if entry is None or not caller.may_see(request_hash, entry.user_id, entry.token):
+        if entry is None or not (await who()).may_see(request_hash, entry.user_id, entry.token):
             raise NotFound()
         return entry.public
 

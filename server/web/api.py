@@ -103,7 +103,7 @@ async def post_request(request: web.Request) -> web.Response:
 
 
 async def poll(request: web.Request, h: str) -> bytes:
-    return await request.app[SERVICE].poll(await access.caller(request), h)
+    return await request.app[SERVICE].poll(access.client_address(request), h, lambda: access.caller(request))
 
 
 @routes.get("/api/requests/{hash}")
