@@ -24,7 +24,7 @@ $(UV): .ci/uv.txt
 # without it (uv sync is a no-op in ~0.1 s when .venv already matches). Then everything is
 # byte-compiled once, not at every process start: where PYTHONDONTWRITEBYTECODE is set (as in
 # this machine's environment) imports cache nothing, and each of the suite's processes compiled
-# aiohttp, redis-py and the rest from source (1.9 s of CPU to import the web app instead of 0.7).
+# aiohttp, redis-py and the rest from source (2.1 s of CPU to import the web app instead of 0.6).
 # compileall skips what is up to date (~1 s); uv's --compile-bytecode redoes every file (~7 s).
 install: $(UV)
 	@$(UV) sync --locked --all-extras --quiet || { \
