@@ -70,12 +70,12 @@ BENCHMARKS: dict[str, Benchmark] = {
     "status": Benchmark(
         status.run,
         {"duration": 5.0, "rounds": 2},
-        {"duration": 1.0, "connections": 16, "process_counts": (1,), "warmup": 1.0},
+        {"duration": 1.0, "connections": 16, "process_counts": (1,), "warmup": 0.0},
     ),
     "fanout": Benchmark(
         fanout.run,
         {"sockets": 2000, "rate": 1000, "duration": 10.0, "steps": (2000, 3500, 5000, 7000, 10000)},
-        {"sockets": 100, "rate": 100, "duration": 1.5, "steps": (), "publishers": 1, "systems": fanout.SYSTEMS},
+        {"sockets": 100, "rate": 100, "duration": 1.0, "steps": (), "publishers": 1, "systems": fanout.SYSTEMS},
     ),
     "sockets": Benchmark(
         sockets_memory.run,

@@ -58,7 +58,7 @@ from server.requests.lifecycle import Lifecycle
 P50_TARGET_MS = 0.5
 #: the most the request log may add to an update's time inside Redis
 LOG_COST_TARGET = 0.10
-BYTES_TARGET = 1536
+BYTES_TARGET = 1500
 #: commands a script runs inside Redis (counted by commandstats, never sent by the client)
 SCRIPT_COMMANDS = {
     "get",
@@ -354,7 +354,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             what="Redis memory per request",
             how=f"used_memory growth for {mem['records']:,} running requests (record, RQ job, indexes)",
             ours=f"{per:,} B/request",
-            target=f"≤ {BYTES_TARGET / 1024:g} KiB",
+            target=f"≤ {BYTES_TARGET:,} B",
             met=per <= BYTES_TARGET,
             note=mem_note,
         ),

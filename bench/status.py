@@ -47,7 +47,7 @@ from bench.seed import create_over_http
 from server.devtools.processes import Processes, free_port, wait_http
 from server.record import Keys
 
-TARGET_RATIO = 0.6
+TARGET_RATIO = 0.7
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -70,9 +70,10 @@ def parse_wrk(text: str) -> dict[str, float]:
 async def load(
     procs: Processes, url: str, header: str, *, duration: float, connections: int, warmup: float = 1.0
 ) -> dict[str, float]:
-    """Drive ``url`` from a load process (wrk, else bench.httpload) for ``duration`` seconds."""
+    """Drive ``url`` from a load process (wrk, else bench.httpload) for ``duration`` seconds,
+    after ``warmup`` seconds of the same load (none with 0: the smoke run's)."""
     wrk = shutil.which("wrk")
-    for seconds in (warmup, duration):
+    for seconds in (warmup, duration) if warmup > 0 else (duration,):
         if wrk:
             # wrk takes whole seconds only
             args = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-H", header, "--latency", url]
@@ -171,8 +172,7 @@ async def run(
                 Row(
                     what=f"status endpoint, {n} web process{'es' if n > 1 else ''}",
                     how=f"GET /api/requests/{{hash}} + Bearer, {tool} -c{connections} {duration:g} s, "
-                    f"best of {rounds}"
-                    + (f"; {n} bare processes on one port (reuse_port)" if n > 1 else ""),
+                    f"best of {rounds}" + (f"; {n} bare processes on one port (reuse_port)" if n > 1 else ""),
                     ours=f"{ours['requests_per_s']:,.0f} req/s"
                     + (f" (p99 {ours['p99_ms']:.1f} ms)" if "p99_ms" in ours else ""),
                     peer=f"bare aiohttp {bare['requests_per_s']:,.0f} req/s",

@@ -180,19 +180,23 @@ class System:
 
 
 async def job_timings(settings: Settings, hashes: list[str]) -> dict[str, float]:
-    """Mean milliseconds of the ``run`` jobs: waiting in the queue, and in a work horse (RQ's timestamps)."""
+    """Mean milliseconds of the ``run`` phase: from creation until a worker started it (the queue),
+    and from then until the record was finished, from the records' own timestamps (a phase's job
+    is deleted as soon as it succeeds)."""
     redis = Redis.from_url(settings.redis_url)
-    fields = ("created_at", "enqueued_at", "started_at", "ended_at")
+    keys = Keys(settings.key_prefix)
     waits: list[float] = []
     runs: list[float] = []
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for h in hashes:
-                pipe.hmget(f"rq:job:{settings.key_prefix}{h}-run", fields)
-            for values in await pipe.execute():
-                if None in values:
+                pipe.get(keys.record(h))
+            for raw in await pipe.execute():
+                rec = loads_record(raw) if raw else None
+                stamps = [rec.get(f) for f in ("created_at", "started_at", "finished_at")] if rec else [None]
+                if not all(isinstance(v, str) for v in stamps):
                     continue
-                created, _enqueued, started, ended = (datetime.fromisoformat(v.decode()) for v in values)
+                created, started, ended = (datetime.fromisoformat(str(v)) for v in stamps)
                 waits.append((started - created).total_seconds())
                 runs.append((ended - started).total_seconds())
     finally:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 from redis import Redis
@@ -31,6 +33,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
+from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
@@ -88,8 +91,35 @@ class LongrunWorker(SimpleWorker):
         kwargs.setdefault("log_job_description", False)
         super().__init__(*args, **kwargs)
         self.log_result_lifespan = False
+        self._beaten_at = -ROUTINE_BEAT_EVERY  # monotonic time of the last routine heartbeat
         #: the stop signals handled so far (see request_force_stop)
         self._stop_signals: set[int] = set()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's worker heartbeat; its routine beats at most once a second.
+
+        RQ beats the worker's key (an HSET and two EXPIREs, a round trip each) before and after
+        every dequeue, again after every job and once more in its suspension check: nine round
+        trips and twelve commands a job for a key that lives ``worker_ttl`` + 60 s. Beats with a
+        TTL of their own (preparing a job, the heartbeat thread) all go through.
+        """
+        if timeout is None:
+            at = time.monotonic()
+            if at - self._beaten_at < ROUTINE_BEAT_EVERY:
+                return
+            self._beaten_at = at
+        super().heartbeat(timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        # RQ sets IDLE after every job and again before every dequeue: the second write is a no-op.
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        # RQ beats the job once more here (an HSET, a round trip) to cover the success or failure
+        # callback after a work horse ended; here the heartbeat thread runs until the job is settled.
+        job.ended_at = now()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
@@ -162,6 +192,9 @@ class LongrunWorker(SimpleWorker):
         return interval + grace
 
 
+#: the least time between two of RQ's routine worker heartbeats (seconds; the key lives 80 s)
+ROUTINE_BEAT_EVERY = 1.0
+
 #: how long a stopping worker waits for its pub/sub listener to end (seconds)
 UNSUBSCRIBE_WAIT = 2.0
 
@@ -203,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = settings()
     logs.configure(config)
+    # Imported once here, before the pool forks its workers, rather than by each worker at its first job.
+    importlib.import_module("jobs.tasks")
     connection = rq_connection(config)
     pool = WorkerPool(
         queue_names(config.key_prefix),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,17 +180,28 @@ class RequestService:
             raise NotFound()
         return record
 
-    async def poll(self, caller: Caller, request_hash: str) -> bytes:
+    async def poll(
+        self,
+        address: str,
+        request_hash: str,
+        who: Callable[[], Awaitable[Caller]],
+        *,
+        app_key: AppKey | None = None,
+    ) -> bytes:
         """The public record JSON for a polling client: rate-limited per address (batched GCRA),
-        read from the process's pub/sub-fed cache, same access rule as everywhere."""
+        read from the process's pub/sub-fed cache, same access rule as everywhere.
+
+        ``who`` makes the :class:`Caller` only for a poll that passed the limit and names a
+        record: for a browser that means decrypting its session cookie, which a flood of polls
+        must not get for free. An application's backend (``app_key``) is limited per key."""
         assert self.cache is not None, "polling needs the record cache"
-        if caller.app_key is not None:
-            self.limits.app_read(caller.app_key.key_id)
+        if app_key is not None:  # one backend speaks for many people: its key is limited, not its address
+            self.limits.app_read(app_key.key_id)
         else:
-            self.limits.poll(caller.address)
+            self.limits.poll(address)
         check_hash(request_hash)
         entry = await self.cache.get(request_hash)
-        if entry is None or not caller.may_see(request_hash, entry.user_id, entry.token, entry.app):
+        if entry is None or not (await who()).may_see(request_hash, entry.user_id, entry.token, entry.app):
             raise NotFound()
         return entry.public
 

@@ -26,7 +26,7 @@ from server.domain.i18n import pick_lang
 from server.domain.prompts import ID_RE
 from server.domain.protocol import MAX_TEXT, parse_bot_event
 from server.history import estimates
-from server.requests.caller import USER_REF_RE, check_hash
+from server.requests.caller import USER_REF_RE, Caller, check_hash
 from server.requests.service import LIST_LIMIT_MAX
 from server.web import access
 from server.web.typedefs import LIFECYCLE, SERVICE, STORE, VERIFIER
@@ -174,7 +174,15 @@ async def post_viewer_token(request: web.Request) -> web.Response:
 
 
 async def poll(request: web.Request, h: str) -> bytes:
-    return await request.app[SERVICE].poll(await access.caller(request), h)
+    address = access.client_address(request)
+    if access.bearer_token(request) is None:  # a browser: its session cookie is read only past the limit
+        return await request.app[SERVICE].poll(address, h, lambda: access.caller(request))
+    caller = await access.caller(request)  # a bearer credential: cheap to check, and it may be an app's key
+
+    async def who() -> Caller:
+        return caller
+
+    return await request.app[SERVICE].poll(address, h, who, app_key=caller.app_key)
 
 
 @routes.get("/api/requests/{hash}")
