@@ -483,7 +483,15 @@ def fuzz(system: System, *, seed: int, max_examples: int) -> Run:
             # The document declares no links: nothing for the stateful phase to follow.
             "phases": {"stateful": {"enabled": False}},
             # The element's words depend on one parameter (lang): a few draws tell as much.
-            "operations": [{"include-operation-id": "embedStrings", "generation": {"max-examples": 10}}],
+            # Those whose 2xx needs a rare draw (own target × fitting credential × valid body: the
+            # app's key on one of its requests; a session's right answer to its own prompt) get more.
+            "operations": [
+                {"include-operation-id": "embedStrings", "generation": {"max-examples": 10}},
+                *(
+                    {"include-operation-id": op, "generation": {"max-examples": 2 * max_examples}}
+                    for op in ("newViewerToken", "submitInput", "submitInputLocal")
+                ),
+            ],
             "checks": {
                 # Its contract is 401/403 for a request without credentials; ours is DESIGN.md's
                 # 404 (the same answer as a hash that never existed), checked by the stranger

@@ -31,7 +31,7 @@ from server.infra.counters import RESUMES
 from server.live.frames import reply
 from server.live.resume import Outcome, resume
 from server.web.access import caller
-from server.web.socket_client import Client, Feed, open_socket, refuse_cross_site
+from server.web.socket_client import CONFLATE_AT, Client, Feed, open_socket, refuse_cross_site
 from server.web.typedefs import HUB, SERVICE, STORE
 
 routes = web.RouteTableDef()
@@ -124,6 +124,11 @@ async def _read(request: web.Request, ws: web.WebSocketResponse, client: Client)
                     return
                 continue
             await _handle(request, client, msg.data)
+            if len(client.pending) >= CONFLATE_AT:
+                # Back-pressure: a browser's own frames are read no faster than their replies
+                # are written. Frames already buffered are read without yielding, so a burst
+                # would otherwise queue its replies past MAX_PENDING and abort the socket.
+                await client.flush()
         elif msg.type is WSMsgType.BINARY:
             client.offer(reply(error_frame("bad_frame", "Frames must be JSON text.")))
         elif msg.type is WSMsgType.ERROR:
