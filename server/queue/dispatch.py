@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 from rq import Callback, Queue, Retry
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.rate_limit import RateLimit
 
@@ -144,10 +144,10 @@ class Dispatcher:
         """Withdraw a queued run and, if the bot had started, tell it to stop."""
         try:
             job = Job.fetch(job_id(self.settings.key_prefix, request_hash, "run"), connection=self.connection)
-        except NoSuchJobError:
-            job = None
-        if job is not None and job.get_status() in _CANCELLABLE:
-            job.cancel()
+            if job.get_status() in _CANCELLABLE:
+                job.cancel()
+        except (NoSuchJobError, InvalidJobOperation):
+            pass  # no such job, or gone meanwhile: a phase's job is deleted the moment it succeeds
         if not tell_bot:
             return None
         return self._enqueue("high", "jobs.tasks.cancel_bot", request_hash, "cancel", job_timeout=60)
