@@ -10,19 +10,17 @@
 // stylesheet adopted by the shadow root (not subject to style-src); widths are set through
 // the CSSOM. The host page's connect-src must allow the Longrun base (https: and wss:).
 //
-// Where later features plug in (one function each):
-// - transports: TRANSPORTS, in order of preference (socket, then polling). An event stream
-//   (GET /sse/requests/{hash}) is one more entry between them: open(view, level) returning
-//   {send() -> false, close()}, handing each `snapshot`/`update` record to
-//   view.receive(record, fresh, level) and calling view.down(level) when it fails. Read it
-//   with fetch() and a stream reader, not EventSource, which cannot send the Authorization
-//   header; resume with Last-Event-ID = the last seq. (The socket's ?since= goes into
-//   socketTransport's URL the same way: view.lastSeq.) CORS already allows /sse/… and
-//   Last-Event-ID for EMBED_ORIGINS (server/web/cors.py).
-// - prompts: PROMPTS, keyed by a prompt's kind ("code" today): (view, prompt) -> a node that
-//   calls view.answer(prompt, value). promptOf() already maps status waiting_input to
-//   record.input_request, and answerFrame() makes {"type": "input", id, value}, which act()
-//   sends over the socket or posts to …/input (allowed by CORS), for any kind but "code".
+// Where features plug in (one function each):
+// - transports: TRANSPORTS, in order of preference: the socket, the event stream
+//   (GET /sse/requests/{hash}, read with fetch() and a stream reader since EventSource cannot
+//   send the Authorization header), then polling. Each is open(view, level) returning
+//   {send(frame) -> bool, close()}, handing records to view.receive(record, fresh, level) and
+//   calling view.down(level) when it fails; the socket and the stream resume with ?since= the
+//   last seq the element has. The one in use is the connection part's data-transport.
+// - prompts: PROMPTS, keyed by a prompt's kind (code, captcha, text, choice, confirm):
+//   (view, prompt) -> a node that calls view.answer(prompt, value). answerFrame() makes
+//   {"type": "input", id, value} for any kind but "code", which act() sends over the socket
+//   or posts to …/input.
 'use strict';
 (function () {
   if (!window.customElements || window.customElements.get('longrun-progress')) return;
@@ -36,6 +34,8 @@
   const POLL_MAX_MS = 30000;
   const RETRY_MAX_MS = 30000;
   const PING_MS = 25000;
+  const SSE_SILENCE_MS = 45000;
+  const SSE_MAX_BUFFER = 1024 * 1024;
   const SILENCE_MS = 10000;
   const FA_DIGITS = '۰۱۲۳۴۵۶۷۸۹';
   // The one text shown before the server's words arrive: i18n.py's "embed_unreachable".
@@ -99,6 +99,9 @@
     '.result ul{margin:0;padding-inline-start:1.2em}',
     '.actions{display:flex;gap:8px;flex-wrap:wrap;margin-top:8px}',
     '.ltr{direction:ltr;unicode-bidi:isolate;white-space:nowrap}',
+    '.captcha{display:block;max-width:100%;height:auto;margin:0 0 8px;border-radius:6px;background:#fff}',
+    'input.text{letter-spacing:normal;text-align:start;direction:auto}',
+    '.choices button{flex:1 1 auto}',
     '@media (prefers-reduced-motion:reduce){.fill{transition:none}}',
   ].join('');
   let sheet = null;
@@ -219,7 +222,91 @@
       view.focusLater(input);
       return form;
     },
+    captcha: function (view, prompt) {
+      const image = typeof prompt.image === 'string' && prompt.image.indexOf('data:image/png;base64,') === 0 ? prompt.image : '';
+      const length = Number.isInteger(prompt.length) ? prompt.length : null;
+      const input = h('input', {
+        part: 'input', type: 'text', dir: 'ltr', autocomplete: 'off', autocapitalize: 'off', spellcheck: 'false',
+        maxlength: '32', 'aria-label': view.t('captcha_label'), required: '',
+      });
+      const picture = h('img', { class: 'captcha', part: 'captcha', src: image, width: '220', height: '80', alt: view.t('captcha_alt', { n: length === null ? '' : length }) });
+      return inputForm(view, prompt, [picture, h('div', { class: 'row' }, [input, submitButton(view)])], input, function () {
+        const value = input.value.replace(/[۰-۹]/g, function (d) { return String(FA_DIGITS.indexOf(d)); }).replace(/\s/g, '');
+        return value.length >= 1 && value.length <= 32 ? value : null;
+      });
+    },
+    text: function (view, prompt) {
+      const max = Number.isInteger(prompt.max_length) ? prompt.max_length : 100;
+      const input = h('input', { part: 'input', type: 'text', class: 'text', maxlength: String(max), 'aria-label': view.t('input_label'), required: '' });
+      return inputForm(view, prompt, [h('div', { class: 'row' }, [input, submitButton(view)])], input, function () {
+        const value = input.value.trim();
+        if (!value || value.length > max) return null;
+        if (typeof prompt.pattern === 'string') {
+          try { if (!new RegExp('^(?:' + prompt.pattern + ')$').test(value)) return null; } catch (err) { /* the server checks */ }
+        }
+        return value;
+      });
+    },
+    choice: function (view, prompt) {
+      const options = Array.isArray(prompt.options) ? prompt.options.slice(0, 20) : [];
+      return choiceForm(view, prompt, options.map(function (o) { return { value: String(o.value), label: String(o.label || o.value) }; }));
+    },
+    confirm: function (view, prompt) {
+      return choiceForm(view, prompt, [{ value: true, label: view.t('confirm_yes'), primary: true }, { value: false, label: view.t('confirm_no') }]);
+    },
   };
+
+  function submitButton(view) { return h('button', { part: 'button', type: 'submit', text: view.t('input_submit') }); }
+
+  // The frame of every prompt but the code: its title, the bot's label, the error and tries left.
+  function promptBox(view, prompt, body) {
+    const wrong = !!prompt.error || (view.record && view.record.message_key === 'input_wrong');
+    const error = wrong ? (view.lang === 'en' && typeof prompt.error === 'string' && prompt.error ? prompt.error : view.t('input_wrong')) : '';
+    // A choice or a yes/no is not guessed at: its tries are not worth a line (as on the page).
+    const left = prompt.kind === 'captcha' || prompt.kind === 'text' ? prompt.attempts_left : null;
+    const form = h('form', { class: 'prompt', part: 'prompt', 'data-kind': prompt.kind }, [
+      h('h3', { text: view.t('input_title_' + prompt.kind) }),
+      typeof prompt.label === 'string' && prompt.label ? h('p', { class: 'label', text: prompt.label }) : null,
+    ].concat(body, [
+      error ? h('div', { class: 'error', role: 'alert', text: error }) : null,
+      Number.isInteger(left) ? h('p', { class: 'small', text: left === 1 ? view.t('attempts_one') : view.t('attempts_other', { n: left }) }) : null,
+    ]));
+    return { form: form, error: error };
+  }
+
+  // A prompt answered by typing: read() gives the answer, or null when it cannot be one.
+  function inputForm(view, prompt, body, input, read) {
+    const box = promptBox(view, prompt, body);
+    if (box.error) input.setAttribute('aria-invalid', 'true');
+    box.form.addEventListener('submit', function (event) {
+      event.preventDefault();
+      const value = read();
+      if (value === null) { input.setAttribute('aria-invalid', 'true'); input.focus(); return; }
+      const submit = box.form.querySelector('button[type=submit]');
+      submit.disabled = true;
+      submit.textContent = view.t('sending');
+      view.answer(prompt, value);
+    });
+    view.focusLater(input);
+    return box.form;
+  }
+
+  // A prompt answered with one button among a few.
+  function choiceForm(view, prompt, options) {
+    const buttons = options.map(function (o) {
+      const b = h('button', { part: 'button choice', type: 'submit', class: 'choice' + (o.primary || options.length > 2 ? '' : ' secondary') }, [h('bdi', { text: o.label })]);
+      b.addEventListener('click', function (event) {
+        event.preventDefault();
+        buttons.forEach(function (other) { other.disabled = true; });
+        view.answer(prompt, o.value);
+      });
+      return b;
+    });
+    const box = promptBox(view, prompt, [h('div', { class: 'row choices', role: 'group' }, buttons)]);
+    box.form.addEventListener('submit', function (event) { event.preventDefault(); });
+    if (buttons.length) view.focusLater(buttons[0]);
+    return box.form;
+  }
 
   // ------------------------------------------------------------------ transports
 
@@ -227,7 +314,8 @@
   // view.receive(record, fresh, level) and says view.down(level) when it cannot go on; the
   // view then runs the next one and tries this one again later (backoff).
   function socketTransport(view, level) {
-    const url = view.base.replace(/^http/, 'ws') + '/ws/requests/' + encodeURIComponent(view.request);
+    const url = view.base.replace(/^http/, 'ws') + '/ws/requests/' + encodeURIComponent(view.request) +
+      (view.lastSeq > 0 ? '?since=' + view.lastSeq : '');
     let ws;
     try {
       ws = new WebSocket(url, ['longrun', 'bearer.' + view.token]);
@@ -296,8 +384,84 @@
     };
   }
 
-  // Issue 15: an event stream (GET /sse/requests/{hash}) goes between these two.
-  const TRANSPORTS = [socketTransport, pollingTransport];
+  // The event stream (GET /sse/requests/{hash}), for networks that block WebSockets: read with
+  // fetch() and a stream reader, as EventSource cannot send the Authorization header. Each
+  // (re)connection resumes with ?since= the last seq the element has.
+  function sseTransport(view, level) {
+    const dead = { send: function () { return false; }, close: function () {} };
+    if (typeof AbortController !== 'function' || typeof TextDecoder !== 'function' || !window.ReadableStream) {
+      setTimeout(function () { view.down(level); }, 0);
+      return dead;
+    }
+    const controller = new AbortController();
+    const url = view.base + '/sse/requests/' + encodeURIComponent(view.request) + (view.lastSeq > 0 ? '?since=' + view.lastSeq : '');
+    let stopped = false;
+    let delivered = false;
+    let silence = null;
+    function quiet() {  // keepalives come every 15 s: much longer without a byte is a dead stream
+      clearTimeout(silence);
+      silence = setTimeout(function () { controller.abort(); }, SSE_SILENCE_MS);
+    }
+    function handle(block) {
+      let event = 'message';
+      const data = [];
+      block.split('\n').forEach(function (line) {
+        if (!line || line[0] === ':') return;
+        const at = line.indexOf(':');
+        const name = at < 0 ? line : line.slice(0, at);
+        const value = at < 0 ? '' : line.slice(at + 1).replace(/^ /, '');
+        if (name === 'event') event = value;
+        else if (name === 'data') data.push(value);
+      });
+      if ((event !== 'snapshot' && event !== 'update') || !data.length) return;
+      let record;
+      try { record = JSON.parse(data.join('\n')); } catch (err) { return; }
+      delivered = true;
+      view.receive(record, event === 'snapshot', level);
+    }
+    quiet();
+    fetch(url, {
+      credentials: 'omit', cache: 'no-store', signal: controller.signal,
+      headers: { Authorization: 'Bearer ' + view.token, Accept: 'text/event-stream' },
+    }).then(function (resp) {
+      if (stopped) return;
+      if (resp.status === 404) { stopped = true; view.gone(); return; }
+      if (resp.status === 401) { stopped = true; view.expired(); return; }
+      if (!resp.ok || !resp.body) throw new Error('sse ' + resp.status);
+      const reader = resp.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = '';
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) throw new Error('sse ended');
+          quiet();
+          buffer = (buffer + decoder.decode(chunk.value, { stream: true })).replace(/\r\n?/g, '\n');
+          if (buffer.length > SSE_MAX_BUFFER) throw new Error('sse event too large');
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            if (!stopped) handle(block);
+          }
+          return stopped ? undefined : pump();
+        });
+      }
+      return pump();
+    }).catch(function () {
+      clearTimeout(silence);
+      if (stopped) return;
+      stopped = true;
+      view.down(level, delivered);
+    });
+    return {
+      send: function () { return false; },
+      close: function () { stopped = true; clearTimeout(silence); controller.abort(); },
+    };
+  }
+
+  // In order of preference; TRANSPORT_NAMES is what the element says it is on (data-transport).
+  const TRANSPORTS = [socketTransport, sseTransport, pollingTransport];
+  const TRANSPORT_NAMES = ['websocket', 'sse', 'polling'];
 
   // ------------------------------------------------------------------ the element
 
@@ -403,7 +567,8 @@
           if (this.levels[i]) { this.levels[i].close(); this.levels[i] = null; }
           clearTimeout(this.retries[i]);
         }
-        this.setConn(level === 0 ? 'live' : 'polling');
+        this.el.conn.dataset.transport = TRANSPORT_NAMES[level];
+        this.setConn(TRANSPORT_NAMES[level] === 'polling' ? 'polling' : 'live');
       }
       this.apply(record, fresh);
     }
@@ -586,7 +751,7 @@
     setConn(state) {
       if (!this.el || !this.S) return;
       this.el.conn.dataset.state = state;
-      this.el.conn.textContent = this.t('conn_' + state);
+      this.el.conn.textContent = this.t(state === 'live' && this.el.conn.dataset.transport === 'sse' ? 'conn_sse' : 'conn_' + state);
     }
     showError(text) { this.el.error.textContent = text || ''; this.el.error.hidden = !text; }
     onTick(fn) { this.ticks.push(fn); fn(); }

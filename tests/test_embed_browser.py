@@ -25,7 +25,7 @@ from server.record import Keys, loads_record
 from server.requests.caller import app_user_id
 from server.requests.credentials import ViewerTokens, digest
 from server.settings import Settings
-from tests.helpers import outbox, wait_for, wait_status
+from tests.helpers import captcha_answer, outbox, wait_for, wait_status
 from tests.test_browser import BOT_SPEED, DESKTOP, PHONE, WebServer, browser, shoot
 
 pytestmark = pytest.mark.browser
@@ -35,8 +35,9 @@ HOST_KEY = "lrk_hostapp_test_" + "k" * 32
 
 
 @pytest.fixture
-def base_settings(base_settings: Settings) -> Settings:
-    return base_settings.with_(bot_speed=BOT_SPEED)
+def base_settings(base_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    prompts = request.node.get_closest_marker("prompts") is not None
+    return base_settings.with_(bot_speed=BOT_SPEED, demo_prompts=prompts)
 
 
 class Embedding:
@@ -162,6 +163,7 @@ async def persian_on_a_phone_over_polling_then_cancel(browser: Browser, embeddin
         await ws.close()
 
     await page.route_web_socket(re.compile(r".*/ws/requests/.*"), refuse)
+    await page.route(re.compile(r".*/sse/requests/.*"), lambda route: route.abort())  # and the event stream
     h = await start_inquiry(page, "fa")
     element = page.locator("longrun-progress")
     await expect(element.locator(".root")).to_have_attribute("dir", "rtl")
@@ -189,3 +191,57 @@ async def persian_on_a_phone_over_polling_then_cancel(browser: Browser, embeddin
     stored = loads_record(await redis.get(Keys(embedding.longrun.settings.key_prefix).record(h)))
     assert stored is not None and stored["_p"]["user_ref"] == DEMO_USER
     assert not [m for m in console if "Content Security Policy" in m or m.startswith("pageerror")], console
+
+
+@pytest.mark.prompts
+async def test_the_element_over_the_event_stream_solves_the_captcha_then_the_code_to_the_result(
+    browser: Browser, embedding: Embedding, redis: Redis, settings: Settings
+) -> None:
+    """With the bots' prompts on and WebSockets blocked: the element goes over the event stream
+    (fetch with the bearer token, across sites), shows the credit bureau's captcha, takes a
+    wrong answer then the right one, then the code, and reaches the result."""
+    page, console = await host_page(browser, embedding)
+    blocked: list[str] = []
+
+    async def refuse(ws: Any) -> None:
+        blocked.append(ws.url)
+        await ws.close()
+
+    await page.route_web_socket(re.compile(r".*/ws/requests/.*"), refuse)
+    h = await start_inquiry(page)
+    element = page.locator("longrun-progress")
+    conn = element.locator(".conn")
+    await expect(conn).to_have_attribute("data-transport", "sse")
+    await expect(conn).to_have_attribute("data-state", "live")
+    await expect(conn).to_have_text("Live · event stream")
+    prompt = element.locator("form.prompt[data-kind=captcha]")
+    await expect(prompt).to_be_visible(timeout=30_000)
+    await expect(element.locator(".headline")).to_have_text("We need your answer")
+    await expect(prompt.locator("h3")).to_have_text("Type the characters in the picture")
+    picture = prompt.locator("img.captcha")
+    assert await picture.evaluate("(img) => img.complete && img.naturalWidth") == 220  # a real PNG, drawn
+    field = prompt.locator("input")
+    assert await field.evaluate("(n) => getComputedStyle(n).direction") == "ltr"
+    await shoot(page, "embed-captcha-sse")
+
+    await field.fill("WRONG")
+    await prompt.locator("button[type=submit]").click()
+    await expect(element.locator("form.prompt[data-kind=captcha] .error")).to_be_visible(timeout=30_000)
+    await expect(element.locator("form.prompt[data-kind=captcha]")).to_contain_text("2 tries left")
+    answer = await captcha_answer(settings.bot_api_url, h)
+    await element.locator("form.prompt[data-kind=captcha] input").fill(answer)
+    await element.locator("form.prompt[data-kind=captcha] button[type=submit]").click()
+
+    code_prompt = element.locator("form.prompt[data-kind=code]")
+    await expect(code_prompt).to_be_visible(timeout=30_000)
+    code = (await wait_for(lambda: outbox(settings.bot_api_url, h), what="the SMS"))[-1]["code"]
+    await code_prompt.locator("input").fill(code)
+    await code_prompt.locator("button[type=submit]").click()
+    await expect(page.locator("#saved")).to_be_visible(timeout=30_000)
+    rec = await wait_status(redis, Keys(embedding.longrun.settings.key_prefix), h, "completed")
+    await expect(element.locator(".headline")).to_have_text("Done")
+    await expect(element.locator(".result dd").first).to_have_text(f"{rec['result_data']['score']:,}")
+    await shoot(page, "embed-completed-sse")
+    assert blocked, "the element never tried the socket"
+    assert await conn.get_attribute("data-transport") == "sse"  # never fell back to polling
+    assert not [m for m in console if "Content Security Policy" in m or m.startswith(("error", "pageerror"))], console
