@@ -816,7 +816,7 @@
       this.eta = status in TERMINAL ? null : {
         value: isFinite(remaining) ? remaining : 0,
         at: Math.min(this.serverNow(), Date.parse(r.updated_at || '') || this.serverNow()),
-        frozen: status === 'waiting_otp' || status === 'waiting_input',
+        frozen: status === 'waiting_otp' ? 'paused' : status === 'waiting_input' ? 'paused_input' : null,
       };
       this.renderSteps(r, status);
       if (promptChanged !== false || !this.sending) this.renderPrompt(r);
@@ -921,7 +921,7 @@
       if (!this.eta) {
         el.eta.textContent = '';
       } else if (this.eta.frozen) {
-        el.eta.textContent = this.t('paused');
+        el.eta.textContent = this.t(this.eta.frozen);
       } else {
         const left = this.eta.value - (this.serverNow() - this.eta.at) / 1000;
         el.eta.textContent = left >= 1 ? this.t('time_left') + ' ' + this.clock(left) : this.t('almost_done');

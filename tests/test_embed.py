@@ -286,6 +286,22 @@ async def test_cors_opens_reading_and_answering_to_embed_origins_only(app_client
     assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == EMBED
     resp = await app_client.get(f"/api/requests/{h}", headers={"Origin": EMBED})  # an error is readable too
     assert resp.status == 404 and resp.headers["Access-Control-Allow-Origin"] == EMBED
+    # The element's event stream: fetch() with the bearer token, so a preflight, then a readable stream.
+    pre = await app_client.options(
+        f"/sse/requests/{h}",
+        headers={
+            "Origin": EMBED,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert pre.status == 204 and pre.headers["Access-Control-Allow-Origin"] == EMBED
+    assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
+    async with app_client.get(f"/sse/requests/{h}", headers={**auth(viewer), "Origin": EMBED}) as stream:
+        assert stream.status == 200 and stream.headers["Access-Control-Allow-Origin"] == EMBED
+        assert "Access-Control-Allow-Credentials" not in stream.headers
+        assert (await stream.content.readuntil(b"\n\n")).startswith(b"retry:")
+        assert (await stream.content.readuntil(b"\n\n")).startswith(b"event: snapshot\n")
     script = await app_client.get("/static/longrun-progress.js", headers={"Origin": EMBED})
     assert script.status == 200 and script.headers["Access-Control-Allow-Origin"] == EMBED
     assert "customElements.define('longrun-progress'" in await script.text()

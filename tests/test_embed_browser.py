@@ -218,6 +218,7 @@ async def test_the_element_over_the_event_stream_solves_the_captcha_then_the_cod
     await expect(prompt).to_be_visible(timeout=30_000)
     await expect(element.locator(".headline")).to_have_text("We need your answer")
     await expect(prompt.locator("h3")).to_have_text("Type the characters in the picture")
+    await expect(element.locator(".eta")).to_have_text("Waiting for your answer")
     picture = prompt.locator("img.captcha")
     assert await picture.evaluate("(img) => img.complete && img.naturalWidth") == 220  # a real PNG, drawn
     field = prompt.locator("input")
