@@ -234,6 +234,10 @@ async def test_updates_written_through_another_process_reach_the_socket(
         await ws.close()
 
 
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def hub_connection_ids(redis: Redis, name: str) -> list[str]:
     clients = await redis.client_list()
     return [str(c["id"]) for c in clients if c.get("name") == name and "P" in c.get("flags", "")]
@@ -254,6 +258,9 @@ async def test_pubsub_connection_killed_resubscribes_and_resyncs(
     for ws in sockets:
         await frame(ws)
     name = "longrun-hub-" + settings.key_prefix.strip("_")
+    # The session must be up (subscribed and resynced) before it is killed: a session killed
+    # while it starts has not counted as up, and its retry comes after the start-up backoff.
+    await wait_for(lambda: _true(hub.connected), timeout=20, what="the hub's pub/sub session to be up")
     ids = await hub_connection_ids(redis, name)
     assert len(ids) == 1  # one pub/sub connection for the whole process
     resynced, replayed = hub.stats.resynced, hub.stats.replayed
