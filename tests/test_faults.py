@@ -352,10 +352,24 @@ async def test_redis_stopped_for_5s_under_200_running_requests(
                 latest: dict[str, dict[str, Any]] = {}
 
                 async def follow(h: str) -> None:
-                    ws = await http.ws_connect(f"{api.replace('http', 'ws')}/ws/requests/{h}", headers=auth[h])
-                    sockets.append(ws)
-                    async for msg in ws:
-                        latest[h] = orjson.loads(msg.data)["request"]
+                    # As the page does: a socket the server closes (going away, or dropped as a slow
+                    # reader on a loaded machine) is opened again, resuming from the last seq seen.
+                    while True:
+                        since = f"?since={latest[h]['seq']}" if h in latest else ""
+                        try:
+                            ws = await http.ws_connect(
+                                f"{api.replace('http', 'ws')}/ws/requests/{h}{since}", headers=auth[h]
+                            )
+                        except (aiohttp.ClientError, OSError):
+                            await asyncio.sleep(0.5)  # the web process answers 503 while Redis is down
+                            continue
+                        sockets.append(ws)
+                        async for msg in ws:
+                            if msg.type is aiohttp.WSMsgType.TEXT:
+                                frame = orjson.loads(msg.data)
+                                if "request" in frame:
+                                    latest[h] = frame["request"]
+                        await asyncio.sleep(0.5)
 
                 for c in created:
                     followers.append(asyncio.create_task(follow(c["hash"])))

@@ -134,9 +134,13 @@ test("a code typed early is handed to a worker, as the Python SDK does", { skip:
     const asked = await record(redis, h);
     assert.equal(asked.status, "processing");
     assert.equal(asked.message_key, "checking");
+    // The worker may already have run it: a phase's job is deleted the moment it succeeds
+    // (result_ttl 0), and then the outcome below is what shows the hand-off.
     const job = await redis.hgetall(`rq:job:${PREFIX}${h}-otp${asked.seq}`);
-    assert.equal(job.origin, `${PREFIX}high`);
-    assert.equal(job.failure_callback_name, "jobs.tasks.on_job_failure");
+    if (Object.keys(job).length > 0) {
+      assert.equal(job.origin, `${PREFIX}high`);
+      assert.equal(job.failure_callback_name, "jobs.tasks.on_job_failure");
+    }
     let rec = asked;
     for (let i = 0; i < 400 && rec.status !== "completed"; i++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
