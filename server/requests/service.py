@@ -64,6 +64,27 @@ class Draft:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Refusals:
+    """What the person is told, (code, message), when the submit script does not take an answer."""
+
+    exhausted: tuple[str, str]
+    busy: tuple[str, str]
+    conflict: tuple[str, str]
+
+
+CODE_REFUSALS = Refusals(
+    exhausted=("otp_attempts_exhausted", "Too many codes were tried for this request; start a new one."),
+    busy=("otp_pending", "A code is already being checked."),
+    conflict=("not_waiting_for_otp", "This request is not waiting for a code."),
+)
+INPUT_REFUSALS = Refusals(
+    exhausted=("input_attempts_exhausted", "Too many answers were tried for this question; start a new request."),
+    busy=("input_pending", "An answer is already being checked."),
+    conflict=("not_waiting_for_input", "This request is not waiting for that answer."),
+)
+
+
 @dataclass
 class RequestService:
     store: RecordStore
@@ -225,18 +246,7 @@ class RequestService:
             heartbeat=service.limits(settings.time_scale).heartbeat,
         )
         del code
-        if answer.outcome == "missing":
-            raise NotFound()
-        if answer.outcome == "exhausted":
-            raise RateLimited(
-                "Too many codes were tried for this request; start a new one.",
-                retry_after=settings.request_ttl,
-                code="otp_attempts_exhausted",
-            )
-        if answer.outcome == "busy":
-            raise Conflict("A code is already being checked.", code="otp_pending")
-        if answer.outcome == "conflict":
-            raise Conflict("This request is not waiting for a code.", code="not_waiting_for_otp")
+        self._refuse_unless_taken(answer.outcome, CODE_REFUSALS)
         if answer.outcome == "accepted":
             seq = int((answer.record or {}).get("seq") or 0)
             await asyncio.to_thread(self.dispatcher.check_otp, request_hash, service, seq)
@@ -269,21 +279,21 @@ class RequestService:
             heartbeat=service.limits(settings.time_scale).heartbeat,
         )
         del value
-        if answer.outcome == "missing":
-            raise NotFound()
-        if answer.outcome == "exhausted":
-            raise RateLimited(
-                "Too many answers were tried for this question; start a new request.",
-                retry_after=settings.request_ttl,
-                code="input_attempts_exhausted",
-            )
-        if answer.outcome == "busy":
-            raise Conflict("An answer is already being checked.", code="input_pending")
-        if answer.outcome == "conflict":
-            raise Conflict("This request is not waiting for that answer.", code="not_waiting_for_input")
+        self._refuse_unless_taken(answer.outcome, INPUT_REFUSALS)
         seq = int((answer.record or {}).get("seq") or 0)
         await asyncio.to_thread(self.dispatcher.check_input, request_hash, service, seq)
         return public_view(answer.record or {})
+
+    def _refuse_unless_taken(self, outcome: str, refusals: Refusals) -> None:
+        """The error for an answer the submit script did not take (``accepted``/``early`` pass)."""
+        if outcome == "missing":
+            raise NotFound()
+        if outcome == "exhausted":
+            raise RateLimited(refusals.exhausted[1], retry_after=self.settings.request_ttl, code=refusals.exhausted[0])
+        if outcome == "busy":
+            raise Conflict(refusals.busy[1], code=refusals.busy[0])
+        if outcome == "conflict":
+            raise Conflict(refusals.conflict[1], code=refusals.conflict[0])
 
     async def resend_otp(self, caller: Caller, request_hash: str) -> dict[str, Any]:
         """Ask the bot for a new code (at most every ``otp_resend_interval``, ``otp_max_resends`` times)."""
