@@ -73,6 +73,7 @@ def test_captcha_and_code_answers_are_secret_whatever_the_bot_says() -> None:
         ({**CAPTCHA, "image": "data:image/png;base64," + "A" * (MAX_IMAGE_BYTES // 3 * 4 + 8)}, "KiB"),
         ({**CHOICE, "options": CHOICE["options"][:1]}, "2 to 20"),
         ({**CHOICE, "options": [{"value": str(i)} for i in range(21)]}, "2 to 20"),
+        ({**CHOICE, "options": [CHOICE["options"][0], CHOICE["options"][0]]}, "distinct values"),
         ({"kind": "text", "pattern": "("}, "regular expression"),
         ({"kind": "text", "max_length": 0}, "max_length"),
         ({"kind": "confirm", "expires_in": 5}, "expires_in"),

@@ -24,11 +24,15 @@ export type InputPrompt = {
   secret?: boolean;
   /** seconds, 10-3600 (default 120) */
   expires_in?: number;
+  /** answers the person has left (0-100); the server lowers it to what it allows */
+  attempts_left?: number;
+  /** why the previous answer was refused, shown to the person (at most 200 characters) */
+  error?: string;
 } & (
-  | { kind: "captcha"; /** a data:image/png;base64,… URL, at most 64 KiB */ image: string; length?: number }
-  | { kind: "choice"; /** 2-20 */ options: { value: string; label: string }[] }
+  | { kind: "captcha"; /** a data:image/png;base64,… URL, the PNG at most 64 KiB */ image: string; /** 1-32 */ length?: number }
+  | { kind: "choice"; /** 2-20, distinct values (at most 64 characters; the label defaults to it) */ options: { value: string; label?: string }[] }
   | { kind: "confirm" }
-  | { kind: "text"; /** 1-1000 (default 200) */ max_length?: number; pattern?: string }
+  | { kind: "text"; /** 1-500 (default 100) */ max_length?: number; /** the whole answer must match it */ pattern?: string }
   | ({ kind: "code" } & OtpPrompt)
 );
 
@@ -98,8 +102,9 @@ export class RedisReporter implements Reporter {
   otpRequired(requestHash: string, otp?: OtpPrompt): Promise<boolean>;
   completed(requestHash: string, result: Record<string, unknown>): Promise<boolean>;
   failed(requestHash: string, error: string): Promise<boolean>;
-  /** Not over Redis yet (the update script has no input prompts until the server's side of issue
-   * 14 lands): always rejects with a ReportError. Use HttpReporter. */
+  /** Asks the person (Lifecycle.ask_input): status waiting_input with the prompt, or for a
+   * `code` prompt waiting_otp under the prompt's id. The answer comes to the bot's /run as
+   * `input: {id, value}`. False when the request has finished or expired. */
   inputRequired(requestHash: string, input: InputPrompt): Promise<boolean>;
   /** The code the person typed, removed as it is read; null if none. */
   takeOtp(requestHash: string): Promise<string | null>;

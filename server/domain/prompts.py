@@ -147,6 +147,8 @@ class Prompt:
                     raise ProtocolError("each of input.options must be {value, label}")
                 val = _str(item, "value", 64)
                 options.append(Option(val, _str(item, "label", 200, default=val)))
+            if len({opt.value for opt in options}) != len(options):
+                raise ProtocolError("input.options must have distinct values")
             return cls(**common, options=tuple(options))
         if kind == "text":
             pattern = o.get("pattern")

@@ -76,12 +76,19 @@ export function failedEvent(error) {
   return { type: "failed", error: [...error].slice(0, MAX_TEXT).join("") };
 }
 
-// Any input from the person (DESIGN.md, "Additions": issue 14). The server's side is being
-// built beside this; until it lands these are the contract's shapes, checked here so that a
-// bot learns of a malformed prompt before anything is sent.
+// Any input from the person (DESIGN.md, "Additions"): checked and filled in exactly as
+// server/domain/prompts.py's Prompt.parse + serialize do (the Redis reporter writes the result
+// straight into the record, where no server checks it again), with one addition: a label is
+// required here (the person should be told what is asked).
 export const INPUT_KINDS = ["captcha", "choice", "confirm", "text", "code"];
 const INPUT_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+const SECRET_KINDS = new Set(["captcha", "code"]);
 const MAX_IMAGE = 64 * 1024;
+const DATA_URL = "data:image/png;base64,";
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const MAX_OPTIONS = 20;
+const MAX_ANSWER = 500;
 
 function object(value, what) {
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw new ReportError(`${what} must be a JSON object`);
@@ -94,45 +101,77 @@ function required(value, what, limit) {
   return out;
 }
 
+function optionalInt(value, what, lo, hi) {
+  return value === undefined || value === null ? undefined : int(value, what, lo, hi);
+}
+
+/** The PNG of a captcha's data URL, checked as the server checks it (png_of). */
+function checkedPng(image) {
+  if (typeof image !== "string" || !image.startsWith(DATA_URL)) {
+    throw new ReportError("input.image must be a data:image/png;base64,… URL");
+  }
+  const encoded = image.slice(DATA_URL.length);
+  if (encoded.length > Math.floor((MAX_IMAGE + 2) / 3) * 4) throw new ReportError("input.image is larger than 64 KiB");
+  if (!BASE64.test(encoded)) throw new ReportError("input.image is not valid base64");
+  const png = Buffer.from(encoded, "base64");
+  if (png.length > MAX_IMAGE) throw new ReportError("input.image is larger than 64 KiB");
+  if (!png.subarray(0, PNG_SIGNATURE.length).equals(PNG_SIGNATURE)) throw new ReportError("input.image is not a PNG");
+  return image;
+}
+
 /** An input prompt (`{id, kind, label, secret, expires_in, ...}` plus the kind's own fields). */
 export function inputPrompt(value) {
   object(value, "input");
-  if (typeof value.id !== "string" || !INPUT_ID.test(value.id)) {
-    throw new ReportError("input.id must be 1-64 letters, digits or _.:-");
-  }
   if (!INPUT_KINDS.includes(value.kind)) throw new ReportError(`input.kind must be one of ${INPUT_KINDS.join(", ")}`);
   const kind = value.kind;
+  const id = value.id ?? kind;
+  if (typeof id !== "string" || !INPUT_ID.test(id)) {
+    throw new ReportError("input.id must be 1-64 letters, digits or _.:-");
+  }
   if (value.secret !== undefined && typeof value.secret !== "boolean") throw new ReportError("input.secret must be true or false");
   const out = {
-    id: value.id,
+    id,
     kind,
     label: required(value.label, "input.label", 200),
-    // Captchas and codes are answered like the SMS code (read once, never at rest).
-    secret: value.secret ?? (kind === "captcha" || kind === "code"),
+    // Captchas and codes are answered like the SMS code (read once, never at rest), whatever the bot says.
+    secret: Boolean(value.secret) || SECRET_KINDS.has(kind),
     expires_in: int(value.expires_in ?? 120, "input.expires_in", 10, 3600),
   };
+  const attemptsLeft = optionalInt(value.attempts_left, "input.attempts_left", 0, 100);
+  if (attemptsLeft !== undefined) out.attempts_left = attemptsLeft;
+  const error = text(value.error, "input.error", 200);
+  if (error) out.error = error;
   if (kind === "captcha") {
-    const image = value.image;
-    if (typeof image !== "string" || !image.startsWith("data:image/png;base64,")) {
-      throw new ReportError("input.image must be a data:image/png;base64,… URL");
-    }
-    if (image.length > MAX_IMAGE) throw new ReportError("input.image is larger than 64 KiB");
-    out.image = image;
-    if (value.length !== undefined) out.length = int(value.length, "input.length", 1, 20);
+    out.image = checkedPng(value.image);
+    const length = optionalInt(value.length, "input.length", 1, 32);
+    if (length !== undefined) out.length = length;
   } else if (kind === "choice") {
-    if (!Array.isArray(value.options) || value.options.length < 2 || value.options.length > 20) {
-      throw new ReportError("input.options must hold 2 to 20 choices");
+    if (!Array.isArray(value.options) || value.options.length < 2 || value.options.length > MAX_OPTIONS) {
+      throw new ReportError(`input.options must hold 2 to ${MAX_OPTIONS} choices`);
     }
     out.options = value.options.map((o, i) => {
       object(o, `input.options[${i}]`);
-      return { value: required(o.value, `input.options[${i}].value`, 100), label: required(o.label, `input.options[${i}].label`, 200) };
+      const optionValue = required(o.value, `input.options[${i}].value`, 64);
+      return { value: optionValue, label: text(o.label, `input.options[${i}].label`, 200) ?? optionValue };
     });
+    if (new Set(out.options.map((o) => o.value)).size !== out.options.length) {
+      throw new ReportError("input.options must have distinct values");
+    }
   } else if (kind === "text") {
-    out.max_length = int(value.max_length ?? 200, "input.max_length", 1, 1000);
+    out.max_length = int(value.max_length ?? 100, "input.max_length", 1, MAX_ANSWER);
     const pattern = text(value.pattern, "input.pattern", 200);
-    if (pattern) out.pattern = pattern;
+    if (pattern) {
+      try {
+        new RegExp(pattern, "u");
+      } catch {
+        throw new ReportError("input.pattern is not a valid regular expression");
+      }
+      out.pattern = pattern;
+    }
   } else if (kind === "code") {
-    Object.assign(out, otpPrompt({ length: value.length, destination_hint: value.destination_hint, expires_in: out.expires_in, attempts_left: value.attempts_left, error: value.error }));
+    const otp = otpPrompt({ length: value.length, destination_hint: value.destination_hint, expires_in: out.expires_in });
+    out.length = otp.length;
+    out.destination_hint = otp.destination_hint;
   }
   return out;
 }

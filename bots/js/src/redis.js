@@ -3,7 +3,7 @@
 // trip; ioredis' defineCommand loads the script with EVAL when Redis answers NOSCRIPT.
 import Redis from "ioredis";
 import { CONTRACT, message } from "./contract.js";
-import { ReportError, completedEvent, failedEvent, otpRequiredEvent, progressEvent } from "./events.js";
+import { completedEvent, failedEvent, inputRequiredEvent, otpRequiredEvent, progressEvent } from "./events.js";
 import { Keys } from "./keys.js";
 import { enqueueCheckOtp } from "./rq.js";
 import { loadScript } from "./scripts.js";
@@ -106,11 +106,50 @@ export class RedisReporter {
 
   /** The bot sent a code to the person's phone and now waits for it (Lifecycle.ask_otp). */
   async otpRequired(h, otp = {}) {
-    const prompt = otpRequiredEvent(otp).otp;
+    return await this.#askOtp(h, otpRequiredEvent(otp).otp, "");
+  }
+
+  /**
+   * The bot asks the person something and waits for the answer (Lifecycle.ask_input): a captcha,
+   * a choice, a yes/no, a text; a `code` prompt is the OTP (otpRequired, under the prompt's id).
+   * The answer comes to the bot's /run as `input: {id, value}`.
+   */
+  async inputRequired(h, input) {
+    const prompt = inputRequiredEvent(input).input;
+    if (prompt.kind === "code") {
+      const { length, destination_hint, expires_in, attempts_left, error } = prompt;
+      return await this.#askOtp(h, { length, destination_hint, expires_in, attempts_left, error }, prompt.id);
+    }
+    const note = prompt.error ? message("input_wrong") : message(`input_${prompt.kind}`);
+    const exhausted = { status: "failed", error: CONTRACT.messages.input_exhausted, retrying: false };
+    const result = await this.update(
+      h,
+      { status: "waiting_input", input_request: prompt, ...note },
+      {
+        input: {
+          id: prompt.id,
+          expires_in: prompt.expires_in,
+          max_attempts: this.otpMaxAttempts,
+          exhausted: { ...exhausted, ...message("input_exhausted") },
+        },
+      },
+    );
+    return result.outcome === "ok";
+  }
+
+  // The record shows the code's prompt twice, as the server writes it: `otp_data` as always and
+  // `input_request` of kind code (Prompt.of_otp), under `promptId` when the bot asked with
+  // inputRequired (whose answer it then gets as `input`; "" for otpRequired's `otp`).
+  async #askOtp(h, prompt, promptId) {
     const otpData = { length: prompt.length, destination_hint: prompt.destination_hint, error: prompt.error ?? null };
     if (prompt.attempts_left !== undefined) otpData.attempts_left = prompt.attempts_left;
+    const inputRequest = { id: promptId || "code", kind: "code", label: "", secret: true, expires_in: prompt.expires_in };
+    if (prompt.attempts_left !== undefined) inputRequest.attempts_left = prompt.attempts_left;
+    if (prompt.error) inputRequest.error = prompt.error;
+    inputRequest.length = prompt.length;
+    inputRequest.destination_hint = prompt.destination_hint;
     const note = prompt.error ? message("otp_wrong") : message("otp", { destination: prompt.destination_hint });
-    const patch = { status: "waiting_otp", otp_data: otpData, ...note };
+    const patch = { status: "waiting_otp", otp_data: otpData, input_request: inputRequest, ...note };
     // Like the Python SDK: the record says which service, the catalog whether it has an otp step.
     const rec = await this.get(h);
     const slug = String(rec?.service_slug ?? "");
@@ -124,17 +163,10 @@ export class RedisReporter {
         exhausted: { ...exhausted, ...message("otp_exhausted") },
       },
       checking: CONTRACT.messages.checking,
+      private: { code_prompt: promptId },
     });
     if (result.outcome === "ok" && result.otpReady) await this.#otpReady(h, Number(result.record?.seq ?? 0), slug);
     return result.outcome === "ok";
-  }
-
-  /** Not over Redis yet: the update script has no input prompts until the server's side of
-   * issue 14 lands. Report it over HTTP (HttpReporter) meanwhile. */
-  async inputRequired(h, input) {
-    void h;
-    void input;
-    throw new ReportError("inputRequired is not available over Redis yet: use HttpReporter (BOT_REPORT_MODE=http)");
   }
 
   async completed(h, result) {

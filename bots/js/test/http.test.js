@@ -143,7 +143,7 @@ test("inputRequired sends one signed input_required event (checked before sendin
     [{ ...choice, options: [{ value: "x", label: "X" }] }, /2 to 20 choices/],
     [{ ...choice, id: "no spaces please" }, /input.id/],
     [{ ...captcha, image: "http://example.com/x.png" }, /data:image\/png/],
-    [{ ...captcha, image: "data:image/png;base64," + "A".repeat(70_000) }, /larger than 64 KiB/],
+    [{ ...captcha, image: "data:image/png;base64," + "A".repeat(90_000) }, /larger than 64 KiB/], // 67,500 bytes once decoded
     [{ id: "t", kind: "text", label: "" }, /input.label is required/],
   ]) {
     await assert.rejects(report.inputRequired("req_abc", bad), why);

@@ -194,6 +194,125 @@ test("a Redis that lost its scripts (NOSCRIPT) gets them again within the same c
   }
 });
 
-test("inputRequired is refused over Redis until the server has it", async () => {
-  await assert.rejects(report.inputRequired("req_x", { id: "c1", kind: "confirm", label: "Go on?" }), /not available over Redis/);
+const CHOICE = {
+  id: "vehicle",
+  kind: "choice",
+  label: "Which vehicle?",
+  options: [
+    { value: "car", label: "Car 12B345-67" },
+    { value: "bike", label: "Motorbike 98765" },
+  ],
+  expires_in: 300,
+};
+
+test("inputRequired asks as the server's Lifecycle.ask_input does: the prompt, its message, the wait", async () => {
+  const h = await newRunning(redis);
+  assert.equal(await report.inputRequired(h, CHOICE), true);
+  let rec = await record(redis, h);
+  assert.equal(rec.status, "waiting_input");
+  assert.equal(rec.requires_input, true);
+  const { expires_at: expiresAt, attempts_left: attemptsLeft, ...prompt } = rec.input_request;
+  assert.deepEqual(prompt, { ...CHOICE, secret: false });
+  assert.equal(attemptsLeft, 3); // the script counts answers per prompt id (OTP_MAX_ATTEMPTS)
+  assert.ok(Date.parse(expiresAt) - Date.now() > 250_000);
+  assert.equal(rec.message_key, "input_choice");
+  assert.equal(rec.current_message, "Choose one to go on.");
+  assert.equal(rec._p.input_id, "vehicle");
+  // Asked again with the bot's reason: the message says the answer was not accepted.
+  assert.equal(await report.inputRequired(h, { id: "ok", kind: "confirm", label: "Go on?", error: "no such vehicle" }), true);
+  rec = await record(redis, h);
+  const { expires_at: _at, ...again } = rec.input_request;
+  assert.deepEqual(again, { id: "ok", kind: "confirm", label: "Go on?", secret: false, expires_in: 120, error: "no such vehicle", attempts_left: 3 });
+  assert.equal(rec.message_key, "input_wrong");
+  assert.equal(await report.completed(h, { ok: true }), true);
+  assert.equal(await report.inputRequired(h, CHOICE), false); // finished: not applied
+});
+
+test("a code asked with inputRequired is the OTP prompt under the bot's id", async () => {
+  const h = await newRunning(redis, "credit-score-rating");
+  const asked = { id: "sms", kind: "code", label: "Code", length: 5, destination_hint: "+98 912 *** **34", expires_in: 90 };
+  assert.equal(await report.inputRequired(h, asked), true);
+  const rec = await record(redis, h);
+  assert.equal(rec.status, "waiting_otp");
+  assert.equal(rec.step, "otp");
+  assert.deepEqual(rec.otp_data.length, 5);
+  assert.deepEqual(rec.input_request, {
+    id: "sms", kind: "code", label: "", secret: true, expires_in: 90, length: 5, destination_hint: "+98 912 *** **34",
+  });
+  assert.equal(rec._p.code_prompt, "sms"); // the answer goes to the bot as input {id: "sms"}
+  // otpRequired writes the same prompt under the id "code" (the answer then comes as `otp`).
+  const other = await newRunning(redis, "credit-score-rating");
+  await report.otpRequired(other, { length: 5, destination_hint: "+98 912 *** **34", expires_in: 90 });
+  assert.deepEqual((await record(redis, other)).input_request, { ...rec.input_request, id: "code" });
+});
+
+test("malformed prompts are refused before any I/O, as the server would refuse them", async () => {
+  const sent = await redis.info("commandstats");
+  for (const [bad, why] of [
+    [{ ...CHOICE, options: [CHOICE.options[0], CHOICE.options[0]] }, /distinct values/],
+    [{ id: "cap", kind: "captcha", label: "Letters", image: "data:image/png;base64,R0lGODlhAQABAAAAACw=" }, /not a PNG/],
+    [{ id: "cap", kind: "captcha", label: "Letters", image: "data:image/png;base64,!!!!" }, /not valid base64/],
+    [{ id: "t", kind: "text", label: "Plate", pattern: "([" }, /not a valid regular expression/],
+    [{ id: "t", kind: "text", label: "Plate", max_length: 501 }, /input.max_length/],
+    [{ ...CHOICE, attempts_left: -1 }, /input.attempts_left/],
+  ]) {
+    await assert.rejects(report.inputRequired("req_x", bad), why);
+  }
+  const evalsha = (info) => Number((/cmdstat_evalsha:calls=(\d+)/.exec(info) ?? [0, 0])[1]);
+  assert.equal(evalsha(await redis.info("commandstats")), evalsha(sent));
+});
+
+test("the person's answer to a Node bot's question comes back to its /run through the server", { skip: skipWorker }, async () => {
+  // tests/test_node_sdk.py routes credit-score-rating's bot API to CHECK_BOT_PORT: this test is
+  // that bot. It answers 202, asks over Redis which vehicle, and finishes with the answer.
+  const heard = [];
+  const bot = createServer(async (req, res) => {
+    let body = "";
+    for await (const chunk of req) body += chunk;
+    const call = JSON.parse(body);
+    heard.push(call);
+    if (call.input) {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ status: "success", result: { vehicle: call.input.value } }));
+      return;
+    }
+    res.writeHead(202, { "content-type": "application/json" }).end(JSON.stringify({ status: "accepted" }));
+    await report.progress(call.requestHash, 30, { step: "login" });
+    await report.inputRequired(call.requestHash, CHOICE);
+  });
+  await new Promise((resolve) => bot.listen(Number(process.env.CHECK_BOT_PORT), "127.0.0.1", resolve));
+  try {
+    const base = process.env.LONGRUN_URL;
+    const created = await fetch(`${base}/api/requests`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ service: "credit-score-rating", data: { national_id: "0012345678", mobile: "09120000009" } }),
+    });
+    assert.equal(created.status, 201, await created.clone().text());
+    const { hash: h, access_token: token } = await created.json();
+    const auth = { authorization: `Bearer ${token}` };
+    const poll = async (until) => {
+      for (let i = 0; i < 400; i++) {
+        const rec = await (await fetch(`${base}/api/requests/${h}`, { headers: auth })).json();
+        if (until(rec)) return rec;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error(`request ${h} never got there`);
+    };
+    const waiting = await poll((rec) => rec.status === "waiting_input");
+    assert.deepEqual(waiting.input_request.options.map((o) => o.value), ["car", "bike"]);
+    const answered = await fetch(`${base}/api/requests/${h}/input`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ id: "vehicle", value: "bike" }),
+    });
+    assert.equal(answered.status, 202, await answered.clone().text());
+    const done = await poll((rec) => ["completed", "failed"].includes(rec.status));
+    assert.equal(done.status, "completed", JSON.stringify(done));
+    assert.deepEqual(done.result_data, { vehicle: "bike" });
+    assert.equal(heard.length, 2);
+    assert.equal(heard[0].requestHash, h);
+    assert.deepEqual(heard[1].input, { id: "vehicle", value: "bike" }); // relayed once, as given
+  } finally {
+    bot.close();
+  }
 });
