@@ -238,7 +238,7 @@ def where(stack: str) -> str:
         ("run_request", "the job: bot call, record updates"),
         ("check_otp", "the job: bot call, record updates"),
         ("JobContext.create", "job set-up: clients (once per process)"),
-        ("Heartbeat.run", "heartbeat thread"),
+        ("Monitor.run", "job monitor thread"),
         ("execute_job", "RQ: job bookkeeping"),
         ("perform_job", "RQ: job bookkeeping"),
         ("handle_job", "RQ: job bookkeeping"),
