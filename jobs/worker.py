@@ -36,9 +36,9 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.rate_limit import RateLimitRegistry
+from rq.rate_limit import RateLimitRegistry, release_slot
 from rq.registry import (
     DeferredJobRegistry,
     FailedJobRegistry,
@@ -211,6 +211,55 @@ class LongrunWorker(SimpleWorker):
         # RQ beats the job once more here (an HSET, a round trip) to cover the success or failure
         # callback after a work horse ended; here the monitor beats the job until it is settled.
         job.ended_at = now()
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's two preparations of a job in one round trip: the execution (RQ's worker, before
+        it forks) and the job's start (RQ's work horse, ``prepare_job_execution``): the same
+        commands, but the job's ``last_heartbeat``, which RQ writes twice."""
+        with self.connection.pipeline() as pipeline:
+            ttl = self.get_heartbeat_ttl(job)
+            execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
+            self.executions[execution.id] = execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            self.heartbeat(ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            if len(self.queues) == 1:
+                pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """Done with the execution (:meth:`prepare_execution`)."""
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
+    ) -> None:
+        """RQ's success handling in one transaction and one script, for a job deleted on success.
+
+        RQ WATCHes and reads the job's dependents first (a round trip each) and reads the
+        concurrency limit before releasing the job's slot (one more): Longrun enqueues no job
+        that depends on another, and the job carries its limit. Jobs that keep a result or
+        repeat go RQ's way.
+        """
+        if job.repeats_left or job.get_result_ttl(self.default_result_ttl) != 0:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        with self.connection.pipeline() as pipeline:
+            self.increment_successful_job_count(pipeline=pipeline)
+            if job.ended_at is not None and job.started_at is not None:
+                self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+            job.cleanup(0, pipeline=pipeline, remove_from_queue=False)
+            job._status = JobStatus.FINISHED
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            pipeline.execute()
+        if job.has_rate_limit:
+            limit = RateLimitRegistry.from_job(job)
+            limit.__dict__["concurrency"] = job.rate_limit_concurrency  # RQ's cached_property, read from Redis
+            limit.release_and_enqueue(job.id)
+        else:
+            release_slot(job)
+        self.log.info("Successfully completed job %s on worker %s", job.id, self.name)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, once one of the threads is free (the slot is the job's from here on)."""
