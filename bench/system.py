@@ -228,7 +228,6 @@ async def profile_workers(procs: Processes, pool_pid: int, seconds: float) -> di
             continue
         total += int(n)
         buckets[where(stack)] += int(n)
-    shutil.copy(out, "/tmp/tp-spy.txt")  # TEMP
     shutil.rmtree(out.parent, ignore_errors=True)
     return {k: round(v / total, 3) for k, v in buckets.most_common()} if total else {}
 
