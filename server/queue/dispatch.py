@@ -62,20 +62,16 @@ def request_of(job: Job, prefix: str = "") -> str:
 
 
 class LeanJob(Job):
-    """RQ's job, saved without its description and, before it first starts, without the empty
-    fields RQ writes for a job that has not run.
+    """RQ's job, first saved without the empty fields RQ writes for a job that has not run.
 
     RQ stores ``''`` for every unset field (``started_at``, ``ended_at``, ``last_heartbeat``,
     ``worker_name``, ``group_id``, the success and stopped callbacks): ~120 B of every waiting
     job's hash. RQ reads a missing field as unset. Only before the job first starts: a later
     save may have to overwrite a field that held a value, so from then on RQ's ``''`` stays.
-    The description (RQ's call string unless given) is for logs and dashboards, and Longrun's
-    workers do not log it; the job id names the request and the phase (~30 B a job).
     """
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
         obj: dict[str, Any] = super().to_dict(include_meta=include_meta, include_result=include_result)
-        obj.pop("description", None)
         if self.started_at is None:
             return {k: v for k, v in obj.items() if v != ""}
         return obj
@@ -104,6 +100,9 @@ class Dispatcher:
         return self.queues[priority].enqueue(
             func,
             job_id=job_id(self.settings.key_prefix, request_hash, phase),
+            # The call string would show only the hash, but keep descriptions free of any
+            # argument on principle: they end up in logs and dashboards.
+            description=f"{phase} {request_hash[:12]}",
             result_ttl=RESULT_TTL,
             failure_ttl=FAILURE_TTL,
             on_failure=FAILURE_CALLBACK,
