@@ -154,6 +154,8 @@ class System:
             cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in self.pids.items()}
             if rpid is not None:
                 cpu["redis"] = round(cpu_seconds(rpid) - cpu_before["redis"], 2)
+            if isinstance(created.get("cpu_seconds"), float):
+                cpu["load generator"] = round(created["cpu_seconds"], 2)
             statuses: collections.Counter[str] = collections.Counter()
             hashes = created["hashes"]
             for i in range(0, len(hashes), 500):
@@ -238,7 +240,7 @@ def where(stack: str) -> str:
         ("run_request", "the job: bot call, record updates"),
         ("check_otp", "the job: bot call, record updates"),
         ("JobContext.create", "job set-up: clients (once per process)"),
-        ("Heartbeat.run", "heartbeat thread"),
+        ("Monitor.run", "job monitor thread"),
         ("execute_job", "RQ: job bookkeeping"),
         ("perform_job", "RQ: job bookkeeping"),
         ("handle_job", "RQ: job bookkeeping"),

@@ -1,11 +1,11 @@
 """What a job needs while it runs: settings, Redis, the record store, the bot client.
 
 Workers run jobs in their own process (RQ's ``SimpleWorker``, see
-``jobs/worker.py``), so one event loop, one async Redis client, one HTTP
-session to the bot API and one RQ connection serve every job of a process:
-a job pays for its own work, not for setting up a loop and four clients (that
-set-up, with a fork per job, was most of a job's cost). :func:`run_job` is the
-one way in.
+``jobs/worker.py``), one thread per job running at once, so one event loop,
+one async Redis client, one HTTP session to the bot API and one RQ connection
+serve every job of a thread: a job pays for its own work, not for setting up a
+loop and four clients (that set-up, with a fork per job, was most of a job's
+cost). :func:`run_job` is the one way in.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import contextvars
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import cache
@@ -76,7 +77,7 @@ class JobContext:
 
 
 class Runtime:
-    """This process's event loop and its :class:`JobContext`, made on first use."""
+    """A thread's event loop and its :class:`JobContext`, made on first use."""
 
     def __init__(self, config: Settings):
         self.config = config
@@ -107,16 +108,17 @@ class Runtime:
         self.runner.close()
 
 
-_runtime: Runtime | None = None
+_local = threading.local()
 
 
 def runtime() -> Runtime:
-    """This process's runtime (a forked child makes its own: loops and sockets do not survive fork)."""
-    global _runtime
-    if _runtime is None or _runtime.pid != os.getpid():
-        _runtime = Runtime(settings())
-        atexit.register(_runtime.close)
-    return _runtime
+    """This thread's runtime (a worker runs a job per thread, each thread's jobs on its own loop;
+    a forked child makes its own: loops and sockets do not survive fork)."""
+    current: Runtime | None = getattr(_local, "runtime", None)
+    if current is None or current.pid != os.getpid():
+        current = _local.runtime = Runtime(settings())
+        atexit.register(current.close)
+    return current
 
 
 def run_job(work: Callable[[JobContext], Coroutine[Any, Any, T]]) -> T:

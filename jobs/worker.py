@@ -8,34 +8,51 @@ logging job descriptions.
 The workers do not fork a work horse per job (RQ's ``SimpleWorker``): a job
 is a bot call and a few record updates, I/O that takes milliseconds, and a
 fork plus a fresh event loop and clients per job cost ten times that (see the
-README's benchmarks). What the fork gave is kept otherwise: heartbeats come
-from a thread while the job runs, a job's timeout is enforced inside its
-event loop (``jobs.context.run_job``) with RQ's signal as the backstop, and a
-killed worker's job is found by maintenance as before.
+README's benchmarks). Each worker runs up to ``--jobs`` jobs at once, one per
+thread (a job waits on the bot, not the CPU: one process per running job
+spent two cores switching between processes that mostly waited). What the
+fork gave is kept otherwise: one monitor thread per worker beats the jobs that
+run longer than the heartbeat interval, a job's timeout is enforced inside
+its event loop (``jobs.context.run_job``) with the monitor's watchdog as the
+backstop, and a killed worker's jobs are found by maintenance as before.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import logging
+import queue as queues
 import sys
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.rate_limit import RateLimitRegistry, release_slot
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+    StartedJobRegistry,
+)
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
+from rq.timeouts import BaseDeathPenalty
 from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
+from rq.worker_registration import clean_worker_registry
 
 from jobs.context import settings
 from server.infra import logs
@@ -46,27 +63,71 @@ from server.queue.dispatch import phase_of, queue_names, request_of
 log = logging.getLogger("longrun.worker")
 
 
-class Heartbeat(threading.Thread):
-    """Keeps the worker, the execution and the job alive in Redis while the job runs.
+class WatchdogDeathPenalty(BaseDeathPenalty):
+    """RQ's job timeout for a job that runs in a thread: a deadline the monitor enforces.
 
-    RQ's forking worker does this from the parent while the horse works; a
-    worker that runs the job itself needs another thread for it.
+    RQ's default (SIGALRM) works in the main thread only, and its thread variant starts a timer
+    thread per job. A job's coroutine is stopped by its own ``asyncio.timeout`` first
+    (``jobs.context.run_job``); this is the backstop for code that blocks the thread: the
+    worker's monitor raises the exception in the job's thread once the deadline has passed.
     """
 
-    def __init__(self, worker: LongrunWorker, job: Job, execution: Execution):
-        super().__init__(name=f"heartbeat {job.id}", daemon=True)
+    #: thread id -> (monotonic deadline, exception class), for the monitor
+    deadlines: ClassVar[dict[int, tuple[float, type[BaseException]]]] = {}
+
+    def setup_death_penalty(self) -> None:
+        if self._timeout is not None and float(self._timeout) > 0:
+            self.deadlines[threading.get_ident()] = (time.monotonic() + float(self._timeout), self._exception)
+
+    def cancel_death_penalty(self) -> None:
+        self.deadlines.pop(threading.get_ident(), None)
+
+    @classmethod
+    def enforce(cls) -> None:
+        """Raise the timeout in every thread past its deadline (called by the monitor)."""
+        at = time.monotonic()
+        for ident, (deadline, exception) in list(cls.deadlines.items()):
+            if at > deadline and cls.deadlines.pop(ident, None) is not None:
+                log.warning("a job ran past its timeout in thread %s: stopping it", ident)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception))
+
+
+@dataclass
+class Running:
+    """A job a worker's thread runs, and when it was last beaten (monotonic)."""
+
+    job: Job
+    execution: Execution | None = None
+    beaten_at: float = field(default_factory=time.monotonic)
+
+
+class Monitor(threading.Thread):
+    """Keeps the worker, the executions and the jobs alive in Redis while jobs run.
+
+    RQ's forking worker does this from the parent while the horse works; here one thread per
+    worker beats every job that has run for a heartbeat interval since its start or its last
+    beat (a job shorter than that was born with enough TTL: no beat at all), and stops jobs past
+    their timeout (:class:`WatchdogDeathPenalty`).
+    """
+
+    def __init__(self, worker: LongrunWorker):
+        super().__init__(name="job monitor", daemon=True)
         self.worker = worker
-        self.job = job
-        self.execution = execution
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(self.worker.job_monitoring_interval):
-            try:
-                self.worker.maintain_heartbeats(self.job, self.execution)
-            except RedisError as exc:  # the next beat may get through; the job goes on meanwhile
-                request = short(request_of(self.job, settings().key_prefix))
-                log.warning("heartbeat of the %s job for %s failed: %s", phase_of(self.job.id), request, exc)
+        interval = float(self.worker.job_monitoring_interval)
+        while not self.done.wait(interval / 2):
+            WatchdogDeathPenalty.enforce()
+            for running in list(self.worker.running.values()):
+                if running.execution is None or time.monotonic() - running.beaten_at < interval:
+                    continue
+                try:
+                    self.worker.maintain_heartbeats(running.job, running.execution)
+                    running.beaten_at = time.monotonic()
+                except RedisError as exc:  # the next beat may get through; the job goes on meanwhile
+                    request = short(request_of(running.job, settings().key_prefix))
+                    log.warning("heartbeat of the %s job for %s failed: %s", phase_of(running.job.id), request, exc)
 
     def stop(self) -> None:
         self.done.set()
@@ -74,7 +135,14 @@ class Heartbeat(threading.Thread):
 
 
 class LongrunWorker(SimpleWorker):
-    """RQ's in-process worker with Longrun's liveness settings.
+    """RQ's in-process worker, running up to :attr:`slots` jobs at once, with Longrun's
+    liveness settings.
+
+    The main thread does what RQ's loop does (maintenance, dequeue, preparing the execution)
+    and hands each job to one of ``slots`` threads, which run RQ's ``perform_job`` (the job,
+    then RQ's success or failure handling). It dequeues only while a thread is free, so a job
+    never waits in a worker while another could take it. RQ 3 keeps a worker's executions
+    apart already (``worker.executions``); a stop lets the running jobs finish.
 
     RQ gives an in-process job a heartbeat TTL of its whole timeout plus 60 s
     (nothing else would renew it); with the heartbeat thread the grace is two
@@ -82,6 +150,10 @@ class LongrunWorker(SimpleWorker):
     a dead scheduler's locks are freed after 10 s of silence instead of a minute
     (:func:`reclaim_stale_scheduler_locks`).
     """
+
+    #: jobs a worker runs at once (``--jobs``; set before the pool forks its workers)
+    slots: ClassVar[int] = 1
+    death_penalty_class = WatchdogDeathPenalty
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         config = settings()
@@ -92,8 +164,17 @@ class LongrunWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.log_result_lifespan = False
         self._beaten_at = -ROUTINE_BEAT_EVERY  # monotonic time of the last routine heartbeat
+        self._suspension_checked_at = -ROUTINE_BEAT_EVERY
         #: the stop signals handled so far (see request_force_stop)
         self._stop_signals: set[int] = set()
+        #: the jobs the threads run, by job id
+        self.running: dict[str, Running] = {}
+        self._free = threading.BoundedSemaphore(self.slots)
+        self._work: queues.SimpleQueue[tuple[Job, Queue] | None] = queues.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._monitor: Monitor | None = None
+        self._dequeuing = False
+        self._cold = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat; its routine beats at most once a second.
@@ -110,26 +191,147 @@ class LongrunWorker(SimpleWorker):
             self._beaten_at = at
         super().heartbeat(timeout, pipeline)
 
+    def check_for_suspension(self, burst: bool) -> None:
+        # RQ reads the suspension flag (a GET, a round trip) before every job; once a second is
+        # as good for ``rq suspend``, which a person types.
+        at = time.monotonic()
+        if at - self._suspension_checked_at < ROUTINE_BEAT_EVERY:
+            return
+        self._suspension_checked_at = at
+        super().check_for_suspension(burst)
+
     def set_state(self, state: str, pipeline: Any = None) -> None:
-        # RQ sets IDLE after every job and again before every dequeue: the second write is a no-op.
-        if pipeline is None and state == self._state:
+        # RQ sets IDLE after every job and again before every dequeue: the second write is a no-op;
+        # and the worker is busy, not idle, while one of its threads runs a job.
+        if pipeline is None and (state == self._state or (state == WorkerStatus.IDLE and self.running)):
             return
         super().set_state(state, pipeline)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         # RQ beats the job once more here (an HSET, a round trip) to cover the success or failure
-        # callback after a work horse ended; here the heartbeat thread runs until the job is settled.
+        # callback after a work horse ended; here the monitor beats the job until it is settled.
         job.ended_at = now()
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
-        heartbeat = Heartbeat(self, job, execution)
-        heartbeat.start()
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's two preparations of a job in one round trip: the execution (RQ's worker, before
+        it forks) and the job's start (RQ's work horse, ``prepare_job_execution``): the same
+        commands, but the job's ``last_heartbeat``, which RQ writes twice."""
+        with self.connection.pipeline() as pipeline:
+            ttl = self.get_heartbeat_ttl(job)
+            execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
+            self.executions[execution.id] = execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            self.heartbeat(ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            if len(self.queues) == 1:
+                pipeline.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """Done with the execution (:meth:`prepare_execution`)."""
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
+    ) -> None:
+        """RQ's success handling in one transaction and one script, for a job deleted on success.
+
+        RQ WATCHes and reads the job's dependents first (a round trip each) and reads the
+        concurrency limit before releasing the job's slot (one more): Longrun enqueues no job
+        that depends on another, and the job carries its limit. Jobs that keep a result or
+        repeat go RQ's way.
+        """
+        if job.repeats_left or job.get_result_ttl(self.default_result_ttl) != 0:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        with self.connection.pipeline() as pipeline:
+            self.increment_successful_job_count(pipeline=pipeline)
+            if job.ended_at is not None and job.started_at is not None:
+                self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+            job.cleanup(0, pipeline=pipeline, remove_from_queue=False)
+            job._status = JobStatus.FINISHED
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            pipeline.execute()
+        if job.has_rate_limit:
+            limit = RateLimitRegistry.from_job(job)
+            limit.__dict__["concurrency"] = job.rate_limit_concurrency  # RQ's cached_property, read from Redis
+            limit.release_and_enqueue(job.id)
+        else:
+            release_slot(job)
+        self.log.info("Successfully completed job %s on worker %s", job.id, self.name)
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue, once one of the threads is free (the slot is the job's from here on)."""
+        while not self._free.acquire(timeout=SLOT_WAIT):
+            if self._stop_requested:
+                raise StopRequested()
+            self.heartbeat()
+        result = None
         try:
-            self.perform_job(job, queue, execution)
+            self._dequeuing = True
+            if self._stop_requested:
+                raise StopRequested()
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         finally:
-            heartbeat.stop()
-        self.set_state(WorkerStatus.IDLE)
+            self._dequeuing = False
+            if result is None:
+                self._free.release()
+        return result
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Prepare the execution (as RQ's worker does before it forks) and hand the job to a thread."""
+        running = self.running[job.id] = Running(job)
+        try:
+            running.execution = self.prepare_execution(job)
+        except BaseException:
+            self.running.pop(job.id, None)
+            self._free.release()
+            raise
+        if len(self._threads) < self.slots:
+            thread = threading.Thread(target=self._serve, name=f"job {len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        if self._monitor is None:
+            self._monitor = Monitor(self)
+            self._monitor.start()
+        self._work.put((job, queue))
+
+    def _serve(self) -> None:
+        """One thread: runs the jobs handed to it until told to stop (``None``)."""
+        while (item := self._work.get()) is not None:
+            job, queue = item
+            running = self.running.get(job.id)
+            try:
+                if running is not None and running.execution is not None:
+                    self.perform_job(job, queue, running.execution)
+            except Exception:  # RQ's handling of the job's end failed (Redis down): maintenance settles it
+                log.exception("the %s job for %s ended without RQ's bookkeeping", phase_of(job.id), short(job.id))
+            finally:
+                self.running.pop(job.id, None)
+                if not self.running:
+                    self.set_state(WorkerStatus.IDLE)
+                self._free.release()
+
+    def _shutdown(self) -> None:
+        """A stop waits for the running jobs; it interrupts only a dequeue (RQ: only an idle worker)."""
+        if self._dequeuing or not self.running:
+            raise StopRequested()
+        self._stop_requested = True
+        self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        if self.scheduler:
+            self.stop_scheduler()  # type: ignore[no-untyped-call]
+
+    def teardown(self) -> None:
+        """The running jobs end first (a warm stop); a cold stop leaves them to maintenance."""
+        if not self._cold:
+            for _ in self._threads:
+                self._work.put(None)
+            for thread in self._threads:
+                thread.join()
+        if self._monitor is not None:
+            self._monitor.done.set()
+        super().teardown()  # type: ignore[no-untyped-call]
 
     def request_stop(self, signum: int, frame: Any) -> None:
         self._stop_signals = {signum}
@@ -149,6 +351,7 @@ class LongrunWorker(SimpleWorker):
             self._stop_signals.add(signum)
             self.log.debug("Worker %s: the pool's copy of the stop signal ignored", self.name)
             return
+        self._cold = True
         super().request_force_stop(signum, frame)
 
     def run_maintenance_tasks(self) -> None:
@@ -162,6 +365,43 @@ class LongrunWorker(SimpleWorker):
             if freed:
                 self.log.warning("freed scheduler locks left by a dead scheduler: %s", ", ".join(freed))
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+
+    def clean_registries(self) -> None:
+        """RQ's registry upkeep, done by one worker of all those on these queues per maintenance
+        interval, and the rate-limit registries once, only Longrun's own.
+
+        RQ's workers each run it every interval (its per-queue lock is released as soon as the
+        cleaning ends, so eight workers clean eight times as often as one), and every queue's
+        cleaning walks every rate-limit registry in Redis, other tenants' included: a
+        status read per job holding a slot, and two scripts per registry. py-spy put it at 16% of
+        the pool's time under load.
+        """
+        # the worker's own clock for its next upkeep, as RQ's sets it
+        self.last_cleaned_at = now()  # type: ignore[assignment]
+        config = settings()
+        if not self.connection.set(
+            f"rq:upkeep:{config.key_prefix}", self.name, nx=True, ex=max(1, int(self.maintenance_interval))
+        ):
+            return
+        for queue in self.queues:
+            if not queue.acquire_maintenance_lock():
+                continue
+            try:
+                self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
+                options: dict[str, Any] = {"connection": queue.connection, "job_class": queue.job_class}
+                FinishedJobRegistry(queue.name, serializer=queue.serializer, **options).cleanup()
+                StartedJobRegistry(queue.name, serializer=queue.serializer, **options).cleanup(
+                    exception_handlers=self._exc_handlers
+                )
+                for registry in (FailedJobRegistry, DeferredJobRegistry, ReadyJobRegistry):
+                    registry(queue.name, serializer=queue.serializer, **options).cleanup()
+                clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
+            finally:
+                queue.release_maintenance_lock()  # type: ignore[no-untyped-call]
+        for limit in RateLimitRegistry.all(self.connection):
+            if limit.key.startswith(config.key_prefix):
+                limit.cleanup()
 
     def unsubscribe(self) -> None:
         """RQ's unsubscribe with the listener stopped before the UNSUBSCRIBE, not after.
@@ -194,6 +434,12 @@ class LongrunWorker(SimpleWorker):
 
 #: the least time between two of RQ's routine worker heartbeats (seconds; the key lives 80 s)
 ROUTINE_BEAT_EVERY = 1.0
+
+#: how often a worker whose threads are all busy looks for a stop request (seconds)
+SLOT_WAIT = 0.5
+
+#: jobs a worker process runs at once by default
+JOBS_PER_WORKER = 8
 
 #: how long a stopping worker waits for its pub/sub listener to end (seconds)
 UNSUBSCRIBE_WAIT = 2.0
@@ -232,8 +478,10 @@ def reclaim_stale_scheduler_locks(connection: Redis, queue_names: list[str]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Longrun RQ workers")
     parser.add_argument("--workers", type=int, default=2, help="worker processes in the pool")
+    parser.add_argument("--jobs", type=int, default=JOBS_PER_WORKER, help="jobs each worker runs at once")
     parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
     args = parser.parse_args(argv)
+    LongrunWorker.slots = max(1, args.jobs)
     config = settings()
     logs.configure(config)
     # Imported once here, before the pool forks its workers, rather than by each worker at its first job.

@@ -40,7 +40,8 @@ async def test_one_worker_takes_high_then_default_then_low_and_a_code_goes_on_hi
         [job_id(prefix, h, "run").encode()] for h in (high, default, low)
     ]
 
-    processes.workers(settings, count=1)
+    # One job at a time: the order the worker takes them in is the order they start in.
+    processes.workers(settings, count=1, jobs=1)
     await wait_status(redis, keys, high, "completed", timeout=30)
     await wait_status(redis, keys, default, "waiting_otp", timeout=30)
     await wait_status(redis, keys, low, "processing", "completed", timeout=30)

@@ -125,9 +125,13 @@ class Processes:
 
     # ----------------------------------------------------------------- Longrun's own processes
 
-    def workers(self, settings: Settings, count: int = 1, **env: str) -> subprocess.Popen[bytes]:
-        """A pool of ``count`` RQ workers on the settings' queues."""
-        return self.start("worker", ["-m", "jobs.worker", "--workers", str(count)], {**settings.to_env(), **env})
+    def workers(
+        self, settings: Settings, count: int = 1, jobs: int | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """A pool of ``count`` RQ workers on the settings' queues, each running ``jobs`` jobs at once
+        (``jobs.worker``'s default when None)."""
+        args = ["-m", "jobs.worker", "--workers", str(count)] + ([] if jobs is None else ["--jobs", str(jobs)])
+        return self.start("worker", args, {**settings.to_env(), **env})
 
     def archiver(self, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
         return self.start("archiver", ["-m", "jobs.archiver", *args], settings.to_env())
