@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import importlib
 import logging
+import os
 import queue as queues
 import sys
 import threading
@@ -31,9 +32,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from redis import Redis
+from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker
+from rq.defaults import RQ_KEY_PREFIX
 from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -175,6 +177,7 @@ class LongrunWorker(SimpleWorker):
         self._monitor: Monitor | None = None
         self._dequeuing = False
         self._cold = False
+        os.register_at_fork(after_in_child=lambda: forget_inherited_sockets(self.connection.connection_pool))
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat; its routine beats at most once a second.
@@ -380,7 +383,7 @@ class LongrunWorker(SimpleWorker):
         self.last_cleaned_at = now()  # type: ignore[assignment]
         config = settings()
         if not self.connection.set(
-            f"rq:upkeep:{config.key_prefix}", self.name, nx=True, ex=max(1, int(self.maintenance_interval))
+            f"{RQ_KEY_PREFIX}:upkeep:{config.key_prefix}", self.name, nx=True, ex=max(1, int(self.maintenance_interval))
         ):
             return
         for queue in self.queues:
@@ -448,6 +451,21 @@ UNSUBSCRIBE_WAIT = 2.0
 #: interval; a lock not refreshed for this long belongs to a scheduler that is gone
 SCHEDULER_LOCK_TTL = 1 + 60
 SCHEDULER_STALE_AFTER = 10
+
+
+def forget_inherited_sockets(pool: ConnectionPool) -> None:
+    """In a process forked from a worker (RQ's scheduler), close the descriptors of the worker's
+    Redis sockets, this process's copies only: nothing is sent, the worker's side stays open.
+
+    Kept, they outlive the worker: a worker killed while blocked in BLPOP stays a blocked client
+    for Redis as long as its scheduler holds the socket, and the next job pushed within the BLPOP's
+    timeout went to that reply no one reads (a cancel lost after a worker was killed mid-check).
+    redis-py's pool, seeing the new pid, starts afresh without touching them.
+    """
+    for conn in (*pool._available_connections, *pool._in_use_connections):  # private: no public view
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            sock.close()
 
 
 def reclaim_stale_scheduler_locks(connection: Redis, queue_names: list[str]) -> list[str]:
