@@ -308,7 +308,7 @@ async def test_workers_codes_throughput_runtimes_memory_and_archive_lag(
         # (the figures are read one after the other, not at one instant: RQ marks the worker
         # busy a moment before the job enters its started registry)
         snap = await snapshot(client)
-        working = any(w["state"] == "busy" and w["current_job"] == fines_job for w in snap["workers"])
+        working = any(w["state"] == "busy" and fines_job in w["running"] for w in snap["workers"])
         return snap if working and queue(snap, "high")["running"] == 1 else None
 
     snap = await wait_for(busy, what="a worker busy with the fines job, counted as running")

@@ -56,7 +56,8 @@ class WorkerFigures:
     name: str
     state: str
     queues: list[str]
-    current_job: str | None
+    #: the jobs its threads run (a worker runs up to --jobs at once)
+    running: list[str]
     heartbeat_age: float | None
     successful: int
     failed: int

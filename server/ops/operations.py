@@ -171,7 +171,7 @@ class Operations:
                     name=w.name,
                     state=str(w.get_state()),
                     queues=[n[len(self.keys.prefix) :] for n in names],
-                    current_job=w.get_current_job_id(),
+                    running=sorted(e.job_id for e in w.get_current_executions()),
                     heartbeat_age=age(w.last_heartbeat, now),
                     successful=int(w.successful_job_count or 0),
                     failed=int(w.failed_job_count or 0),
