@@ -160,7 +160,7 @@ def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Proces
         print(f"had to SIGKILL: {killed}")
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        print("---- child process logs ----\n" + procs.logs())
+        print("---- child process logs ----\n" + procs.logs(tail=20000))
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ printed with a curl line that replays it).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -340,6 +341,19 @@ def aim_app(system: System, case: schemathesis.Case, credential: str) -> schemat
     return case
 
 
+def _distinct_choice_values(body: Any) -> None:
+    """A choice's option values must be distinct (DESIGN.md), which JSON Schema cannot say of
+    one field of objects in an array: a schema-valid case gets distinct values, and duplicates
+    are left to the negative cases and to test_prompts."""
+    prompt = body.get("input") if isinstance(body, dict) else None
+    if not isinstance(prompt, dict) or prompt.get("kind") != "choice" or not isinstance(prompt.get("options"), list):
+        return
+    options = [o for o in prompt["options"] if isinstance(o, dict) and isinstance(o.get("value"), str)]
+    if len({o["value"] for o in options}) != len(options):
+        for n, option in enumerate(options):
+            option["value"] = f"{n}"
+
+
 def install_hooks(schema: OpenApiSchema, system: System) -> None:
     """Aim the hash-scoped cases: drawn by Hypothesis while fuzzing, in turn for coverage cases."""
 
@@ -355,7 +369,8 @@ def install_hooks(schema: OpenApiSchema, system: System) -> None:
             st.booleans(),
         )
 
-    turn = itertools.count()
+    # one count per operation: another operation's cases do not shift this one's turns
+    turns: dict[str, itertools.count[int]] = collections.defaultdict(itertools.count)
     app_turn = itertools.count()
 
     def map_case(ctx: Any, case: schemathesis.Case) -> schemathesis.Case:
@@ -368,12 +383,14 @@ def install_hooks(schema: OpenApiSchema, system: System) -> None:
             seed = zlib.crc32(str(case.query["cursor"]).encode())
             moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seed)
             case.query["cursor"] = Cursor(moment, f"req_{seed:022d}").encode()
+        if not case.meta.generation.mode.is_negative:
+            _distinct_choice_values(case.body)
         # Coverage cases are made once, up front, and never shrunk: their choices go round.
         if case.meta.phase.name != TestPhase.COVERAGE:
             return case
         if "hash" not in case.path_parameters:
             return aim_app(system, case, APP_CREDENTIALS[next(app_turn) % len(APP_CREDENTIALS)])
-        n = next(turn)
+        n = next(turns[_operation_id(case)])
         pool: list[Target | None] = [None, *system.targets_for(_operation_id(case))]
         return aim(
             system,

@@ -155,3 +155,11 @@ def test_the_demo_captcha_is_a_small_png_a_prompt_takes() -> None:
     assert Image.open(io.BytesIO(png)).size == captcha.SIZE
     prompt = Prompt.parse({"id": "captcha", "kind": "captcha", "image": captcha.data_url(png)})
     assert prompt.answer(answer.lower()) == answer.lower()  # the bot compares without case
+
+
+@pytest.mark.parametrize("kind", ["confirm", "text", "code"])
+def test_null_for_a_number_with_a_default_means_the_default(kind: str) -> None:
+    # what bots in other languages send for "none" (the Node SDK's ``??`` reads it the same)
+    prompt = Prompt.parse({"kind": kind, "expires_in": None, "max_length": None, "pattern": None})
+    assert prompt.expires_in == 120
+    assert prompt.max_length == (100 if kind == "text" else None)

@@ -61,9 +61,9 @@ def _str(o: Mapping[str, Any], key: str, limit: int, *, default: str | None = No
 
 
 def _int(o: Mapping[str, Any], key: str, lo: int, hi: int, default: int | None) -> int | None:
-    value = o.get(key, default)
+    value = o.get(key)
     if value is None:
-        return None
+        return default  # absent or null, as for strings
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise ProtocolError(f"input.{key} must be a number between {lo} and {hi}")
     return int(value)
@@ -160,7 +160,8 @@ class Prompt:
                     raise ProtocolError("input.pattern is not a valid regular expression") from None
             return cls(**common, max_length=_int(o, "max_length", 1, MAX_ANSWER, 100), pattern=pattern)
         if kind == "code":
-            otp = OtpPrompt.parse({k: o[k] for k in ("length", "destination_hint", "expires_in") if k in o})
+            fields = {k: o[k] for k in ("length", "destination_hint") if k in o}
+            otp = OtpPrompt.parse({**fields, "expires_in": common["expires_in"]})
             return cls(**common, length=otp.length, destination_hint=otp.destination_hint)
         return cls(**common)  # confirm
 

@@ -389,6 +389,8 @@ PROMPT_KINDS: dict[str, dict[str, Any]] = {
             "type": "array",
             "minItems": 2,
             "maxItems": MAX_OPTIONS,
+            "uniqueItems": True,
+            "description": "the options' values are distinct",
             "items": {
                 "type": "object",
                 "required": ["value"],
@@ -399,7 +401,7 @@ PROMPT_KINDS: dict[str, dict[str, Any]] = {
     "confirm": {},
     "text": {
         "max_length": {**number_schema(1, 500), "type": ["number", "null"]},
-        "pattern": {"type": "string", "format": "regex", "maxLength": 200},
+        "pattern": {"type": ["string", "null"], "format": "regex", "maxLength": 200},
     },
     "code": {"length": number_schema(4, 10), "destination_hint": text_schema(64)},
 }
@@ -415,7 +417,7 @@ def prompt_schema(kind: str, extra: dict[str, Any]) -> dict[str, Any]:
             "id": {"type": "string", "pattern": PROMPT_ID_PATTERN},
             "label": text_schema(200),
             "secret": {"type": "boolean"},
-            "expires_in": number_schema(10, 3600),
+            "expires_in": {**number_schema(10, 3600), "type": ["number", "null"]},
             "attempts_left": {**number_schema(0, 100), "type": ["number", "null"]},
             "error": {**text_schema(200), "type": ["string", "null"]},
             **extra,
