@@ -202,9 +202,6 @@ class Client(Feed):
         #: heartbeat visits since the browser last sent anything (:func:`next_message` zeroes it)
         self.quiet = 0
 
-    async def _write(self, frame: Frame) -> None:
-        await self.ws.send_str(frame.text)
-
     def beat(self) -> bool:
         """The heartbeat's visit: True when the browser has been quiet long enough to be
         pinged; one that stayed quiet a whole period after its ping is dropped."""
@@ -229,6 +226,9 @@ class Client(Feed):
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.ping()
+
+    async def _write(self, frame: Frame) -> None:
+        await self.ws.send_str(frame.text)
 
 
 def refuse_cross_site(request: web.Request) -> None:
