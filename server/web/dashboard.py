@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp_jinja2
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp_session import get_session
 
 from server.domain.errors import Forbidden, NotFound
@@ -31,7 +31,7 @@ from server.web import csrf
 from server.web.access import bearer_token, client_address
 from server.web.api import json_response, read_json
 from server.web.rendering import render
-from server.web.socket_client import Client, open_socket, refuse_cross_site
+from server.web.socket_client import Client, forget, next_message, open_socket, refuse_cross_site
 from server.web.typedefs import LIMITS, OPS, SETTINGS
 
 log = logging.getLogger("longrun.dashboard")
@@ -269,10 +269,10 @@ async def dashboard_socket(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED]
     feed.join(request, client)
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.ERROR:
-                break
+        while await next_message(client) is not None:
+            pass  # the dashboard's page only listens
     finally:
+        forget(request.app, client)
         feed.leave(client)
         client.closed = True
     return ws
