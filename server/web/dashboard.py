@@ -22,12 +22,11 @@ from typing import Any
 import aiohttp_jinja2
 import orjson
 from aiohttp import web
-from aiohttp_session import get_session
 
 from server.domain.errors import Forbidden, NotFound
 from server.live.frames import Frame
 from server.ops.figures import Snapshot
-from server.web import csrf
+from server.web import access, csrf
 from server.web.access import bearer_token, client_address
 from server.web.api import json_response, read_json
 from server.web.rendering import render
@@ -59,7 +58,7 @@ async def is_operator(request: web.Request) -> bool:
         return expected is not None and hmac.compare_digest(token.encode(), expected.encode())
     if not request.cookies:
         return False
-    until = (await get_session(request)).get(SESSION_KEY)
+    until = (await access.session(request)).get(SESSION_KEY)
     return isinstance(until, int | float) and until > time.time()
 
 
@@ -158,7 +157,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=403,
             lang="en",
         )
-    session = await get_session(request)
+    session = await access.session(request)
     session[SESSION_KEY] = time.time() + SESSION_HOURS * 3600
     raise web.HTTPSeeOther("/dashboard")
 
@@ -166,7 +165,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/dashboard/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     await csrf.verify(request, await request.post())
-    (await get_session(request)).pop(SESSION_KEY, None)
+    (await access.session(request)).pop(SESSION_KEY, None)
     raise web.HTTPSeeOther("/dashboard/login")
 
 
