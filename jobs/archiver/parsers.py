@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -36,8 +37,11 @@ def parse_batch(entries: Sequence[Entry]) -> tuple[CopyBatch, list[str]]:
     return copy_batch(rows), dropped
 
 
-def _orphan_watch(parent: int) -> None:
-    """In a parser: exit when the archiver is gone (killed, it cannot stop its children)."""
+def _start_parser(parent: int) -> None:
+    """In a parser: leave Ctrl-C to the archiver (which stops its parsers; SIGTERM stays
+    deadly: the pool ends the parsers of a broken pool with it), and exit when the archiver
+    is gone (killed, it cannot stop its children)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -62,7 +66,7 @@ class ParserPool:
             self._pool = ProcessPoolExecutor(
                 self.processes,
                 mp_context=multiprocessing.get_context("fork"),
-                initializer=_orphan_watch,
+                initializer=_start_parser,
                 initargs=(os.getpid(),),
             )
         return self._pool
