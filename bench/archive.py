@@ -1,14 +1,16 @@
 """Archive benchmark: 100,000 terminal records from the Redis streams into PostgreSQL, the
 archiver against a row-by-row INSERT baseline doing the same job.
 
-``python -m bench.archive [--records 100000] [--baseline 100000] [--batch N]``
+``python -m bench.archive [--records 100000] [--baseline 100000] [--batch N] [--parsers N]``
 
 1. Puts ``--records`` terminal records (full records, as the update script hands
    them over) into the 16 archive streams of a private key prefix.
 2. **The archiver** (``jobs.archiver.Archiver.drain``) moves them all: XREADGROUP,
-   parse, one binary ``COPY`` per batch straight into ``history``, commit, then
-   XACK + XDEL, the next batch read while one is written. Records per second from
-   the first read to the last acknowledgement: the headline figure.
+   parse (in ``--parsers`` forked parser processes, ``ARCHIVE_PARSERS``' default),
+   one binary ``COPY`` per batch straight into ``history``, commit, then XACK + XDEL,
+   batches read ahead while one is written. Records per second from the first read
+   to the last acknowledgement: the headline figure. Then the same again with the
+   archiver parsing in its own process (``ARCHIVE_PARSERS=0``), for comparison.
 3. **The baseline** does the same job the naive way: the same records put into the
    streams again (``--baseline`` of them), the same archiver reading, parsing and
    acknowledging them in the same batches, one batch after the other, but writing
@@ -181,7 +183,9 @@ async def timed_copies(settings: Settings, rows: Sequence[ArchiveRow], batch: in
         await conn.close()
 
 
-async def run(records: int = 100_000, baseline: int | None = None, batch: int | None = None) -> dict[str, Any]:
+async def run(
+    records: int = 100_000, baseline: int | None = None, batch: int | None = None, parsers: int | None = None
+) -> dict[str, Any]:
     """The benchmark; returns its numbers (records per second and the archiver / baseline ratio).
 
     ``baseline`` records go through the row-by-row baseline (default: all of them);
@@ -205,7 +209,9 @@ async def run(records: int = 100_000, baseline: int | None = None, batch: int | 
     )
     if batch is not None:
         settings = settings.with_(archive_batch=batch)
-    batch = settings.archive_batch
+    if parsers is not None:
+        settings = settings.with_(archive_parsers=parsers)
+    batch, parsers = settings.archive_batch, settings.archive_parsers
     keys = Keys(settings.key_prefix)
     redis = Redis.from_url(redis_url, socket_timeout=60)
     try:
@@ -214,6 +220,10 @@ async def run(records: int = 100_000, baseline: int | None = None, batch: int | 
 
         await fill_streams(redis, entries)
         archiver_s = await timed_drain(settings, redis, Archiver(settings, redis, consumer="bench"), records)
+
+        await fill_streams(redis, entries)
+        in_process = Archiver(settings, redis, consumer="bench-in-process", parsers=0)
+        in_process_s = await timed_drain(settings, redis, in_process, records)
 
         await fill_streams(redis, entries[:baseline])
         baseline_s = await timed_drain(
@@ -228,7 +238,9 @@ async def run(records: int = 100_000, baseline: int | None = None, batch: int | 
             "name": "archive",
             "records": records,
             "batch": batch,
+            "parsers": parsers,
             "archiver_records_per_s": round(archiver_rate),
+            "in_process_records_per_s": round(records / in_process_s),
             "baseline_records_per_s": round(baseline_rate),
             "baseline_records": baseline,
             "copy_only_records_per_s": round(records / copy_s),
@@ -252,10 +264,12 @@ def main(argv: Sequence[str] = ()) -> dict[str, Any]:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--baseline", type=int, default=None, help="records for the row-by-row baseline (default: all)")
     parser.add_argument("--batch", type=int, default=None, help="records per transaction (default: the archiver's)")
+    parser.add_argument("--parsers", type=int, default=None, help="parser processes (default: the archiver's)")
     args = parser.parse_args(list(argv))
-    result = asyncio.run(run(args.records, args.baseline, args.batch))
+    result = asyncio.run(run(args.records, args.baseline, args.batch, args.parsers))
     print(
-        f"archive  {result['records']:>7} records  archiver {result['archiver_records_per_s']:>7}/s  "
+        f"archive  {result['records']:>7} records  archiver {result['archiver_records_per_s']:>7}/s "
+        f"({result['parsers']} parsers; parsing in-process {result['in_process_records_per_s']}/s)  "
         f"row-by-row INSERT baseline {result['baseline_records_per_s']:>6}/s ({result['baseline_records']} records)  "
         f"ratio {result['speedup']}× (target ≥ {result['target_speedup']}×)  "
         f"[COPY writes alone {result['copy_only_records_per_s']}/s]"

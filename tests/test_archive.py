@@ -8,6 +8,8 @@ machine's server.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -407,6 +409,47 @@ async def test_a_batch_committed_but_not_acknowledged_is_not_archived_twice(
     finally:
         await second.close()
     assert await archived_count(pg_settings) == 12
+    status = await archive_status(redis, store.keys)
+    assert status.backlog == 0 and status.in_progress == 0
+
+
+async def test_a_parser_process_killed_mid_run_loses_and_duplicates_nothing(
+    redis: Redis, pg_settings: Settings
+) -> None:
+    store, life = tools(redis, pg_settings)
+    made = [await make_terminal(store, life, user=f"u_{i % 7}") for i in range(120)]
+    archiver = Archiver(pg_settings, redis, consumer="archiver-test", batch=10, parsers=2)
+    assert pg_settings.database_url
+    blocker = await psycopg.AsyncConnection.connect(
+        pg_settings.database_url, options=f"-c search_path={pg_settings.database_schema}"
+    )
+    try:
+        assert await archiver.prepare()
+        # Hold the first COPY (see the test above) while batches are read ahead and parsed.
+        await blocker.execute("LOCK TABLE history IN SHARE MODE")
+        draining = asyncio.create_task(archiver.drain())
+
+        async def stuck() -> bool:
+            cur = await blocker.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'longrun-archiver' "
+                "AND wait_event_type = 'Lock'"
+            )
+            row = await cur.fetchone()
+            return bool(row and row[0] >= 1 and multiprocessing.active_children())
+
+        await wait_for(stuck, timeout=15, what="the archiver to wait on the lock with its parsers started")
+        victim = multiprocessing.active_children()[0]
+        os.kill(victim.pid or 0, signal.SIGKILL)
+        await asyncio.to_thread(victim.join, 10)
+        assert not victim.is_alive()
+        await blocker.rollback()
+        assert await asyncio.wait_for(draining, 60) == 120
+    finally:
+        await blocker.close()
+        await archiver.close()
+    assert archiver.parsers.restarts >= 1, "the parsers were started again"
+    hashes = [r["hash"] for r in rows(pg_settings)]
+    assert len(hashes) == len(set(hashes)) == 120 and set(hashes) == set(made)
     status = await archive_status(redis, store.keys)
     assert status.backlog == 0 and status.in_progress == 0
 

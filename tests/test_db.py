@@ -102,9 +102,11 @@ def test_archive_settings_are_read_and_checked() -> None:
         "ARCHIVE_RETENTION_DAYS": "30",
         "ARCHIVE_RETENTION_INTERVAL": "600",
         "ARCHIVE_BATCH": "200",
+        "ARCHIVE_PARSERS": "0",
     }
     s = Settings.from_env(env)
     assert (s.database_schema, s.archive_retention_days, s.archive_batch) == ("hist", 30, 200)
+    assert s.archive_parsers == 0 and Settings.from_env({"LONGRUN_ENV": "dev"}).archive_parsers == 2
     assert s.archive_retention_interval == 600
     assert Settings.from_env({"LONGRUN_ENV": "dev"}).archive_retention_interval == 3600
     again = Settings.from_env({**s.to_env(), "LONGRUN_ENV": "dev"})
@@ -119,6 +121,8 @@ def test_archive_settings_are_read_and_checked() -> None:
         ("ARCHIVE_RETENTION_INTERVAL", "nan", "ARCHIVE_RETENTION_INTERVAL"),
         ("ARCHIVE_BATCH", "0", "ARCHIVE_BATCH"),
         ("ARCHIVE_BATCH", "many", "ARCHIVE_BATCH"),
+        ("ARCHIVE_PARSERS", "-1", "ARCHIVE_PARSERS"),
+        ("ARCHIVE_PARSERS", "17", "ARCHIVE_PARSERS"),
     ]:
         with pytest.raises(ConfigError, match=message):
             Settings.from_env({**env, name: value})

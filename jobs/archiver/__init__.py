@@ -8,7 +8,10 @@ PostgreSQL history table, and keeps the learned estimates fresh.
   batches (``ARCHIVE_BATCH``), one pipelined non-blocking XREADGROUP per shard
   (one command per stream keeps it cluster-ready; an idle archiver polls
   every quarter second). The next batch is read and parsed while the current
-  one is written.
+  one is written; with ``ARCHIVE_PARSERS`` > 0 (the default, 2) batches are
+  parsed and encoded in that many forked parser processes, up to one more batch
+  ahead than there are parsers (``jobs.archiver.parsers``; a parser that dies
+  is replaced and its batch parsed again: nothing was acknowledged).
 - Writes a batch with one binary COPY straight into ``history`` in one
   transaction (``server.history.writer.write_rows``: should a record be there
   already, the batch goes again through a staging table and ``INSERT … ON
@@ -34,7 +37,7 @@ Without ``DATABASE_URL`` it logs that the archive is off and idles until
 stopped (honcho stops every process when one exits).
 
 The package: ``streams`` (the archive streams as one consumer of the group sees them:
-read, claim, acknowledge), ``archiving`` (the :class:`Archiver`: batches, writes,
+read, claim, acknowledge), ``parsers`` (the parser processes), ``archiving`` (the :class:`Archiver`: batches, writes,
 upkeep), ``process`` (the process: signals, ``--drain``, no database).
 """
 

@@ -17,11 +17,12 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from jobs.archiver.streams import REDIS_DOWN, ArchiveStreams, Entry, parse_entries
+from jobs.archiver.parsers import ParserPool
+from jobs.archiver.streams import REDIS_DOWN, ArchiveStreams, Entry, log_dropped, parse_entries
 from server.domain.catalog import SERVICES
 from server.history import db, estimates
-from server.history.rows import ArchiveRow
-from server.history.writer import delete_expired, write_rows
+from server.history.rows import ArchiveRow, CopyBatch
+from server.history.writer import delete_expired, write_batch, write_rows
 from server.infra.backoff import Backoff
 from server.infra.connections import AsyncClient
 from server.record import SHARDS, Keys
@@ -56,6 +57,7 @@ class Archiver:
         *,
         consumer: str,
         batch: int | None = None,
+        parsers: int | None = None,
         idle_poll: float = 0.25,
         max_backoff: float = 5.0,
         claim_every: float = 30.0,
@@ -72,6 +74,7 @@ class Archiver:
         self.consumer = consumer
         self.batch = max(1, batch or settings.archive_batch)
         self.per_shard = max(1, -(-self.batch // SHARDS))
+        self.parsers = ParserPool(settings.archive_parsers if parsers is None else parsers)
         self.idle_poll = idle_poll
         self.max_backoff = max_backoff
         self.claim_every = claim_every
@@ -135,6 +138,8 @@ class Archiver:
         ``upkeep``: between batches, run what is due on a schedule (:meth:`upkeep`), so that
         sustained load does not put off claims, estimates and retention.
         """
+        if self.parsers.processes:
+            return await self._pump_parsed_apart(upkeep=upkeep)
         ahead: asyncio.Task[tuple[list[Entry], list[ArchiveRow]]] | None = asyncio.create_task(self._read_parsed())
         acking: asyncio.Task[bool] | None = None
         try:
@@ -150,7 +155,7 @@ class Archiver:
                 if acking is not None and not await acking:
                     return
                 acking = asyncio.create_task(self.acknowledge(entries, added))
-                await self.archived_batch(rows, added)
+                await self.archived_batch(_completed(rows), added)
                 if upkeep:
                     await self.upkeep()
         finally:
@@ -161,6 +166,55 @@ class Archiver:
                     await asyncio.wait([task])
                     if not task.cancelled() and task.exception() is not None:
                         log.warning("archiver pipeline: %s", task.exception())
+
+    async def _pump_parsed_apart(self, *, upkeep: bool) -> None:
+        """:meth:`pump` with the parsing in the parser processes: one task reads batches, in
+        order, and hands each to a parser, up to ``processes + 1`` batches ahead of the one
+        written; this one writes them in the order read and acknowledges each after its commit
+        (and after the one before it). The batches read ahead are pending in the group: a stop
+        or a crash loses nothing, and the reader stops only once a read finds nothing, so no
+        batch read is left behind when the streams run dry."""
+        queue: asyncio.Queue[tuple[list[Entry], asyncio.Task[tuple[CopyBatch, list[str]]]] | None] = asyncio.Queue(
+            self.parsers.processes + 1
+        )
+
+        async def reader() -> None:
+            while not self.stop.is_set():
+                entries = await self.read_new()
+                if not entries:
+                    break
+                await queue.put((entries, asyncio.create_task(self.parsers.parse(entries))))
+            await queue.put(None)
+
+        reading = asyncio.create_task(reader())
+        acking: asyncio.Task[bool] | None = None
+        item = None
+        try:
+            while (item := await queue.get()) is not None and not self.stop.is_set():
+                entries, parsing = item
+                batch, dropped = await parsing
+                self.dropped += len(dropped)
+                log_dropped(dropped)
+                added = await self.write(batch, entries)
+                if added is None:
+                    return
+                if acking is not None and not await acking:
+                    return
+                acking = asyncio.create_task(self.acknowledge(entries, added))
+                await self.archived_batch(batch.completed, added)
+                if upkeep:
+                    await self.upkeep()
+        finally:
+            reading.cancel()
+            tasks = [reading, *([acking] if acking else []), *([item[1]] if item else [])]
+            while not queue.empty():
+                left = queue.get_nowait()
+                if left is not None:
+                    tasks.append(left[1])
+            for task in tasks:
+                await asyncio.wait([task])
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("archiver pipeline: %s", task.exception())
 
     async def _read_parsed(self) -> tuple[list[Entry], list[ArchiveRow]]:
         entries = await self.read_new()
@@ -190,6 +244,11 @@ class Archiver:
         return False
 
     async def close(self) -> None:
+        """The connection and the parser processes."""
+        self.parsers.close()
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         if self.conn is not None:
             with suppress(*db.DB_DOWN):
                 await self.conn.close()
@@ -233,7 +292,8 @@ class Archiver:
 
     def parse(self, entries: Iterable[Entry]) -> list[ArchiveRow]:
         rows, dropped = parse_entries(entries)
-        self.dropped += dropped
+        self.dropped += len(dropped)
+        log_dropped(dropped)
         return rows
 
     async def process(self, entries: Sequence[Entry], rows: Sequence[ArchiveRow] | None = None) -> bool:
@@ -247,13 +307,14 @@ class Archiver:
             return False
         if not await self.acknowledge(entries, added):
             return False
-        await self.archived_batch(rows, added)
+        await self.archived_batch(_completed(rows), added)
         return True
 
-    async def archived_batch(self, rows: Sequence[ArchiveRow], added: int) -> None:
-        """Count a committed batch; recompute the estimates its completions change."""
+    async def archived_batch(self, completed: Iterable[str], added: int) -> None:
+        """Count a committed batch; recompute the estimates of the services it completed
+        requests of."""
         self.archived += added
-        self._stale |= {r.service_slug for r in rows if r.status == "completed"}
+        self._stale.update(completed)
         await self.refresh_stale()
 
     async def connection(self) -> AsyncConnection[Any]:
@@ -265,8 +326,9 @@ class Archiver:
                 )
         return self.conn
 
-    async def write(self, rows: Sequence[ArchiveRow]) -> int | None:
-        """Commit the rows; the number added, or None if stopped first.
+    async def write(self, rows: Sequence[ArchiveRow] | CopyBatch, entries: Sequence[Entry] = ()) -> int | None:
+        """Commit the rows (or a batch a parser encoded, from ``entries``); the number added,
+        or None if stopped first.
 
         PostgreSQL down (or the schema missing, or any error that is not about the data):
         retried with capped backoff, never dropped. A row PostgreSQL refuses as data (an
@@ -274,27 +336,35 @@ class Archiver:
         dropped, rather than blocking the stream forever.
         """
         backoff = Backoff(0.5, self.max_backoff)
-        one_by_one = False
+        one_by_one: Sequence[ArchiveRow] | None = None
         while True:
             try:
                 conn = await self.connection()
                 async with asyncio.timeout(self.write_timeout + 10):
-                    if one_by_one:
-                        return await self._write_one_by_one(conn, rows)
+                    if one_by_one is not None:
+                        return await self._write_one_by_one(conn, one_by_one)
+                    if isinstance(rows, CopyBatch):
+                        return await write_batch(conn, rows)
                     return await write_rows(conn, rows)
             except ROW_REFUSED as exc:
-                log.warning("batch refused (%s); storing its %d rows one by one", exc, len(rows))
-                one_by_one = True
+                # rare: a parser's batch is parsed again here for its rows (its drops counted once)
+                one_by_one = parse_entries(entries)[0] if isinstance(rows, CopyBatch) else rows
+                log.warning("batch refused (%s); storing its %d rows one by one", exc, len(one_by_one))
                 continue
             except RETRY_LATER as exc:
-                await self.close()
+                await self._disconnect()
                 await self._note_error(exc)
                 if self.stop.is_set():
                     return None
                 if isinstance(exc, psycopg.errors.UndefinedTable):
                     with suppress(*db.DB_DOWN, psycopg.Error):
                         await db.migrate(self.settings)  # the schema went away: build it again
-                log.warning("cannot archive (%s); batch of %d waits %.1f s", exc, len(rows), backoff.delay)
+                log.warning(
+                    "cannot archive (%s); batch of %d waits %.1f s",
+                    exc,
+                    rows.count if isinstance(rows, CopyBatch) else len(rows),
+                    backoff.delay,
+                )
                 await self._sleep(next(backoff))
 
     async def _write_one_by_one(self, conn: AsyncConnection[Any], rows: Sequence[ArchiveRow]) -> int:
@@ -341,7 +411,7 @@ class Archiver:
                 await estimates.refresh(conn, self.redis, self.keys, slugs)
             return True
         except db.DB_DOWN as exc:
-            await self.close()
+            await self._disconnect()
             log.warning("could not refresh estimates: %s", exc)
         except (psycopg.Error, *REDIS_DOWN) as exc:
             log.warning("could not refresh estimates: %s", exc)
@@ -374,7 +444,7 @@ class Archiver:
                 conn, days, batch=RETENTION_BATCH, max_batches=RETENTION_ROWS // RETENTION_BATCH
             )
         except db.DB_DOWN as exc:
-            await self.close()
+            await self._disconnect()
             log.warning("retention skipped: %s", exc)
             return 0
         except psycopg.Error as exc:
@@ -392,3 +462,7 @@ class Archiver:
     async def _sleep(self, seconds: float) -> None:
         with suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
+
+
+def _completed(rows: Iterable[ArchiveRow]) -> set[str]:
+    return {r.service_slug for r in rows if r.status == "completed"}

@@ -29,11 +29,12 @@ REDIS_DOWN = (RedisError, OSError)
 ACK_CHUNK = 1000
 
 
-def parse_entries(entries: Iterable[Entry]) -> tuple[list[ArchiveRow], int]:
-    """The history rows of the entries, and how many were dropped (a record that can never be
-    stored: not JSON, no hash, not terminal) rather than left to block the stream forever."""
+def parse_entries(entries: Iterable[Entry]) -> tuple[list[ArchiveRow], list[str]]:
+    """The history rows of the entries, and why each entry dropped was (a record that can never
+    be stored: not JSON, no hash, not terminal) rather than left to block the stream forever.
+    The caller logs the reasons (:func:`log_dropped`): a parser process hands them back."""
     rows: list[ArchiveRow] = []
-    dropped = 0
+    dropped: list[str] = []
     for shard, entry_id, raw in entries:
         if raw is None:
             continue
@@ -43,9 +44,13 @@ def parse_entries(entries: Iterable[Entry]) -> tuple[list[ArchiveRow], int]:
                 raise ArchiveError("not a JSON object")
             rows.append(to_row(rec))
         except ArchiveError as exc:
-            dropped += 1
-            log.warning("dropping archive entry %s (shard %d): %s", entry_id, shard, exc)
+            dropped.append(f"archive entry {entry_id} (shard {shard}): {exc}")
     return rows, dropped
+
+
+def log_dropped(dropped: Iterable[str]) -> None:
+    for reason in dropped:
+        log.warning("dropping %s", reason)
 
 
 class ArchiveStreams:

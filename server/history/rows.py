@@ -377,3 +377,37 @@ def _short_text(value: Any) -> str | None:
 def copy_data(rows: Iterable[ArchiveRow]) -> bytes:
     """The rows in COPY's binary format, signature to trailer, for one ``COPY … FROM STDIN``."""
     return b"".join((_SIGNATURE, *(row.binary() for row in rows), _TRAILER))
+
+
+@dataclass(frozen=True, slots=True)
+class CopyBatch:
+    """A batch ready for one ``COPY``: one row per request, in the order written, encoded.
+
+    Small to pickle (bytes and a few names), so the archiver's parser processes hand it back
+    instead of the rows.
+    """
+
+    #: the rows in COPY's binary format, signature to trailer
+    data: bytes
+    #: rows in ``data``
+    count: int
+    #: services with a completed request in the batch (their estimates change)
+    completed: frozenset[str]
+
+
+def unique_rows(rows: Iterable[ArchiveRow]) -> list[ArchiveRow]:
+    """One row per request, the latest outcome (a retried request can finish twice), grouped
+    by user: consecutive rows land in the same partition and index pages."""
+    seen: dict[tuple[str, str], ArchiveRow] = {}
+    for row in rows:
+        key = (row.user_id, row.hash)
+        if key not in seen or row.finished > seen[key].finished:
+            seen[key] = row
+    return [seen[key] for key in sorted(seen)]
+
+
+def copy_batch(rows: Iterable[ArchiveRow]) -> CopyBatch:
+    """The rows as one :class:`CopyBatch` (:func:`unique_rows`, encoded)."""
+    ordered = unique_rows(rows)
+    completed = frozenset(r.service_slug for r in ordered if r.status == "completed")
+    return CopyBatch(copy_data(ordered), len(ordered), completed)

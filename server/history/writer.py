@@ -1,7 +1,7 @@
 """Writing the archive: history rows into PostgreSQL.
 
-- :func:`write_rows` stores a batch with one binary ``COPY`` straight into
-  ``history``, in one transaction (the rows come encoded by
+- :func:`write_rows` (:func:`write_batch`: the batch already encoded) stores a
+  batch with one binary ``COPY`` straight into ``history``, in one transaction (the rows come encoded by
   :func:`server.history.rows.to_row`). A record delivered twice (the archiver died
   between commit and acknowledgement) is archived once: the primary key
   refuses that COPY, and the batch goes again through a temporary staging
@@ -13,13 +13,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.errors import UniqueViolation
 
-from server.history.rows import COLUMNS, ArchiveRow, copy_data
+from server.history.rows import COLUMNS, ArchiveRow, CopyBatch, copy_batch
 
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS history_stage (
@@ -47,16 +47,6 @@ VALUES (%s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), to_timestamp(%s), %s
 """
 
 
-def _unique(rows: Iterable[ArchiveRow]) -> list[ArchiveRow]:
-    """One row per request: the latest outcome (a retried request can finish twice)."""
-    seen: dict[tuple[str, str], ArchiveRow] = {}
-    for row in rows:
-        key = (row.user_id, row.hash)
-        if key not in seen or row.finished > seen[key].finished:
-            seen[key] = row
-    return list(seen.values())
-
-
 async def _copy(cur: AsyncCursor[Any], table: str, data: bytes) -> None:
     async with cur.copy(f"COPY {table} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
         await copy.write(data)
@@ -73,16 +63,19 @@ async def write_rows(conn: AsyncConnection[Any], rows: Sequence[ArchiveRow]) -> 
     the batch goes again through the temporary staging table with ``INSERT … ON CONFLICT DO
     UPDATE``, which keeps whichever outcome finished later.
     """
-    if not rows:
+    return await write_batch(conn, copy_batch(rows)) if rows else 0
+
+
+async def write_batch(conn: AsyncConnection[Any], batch: CopyBatch) -> int:
+    """:func:`write_rows` of a batch already encoded (by the archiver's parser processes)."""
+    if not batch.count:
         return 0
-    # Grouped by user: consecutive rows land in the same partition and index pages.
-    ordered = sorted(_unique(rows), key=lambda r: (r.user_id, r.hash))
-    data = copy_data(ordered)
+    data = batch.data
     async with conn.cursor() as cur:
         try:
             async with conn.transaction():
                 await _copy(cur, "history", data)
-            return len(ordered)
+            return batch.count
         except UniqueViolation:
             pass
         async with conn.transaction():

@@ -139,6 +139,10 @@ class Settings:
         doc="seconds between the archiver's retention runs",
     )  # fmt: skip
     archive_batch: int = setting("ARCHIVE_BATCH", 2000, parse=whole, doc="records the archiver writes per transaction")
+    archive_parsers: int = setting(
+        "ARCHIVE_PARSERS", 2, parse=whole,
+        doc="processes the archiver forks to parse batches (0: it parses them itself)",
+    )  # fmt: skip
     bot_api_url: str = setting("BOT_API_URL", DEFAULT_BOT_API_URL, parse=url)
     bot_api_urls: Mapping[str, str] = setting(
         "BOT_API_URLS", parse=routes, unparse=routes_text, default_factory=lambda: dict(DEFAULT_BOT_API_URLS),
@@ -353,3 +357,5 @@ def _check_archive(settings: Settings) -> None:
         raise ConfigError("ARCHIVE_RETENTION_INTERVAL must be between 0 and 86400 seconds")
     if not 1 <= settings.archive_batch <= 10_000:
         raise ConfigError("ARCHIVE_BATCH must be between 1 and 10000")
+    if not 0 <= settings.archive_parsers <= 16:
+        raise ConfigError("ARCHIVE_PARSERS must be between 0 and 16")
