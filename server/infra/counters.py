@@ -8,11 +8,12 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter("longrun_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 HTTP_SECONDS = Histogram(
     "longrun_http_request_duration_seconds",
     "Time to answer an HTTP request",
     ["method", "route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=HTTP_BUCKETS,
 )
 RATE_LIMITED = Counter("longrun_rate_limited_total", "Calls refused by a rate limit", ["route"])
 SOCKETS_OPEN = Gauge("longrun_websockets_open", "WebSockets open", multiprocess_mode="livesum")

@@ -39,7 +39,6 @@ class Caller:
     token_digest: str | None = None
     #: requests whose token link this session opened
     grants: frozenset[str] = frozenset()
-    lang: str = "en"
     #: an application's backend, by its API key: sees its app's requests only
     app_key: AppKey | None = None
     #: a person's browser holding a viewer token: reads and answers one request

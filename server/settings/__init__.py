@@ -182,6 +182,11 @@ class Settings:
         "MAINTENANCE_INTERVAL", 5, parse=whole, doc="how often workers run RQ's maintenance (s)"
     )
     web_concurrency: int = setting("WEB_CONCURRENCY", 1, parse=at_least_one, doc="web processes sharing the port")
+    socket_heartbeat: float = setting(
+        "SOCKET_HEARTBEAT", 12.5, parse=number, unparse=short_float,
+        doc="seconds between the web process's visits to its open sockets and event streams: a socket "
+        "quiet for two visits is pinged, for three dropped; a stream gets a keepalive comment",
+    )  # fmt: skip
     log_format: str = setting(
         "LOG_FORMAT", "console", fallback=lambda r: "console" if r.dev else "json", doc="json (console in dev)"
     )
@@ -313,6 +318,8 @@ class Settings:
         _check_archive(settings)
         if not 60 <= settings.viewer_token_ttl <= 86_400:
             raise ConfigError("VIEWER_TOKEN_TTL must be between 60 and 86400 seconds")
+        if not 0 < settings.socket_heartbeat <= 3600:
+            raise ConfigError("SOCKET_HEARTBEAT must be more than 0 and at most 3600 seconds")
         return settings
 
 

@@ -20,11 +20,10 @@ import secrets
 from typing import Any
 
 from aiohttp import web
-from aiohttp_session import Session, get_session, setup
+from aiohttp_session import Session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from yarl import URL
 
-from server.domain.i18n import pick_lang
 from server.record import private_view, token_digest
 from server.requests.caller import Caller
 from server.requests.credentials import APP_KEY_PREFIX, VIEWER_PREFIX, match_app_key
@@ -32,6 +31,11 @@ from server.settings import Settings
 from server.web.typedefs import SERVICE, SETTINGS
 
 COOKIE_NAME = "longrun_session"
+#: the session storage; opened by :func:`session` only for a request that needs it (no
+#: aiohttp-session middleware: the edge saves what changed, see :func:`save_session`)
+SESSIONS: web.AppKey[EncryptedCookieStorage] = web.AppKey("sessions", EncryptedCookieStorage)
+#: the request's session once loaded
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 #: token links opened by this session (bounded: oldest dropped)
 MAX_GRANTS = 50
 
@@ -48,19 +52,44 @@ def setup_sessions(app: web.Application, settings: Settings) -> None:
         secure=settings.public_url.startswith("https://"),
         max_age=30 * 24 * 3600,
     )
-    setup(app, storage)
+    app[SESSIONS] = storage
+
+
+async def session(request: web.Request) -> Session:
+    """This request's session (aiohttp-session's, loaded from the cookie on first use)."""
+    opened = request.get(SESSION)
+    if opened is None:
+        opened = request[SESSION] = await request.app[SESSIONS].load_session(request)
+    return opened
+
+
+async def save_session(request: web.Request, response: web.StreamResponse) -> None:
+    """What aiohttp-session's middleware does after a handler, done by the edge (one middleware
+    layer less on every request): a session opened and changed is written into ``response``'s
+    cookie. Reads ``Session._changed``, as that middleware does: the library has no public
+    getter for it."""
+    if not len(request):  # nothing stored on this request, so no session was opened: the usual case
+        return
+    opened = request.get(SESSION)
+    if opened is None or not opened._changed:
+        return
+    if not isinstance(response, web.Response):
+        return  # a socket or a stream: no cookie can be set any more (aiohttp-session skips them too)
+    if response.prepared:
+        raise RuntimeError("Cannot save session data into prepared response")
+    await request.app[SESSIONS].save_session(request, response, opened)
 
 
 async def user_id(request: web.Request, *, create: bool = True) -> str | None:
     """The session's user id, made on first use when ``create``."""
-    session = await get_session(request)
-    uid = session.get("uid")
+    opened = await session(request)
+    uid = opened.get("uid")
     if isinstance(uid, str):
         return uid
     if not create:
         return None
     uid = "u_" + secrets.token_urlsafe(12)
-    session["uid"] = uid
+    opened["uid"] = uid
     return uid
 
 
@@ -80,34 +109,32 @@ def token_matches(record: dict[str, Any], token: str) -> bool:
 async def caller(request: web.Request, *, new_user: bool = False) -> Caller:
     """Who sends ``request``: an application's API key (``lrk_…``), a viewer token (``lrv_…``;
     401 when forged or expired), a request's access token (its digest), else its session's
-    user id and token links (only when it sent a session cookie); its address and language.
+    user id and token links (only when it sent a session cookie); its address.
     With ``new_user`` a session caller gets a user id if it has none (creating a request needs
     one). A caller with a bearer credential is judged by it alone: no cookie is read."""
     token = bearer_token(request) or socket_token(request)
     address = client_address(request)
-    lang = pick_lang(request.headers.get("Accept-Language"))
     if token is not None and token.startswith(APP_KEY_PREFIX):
         key = match_app_key(token, request.app[SETTINGS].app_api_keys)
-        return Caller(address=address, lang=lang, app_key=key)
+        return Caller(address=address, app_key=key)
     if token is not None and token.startswith(VIEWER_PREFIX):
         grant = request.app[SERVICE].viewers.check(token)
-        return Caller(address=address, lang=lang, viewer=grant)
+        return Caller(address=address, viewer=grant)
     uid: str | None = None
     grants: frozenset[str] = frozenset()
     if new_user:
         uid = await user_id(request)
     if token is None and request.cookies.get(COOKIE_NAME) is not None:
-        session = await get_session(request)
-        stored = session.get("uid")
+        opened = await session(request)
+        stored = opened.get("uid")
         uid = stored if isinstance(stored, str) else uid
-        listed = session.get("grants")
+        listed = opened.get("grants")
         grants = frozenset(g for g in listed if isinstance(g, str)) if isinstance(listed, list) else frozenset()
     return Caller(
         address=address,
         user_id=uid,
         token_digest=token_digest(token) if token is not None else None,
         grants=grants,
-        lang=lang,
     )
 
 
@@ -151,12 +178,12 @@ def _in(address: str, networks: tuple[str, ...]) -> bool:
     return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def grant(session: Session, request_hash: str) -> None:
+def grant(opened: Session, request_hash: str) -> None:
     """Let this browser session see a request (it opened the request's token link)."""
-    grants = session.get("grants")
+    grants = opened.get("grants")
     grants = [g for g in grants if g != request_hash] if isinstance(grants, list) else []
     grants.append(request_hash)
-    session["grants"] = grants[-MAX_GRANTS:]
+    opened["grants"] = grants[-MAX_GRANTS:]
 
 
 def embed_origin(request: web.Request) -> str | None:

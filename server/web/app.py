@@ -42,9 +42,9 @@ from server.web import (
     sockets,
     sse,
 )
-from server.web.cors import cors_headers, preflight_routes
+from server.web.cors import preflight_routes
 from server.web.embed import routes as embed_routes
-from server.web.middleware import edge, security_headers
+from server.web.middleware import edge, response_headers
 from server.web.typedefs import (
     CACHE,
     DISPATCHER,
@@ -181,6 +181,7 @@ async def report_sockets(
 
 
 async def flush_access_log(_: web.Application) -> None:
+    metrics.BATCH.flush()
     ACCESS.flush()
 
 
@@ -209,6 +210,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(history_views.routes)
     pages.setup(app)
     dashboard.setup(app)
-    app.on_response_prepare.append(security_headers)
-    app.on_response_prepare.append(cors_headers)
+    app.on_response_prepare.append(response_headers)
     return app

@@ -51,8 +51,8 @@ async def preflight(request: web.Request) -> web.Response:
     return response
 
 
-async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the CORS headers of an embeddable path (errors included: the
-    element must read a 401 or 429 to say why)."""
-    if response.status != 101 and request.headers.get("Origin") is not None and EMBEDDABLE.fullmatch(request.path):
+def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The CORS headers of an embeddable path (errors included: the element must read a 401 or
+    429 to say why); called by the edge's response hook when the request has an ``Origin``."""
+    if EMBEDDABLE.fullmatch(request.path):
         _allow(request, response)

@@ -16,9 +16,9 @@ import secrets
 from collections.abc import Mapping
 
 from aiohttp import web
-from aiohttp_session import get_session
 
 from server.domain.errors import Forbidden
+from server.web import access
 
 #: the hidden input's name
 FIELD = "csrf_token"
@@ -27,7 +27,7 @@ _SESSION_KEY = "csrf"
 
 async def token(request: web.Request) -> str:
     """This session's token, made on first use (the session cookie then carries it)."""
-    session = await get_session(request)
+    session = await access.session(request)
     value = session.get(_SESSION_KEY)
     if not isinstance(value, str) or not value:
         value = secrets.token_urlsafe(32)
@@ -40,7 +40,7 @@ async def verify(request: web.Request, form: Mapping[str, object]) -> None:
     sent = form.get(FIELD)
     expected = None
     if request.cookies:
-        expected = (await get_session(request)).get(_SESSION_KEY)
+        expected = (await access.session(request)).get(_SESSION_KEY)
     if not (
         isinstance(sent, str)
         and isinstance(expected, str)

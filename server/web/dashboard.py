@@ -21,17 +21,16 @@ from typing import Any
 
 import aiohttp_jinja2
 import orjson
-from aiohttp import WSMsgType, web
-from aiohttp_session import get_session
+from aiohttp import web
 
 from server.domain.errors import Forbidden, NotFound
 from server.live.frames import Frame
 from server.ops.figures import Snapshot
-from server.web import csrf
+from server.web import access, csrf
 from server.web.access import bearer_token, client_address
 from server.web.api import json_response, read_json
 from server.web.rendering import render
-from server.web.socket_client import Client, open_socket, refuse_cross_site
+from server.web.socket_client import Client, forget, next_message, open_socket, refuse_cross_site
 from server.web.typedefs import LIMITS, OPS, SETTINGS
 
 log = logging.getLogger("longrun.dashboard")
@@ -59,7 +58,7 @@ async def is_operator(request: web.Request) -> bool:
         return expected is not None and hmac.compare_digest(token.encode(), expected.encode())
     if not request.cookies:
         return False
-    until = (await get_session(request)).get(SESSION_KEY)
+    until = (await access.session(request)).get(SESSION_KEY)
     return isinstance(until, int | float) and until > time.time()
 
 
@@ -158,7 +157,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=403,
             lang="en",
         )
-    session = await get_session(request)
+    session = await access.session(request)
     session[SESSION_KEY] = time.time() + SESSION_HOURS * 3600
     raise web.HTTPSeeOther("/dashboard")
 
@@ -166,7 +165,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 @routes.post("/dashboard/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     await csrf.verify(request, await request.post())
-    (await get_session(request)).pop(SESSION_KEY, None)
+    (await access.session(request)).pop(SESSION_KEY, None)
     raise web.HTTPSeeOther("/dashboard/login")
 
 
@@ -269,10 +268,10 @@ async def dashboard_socket(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED]
     feed.join(request, client)
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.ERROR:
-                break
+        while await next_message(client) is not None:
+            pass  # the dashboard's page only listens
     finally:
+        forget(request.app, client)
         feed.leave(client)
         client.closed = True
     return ws

@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.domain.errors import ApiError, Forbidden, NotFound, RateLimited, Unavailable
 from server.web import access, metrics
+from server.web.cors import cors_headers
 
 log = logging.getLogger("longrun.web")
 
@@ -99,15 +100,22 @@ def refuse_cross_site(request: web.Request) -> None:
 @web.middleware
 async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one middleware of our own (each layer costs every request): refuse cross-site
-    writes, map errors to answers, count and log the request."""
+    writes, save the session a handler changed (aiohttp-session's middleware, folded in), map
+    errors to answers, count and log the request."""
     started = time.perf_counter()
     status = 500
     try:
         try:
-            refuse_cross_site(request)
+            if request.method in _UNSAFE:
+                refuse_cross_site(request)
             response = await handler(request)
-        except (ApiError, RedisConnectionError, RedisTimeoutError, ConnectionError, web.HTTPException) as exc:
+        except web.HTTPException as exc:
+            await access.save_session(request, exc)  # a redirect carries the session it changed
             response = await _recover(request, exc)
+        except (ApiError, RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+            response = await _recover(request, exc)
+        else:
+            await access.save_session(request, response)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -149,14 +157,19 @@ async def _recover(request: web.Request, exc: Exception) -> web.StreamResponse:
     raise exc
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: headers every answer carries (not a WebSocket upgrade: its
-    headers would stay in memory for the socket's whole life and mean nothing there)."""
+async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare, the only hook (each one costs every answer): the security headers
+    every answer carries and, for a page that embeds us, the CORS headers. Not on a WebSocket
+    upgrade: its headers would stay in memory for the socket's whole life and mean nothing
+    there."""
     if response.status == 101:
         return
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if response.content_type == "text/html":
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Cache-Control", "no-store")
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if headers.get("Content-Type", "").startswith("text/html"):
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Cache-Control", "no-store")
+    if "Origin" in request.headers:
+        cors_headers(request, response)

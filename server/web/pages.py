@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp_session import get_session
 from yarl import URL
 
 from server.domain.catalog import SERVICES, find_service
@@ -93,7 +92,7 @@ async def progress_page(request: web.Request) -> web.StreamResponse:
         stored = await request.app[STORE].get(h)
         if stored is None or not access.token_matches(stored, token):
             raise NotFound()
-        access.grant(await get_session(request), h)
+        access.grant(await access.session(request), h)
         raise see_other(progress_url(h))
     record = await request.app[SERVICE].visible(await access.caller(request), h)
     pub = public_view(record)

@@ -14,12 +14,12 @@ from typing import Any, cast
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from aiohttp_session import get_session
 
 from server.domain.catalog import Service
 from server.domain.errors import ApiError, RateLimited, ValidationFailed
 from server.domain.i18n import LANGS, RTL, pick_lang, ui
 from server.history import estimates
+from server.web import access
 from server.web.middleware import ERROR_PAGE
 from server.web.typedefs import STORE
 
@@ -91,14 +91,14 @@ def progress_url(h: str) -> str:
 
 async def set_flash(request: web.Request, h: str, key: str, **params: object) -> None:
     """A message for the next view of this request's page (no-JS actions redirect back)."""
-    session = await get_session(request)
+    session = await access.session(request)
     session["flash"] = {"h": h, "key": key, "params": params}
 
 
 async def take_flash(request: web.Request, h: str, lang: str) -> str:
     if not request.cookies:
         return ""
-    session = await get_session(request)
+    session = await access.session(request)
     flash = session.get("flash")
     if not isinstance(flash, dict) or flash.get("h") != h:
         return ""

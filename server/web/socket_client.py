@@ -8,9 +8,15 @@
   never dropped); one that stops reading is closed after ``send_timeout``. The SSE
   stream (``server.web.sse``) is the same client writing events instead of frames.
 - :func:`refuse_cross_site` and :func:`open_socket`: what every socket endpoint does
-  before it speaks (origin check; heartbeat, frame size, prepare, registration).
+  before it speaks (origin check; frame size, prepare, what the upgrade left of HTTP
+  dropped, registration with the process's heartbeat); :func:`next_message`: what it
+  reads (a ``ws.receive()`` loop that counts every frame as a sign of life and answers
+  pings); :func:`forget`: what it does last.
 - :func:`close_all`: every open socket is told we are going away (1001) on shutdown so
   the browser reconnects elsewhere.
+
+Liveness is not aiohttp's per-socket heartbeat (a timer, and a ping task, per socket) but the
+process's one sweep (``server.web.heartbeat``): :meth:`Client.beat`, :meth:`Client.ping`.
 """
 
 from __future__ import annotations
@@ -19,16 +25,18 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
+from collections.abc import AsyncIterator
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from server.domain.errors import Forbidden
 from server.infra.counters import DELIVERY_LAG
 from server.live.frames import Frame
 from server.live.hub import SEND_TIMEOUT
 from server.web.access import SOCKET_PROTOCOL, origin_allowed
-from server.web.typedefs import HUB
+from server.web.heartbeat import DROP_AFTER, PING_AFTER, Heartbeat
+from server.web.typedefs import HEARTBEAT, HUB, SETTINGS
+from server.web.upgraded import drop_http_state
 
 log = logging.getLogger("longrun.hub")
 
@@ -39,7 +47,6 @@ MAX_PENDING = 16
 CONFLATE_AT = 8
 #: the largest frame a browser may send (over it the socket closes with 1009)
 MAX_FRAME = 4096
-HEARTBEAT = 25.0
 
 #: one delivery in LAG_SAMPLE is timed into the delivery-lag histogram (its percentiles do
 #: not need every one, and an observation costs as much as a tenth of the write)
@@ -51,10 +58,6 @@ def _sample_lag() -> bool:
     global _lag_tick
     _lag_tick += 1
     return _lag_tick % LAG_SAMPLE == 0
-
-
-#: every socket this process has open (request pages and dashboards), to close on shutdown
-OPEN_SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("open_sockets")
 
 
 class Feed:
@@ -195,7 +198,7 @@ class Feed:
 class Client(Feed):
     """One browser WebSocket."""
 
-    __slots__ = ("ws",)
+    __slots__ = ("quiet", "ws")
 
     def __init__(
         self,
@@ -207,6 +210,33 @@ class Client(Feed):
     ):
         super().__init__(request_hash, send_timeout=send_timeout, transport=transport)
         self.ws = ws
+        #: heartbeat visits since the browser last sent anything (:func:`next_message` zeroes it)
+        self.quiet = 0
+
+    def beat(self) -> bool:
+        """The heartbeat's visit: True when the browser has been quiet long enough to be
+        pinged; one that stayed quiet a whole period after its ping is dropped."""
+        if self.closed:
+            return False
+        self.quiet += 1
+        if self.quiet >= DROP_AFTER:
+            log.info("dropping a socket that stopped answering pings (%s)", self.hash[:12])
+            self.abort()  # its handler sees the connection lost, and ends
+            return False
+        return self.quiet == PING_AFTER
+
+    async def ping(self) -> None:
+        """A WebSocket ping, written at once (never waits: the sweep goes on to the next socket)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if getattr(transport.get_protocol(), "writing_paused", False):
+            # Its browser is behind on reading (the write would wait for it): ask at the next
+            # visit instead. One that stops reading altogether is dropped by its send_timeout.
+            self.quiet -= 1
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.ping()
 
     async def _write(self, frame: Frame) -> None:
         await send_frame(self.ws, frame)
@@ -224,15 +254,43 @@ def refuse_cross_site(request: web.Request) -> None:
 
 
 async def open_socket(request: web.Request, key: str) -> Client:
-    """Upgrade ``request`` to a WebSocket and wrap it in a :class:`Client` for ``key``."""
-    # "longrun" is chosen when the page offers it beside its "bearer.<token>" (access.socket_token)
+    """Upgrade ``request`` to a WebSocket and wrap it in a :class:`Client` for ``key``; the
+    handler reads it with :func:`next_message` and ends with :func:`forget`."""
+    # "longrun" is chosen when the page offers it beside its "bearer.<token>" (access.socket_token).
+    # No aiohttp heartbeat (one timer per socket) and no autoping: next_message answers pings,
+    # and the process's heartbeat pings the quiet ones.
     ws = web.WebSocketResponse(
-        heartbeat=HEARTBEAT, compress=False, max_msg_size=MAX_FRAME, protocols=(SOCKET_PROTOCOL,)
+        heartbeat=None, autoping=False, compress=False, max_msg_size=MAX_FRAME, protocols=(SOCKET_PROTOCOL,)
     )
     await ws.prepare(request)
-    request.app[OPEN_SOCKETS].add(ws)
+    drop_http_state(request, ws)
     hub = request.app[HUB]
-    return Client(ws, key, send_timeout=hub.send_timeout, transport=request.transport)
+    client = Client(ws, key, send_timeout=hub.send_timeout, transport=request.transport)
+    request.app[HEARTBEAT].add(client)
+    return client
+
+
+async def next_message(client: Client) -> WSMessage | None:
+    """The browser's next text or binary frame; None once the socket is closing or closed.
+
+    Anything heard (a pong too) is a sign of life for the heartbeat; pings are answered here."""
+    ws = client.ws
+    while True:
+        msg = await ws.receive()
+        client.quiet = 0
+        kind = msg.type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            return msg
+        if kind is WSMsgType.PING:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.pong(msg.data)
+        elif kind is not WSMsgType.PONG:
+            return None  # close, closing, closed or error
+
+
+def forget(app: web.Application, client: Client) -> None:
+    """The socket's handler is ending: out of the heartbeat (and the shutdown's list)."""
+    app[HEARTBEAT].discard(client)
 
 
 async def _close(ws: web.WebSocketResponse, code: int, message: str) -> None:
@@ -243,13 +301,26 @@ async def _close(ws: web.WebSocketResponse, code: int, message: str) -> None:
 
 async def close_all(app: web.Application, code: int = WSCloseCode.GOING_AWAY, message: str = "server shutdown") -> None:
     """Close every open socket (bounded per socket); by default: going away, server shutdown."""
-    sockets = app.get(OPEN_SOCKETS)
-    if sockets is None:
+    heartbeat = app.get(HEARTBEAT)
+    if heartbeat is None:
         return
-    await asyncio.gather(*(_close(ws, code, message) for ws in list(sockets)), return_exceptions=True)
+    sockets = [peer.ws for peer in list(heartbeat.peers) if isinstance(peer, Client)]
+    await asyncio.gather(*(_close(ws, code, message) for ws in sockets), return_exceptions=True)
+
+
+async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The heartbeat's task, for the life of the app."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(app[HEARTBEAT].run(stopping), name="heartbeat")
+    yield
+    stopping.set()
+    await asyncio.wait({task}, timeout=2.0)
+    task.cancel()
 
 
 def setup(app: web.Application) -> None:
-    """The registry of open sockets, closed with 1001 when the server shuts down."""
-    app[OPEN_SOCKETS] = weakref.WeakSet()
+    """The process's heartbeat over its open sockets and streams (its task runs while the app
+    does), and 1001 for every socket when the server shuts down."""
+    app[HEARTBEAT] = Heartbeat(app[SETTINGS].socket_heartbeat)
+    app.cleanup_ctx.append(_heartbeat_ctx)
     app.on_shutdown.append(close_all)

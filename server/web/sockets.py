@@ -31,7 +31,7 @@ from server.infra.counters import RESUMES
 from server.live.frames import reply
 from server.live.resume import Outcome, resume
 from server.web.access import caller
-from server.web.socket_client import CONFLATE_AT, Client, Feed, open_socket, refuse_cross_site
+from server.web.socket_client import CONFLATE_AT, Client, Feed, forget, next_message, open_socket, refuse_cross_site
 from server.web.typedefs import HUB, SERVICE, STORE
 
 routes = web.RouteTableDef()
@@ -79,6 +79,7 @@ async def request_socket(request: web.Request) -> web.StreamResponse:
             await ws.send_str(error_frame("not_found", "This request has expired."))
             await ws.close()
     finally:
+        forget(request.app, client)
         await hub.unwatch(client)
     return ws
 
@@ -109,10 +110,13 @@ async def start(request: web.Request, client: Feed, since: int | None, via: str)
 
 
 async def _read(request: web.Request, ws: web.WebSocketResponse, client: Client) -> None:
-    bucket = TokenBucket(RATE, BURST)
+    # The bucket is made when the browser first speaks: most sockets never send a frame.
+    bucket: TokenBucket | None = None
     refused = 0
-    async for msg in ws:
+    while (msg := await next_message(client)) is not None:
         if msg.type is WSMsgType.TEXT:
+            if bucket is None:
+                bucket = TokenBucket(RATE, BURST)
             if not bucket.take():
                 refused += 1
                 if refused == 1 or refused % 50 == 0:
@@ -129,10 +133,8 @@ async def _read(request: web.Request, ws: web.WebSocketResponse, client: Client)
                 # are written. Frames already buffered are read without yielding, so a burst
                 # would otherwise queue its replies past MAX_PENDING and abort the socket.
                 await client.flush()
-        elif msg.type is WSMsgType.BINARY:
+        else:  # binary
             client.offer(reply(error_frame("bad_frame", "Frames must be JSON text.")))
-        elif msg.type is WSMsgType.ERROR:
-            return
 
 
 async def _handle(request: web.Request, client: Client, text: str) -> None:

@@ -6,16 +6,15 @@ Same access rule as the API (404 otherwise, before anything is streamed). Events
 reconnects sends ``Last-Event-ID`` (or, on a first connection, ``?since=``) and gets what it
 missed from the request's log (``server.live.resume``), or a fresh snapshot when the log
 does not reach back. The stream is a hub watcher like a socket (:class:`EventStream`: the
-same bounded queue, written as events); a comment line every ``KEEPALIVE`` seconds keeps
-proxies from timing it out and finds a browser that left. On shutdown every stream ends,
-and the browser's ``EventSource`` reconnects (to another process) by itself.
+same bounded queue, written as events). The process's heartbeat (``server.web.heartbeat``)
+visits it every ``SOCKET_HEARTBEAT`` seconds: a comment line keeps proxies from timing it out,
+and a stream whose browser left is ended (no timer per stream). On shutdown every stream
+ends, and the browser's ``EventSource`` reconnects (to another process) by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import weakref
 
 from aiohttp import web
 
@@ -24,18 +23,13 @@ from server.live.frames import Frame, reply
 from server.web.access import caller
 from server.web.socket_client import Feed
 from server.web.sockets import since_of, start
-from server.web.typedefs import HUB, SERVICE
+from server.web.typedefs import HEARTBEAT, HUB, SERVICE
 
 routes = web.RouteTableDef()
 
-#: seconds between keepalive comments
-KEEPALIVE = 15.0
 #: milliseconds a browser waits before reconnecting a dropped stream (the ``retry:`` field)
 RETRY_MS = 2000
 _KEEPALIVE = ": keepalive\n\n"
-
-#: every stream this process has open, ended on shutdown
-OPEN_STREAMS: web.AppKey[weakref.WeakSet[EventStream]] = web.AppKey("open_streams")
 
 
 class EventStream(Feed):
@@ -46,7 +40,8 @@ class EventStream(Feed):
     def __init__(self, response: web.StreamResponse, request_hash: str, **kwargs: object):
         super().__init__(request_hash, **kwargs)  # type: ignore[arg-type]
         self.response = response
-        self.done = asyncio.Event()
+        #: resolved when the stream ends (a bare future: an Event carries a deque of its own)
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def _write(self, frame: Frame) -> None:
         if frame.state and frame.payload:
@@ -56,7 +51,24 @@ class EventStream(Feed):
 
     def end(self) -> None:
         self.closed = True
-        self.done.set()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def abort(self) -> None:
+        super().abort()
+        self.end()
+
+    def beat(self) -> bool:
+        """The heartbeat's visit: a keepalive comment, or the end of a stream whose browser left."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            self.end()
+        else:
+            self.offer(reply(_KEEPALIVE))
+        return False
+
+    async def ping(self) -> None:
+        """Never asked (:meth:`beat` answers False): the keepalive comment is the stream's ping."""
 
 
 @routes.get("/sse/requests/{hash}")
@@ -65,6 +77,7 @@ async def request_stream(request: web.Request) -> web.StreamResponse:
     since = since_of(request, request.headers.get("Last-Event-ID") or request.query.get("since"))
     await request.app[SERVICE].visible(await caller(request), h)
     hub = request.app[HUB]
+    heartbeat = request.app[HEARTBEAT]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -81,32 +94,23 @@ async def request_stream(request: web.Request) -> web.StreamResponse:
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         if not await start(request, stream, since, "sse"):
             return response  # expired since the access check: the reconnect gets the 404
-        request.app[OPEN_STREAMS].add(stream)
-        await _keep_alive(stream, request)
+        heartbeat.add(stream)
+        await stream.done
     finally:
+        heartbeat.discard(stream)
         await hub.unwatch(stream)
         stream.end()
     return response
 
 
-async def _keep_alive(stream: EventStream, request: web.Request) -> None:
-    while not stream.closed:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(KEEPALIVE):
-                await stream.done.wait()
-        transport = request.transport
-        if stream.closed or transport is None or transport.is_closing():
-            return
-        stream.offer(reply(_KEEPALIVE))
-
-
 async def end_all(app: web.Application) -> None:
     """Shutdown: end every stream (the browser reconnects, to another process, and resumes)."""
-    for stream in list(app.get(OPEN_STREAMS, ())):
-        stream.end()
+    heartbeat = app.get(HEARTBEAT)
+    for peer in list(heartbeat.peers if heartbeat is not None else ()):
+        if isinstance(peer, EventStream):
+            peer.end()
 
 
 def setup(app: web.Application) -> None:
-    app[OPEN_STREAMS] = weakref.WeakSet()
     app.on_shutdown.append(end_all)
     app.add_routes(routes)

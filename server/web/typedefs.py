@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from server.requests.limits import RateLimits
     from server.requests.service import RequestService
     from server.settings import Settings
+    from server.web.heartbeat import Heartbeat
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 REDIS: web.AppKey[AsyncClient] = web.AppKey("redis")
@@ -37,3 +38,5 @@ OPS: web.AppKey[Operations] = web.AppKey("ops")
 CACHE: web.AppKey[RecordCache] = web.AppKey("cache")
 LIMITS: web.AppKey[RateLimits] = web.AppKey("limits")
 SERVICE: web.AppKey[RequestService] = web.AppKey("service")
+#: every open browser socket and event stream, and their one heartbeat
+HEARTBEAT: web.AppKey[Heartbeat] = web.AppKey("heartbeat")
