@@ -126,7 +126,10 @@ class Session:
         sockets: int,
         per_request: int,
         publishers: int = 1,
+        batch: bool = True,
     ):
+        self.batch = batch
+        self.base = ""
         self.procs = procs
         self.settings = settings
         self.system = system
@@ -141,6 +144,7 @@ class Session:
 
     async def start(self, targets: Path) -> dict[str, Any]:
         self.server, base = await start_server(self.procs, self.settings, self.system)
+        self.base = base
         self.out = self.work / f"{self.system}-clients"
         self.clients, opened = await open_clients(
             self.procs, kind_of(self.system), base, targets, self.sockets, self.out
@@ -164,11 +168,14 @@ class Session:
         if self.redis_pid is not None:
             watched["redis"] = self.redis_pid
         before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        pauses_before = await self.gc_pauses()
         procs = []
         for i, out in enumerate(outs):
             args = ["-m", "bench.publish", "--kind", kind_of(self.system), "--targets", str(targets)]
             args += ["--part", f"{i}/{self.publishers}", "--rate", str(rate / self.publishers)]
             args += ["--duration", str(duration), "--out", str(out)]
+            if self.batch and kind_of(self.system) == "longrun":
+                args.append("--batch")
             if self.system == "socketio":
                 args += ["--redis-url", self.settings.redis_url, "--channel", sio_channel(self.settings)]
                 args += ["--record", str(record)]
@@ -186,7 +193,12 @@ class Session:
         # Share of one core each process used while the load ran (the machine has few).
         cpu = {name: round((cpu_seconds(pid) - before[name]) / (end - start) * 100) for name, pid in watched.items()}
         cpu["publishers"] = round(sum(p["cpu_s"] for p in parts) / (end - start) * 100)
-        await asyncio.sleep(min(1.0, duration / 2))  # frames still on their way
+        # CPU microseconds per update sent, each process (the budget the 2 cores are shared by)
+        per_update = {
+            name: round(share / 100 * (end - start) / done * 1e6) if done else 0 for name, share in cpu.items()
+        }
+        await asyncio.sleep(min(1.2, duration / 2))  # frames still on their way (and pauses published)
+        pauses = _pause_delta(pauses_before, await self.gc_pauses())
         data, client = await self.samples()
         warm = start + min(1.0, duration / 4)
         latencies = [data[i + 1] * 1000 for i in range(0, len(data), 2) if warm <= data[i] <= end]
@@ -205,12 +217,55 @@ class Session:
             "client_gc_max_ms": client["gc_max_ms"],
             "sockets_closed_by_server": client["dropped"],
             "cpu_percent": cpu,
+            "cpu_us_per_update": per_update,
+            "server_gc": pauses,
         }
+
+    async def gc_pauses(self) -> dict[str, float]:
+        """The web process's ``longrun_gc_pause_seconds`` buckets (cumulative, all generations)."""
+        if kind_of(self.system) != "longrun":
+            return {}
+        import aiohttp
+
+        try:
+            async with aiohttp.ClientSession() as session, session.get(f"{self.base}/metrics") as resp:
+                body = await resp.text()
+        except (aiohttp.ClientError, OSError):
+            return {}
+        buckets: dict[str, float] = {}
+        for line in body.splitlines():
+            if line.startswith("longrun_gc_pause_seconds_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                generation = line.split('generation="', 1)[1].split('"', 1)[0]
+                for key in (le, f"{generation}/{le}"):
+                    buckets[key] = buckets.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        return buckets
 
     def stop(self) -> None:
         for proc in (self.clients, self.server):
             if proc is not None:
                 self.procs.stop(proc)
+
+
+def _pause_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The collector's pauses during a phase: how many, how many over 10 ms, the longest's
+    bucket (ms), in all and by generation."""
+    if not after:
+        return {}
+    delta = {key: after[key] - before.get(key, 0.0) for key in after}
+
+    def summary(prefix: str) -> dict[str, Any]:
+        mine = {k[len(prefix) :]: n for k, n in delta.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]}
+        count = mine.get("+Inf", 0.0)
+        bounds = sorted((float(le), n) for le, n in mine.items() if le != "+Inf")
+        longest = next((le for le, n in bounds if n >= count), float("inf")) * 1000 if count else 0.0
+        return {"collections": int(count), "over_10ms": int(count - mine.get("0.01", 0.0)), "longest_le_ms": longest}
+
+    figures = summary("")
+    for generation in ("0", "1", "2"):
+        if delta.get(f"{generation}/+Inf"):
+            figures[f"gen{generation}"] = summary(f"{generation}/")
+    return figures
 
 
 def passed(phase: dict[str, Any]) -> bool:
@@ -230,8 +285,9 @@ async def run(
     steps: Sequence[float] = (2000, 3500, 5000, 7000, 10000),
     step_duration: float = 4.0,
     per_request: int = 1,
-    publishers: int = 2,
+    publishers: int = 1,
     systems: Sequence[str] = tuple(RUNS),
+    batch: bool = True,
 ) -> Result:
     raise_fd_limit()
     settings = bench_settings()
@@ -247,7 +303,7 @@ async def run(
         record.write_bytes(orjson.dumps(public_view(await store.get(seeded[0].hash) or {})))
         with processes("fanout") as procs:
             for system in systems:
-                session = Session(procs, settings, system, work, sockets, per_request, publishers)
+                session = Session(procs, settings, system, work, sockets, per_request, publishers, batch)
                 try:
                     opened = await session.start(targets)
                     latency = await session.phase(targets, record, rate, duration)
@@ -270,6 +326,8 @@ async def run(
 
 def rows(figures: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
+    if "socketio" not in figures:
+        return out  # (--systems without it) the figures alone, no rows beside a peer
     for system in ("longrun", "longrun×2"):
         if system in figures:
             out += system_rows(figures, system)
@@ -337,10 +395,27 @@ def main(argv: Sequence[str] = ()) -> Result:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--steps", type=float, nargs="*", default=[2000, 3500, 5000, 7000, 10000])
     parser.add_argument("--step-duration", type=float, default=4.0)
-    parser.add_argument("--publishers", type=int, default=2, help="load processes sharing the rate")
+    parser.add_argument("--publishers", type=int, default=1, help="load processes sharing the rate")
+    parser.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Longrun's publishers send what is due per 2 ms tick as one pipeline of update scripts",
+    )
+    parser.add_argument("--systems", nargs="*", default=list(RUNS), choices=list(RUNS), help="which servers to run")
     args = parser.parse_args(list(argv))
     result = asyncio.run(
-        run(args.sockets, args.rate, args.duration, args.steps, args.step_duration, args.per_request, args.publishers)
+        run(
+            args.sockets,
+            args.rate,
+            args.duration,
+            args.steps,
+            args.step_duration,
+            args.per_request,
+            args.publishers,
+            args.systems,
+            args.batch,
+        )
     )
     return result.show()
 

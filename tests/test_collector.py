@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from server.infra.collector import CollectorSchedule
+from server.infra.collector import CollectorSchedule, PauseLog, raise_young_threshold
 
 
 class Node:
@@ -33,3 +33,29 @@ def test_freezes_what_lives_and_a_full_collection_frees_cycles_that_died_frozen(
         assert schedule.next_full == start + 200
     finally:
         gc.unfreeze()
+
+
+def test_pause_log_measures_each_collection_until_uninstalled() -> None:
+    pauses = PauseLog()
+    pauses.install()
+    try:
+        gc.collect(1)
+        gc.collect(0)
+    finally:
+        pauses.uninstall()
+    taken = pauses.take()
+    assert [generation for generation, _ in taken][-2:] == [1, 0]
+    assert all(seconds >= 0 for _, seconds in taken)
+    assert pauses.count == len(taken) and pauses.longest == max(seconds for _, seconds in taken)
+    assert pauses.take() == []
+    gc.collect()
+    assert pauses.take() == []  # uninstalled: nothing more measured
+
+
+def test_raising_the_young_threshold_keeps_the_older_ones() -> None:
+    before = gc.get_threshold()
+    try:
+        raise_young_threshold(12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+    finally:
+        gc.set_threshold(*before)

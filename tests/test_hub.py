@@ -67,6 +67,22 @@ async def test_snapshot_then_updates(client: TestClient[Any, Any]) -> None:
     await ws.close()
 
 
+async def test_a_burst_read_at_once_reaches_every_socket_in_order(client: TestClient[Any, Any]) -> None:
+    """Updates published back to back arrive in one read of the pub/sub socket: each is relayed."""
+    hashes = [(await create(client))["hash"] for _ in range(2)]
+    sockets = [await client.ws_connect(f"/ws/requests/{h}") for h in hashes]
+    for ws in sockets:
+        assert (await frame(ws))["type"] == "snapshot"
+    store = store_of(client)
+    await store.update_many([(h, {"status": "processing"}) for h in hashes])
+    changes = [(h, {"progress": p}) for p in range(10, 70, 10) for h in hashes]
+    assert all(r.applied for r in await store.update_many(changes))
+    for ws in sockets:
+        seen = [(await frame(ws))["request"]["progress"] for _ in range(7)]
+        assert seen == [0, 10, 20, 30, 40, 50, 60]
+        await ws.close()
+
+
 async def test_refused_frames_get_error_frames_not_a_dropped_socket(client: TestClient[Any, Any]) -> None:
     h = (await create(client))["hash"]
     ws = await client.ws_connect(f"/ws/requests/{h}")

@@ -114,6 +114,18 @@ async def test_update_merges_publishes_and_never_lowers_progress(store: RecordSt
     await pubsub.aclose()
 
 
+async def test_update_many_applies_each_patch_in_one_pipeline(store: RecordStore) -> None:
+    first, second = await make(store), await make(store)
+    assert (await store.update(second, {"status": "processing"})).applied
+    assert (await store.update(second, {"status": "completed", "result": {}})).applied
+    changes = [(first, {"progress": 40}), (second, {"progress": 50}), (first, {"progress": 60})]
+    results = await store.update_many(changes)
+    assert [r.outcome for r in results] == ["ok", "terminal", "ok"]
+    assert results[2].record is not None and results[2].record["progress"] == 60
+    assert results[2].record["seq"] == results[0].record["seq"] + 1  # type: ignore[index]
+    assert await store.update_many([]) == []
+
+
 async def test_terminal_states_are_final_and_archived_once(store: RecordStore, redis: Redis, keys: Keys) -> None:
     h = await make(store)
     await store.update(h, {"status": "processing"})

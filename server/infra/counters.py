@@ -32,3 +32,9 @@ DELIVERY_LAG = Histogram(
     "From a record's publication (its updated_at, Redis' clock) to its write on a socket or stream",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+GC_PAUSE = Histogram(
+    "longrun_gc_pause_seconds",
+    "Garbage-collector pauses of the web process, by generation collected",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)

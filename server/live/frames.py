@@ -33,6 +33,15 @@ class Frame:
     snapshot: bool = False
     #: when the record was published (its ``updated_at``, epoch seconds; 0 unknown): delivery lag
     published: float = 0.0
+    _data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The text as UTF-8, encoded once for every socket the frame goes to."""
+        data = self._data
+        if data is None:
+            data = self._data = self.text.encode()
+        return data
 
 
 def reply(text: str) -> Frame:

@@ -101,6 +101,8 @@ class Hub:
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     _seq: dict[str, int] = field(default_factory=dict)
     _closing: bool = False
+    #: relayed frames not yet added to the Prometheus counter (see _count_relayed)
+    _relayed_uncounted: int = 0
     #: bumped on every (re)connect of the pub/sub connection
     generation: int = 0
 
@@ -238,27 +240,71 @@ class Hub:
         await self._resync(watched)
         self.generation += 1
         self._connected.set()
-        prefix = self.keys.channel_prefix()
         try:
             while not self._closing:
                 message = await self._next_message(pubsub)
-                if message is None:
-                    continue
-                kind = message["type"]
-                channel = message["channel"].decode() if isinstance(message["channel"], bytes) else ""
-                if self.sharded:
-                    h = self.keys.hash_of_shard_channel(channel)
-                else:
-                    h = channel[len(prefix) :] if channel.startswith(prefix) else ""
-                if kind in ("message", "smessage"):
-                    self._dispatch(h, message["data"])
-                elif kind in ("subscribe", "ssubscribe"):
-                    # Confirmed: the watcher waiting on it wakes; nothing else needs it again.
-                    event = self._confirmed.pop(h, None)
-                    if event is not None:
-                        event.set()
+                if message is not None:
+                    self._handle(message)
+                    if not self.sharded:
+                        await self._drain_buffered(pubsub)
+                self._count_relayed()
         finally:
             self._connected.clear()
+            self._count_relayed()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        """One message as redis-py parses it: an update relayed, or a subscription confirmed."""
+        kind = message["type"]
+        channel = message["channel"].decode() if isinstance(message["channel"], bytes) else ""
+        if self.sharded:
+            h = self.keys.hash_of_shard_channel(channel)
+        else:
+            prefix = self.keys.channel_prefix()
+            h = channel[len(prefix) :] if channel.startswith(prefix) else ""
+        if kind in ("message", "smessage"):
+            self._dispatch(h, message["data"])
+        elif kind in ("subscribe", "ssubscribe"):
+            # Confirmed: the watcher waiting on it wakes; nothing else needs it again.
+            event = self._confirmed.pop(h, None)
+            if event is not None:
+                event.set()
+
+    async def _drain_buffered(self, pubsub: Any) -> None:
+        """Relay every message already read from the socket and parsed by hiredis, without
+        going back through ``get_message`` (a health check, a read and an await per message):
+        under load one socket read carries dozens of them.
+
+        Relies on redis-py's private ``connection._parser._reader`` (the hiredis reader); where
+        it is missing (no hiredis, another redis-py), messages are read one by one as before."""
+        reader = getattr(getattr(getattr(pubsub, "connection", None), "_parser", None), "_reader", None)
+        gets = getattr(reader, "gets", None)
+        if gets is None:
+            return
+        prefix = self.keys.channel_prefix().encode()
+        cut = len(prefix)
+        while not self._closing:
+            reply = gets()
+            if isinstance(reply, list):
+                if len(reply) == 3 and reply[0] == b"message" and isinstance(reply[1], bytes):
+                    channel = reply[1]
+                    self._dispatch(channel[cut:].decode() if channel.startswith(prefix) else "", reply[2])
+                    continue
+                # (un)subscribe confirmations and the like: redis-py keeps its books on them
+                message = await pubsub.handle_message(reply)
+                if message is not None:
+                    self._handle(message)
+            elif isinstance(reply, bytes | str):
+                await pubsub.handle_message(reply)  # a PONG from the health check
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                return  # nothing complete left in the buffer
+
+    def _count_relayed(self) -> None:
+        """The Prometheus counter, once per batch of messages rather than once per update."""
+        if self._relayed_uncounted:
+            RELAYED.inc(self._relayed_uncounted)
+            self._relayed_uncounted = 0
 
     async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
         if not self.sharded:
@@ -290,7 +336,7 @@ class Hub:
         for client in list(group):
             client.offer(frame)
         self.stats.relayed += len(group)
-        RELAYED.inc(len(group))
+        self._relayed_uncounted += len(group)
 
     async def _resync(self, hashes: list[str]) -> None:
         """After a reconnect: replay to every watched record's watchers what changed while we were away."""

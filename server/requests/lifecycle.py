@@ -44,6 +44,17 @@ from server.settings import Settings
 OtpReadyHook = Callable[[str, int], Awaitable[None]]
 
 
+def progress_patch(progress: int, step: str | None = None, text: str | None = None) -> dict[str, Any]:
+    """The change a progress report makes to a record (``RecordStore.update``'s patch)."""
+    patch: dict[str, Any] = {"progress": progress, "retrying": False}
+    if step is not None:
+        patch["step"] = step
+    if text is not None:
+        patch["current_message"] = text
+        patch["message_key"] = None
+    return patch
+
+
 @dataclass
 class Lifecycle:
     store: RecordStore
@@ -90,13 +101,7 @@ class Lifecycle:
         return await self.store.update(h, patch)
 
     async def progress(self, h: str, progress: int, step: str | None = None, text: str | None = None) -> UpdateResult:
-        patch: dict[str, Any] = {"progress": progress, "retrying": False}
-        if step is not None:
-            patch["step"] = step
-        if text is not None:
-            patch["current_message"] = text
-            patch["message_key"] = None
-        return await self.store.update(h, patch)
+        return await self.store.update(h, progress_patch(progress, step, text))
 
     async def ask_otp(
         self,

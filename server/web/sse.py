@@ -47,7 +47,7 @@ class EventStream(Feed):
         if frame.state and frame.payload:
             await self.response.write(sse_event("snapshot" if frame.snapshot else "update", frame.seq, frame.payload))
         else:
-            await self.response.write(frame.text.encode())
+            await self.response.write(frame.data)
 
     def end(self) -> None:
         self.closed = True
