@@ -62,6 +62,7 @@ from server.settings import Settings
 P99_TARGET_MS = 20.0
 P99_LIMIT_MS = 50.0
 PEER_FACTOR = 10
+#: sustained updates/s asked of each web process (issue 15: 5,000 on one, 10,000 on two)
 SUSTAINED_TARGET = 5000
 SYSTEMS = ("longrun", "socketio")
 #: systems of the run: Longrun with one and two web processes, python-socketio with one
@@ -370,8 +371,9 @@ def system_rows(figures: dict[str, Any], system: str) -> list[Row]:
         )
     else:
         note = "the last step passed: the ladder ended before the server did"
-    if best < SUSTAINED_TARGET:
-        note = f"missed by {SUSTAINED_TARGET - best:,.0f}/s ({best / SUSTAINED_TARGET:.0%} of target); " + note
+    target = SUSTAINED_TARGET * web
+    if best < target:
+        note = f"missed by {target - best:,.0f}/s ({best / target:.0%} of target); " + note
     out.append(
         Row(
             what=f"sustained fan-out{label}",
@@ -379,8 +381,8 @@ def system_rows(figures: dict[str, Any], system: str) -> list[Row]:
             ours=f"{best:,.0f} updates/s",
             peer=f"python-socketio (1 process) {peer_best:,.0f} updates/s",
             ratio=f"{best / peer_best:.1f}" if peer_best else "—",
-            target=f"≥ {SUSTAINED_TARGET:,} updates/s",
-            met=best >= SUSTAINED_TARGET,
+            target=f"≥ {target:,} updates/s",
+            met=best >= target,
             note=note,
         )
     )
