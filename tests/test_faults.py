@@ -430,7 +430,7 @@ async def test_redis_stopped_for_5s_under_200_running_requests(
                 # The workers take and finish new work (not merely: their processes are alive).
                 after = await post("vehicle-fines", {"plate": "99B999-99", "national_id": "9999999999"})
                 done = await wait_status(probe, keys, after["hash"], "completed", "failed", timeout=60)
-                assert done["status"] == "completed", done
+                assert done["status"] == "completed", (done.get("error"), done.get("attempt"), done.get("step"))
                 for t in followers:
                     t.cancel()
                 for ws in sockets:

@@ -37,6 +37,11 @@ def async_client(settings: Settings, *, fail_fast: bool = False, **options: Any)
     else:
         options.setdefault("socket_connect_timeout", 5.0)
         options.setdefault("socket_timeout", 10.0)
+        # A connection the pool kept across a Redis restart answers its first command with
+        # "closed by server": that command is sent again on a fresh connection. Without it a
+        # worker's job met the stale connections one after the other, and a request made after
+        # the restart failed all its attempts (test_faults, Redis stopped for 5 s).
+        options.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3))
     if settings.redis_cluster:
         options.pop("health_check_interval", None)
         options.pop("max_connections", None)
