@@ -27,6 +27,7 @@ import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +41,42 @@ Send = Callable[[str, str], Awaitable[None]]
 SendMany = Callable[[list[str], str], Awaitable[None]]
 
 
+@dataclass
+class _Tally:
+    """What a driver sent and what came of it (shared by :func:`drive` and :func:`drive_batched`)."""
+
+    done: int = 0
+    errors: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def failed(self, exc: Exception, n: int) -> None:
+        self.errors += n
+        self.kinds[repr(exc)[:120]] = self.kinds.get(repr(exc)[:120], 0) + n
+
+    def result(self, start: float, finished: float, rate: float, sent: int) -> dict[str, Any]:
+        return {
+            "start": start,
+            "end": finished,
+            "rate": rate,
+            "sent": sent,
+            "done": self.done,
+            "errors": self.errors,
+            "error_kinds": self.kinds,
+            "achieved": self.done / (finished - start),
+        }
+
+
 async def drive(send: Send, hashes: list[str], rate: float, duration: float, inflight: int) -> dict[str, Any]:
     gate = asyncio.Semaphore(inflight)
-    done = errors = sent = 0
-    kinds: dict[str, int] = {}
+    tally, sent = _Tally(), 0
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(h: str) -> None:
-        nonlocal done, errors
         try:
             await send(h, f"{STAMP}{time.monotonic():.6f}")
-            done += 1
+            tally.done += 1
         except Exception as exc:
-            errors += 1
-            kinds[repr(exc)[:120]] = kinds.get(repr(exc)[:120], 0) + 1
+            tally.failed(exc, 1)
         finally:
             gate.release()
 
@@ -69,16 +92,7 @@ async def drive(send: Send, hashes: list[str], rate: float, duration: float, inf
         await asyncio.sleep(0.002)
     finished = time.monotonic()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {
-        "start": start,
-        "end": finished,
-        "rate": rate,
-        "sent": sent,
-        "done": done,
-        "errors": errors,
-        "error_kinds": kinds,
-        "achieved": done / (finished - start),
-    }
+    return tally.result(start, finished, rate, sent)
 
 
 async def drive_batched(
@@ -87,18 +101,15 @@ async def drive_batched(
     """As :func:`drive`, but what is due at each 2 ms tick goes out as one batch (one
     round trip), at most ``inflight`` batches waiting at once."""
     gate = asyncio.Semaphore(inflight)
-    done = errors = sent = 0
-    kinds: dict[str, int] = {}
+    tally, sent = _Tally(), 0
     tasks: set[asyncio.Task[None]] = set()
 
     async def batch(due: list[str]) -> None:
-        nonlocal done, errors
         try:
             await send_many(due, f"{STAMP}{time.monotonic():.6f}")
-            done += len(due)
+            tally.done += len(due)
         except Exception as exc:
-            errors += len(due)
-            kinds[repr(exc)[:120]] = kinds.get(repr(exc)[:120], 0) + len(due)
+            tally.failed(exc, len(due))
         finally:
             gate.release()
 
@@ -115,16 +126,7 @@ async def drive_batched(
         await asyncio.sleep(0.002)
     finished = time.monotonic()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {
-        "start": start,
-        "end": finished,
-        "rate": rate,
-        "sent": sent,
-        "done": done,
-        "errors": errors,
-        "error_kinds": kinds,
-        "achieved": done / (finished - start),
-    }
+    return tally.result(start, finished, rate, sent)
 
 
 async def longrun(hashes: list[str], rate: float, duration: float, inflight: int, batch: bool) -> dict[str, Any]:
