@@ -549,6 +549,9 @@ def fuzz(system: System, *, seed: int, max_examples: int) -> Run:
     return run
 
 
+# ~65 s alone; with the suite's other workers on the same two cores it went past the default
+# 120 s once (the cases are drawn on this CPU): this test's bound is its own.
+@pytest.mark.timeout(240)
 def test_fuzzing_the_served_document_finds_no_5xx_and_no_answer_outside_it(system: System) -> None:
     # CI runs one fixed seed; TEST_FUZZ_SEED / TEST_FUZZ_EXAMPLES search further from a laptop.
     seed = int(os.environ.get("TEST_FUZZ_SEED", "20260101"))

@@ -16,7 +16,7 @@ import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from server.settings import Settings
@@ -56,8 +56,13 @@ def async_client(settings: Settings, *, fail_fast: bool = False, **options: Any)
 
 
 def pubsub_client(settings: Settings, name: str) -> AsyncClient:
-    """The hub's client: no silent reconnects (the hub must notice a drop to resync)."""
-    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "retry": Retry(ExponentialBackoff(), retries=0)}
+    """The hub's client: no silent reconnects (the hub must notice a drop to resync).
+
+    A retry policy that catches no error: redis-py's pub/sub calls the policy's failure
+    handler, which reconnects and resubscribes, even with ``retries=0`` before it raises, so
+    a dropped connection came back at once behind the hub's back (and outside its backoff).
+    """
+    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "retry": Retry(NoBackoff(), 0, supported_errors=())}
     if settings.redis_cluster:
         return RedisCluster.from_url(settings.redis_url, **options)
     return Redis.from_url(settings.redis_url, health_check_interval=10, client_name=name, **options)
