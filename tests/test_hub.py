@@ -17,7 +17,7 @@ from server.devtools.processes import wait_http
 from server.infra.counters import RESUMES
 from server.record import LOG_MAX, LOG_SLACK, RecordStore
 from server.settings import Settings
-from server.web.socket_client import MAX_PENDING, Client
+from server.web.socket_client import MAX_PENDING, Client, Feed
 from server.web.typedefs import HUB, STORE
 from tests.helpers import EventReader, wait_for
 
@@ -177,7 +177,7 @@ async def test_frame_flood_is_throttled(client: TestClient[Any, Any]) -> None:
     assert ws.close_code == 1008  # 200 frames at once: closed as abusive
 
 
-async def test_slow_reader_is_conflated_and_closed_without_slowing_others(client: TestClient[Any, Any]) -> None:
+async def test_stuck_reader_is_bounded_and_closed_without_slowing_others(client: TestClient[Any, Any]) -> None:
     """A browser that stops reading: bounded memory, other sockets unaffected, finally closed."""
     hub = client.app[HUB]  # type: ignore[index]
     hub.send_timeout = 1.0
@@ -219,6 +219,65 @@ async def test_slow_reader_is_conflated_and_closed_without_slowing_others(client
     await fast.close()
     gc.collect()
     del reader
+
+
+@pytest.mark.parametrize("transport", ["socket", "sse"])
+async def test_a_browser_that_falls_behind_is_sent_every_change_from_the_log(
+    client: TestClient[Any, Any], transport: str
+) -> None:
+    """A browser reading slower than the bot writes: each change once, in order, none
+    conflated away; while it is behind its queue stays short and the log holds the rest."""
+    hub = client.app[HUB]  # type: ignore[index]
+    hub.send_timeout = 60.0  # slow, not stuck: it is not dropped
+    store = store_of(client)
+    h = (await create(client))["hash"]
+    await store.update(h, {"status": "processing"})
+    # aiohttp's client stops reading the connection once 64 KB wait unread in it, so a test that
+    # does not read is a browser that does not: the kernel's buffers fill (a few MB on
+    # loopback), then the server's writes wait and its frames queue.
+    if transport == "socket":
+        ws = await client.ws_connect(f"/ws/requests/{h}")
+
+        async def next_change() -> tuple[str, dict[str, Any]]:
+            f = await frame(ws, timeout=20)
+            return f["type"], f["request"]
+    else:
+        resp = await client.get(f"/sse/requests/{h}")
+        events = EventReader(resp)
+
+        async def next_change() -> tuple[str, dict[str, Any]]:
+            kind, _, data = await events.next_event(timeout=20)
+            return kind, data
+
+    kind, first = await next_change()
+    assert kind == "snapshot"
+    replayed = RESUMES.labels("behind", "replayed")._value.get()
+    blob = "x" * 100_000
+    steps = 90  # within the log (at least LOG_MAX changes are kept)
+    assert steps <= LOG_MAX
+    deepest = 0
+    for i in range(steps):
+        await store.update(h, {"progress": i, "current_message": f"step {i}", "result_data": {"blob": blob}})
+        for c in hub.watchers.get(h, ()):
+            if isinstance(c, Feed):
+                deepest = max(deepest, len(c.pending))
+                assert len(c.pending) <= MAX_PENDING
+    seen: list[int] = []
+    messages: list[str] = []
+    while not messages or messages[-1] != f"step {steps - 1}":
+        kind, rec = await next_change()
+        assert kind == "update", kind  # never a snapshot: the log reached back
+        seen.append(rec["seq"])
+        messages.append(rec["current_message"])
+    assert messages == [f"step {i}" for i in range(steps)]
+    assert seen == list(range(first["seq"] + 1, first["seq"] + 1 + steps))
+    assert RESUMES.labels("behind", "replayed")._value.get() > replayed, (
+        f"the browser never fell behind (at most {deepest} frames queued): nothing was proven"
+    )
+    if transport == "socket":
+        await ws.close()
+    else:
+        resp.close()
 
 
 async def _token(client: TestClient[Any, Any], h: str) -> str:

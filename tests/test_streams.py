@@ -156,8 +156,7 @@ async def test_every_change_once_in_order_through_pubsub_kill_drops_and_a_web_re
     await wait_for(caught_up, timeout=20, what="every socket after the pub/sub kill")
 
     # 2. A socket dropped, changes made while it is away, reopened with ?since=.
-    # (paced as a bot is: the sockets still open get them live, and one that falls 8 frames
-    # behind has its progress conflated by design, which an unpaced burst on a loaded machine did)
+    # (paced as a bot is: the sockets still open get them live)
     await b.drop()
     await write(10, 0.01)
     b.gate.set()

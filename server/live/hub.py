@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,10 +33,13 @@ from server.infra.backoff import Backoff
 from server.infra.connections import AsyncClient, mget
 from server.infra.counters import RECONNECTS, RELAYED, RESUMES, RESYNCED, SOCKETS_OPEN
 from server.live.frames import Frame, frame_for
-from server.live.resume import Outcome, resume
+from server.live.resume import Outcome, Resume, resume
 from server.record import Keys, RecordStore
 
 log = logging.getLogger("longrun.hub")
+
+#: reads what a watcher missed after a seq: ``(hash, since) -> Resume`` (see Hub.missed)
+CatchUp = Callable[[str, int], Awaitable[Resume]]
 
 #: seconds a socket may take to accept one frame before it is closed as stuck (the default of Hub.send_timeout)
 SEND_TIMEOUT = 10.0
@@ -105,6 +108,25 @@ class Hub:
     _relayed_uncounted: int = 0
     #: bumped on every (re)connect of the pub/sub connection
     generation: int = 0
+    #: :meth:`missed` bound once, for every browser feed of the process to share (see catch_up)
+    _missed: CatchUp | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._missed = self.missed if self.store is not None else None
+
+    @property
+    def catch_up(self) -> CatchUp | None:
+        """What a watcher that fell behind calls to be sent the changes it has not been
+        (None without a store: it then conflates progress instead)."""
+        return self._missed
+
+    async def missed(self, h: str, since: int) -> Resume:
+        """The changes of ``h`` after ``since``, from the request's log: for a browser that
+        stopped taking live frames while it was behind (counted as ``via="behind"``)."""
+        assert self.store is not None
+        answer = await resume(self.store, h, since)
+        RESUMES.labels("behind", answer.outcome.value).inc()
+        return answer
 
     @property
     def connected(self) -> bool:

@@ -3,10 +3,13 @@
 - :class:`Client` wraps one ``web.WebSocketResponse``: the hub's listener never awaits a
   socket, it hands each frame to the socket's client, a small bounded queue drained by
   a writer task that exists only while there is something to send. Every change is
-  sent, once, in order; only a browser that falls ``CONFLATE_AT`` frames behind gets
-  progress frames conflated to the latest state (OTP prompts and terminal states are
-  never dropped); one that stops reading is closed after ``send_timeout``. The SSE
-  stream (``server.web.sse``) is the same client writing events instead of frames.
+  sent, once, in order, however slowly the browser reads: one that falls ``CONFLATE_AT``
+  frames behind takes no more live frames, and once it has read what was queued it is
+  sent what it missed from the request's log (``Hub.missed``), then live frames again.
+  Its memory stays bounded and nothing is dropped; a change older than the log reaches
+  (a browser 100 changes behind) comes as a snapshot with ``recovered: false``, as on a
+  reconnect. One that stops reading is closed after ``send_timeout``. The SSE stream
+  (``server.web.sse``) is the same client writing events instead of frames.
 - :func:`refuse_cross_site` and :func:`open_socket`: what every socket endpoint does
   before it speaks (origin check; frame size, prepare, what the upgrade left of HTTP
   dropped, registration with the process's heartbeat); :func:`next_message`: what it
@@ -32,7 +35,8 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from server.domain.errors import Forbidden
 from server.infra.counters import DELIVERY_LAG
 from server.live.frames import Frame
-from server.live.hub import SEND_TIMEOUT
+from server.live.hub import SEND_TIMEOUT, CatchUp
+from server.live.resume import Outcome
 from server.web.access import SOCKET_PROTOCOL, origin_allowed
 from server.web.heartbeat import DROP_AFTER, PING_AFTER, Heartbeat
 from server.web.typedefs import HEARTBEAT, HUB, SETTINGS
@@ -42,8 +46,8 @@ log = logging.getLogger("longrun.hub")
 
 #: frames a socket may have waiting before it is considered stuck (progress is conflated first)
 MAX_PENDING = 16
-#: frames waiting before a new progress frame replaces the last one instead of queuing behind it:
-#: below it, every change reaches the browser (a page's timeline shows each step's message)
+#: live frames waiting before a browser is behind: the changes after it are read from the log
+#: once it has taken those (without a log to read, a new progress frame replaces the last one)
 CONFLATE_AT = 8
 #: the largest frame a browser may send (over it the socket closes with 1009)
 MAX_FRAME = 4096
@@ -69,6 +73,8 @@ class Feed:
 
     __slots__ = (
         "__weakref__",
+        "behind",
+        "catch_up",
         "closed",
         "hash",
         "held",
@@ -86,8 +92,13 @@ class Feed:
         *,
         send_timeout: float = SEND_TIMEOUT,
         transport: asyncio.Transport | None = None,
+        catch_up: CatchUp | None = None,
     ):
         self.send_timeout = send_timeout
+        #: reads the changes after a seq from the log (one function for the whole process)
+        self.catch_up = catch_up
+        #: live changes were left to the log: once the queue is written, they are read from it
+        self.behind = False
         # A browser that stopped reading cannot be closed politely (the close frame would
         # wait behind everything else): its connection is aborted instead.
         self.transport = transport
@@ -105,16 +116,23 @@ class Feed:
         """Queue a frame without waiting (called from the listener)."""
         if self.closed:
             return
-        if frame.state and not self.held and frame.seq >= 0:
+        logged = frame.state and frame.seq >= 0
+        if logged and not self.held:
             if frame.seq < self.last_seq:
                 return  # stale: the browser already has a newer state
             if frame.seq == self.last_seq and (frame.resync or hash(frame.payload) == self.last_sig):
                 # the state it has (re-read after a reconnect, or delivered twice: by a resume's
                 # replay and by pub/sub). An old bot's edit keeping the seq differs: it goes on.
                 return
+        if logged and self.catch_up is not None and (self.behind or self._live() >= CONFLATE_AT):
+            # Behind: this change and every later one are in the log, and are read from it
+            # once the browser has taken what is queued (_read_missed), in order.
+            self.behind = True
+            return
+        if logged and not self.held:
             self.last_seq, self.last_sig = frame.seq, hash(frame.payload)
         if frame.state and len(self.pending) >= CONFLATE_AT and self._behind():
-            self.pending[-1] = frame  # conflate: the newer state supersedes the older progress
+            self.pending[-1] = frame  # no log to read: the newer state supersedes the older progress
         else:
             self.pending.append(frame)
         if len(self.pending) > MAX_PENDING and self._live() > MAX_PENDING:
@@ -163,7 +181,11 @@ class Feed:
 
     async def _drain(self) -> None:
         try:
-            while self.pending and not self.closed:
+            while not self.closed:
+                if not self.pending:
+                    if not self.behind or not await self._read_missed():
+                        break
+                    continue
                 frame = self.pending.pop(0)
                 async with asyncio.timeout(self.send_timeout):
                     await self._write(frame)
@@ -176,6 +198,26 @@ class Feed:
             self.closed = True
         finally:
             self.writer = None
+
+    async def _read_missed(self) -> bool:
+        """Queue what this browser missed while it was behind (the log's changes after the
+        last state queued, or a snapshot); False, and the feed aborted, if that cannot be."""
+        assert self.catch_up is not None
+        self.behind = False
+        # What arrives during the read waits behind it, as at a start (start() sorts it out).
+        self.held = True
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                answer = await self.catch_up(self.hash, self.last_seq)
+        except Exception as exc:  # Redis down or slow: the browser resumes by reconnecting
+            log.info("dropping a socket whose missed changes could not be read (%s): %r", self.hash[:12], exc)
+            self.abort()
+            return False
+        if answer.outcome is Outcome.MISSING or self.closed:
+            self.abort()
+            return False
+        self.start(answer.frames, answer.seq, answer.edge)
+        return True
 
     async def _write(self, frame: Frame) -> None:
         raise NotImplementedError
@@ -207,8 +249,9 @@ class Client(Feed):
         *,
         send_timeout: float = SEND_TIMEOUT,
         transport: asyncio.Transport | None = None,
+        catch_up: CatchUp | None = None,
     ):
-        super().__init__(request_hash, send_timeout=send_timeout, transport=transport)
+        super().__init__(request_hash, send_timeout=send_timeout, transport=transport, catch_up=catch_up)
         self.ws = ws
         #: heartbeat visits since the browser last sent anything (:func:`next_message` zeroes it)
         self.quiet = 0
@@ -265,7 +308,7 @@ async def open_socket(request: web.Request, key: str) -> Client:
     await ws.prepare(request)
     drop_http_state(request, ws)
     hub = request.app[HUB]
-    client = Client(ws, key, send_timeout=hub.send_timeout, transport=request.transport)
+    client = Client(ws, key, send_timeout=hub.send_timeout, transport=request.transport, catch_up=hub.catch_up)
     request.app[HEARTBEAT].add(client)
     return client
 

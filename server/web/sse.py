@@ -85,7 +85,7 @@ async def request_stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # a proxy (nginx) must not hold events back
         }
     )
-    stream = EventStream(response, h, send_timeout=hub.send_timeout, transport=request.transport)
+    stream = EventStream(response, h, send_timeout=hub.send_timeout, transport=request.transport, catch_up=hub.catch_up)
     try:
         # Subscribed before the record is read, so nothing published in between is lost; the
         # stream is held (queued, unsent) until the resume's frames are in front.
