@@ -382,12 +382,14 @@ class LongrunWorker(SimpleWorker):
         # the worker's own clock for its next upkeep, as RQ's sets it
         self.last_cleaned_at = now()  # type: ignore[assignment]
         config = settings()
-        if not self.connection.set(
-            f"{RQ_KEY_PREFIX}:upkeep:{config.key_prefix}", self.name, nx=True, ex=max(1, int(self.maintenance_interval))
-        ):
+        interval = max(1, int(self.maintenance_interval))
+        if not self.connection.set(f"{RQ_KEY_PREFIX}:upkeep:{config.key_prefix}", self.name, nx=True, ex=interval):
             return
         for queue in self.queues:
-            if not queue.acquire_maintenance_lock():
+            # RQ's per-queue lock, under RQ's key, but for one interval: RQ's own lasts 899 s,
+            # so a worker killed while it cleaned (as a loaded worker may take a second) left
+            # its queue uncleaned for 15 minutes, and a killed worker's job there unnoticed.
+            if not queue.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=interval):
                 continue
             try:
                 self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)

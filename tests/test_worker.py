@@ -1,13 +1,22 @@
-"""The worker's liveness tweaks over RQ: a dead scheduler's locks are freed in seconds."""
+"""The worker's liveness tweaks over RQ: a dead scheduler's locks are freed in seconds, a
+dead cleaner's in one maintenance interval."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from rq import Callback, Queue
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 
-from jobs.worker import SCHEDULER_LOCK_TTL, SCHEDULER_STALE_AFTER, reclaim_stale_scheduler_locks
+import jobs.worker
+from jobs.worker import SCHEDULER_LOCK_TTL, SCHEDULER_STALE_AFTER, LongrunWorker, reclaim_stale_scheduler_locks
 from server.queue.dispatch import queue_names
+from server.settings import Settings
 
 
 async def test_only_locks_left_unrefreshed_are_freed(redis: Redis, redis_url: str, prefix: str) -> None:
@@ -26,3 +35,44 @@ async def test_only_locks_left_unrefreshed_are_freed(redis: Redis, redis_url: st
     assert await redis.get(key(high)) == b"alive"
     assert await redis.get(key(default)) is None
     assert await redis.get(key(low)) is None  # nothing there, nothing made up
+
+
+#: what note_cleaning_lock saw: the TTL of its queue's cleaning lock while the cleaning ran
+SEEN_LOCK_TTL: list[int] = []
+
+
+def note_cleaning_lock(job: Job, connection: SyncRedis, *args: object) -> None:
+    """A failure callback run by the cleaning itself (it fails the abandoned job), so while
+    the cleaning lock is held: what a worker killed at that moment would leave behind."""
+    SEEN_LOCK_TTL.append(int(connection.ttl(Queue(job.origin, connection=connection).registry_cleaning_key)))
+
+
+def test_a_cleaning_lock_outlives_its_worker_by_one_interval_at_most(
+    base_settings: Settings, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's cleaning lock lasts 899 s: a worker killed while it cleaned a queue left that
+    queue uncleaned for 15 minutes (and a killed worker's job there unnoticed). Ours lasts
+    one maintenance interval."""
+    config = base_settings.with_(maintenance_interval=3)
+    monkeypatch.setattr(jobs.worker, "settings", lambda: config)
+    sync = SyncRedis.from_url(redis_url)
+    try:
+        high = Queue(queue_names(prefix)[0], connection=sync)
+        # a job a killed worker left running: started, its heartbeat long expired
+        job = high.enqueue("jobs.tasks.run_bot", job_id=f"{prefix}abandoned", on_failure=Callback(note_cleaning_lock))
+        job.set_status(JobStatus.STARTED)
+        registry = StartedJobRegistry(high.name, connection=sync)
+        sync.zadd(registry.key, {f"{job.id}:an-execution": time.time() - 60})  # "{job}:{execution}"
+        high.remove(job)
+        worker = LongrunWorker([high], connection=sync, name=f"{prefix}cleaner")
+        SEEN_LOCK_TTL.clear()
+        worker.clean_registries()
+        assert len(SEEN_LOCK_TTL) == 1, "the abandoned job was not found by the cleaning"
+        assert 0 < SEEN_LOCK_TTL[0] <= config.maintenance_interval
+        assert sync.exists(high.registry_cleaning_key) == 0  # released once done
+        assert Job.fetch(job.id, connection=sync).get_status() == JobStatus.FAILED
+    finally:
+        keys = list(sync.scan_iter(match=f"*{prefix}*"))
+        if keys:
+            sync.delete(*keys)
+        sync.close()
