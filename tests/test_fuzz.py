@@ -182,6 +182,10 @@ def system(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         maintenance_interval=1,
         otp_resend_interval=2,
         demo_mode=True,
+        # The requests made in their states must stay in them for the whole run: a silent bot's
+        # request is failed once its heartbeat window (60-90 s) ends, and a run on a loaded
+        # machine has taken two minutes (processing → failed under every operation, reads too).
+        time_scale=10.0,
         # A fuzz run is a flood from one address: limits that do not bite, so that cases reach
         # the handlers (tests/test_trust.py checks the limits themselves).
         create_rate=(100_000, 1.0),
