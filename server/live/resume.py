@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import orjson
+
 from server.live.frames import Frame, frame_for
 from server.record import RecordStore
 
@@ -65,8 +67,13 @@ async def resume(store: RecordStore, h: str, since: int | None) -> Resume:
         return Resume(Outcome.MISSING, [], -1)
     if since is None:
         newest = frame_for(read.entries[-1], snapshot=True) if read.entries else None
-        if newest is not None and newest.seq == current.seq:
-            # the snapshot as it was published (the stored record carries private fields)
+        if (
+            newest is not None
+            and newest.seq == current.seq
+            and orjson.loads(newest.payload) == orjson.loads(current.payload)
+        ):
+            # the snapshot as it was published (the stored record carries private fields); not
+            # when an old-style bot rewrote the record since (GET, edit, SET: the same seq)
             return Resume(Outcome.FRESH, [newest], newest.seq, newest.payload)
         return Resume(Outcome.FRESH, [current], current.seq)
     logged = [frame_for(e) for e in read.entries]
