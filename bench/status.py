@@ -163,10 +163,16 @@ async def run(
             ratio = ours["requests_per_s"] / bare["requests_per_s"]
             result.figures[f"processes_{n}"] = {**figures, "ratio": round(ratio, 3)}
             plain_ratio = plain["requests_per_s"] / bare["requests_per_s"]
-            met = ratio >= TARGET_RATIO
+            met: bool | None = ratio >= TARGET_RATIO
             note = f"plain redis-py GET per request: {plain['requests_per_s']:,.0f} req/s"
             note += f" ({plain_ratio:.2f} of bare)"
-            if not met:
+            if not shutil.which("wrk"):
+                # The Python load generator saturates a core of its own long before the bare
+                # handler does (6,000 against 31,000 req/s with wrk on the same machine): the
+                # ratio is then the load generator's, and says nothing of the target.
+                met = None
+                note = "not judged: without wrk the load generator is the limit (`make bench` installs it); " + note
+            elif not met:
                 note = f"missed by {TARGET_RATIO - ratio:.2f} ({ratio / TARGET_RATIO:.0%} of target); " + note
             result.rows.append(
                 Row(
