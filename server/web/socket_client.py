@@ -44,7 +44,7 @@ from server.web.upgraded import drop_http_state
 
 log = logging.getLogger("longrun.hub")
 
-#: frames a socket may have waiting before it is considered stuck (progress is conflated first)
+#: frames a socket may have waiting before it is considered stuck (past CONFLATE_AT, live changes wait in the log)
 MAX_PENDING = 16
 #: live frames waiting before a browser is behind: the changes after it are read from the log
 #: once it has taken those (without a log to read, a new progress frame replaces the last one)
