@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from bots.demo import create_bot_app
 from server.devtools.embedded import LOCAL_POSTGRES, EmbeddedPostgres, EmbeddedRedis, postgres_answers, redis_answers
 from server.devtools.processes import Processes, delete_prefixed
+from server.record import Keys, RecordStore
 from server.settings import Settings, new_webhook_secret
 from server.web.app import create_app
 
@@ -59,6 +60,17 @@ async def redis(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
     yield client
     await delete_prefixed(client, prefix)
     await client.aclose()
+
+
+@pytest.fixture
+def keys(prefix: str) -> Keys:
+    return Keys(prefix)
+
+
+@pytest.fixture
+def store(redis: Redis, keys: Keys) -> RecordStore:
+    """A record store on this test's prefix (records live 600 s)."""
+    return RecordStore(redis, keys, ttl=600)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import orjson
 from redis.asyncio import Redis
 
 from server.devtools.processes import ROOT
-from server.record import Keys, loads_record
+from server.record import Keys, RecordStore, loads_record, new_record, token_digest
 
 T = TypeVar("T")
 
@@ -36,6 +36,29 @@ async def record(redis: Redis, keys: Keys, h: str) -> dict[str, Any]:
     rec = loads_record(await redis.get(keys.record(h)))
     assert rec is not None, f"no record for {h}"
     return rec
+
+
+async def create_record(
+    store: RecordStore,
+    h: str | None = None,
+    *,
+    service_slug: str = "credit-score-rating",
+    request_data: dict[str, Any] | None = None,
+) -> str:
+    """A new pending record (its token is ``"tok"``), straight through the store; its hash."""
+    h = h or store.keys.new_hash()
+    rec = new_record(
+        request_hash=h,
+        service_slug=service_slug,
+        request_data=request_data or {"national_id": "0012345678"},
+        user_id="u_test",
+        token_hash=token_digest("tok"),
+        estimated_duration=60,
+        priority="default",
+        first_step="login",
+    )
+    assert await store.create(rec) is not None
+    return h
 
 
 async def wait_status(redis: Redis, keys: Keys, h: str, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:

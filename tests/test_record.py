@@ -20,36 +20,10 @@ from server.record import (
     Keys,
     RecordStore,
     key_slot,
-    new_record,
     token_digest,
 )
 from server.settings import Settings
-
-
-@pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix)
-
-
-@pytest.fixture
-def store(redis: Redis, keys: Keys) -> RecordStore:
-    return RecordStore(redis, keys, ttl=600)
-
-
-async def make(store: RecordStore, **over: Any) -> str:
-    h = store.keys.new_hash()
-    rec = new_record(
-        request_hash=h,
-        service_slug=over.pop("service_slug", "credit-score-rating"),
-        request_data={"national_id": "0012345678"},
-        user_id="u_test",
-        token_hash=token_digest("tok"),
-        estimated_duration=60,
-        priority="default",
-        first_step="login",
-    )
-    assert await store.create(rec) is not None
-    return h
+from tests.helpers import create_record
 
 
 def parse_iso(value: str) -> datetime:
@@ -57,7 +31,7 @@ def parse_iso(value: str) -> datetime:
 
 
 async def test_create_stores_record_with_ttl_seq_and_tracking(store: RecordStore, redis: Redis, keys: Keys) -> None:
-    h = await make(store)
+    h = await create_record(store)
     rec = await store.get(h)
     assert rec is not None
     assert rec["status"] == "pending" and rec["seq"] == 1 and rec["progress"] == 0
@@ -90,7 +64,7 @@ async def test_hash_has_128_random_bits_and_lands_in_a_shard_slot(keys: Keys) ->
 
 
 async def test_update_merges_publishes_and_never_lowers_progress(store: RecordStore, redis: Redis, keys: Keys) -> None:
-    h = await make(store)
+    h = await create_record(store)
     pubsub = redis.pubsub()
     await pubsub.subscribe(keys.channel(h))
     await pubsub.get_message(timeout=1)  # subscribe confirmation
@@ -115,7 +89,7 @@ async def test_update_merges_publishes_and_never_lowers_progress(store: RecordSt
 
 
 async def test_update_many_applies_each_patch_in_one_pipeline(store: RecordStore) -> None:
-    first, second = await make(store), await make(store)
+    first, second = await create_record(store), await create_record(store)
     assert (await store.update(second, {"status": "processing"})).applied
     assert (await store.update(second, {"status": "completed", "result": {}})).applied
     changes = [(first, {"progress": 40}), (second, {"progress": 50}), (first, {"progress": 60})]
@@ -127,7 +101,7 @@ async def test_update_many_applies_each_patch_in_one_pipeline(store: RecordStore
 
 
 async def test_terminal_states_are_final_and_archived_once(store: RecordStore, redis: Redis, keys: Keys) -> None:
-    h = await make(store)
+    h = await create_record(store)
     await store.update(h, {"status": "processing"})
     r = await store.update(h, {"status": "completed", "result_data": {"ok": True}})
     assert r.applied and r.record is not None
@@ -154,7 +128,7 @@ async def test_terminal_states_are_final_and_archived_once(store: RecordStore, r
     ],
 )
 async def test_state_machine(store: RecordStore, path: list[str], last_ok: bool) -> None:
-    h = await make(store)
+    h = await create_record(store)
     results = [await store.update(h, {"status": s}) for s in path]
     assert all(r.applied for r in results[:-1])
     assert results[-1].applied is last_ok
@@ -168,7 +142,7 @@ async def test_missing_record(store: RecordStore, keys: Keys) -> None:
 
 async def test_old_style_bot_records_are_read_and_updated(store: RecordStore, redis: Redis, keys: Keys) -> None:
     """A bot that GETs the JSON, edits it and SETEX/PUBLISHes it (no seq) must not break anything."""
-    h = await make(store)
+    h = await create_record(store)
     raw = orjson.loads(await redis.get(keys.record(h)))
     assert raw["seq"] == 1
     await store.update(h, {"progress": 10})
@@ -205,7 +179,7 @@ async def test_lua_iso_dates(redis: Redis, epoch: float, iso: str) -> None:
 
 
 async def test_otp_submission_rules(store: RecordStore, redis: Redis, keys: Keys) -> None:
-    h = await make(store)
+    h = await create_record(store)
     kw = {"code_ttl": 60, "max_attempts": 2, "early_allowed": False, "heartbeat": 60}
     assert (await store.submit_otp(h, "111111", **kw)).outcome == "conflict"  # pending
     await store.update(h, {"status": "processing"})
@@ -243,7 +217,7 @@ async def test_otp_submission_rules(store: RecordStore, redis: Redis, keys: Keys
 
 
 async def test_input_submission_rules(store: RecordStore, redis: Redis, keys: Keys) -> None:
-    h = await make(store)
+    h = await create_record(store)
     kw = {"answer_ttl": 60, "max_attempts": 2, "heartbeat": 60}
     exhausted = {"status": "failed", "error": "too many answers"}
     ask = {"id": "captcha", "expires_in": 60, "max_attempts": 2, "exhausted": exhausted}
@@ -278,7 +252,7 @@ async def test_input_submission_rules(store: RecordStore, redis: Redis, keys: Ke
 
 
 async def test_a_new_prompt_counts_its_own_answers(store: RecordStore) -> None:
-    h = await make(store)
+    h = await create_record(store)
     kw = {"answer_ttl": 60, "max_attempts": 1, "heartbeat": 60}
     await store.update(h, {"status": "processing"})
     for pid in ("captcha", "vehicle"):
@@ -294,7 +268,7 @@ async def test_a_new_prompt_counts_its_own_answers(store: RecordStore) -> None:
 
 
 async def test_early_code_is_checked_when_the_bot_asks(store: RecordStore) -> None:
-    h = await make(store)
+    h = await create_record(store)
     await store.update(h, {"status": "processing"})
     kw = {"code_ttl": 60, "max_attempts": 3, "early_allowed": True, "heartbeat": 60}
     assert (await store.submit_otp(h, "123456", **kw)).outcome == "early"
@@ -306,7 +280,7 @@ async def test_early_code_is_checked_when_the_bot_asks(store: RecordStore) -> No
 
 
 async def test_an_ask_with_every_code_used_up_fails_unless_a_code_waits(store: RecordStore) -> None:
-    h = await make(store)
+    h = await create_record(store)
     await store.update(h, {"status": "processing"})
     kw = {"code_ttl": 60, "max_attempts": 1, "early_allowed": True, "heartbeat": 60}
     otp = {"expires_in": 60, "max_attempts": 1, "exhausted": {"status": "failed", "error": "used up"}}
@@ -323,7 +297,7 @@ async def test_an_ask_with_every_code_used_up_fails_unless_a_code_waits(store: R
 
 
 async def test_resend_is_throttled_and_capped(store: RecordStore) -> None:
-    h = await make(store)
+    h = await create_record(store)
     await store.update(h, {"status": "processing"})
     await store.update(h, {"status": "waiting_otp"}, otp={"expires_in": 60, "resend_in": 30})
     early = await store.request_resend(h, interval=1, max_resends=1)
@@ -344,7 +318,7 @@ async def test_rate_limit_allows_a_burst_then_refuses_until_refilled(store: Reco
 
 
 async def test_sweep_only_fails_overdue_requests(store: RecordStore, keys: Keys, redis: Redis) -> None:
-    h = await make(store)
+    h = await create_record(store)
     await store.update(h, {"status": "processing"}, heartbeat=1)
     fresh = await store.update(h, {"status": "failed", "error": "silent"}, sweep=True, heartbeat=1)
     assert fresh.outcome == "not_due"
@@ -357,7 +331,7 @@ async def test_sweep_only_fails_overdue_requests(store: RecordStore, keys: Keys,
 
 async def test_empty_arrays_and_tricky_strings_survive_the_scripts(store: RecordStore) -> None:
     """Redis' cjson cannot tell [] from {}; the scripts must not turn a bot's [] into {}."""
-    h = await make(store)
+    h = await create_record(store)
     await store.update(h, {"status": "processing"})
     result = {
         "fines": [],
@@ -374,7 +348,7 @@ async def test_empty_arrays_and_tricky_strings_survive_the_scripts(store: Record
 async def test_counts_by_status_and_service_and_otp_waits_follow_transitions(
     store: RecordStore, redis: Redis, keys: Keys
 ) -> None:
-    h = await make(store)
+    h = await create_record(store)
     shard = keys.shard(h)
 
     async def counts() -> dict[str, int]:
@@ -397,7 +371,7 @@ async def test_counts_by_status_and_service_and_otp_waits_follow_transitions(
 
 
 async def test_people_waiting_for_an_answer_are_counted_per_kind(store: RecordStore, redis: Redis, keys: Keys) -> None:
-    h = await make(store)
+    h = await create_record(store)
     shard = keys.shard(h)
 
     async def counts() -> dict[str, int]:

@@ -10,22 +10,12 @@ from collections.abc import Awaitable
 from typing import Any
 
 import orjson
-import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from server.live.resume import Outcome, resume
-from server.record import LOG_MAX, LOG_SLACK, UPDATE_SCRIPT, Keys, RecordStore, dumps, new_record, token_digest
-
-
-@pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix)
-
-
-@pytest.fixture
-def store(redis: Redis, keys: Keys) -> RecordStore:
-    return RecordStore(redis, keys, ttl=600)
+from server.record import LOG_MAX, LOG_SLACK, UPDATE_SCRIPT, Keys, RecordStore, dumps
+from tests.helpers import create_record
 
 
 class Published:
@@ -50,17 +40,9 @@ async def watched(store: RecordStore, redis: Redis) -> tuple[str, Published]:
     h = store.keys.new_hash()
     pubsub = redis.pubsub()
     await pubsub.subscribe(store.keys.channel(h))
-    rec = new_record(
-        request_hash=h,
-        service_slug="vehicle-fines",
-        request_data={"plate": "12B345-67", "national_id": "0012345678"},
-        user_id="u_test",
-        token_hash=token_digest("tok"),
-        estimated_duration=60,
-        priority="default",
-        first_step="login",
+    await create_record(
+        store, h, service_slug="vehicle-fines", request_data={"plate": "12B345-67", "national_id": "0012345678"}
     )
-    assert await store.create(rec) is not None
     return h, Published(pubsub)
 
 
