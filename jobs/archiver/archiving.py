@@ -161,11 +161,7 @@ class Archiver:
         finally:
             # Both are short, or return at once when stopped; what they leave is pending, and
             # re-read on the next start.
-            for task in (ahead, acking):
-                if task is not None:
-                    await asyncio.wait([task])
-                    if not task.cancelled() and task.exception() is not None:
-                        log.warning("archiver pipeline: %s", task.exception())
+            await _settle([task for task in (ahead, acking) if task is not None])
 
     async def _pump_parsed_apart(self, *, upkeep: bool) -> None:
         """:meth:`pump` with the parsing in the parser processes: one task reads batches, in
@@ -193,8 +189,7 @@ class Archiver:
             while (item := await queue.get()) is not None and not self.stop.is_set():
                 entries, parsing = item
                 batch, dropped = await parsing
-                self.dropped += len(dropped)
-                log_dropped(dropped)
+                self._count_dropped(dropped)
                 added = await self.write(batch, entries)
                 if added is None:
                     return
@@ -211,10 +206,7 @@ class Archiver:
                 left = queue.get_nowait()
                 if left is not None:
                     tasks.append(left[1])
-            for task in tasks:
-                await asyncio.wait([task])
-                if not task.cancelled() and task.exception() is not None:
-                    log.warning("archiver pipeline: %s", task.exception())
+            await _settle(tasks)
 
     async def _read_parsed(self) -> tuple[list[Entry], list[ArchiveRow]]:
         entries = await self.read_new()
@@ -292,9 +284,12 @@ class Archiver:
 
     def parse(self, entries: Iterable[Entry]) -> list[ArchiveRow]:
         rows, dropped = parse_entries(entries)
+        self._count_dropped(dropped)
+        return rows
+
+    def _count_dropped(self, dropped: list[str]) -> None:
         self.dropped += len(dropped)
         log_dropped(dropped)
-        return rows
 
     async def process(self, entries: Sequence[Entry], rows: Sequence[ArchiveRow] | None = None) -> bool:
         """Archive (``rows``: the entries already parsed), then acknowledge. False if stopped
@@ -462,6 +457,14 @@ class Archiver:
     async def _sleep(self, seconds: float) -> None:
         with suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
+
+
+async def _settle(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Wait for each of the pipeline's tasks to end, logging what failed."""
+    for task in tasks:
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("archiver pipeline: %s", task.exception())
 
 
 def _completed(rows: Iterable[ArchiveRow]) -> set[str]:

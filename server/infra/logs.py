@@ -148,9 +148,6 @@ class AccessLog:
         self._stamp_second = -1
         self._stamp_prefix = b""
 
-    def write(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.write_line(self.template(method, route, status), seconds)
-
     def template(self, method: str, route: str, status: int) -> AccessLine:
         """The line of one kind of answer, made once: only the time and the timestamp change
         from one request to the next."""

@@ -108,17 +108,18 @@ class Hub:
     _relayed_uncounted: int = 0
     #: bumped on every (re)connect of the pub/sub connection
     generation: int = 0
-    #: :meth:`missed` bound once, for every browser feed of the process to share (see catch_up)
-    _missed: CatchUp | None = field(default=None, init=False, repr=False)
+    #: what a watcher that fell behind calls to be sent the changes it has not been: :meth:`missed`,
+    #: bound once for every browser feed of the process to share (None without a store: it then
+    #: conflates progress instead)
+    catch_up: CatchUp | None = field(default=None, init=False, repr=False)
+    #: the classic channels' common prefix (str, and bytes for hiredis' replies)
+    _prefix: str = field(default="", init=False, repr=False)
+    _prefix_b: bytes = field(default=b"", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._missed = self.missed if self.store is not None else None
-
-    @property
-    def catch_up(self) -> CatchUp | None:
-        """What a watcher that fell behind calls to be sent the changes it has not been
-        (None without a store: it then conflates progress instead)."""
-        return self._missed
+        self.catch_up = self.missed if self.store is not None else None
+        self._prefix = self.keys.channel_prefix()
+        self._prefix_b = self._prefix.encode()
 
     async def missed(self, h: str, since: int) -> Resume:
         """The changes of ``h`` after ``since``, from the request's log: for a browser that
@@ -281,7 +282,7 @@ class Hub:
         if self.sharded:
             h = self.keys.hash_of_shard_channel(channel)
         else:
-            prefix = self.keys.channel_prefix()
+            prefix = self._prefix
             h = channel[len(prefix) :] if channel.startswith(prefix) else ""
         if kind in ("message", "smessage"):
             self._dispatch(h, message["data"])
@@ -302,7 +303,7 @@ class Hub:
         gets = getattr(reader, "gets", None)
         if gets is None:
             return
-        prefix = self.keys.channel_prefix().encode()
+        prefix = self._prefix_b
         cut = len(prefix)
         while not self._closing:
             reply = gets()

@@ -29,7 +29,8 @@ routes = web.RouteTableDef()
 
 #: milliseconds a browser waits before reconnecting a dropped stream (the ``retry:`` field)
 RETRY_MS = 2000
-_KEEPALIVE = ": keepalive\n\n"
+#: the comment a stream gets at every heartbeat visit: one frame, its bytes encoded once
+_KEEPALIVE = reply(": keepalive\n\n")
 
 
 class EventStream(Feed):
@@ -64,7 +65,7 @@ class EventStream(Feed):
         if self.closed or transport is None or transport.is_closing():
             self.end()
         else:
-            self.offer(reply(_KEEPALIVE))
+            self.offer(_KEEPALIVE)
         return False
 
     async def ping(self) -> None:
