@@ -21,7 +21,7 @@ from jobs.archiver.parsers import ParserPool
 from jobs.archiver.streams import REDIS_DOWN, ArchiveStreams, Entry, log_dropped, parse_entries
 from server.domain.catalog import SERVICES
 from server.history import db, estimates
-from server.history.rows import ArchiveRow, CopyBatch
+from server.history.rows import ArchiveRow, CopyBatch, completed_services
 from server.history.writer import delete_expired, write_batch, write_rows
 from server.infra.backoff import Backoff
 from server.infra.connections import AsyncClient
@@ -155,7 +155,7 @@ class Archiver:
                 if acking is not None and not await acking:
                     return
                 acking = asyncio.create_task(self.acknowledge(entries, added))
-                await self.archived_batch(_completed(rows), added)
+                await self.archived_batch(completed_services(rows), added)
                 if upkeep:
                     await self.upkeep()
         finally:
@@ -302,7 +302,7 @@ class Archiver:
             return False
         if not await self.acknowledge(entries, added):
             return False
-        await self.archived_batch(_completed(rows), added)
+        await self.archived_batch(completed_services(rows), added)
         return True
 
     async def archived_batch(self, completed: Iterable[str], added: int) -> None:
@@ -465,7 +465,3 @@ async def _settle(tasks: Iterable[asyncio.Task[Any]]) -> None:
         await asyncio.wait([task])
         if not task.cancelled() and task.exception() is not None:
             log.warning("archiver pipeline: %s", task.exception())
-
-
-def _completed(rows: Iterable[ArchiveRow]) -> set[str]:
-    return {r.service_slug for r in rows if r.status == "completed"}

@@ -406,8 +406,12 @@ def unique_rows(rows: Iterable[ArchiveRow]) -> list[ArchiveRow]:
     return [seen[key] for key in sorted(seen)]
 
 
+def completed_services(rows: Iterable[ArchiveRow]) -> frozenset[str]:
+    """The services the rows completed requests of (their learned estimates are due)."""
+    return frozenset(r.service_slug for r in rows if r.status == "completed")
+
+
 def copy_batch(rows: Iterable[ArchiveRow]) -> CopyBatch:
     """The rows as one :class:`CopyBatch` (:func:`unique_rows`, encoded)."""
     ordered = unique_rows(rows)
-    completed = frozenset(r.service_slug for r in ordered if r.status == "completed")
-    return CopyBatch(copy_data(ordered), len(ordered), completed)
+    return CopyBatch(copy_data(ordered), len(ordered), completed_services(ordered))
