@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,7 +84,12 @@ def quick_bench(name: str, out: Path) -> dict[str, Any]:
     assert {r["what"] for r in rows} == ROWS[name]
     for row in rows:
         assert NUMBER.search(row["ours"]), row
-        assert row["met"] in (True, False), row
+        if name == "status" and not shutil.which("wrk"):
+            # without wrk the Python load generator is the limit: the row says the target is
+            # not judged (make bench installs wrk; make test does not need it)
+            assert row["met"] is None and "not judged" in row["note"], row
+        else:
+            assert row["met"] in (True, False), row
     table = (out / "latest.md").read_text()
     assert table.count("\n|") >= len(rows) + 1
     return report
