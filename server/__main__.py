@@ -33,6 +33,7 @@ def serve(settings: Settings) -> None:
     logs.configure(settings)
     app = create_app(settings)
     app.on_startup.append(_freeze_startup_objects)
+    app.on_startup.append(_stop_on_first_signal)
     app.cleanup_ctx.append(_collector_schedule)
     web.run_app(
         app,
@@ -43,7 +44,35 @@ def serve(settings: Settings) -> None:
         shutdown_timeout=10,
         access_log=None,
         print=None,
+        handle_signals=False,  # ours, below
     )
+
+
+async def _stop_on_first_signal(_: object) -> None:
+    """SIGINT or SIGTERM stops the server once; a second signal lets that stop finish.
+
+    aiohttp's own handlers raise GracefulExit on every signal until the stop is over, and a
+    second one (Ctrl-C in a terminal reaches ``make run``'s supervisor and this process
+    both, and the supervisor then sends SIGTERM) cut the shutdown short: sockets not told
+    to reconnect, the dashboard's process entry left behind, exit status 1. The stop is
+    bounded anyway (``shutdown_timeout``; SIGKILL remains for a stuck one)."""
+    import asyncio
+    import logging
+
+    from aiohttp import web
+
+    loop = asyncio.get_running_loop()
+
+    def already_stopping() -> None:
+        logging.getLogger("longrun.web").info("a second stop signal: the stop under way goes on")
+
+    def stop() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, already_stopping)
+        raise web.GracefulExit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
 
 
 async def _freeze_startup_objects(_: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import socket
 from typing import Any
 
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 
 from server.devtools.processes import wait_http
 from server.infra.counters import RESUMES
-from server.record import LOG_MAX, LOG_SLACK, RecordStore
+from server.record import LOG_MAX, LOG_SLACK, Keys, RecordStore
 from server.settings import Settings
 from server.web.socket_client import MAX_PENDING, Client, Feed
 from server.web.typedefs import HUB, STORE
@@ -464,21 +465,38 @@ async def test_redis_restart_every_socket_ends_on_the_true_state(
         own.stop()
 
 
-async def test_shutdown_closes_sockets_with_going_away(settings: Settings, processes: Any) -> None:
-    import signal
-
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGTERM")], ids=["one-signal", "two-signals"])
+async def test_shutdown_closes_sockets_with_going_away(
+    settings: Settings, processes: Any, redis: Redis, signals: tuple[str, ...]
+) -> None:
+    """A stop tells every browser to reconnect elsewhere (1001) and takes the process off the
+    dashboard; a second signal while it runs (Ctrl-C reaches a supervisor and its children both,
+    and the supervisor passes a SIGTERM on) lets that stop finish instead of cutting it short."""
     proc, base = processes.web(settings)
     await wait_http(f"{base}/healthz", proc)
+    counts = Keys(settings.key_prefix).socket_counts()
+    me = f"{socket.gethostname()}:{proc.pid}"
+
+    async def reported(n: int) -> bool:
+        entry = await redis.hget(counts, me)
+        return entry is not None and entry.split()[0] == str(n).encode()
+
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         data = {"service": "vehicle-fines", "data": {"plate": "12B345-67", "national_id": "0012345678"}}
         async with session.post(f"{base}/api/requests", json=data) as r:
             h = (await r.json())["hash"]
         ws = await session.ws_connect(f"{base}/ws/requests/{h}")
         await frame(ws)
-        proc.send_signal(signal.SIGTERM)
+        await wait_for(lambda: reported(1), timeout=10, interval=0.05, what="the process to report its socket")
+        first, *more = signals
+        proc.send_signal(getattr(signal, first))
         msg = await ws.receive(timeout=10)
         assert msg.type == WSMsgType.CLOSE and msg.data == 1001
+        for name in more:  # while the stop is under way
+            proc.send_signal(getattr(signal, name))
         await ws.close()
+    assert await asyncio.to_thread(proc.wait, 15) == 0
+    assert await redis.hget(counts, me) is None  # the whole stop ran: the dashboard forgot it
 
 
 async def test_a_socket_reopened_with_since_gets_every_missed_change_once_in_order(
