@@ -8,7 +8,6 @@ person's data are replaced before anything is written.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from server.infra.deferred import DeferredCall
 from server.settings import Settings
 
 # structlog imports rich, where it is installed (here only as a test and lint tool's dependency),
@@ -144,7 +144,7 @@ class AccessLog:
         self.json_lines = json_lines
         self.enabled = enabled
         self.buffer = bytearray()
-        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+        self._deferred = DeferredCall(self.flush, self.FLUSH_AFTER)
         self._stamp_second = -1
         self._stamp_prefix = b""
 
@@ -171,13 +171,10 @@ class AccessLog:
         if len(self.buffer) >= self.MAX_BUFFER:
             self.flush()
         else:
-            loop = asyncio.get_running_loop()
-            if self._flush_on is not loop:
-                self._flush_on = loop
-                loop.call_later(self.FLUSH_AFTER, self.flush)
+            self._deferred.schedule()
 
     def flush(self) -> None:
-        self._flush_on = None
+        self._deferred.done()
         if self.buffer:
             data, self.buffer = bytes(self.buffer), bytearray()
             try:

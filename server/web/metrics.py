@@ -13,7 +13,6 @@ template (never the raw path, which holds a request hash), status, time.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 from bisect import bisect_left
@@ -27,6 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
 from server.infra.counters import HTTP_BUCKETS, HTTP_REQUESTS, HTTP_SECONDS, RATE_LIMITED
+from server.infra.deferred import DeferredCall
 from server.infra.logs import ACCESS
 from server.ops.figures import Snapshot as Figures
 from server.web.typedefs import OPS
@@ -82,19 +82,16 @@ class _Batch:
 
     def __init__(self) -> None:
         self.pending: list[_Tally] = []
-        self.flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+        self._deferred = DeferredCall(self.flush, self.FLUSH_AFTER)
 
     def add(self, tally: _Tally) -> None:
         if not tally.count:
             self.pending.append(tally)
-        loop = asyncio.get_running_loop()
-        if self.flush_on is not loop:  # none scheduled, or on a loop that has since gone
-            self.flush_on = loop
-            loop.call_later(self.FLUSH_AFTER, self.flush)
+        self._deferred.schedule()
 
     def flush(self) -> None:
         """Hand the local tallies to prometheus_client."""
-        self.flush_on = None
+        self._deferred.done()
         pending, self.pending = self.pending, []
         for tally in pending:
             tally.counted.inc(tally.count)
