@@ -149,6 +149,8 @@ def build_targets(builder: Builder, names: list[str]) -> tuple[list[tuple[str, s
     silent = len(names) + sum(map(len, prompts.values()))
     builder.fault(mode="silent", count=silent, service=CREDIT, match={"mobile": SILENT_MOBILE})
     builder.fault(mode="fatal", count=len(names), service=VEHICLE, match={"plate": FATAL_PLATE})
+    for n in range(3):  # the codes live longer than the run (the portal's 120 s was shorter than one, loaded)
+        builder.fault(mode="long_otp", count=len(names), service=CREDIT, match={"mobile": f"0912123456{n}"})
     holders = [builder.create(VIDEO, HOLD) for _ in range(2)]
     builder.wait({k: "processing" for k in holders})
 

@@ -2,8 +2,8 @@
 
 A :class:`Fault` matches calls by service, phase (``run``, ``otp`` or ``any``) and data
 fields, for ``count`` calls. Most modes replace the portal's answer (down, busy, fatal,
-silent, hanging, stalled); ``late_otp``, ``short_otp`` and ``fixed_code`` are not failures
-but change how the portal treats that request.
+silent, hanging, stalled); ``late_otp``, ``short_otp``, ``long_otp`` and ``fixed_code`` are
+not failures but change how the portal treats that request.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ FAULT_MODES = (
     "busy",
     "late_otp",
     "short_otp",
+    "long_otp",
     "fixed_code",
 )
 #: modes that shape the session instead of failing the call
-SESSION_MODES = ("late_otp", "short_otp", "fixed_code")
+SESSION_MODES = ("late_otp", "short_otp", "long_otp", "fixed_code")
 CANCELLED: Answer = (200, {"status": "error", "error": "cancelled", "retryable": False})
 
 
@@ -81,6 +82,8 @@ def shape_session(fault: Fault, session: Session) -> None:
         session.answer_delay = 2.0
     elif fault.mode == "short_otp":
         session.otp_ttl = 10
+    elif fault.mode == "long_otp":
+        session.otp_ttl = 3600  # a code that outlives a test's whole run
     else:
         session.fixed_code = fault.code
 
