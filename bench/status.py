@@ -11,7 +11,7 @@ the other, ``--rounds`` times over (the best round of each is kept):
    out of the way (all load comes from 127.0.0.1): one request is created over
    HTTP and its status is fetched with its ``Bearer`` access token — the real
    path: batched rate limit, pub/sub-fed record cache, access check,
-   middlewares, access log.
+   the edge around the handler, access log.
 2. ``n`` bare aiohttp processes sharing the port (``reuse_port``) that answer the
    same bytes from a constant (``bench/bare.py``).
 3. ``n`` bare aiohttp processes doing one plain redis-py ``GET`` per request: the

@@ -1,4 +1,4 @@
-"""Longrun's exceptions, one tree, mapped to HTTP answers at the edge (``server.web.middleware``).
+"""Longrun's exceptions, one tree, mapped to HTTP answers at the edge (``server.web.edge``).
 
     LongrunError
     ├── ConfigError            bad or missing configuration (start-up only)

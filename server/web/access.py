@@ -64,8 +64,8 @@ async def session(request: web.Request) -> Session:
 
 
 async def save_session(request: web.Request, response: web.StreamResponse) -> None:
-    """What aiohttp-session's middleware does after a handler, done by the edge (one middleware
-    layer less on every request): a session opened and changed is written into ``response``'s
+    """What aiohttp-session's middleware does after a handler, done by the edge (no middleware
+    layer on every request): a session opened and changed is written into ``response``'s
     cookie. Reads ``Session._changed``, as that middleware does: the library has no public
     getter for it."""
     if not len(request):  # nothing stored on this request, so no session was opened: the usual case

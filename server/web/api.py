@@ -2,7 +2,7 @@
 
 HTTP only: each handler reads its body, asks :func:`server.web.access.caller` who is
 calling, calls the :class:`~server.requests.service.RequestService` and answers with JSON;
-errors become their status codes in ``server.web.middleware``."""
+errors become their status codes in ``server.web.edge``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """The application factory: ``create_app(settings)``; tests call the same one.
 
 Resources come up through one ``cleanup_ctx`` each, in dependency order
-(Redis → RQ dispatcher → …); aiohttp tears them down in reverse.
+(Redis → RQ dispatcher → …); aiohttp tears them down in reverse. No middleware and no
+response hook: once every route is registered, ``server.web.edge.install`` wraps each one
+(errors, session, security headers, metrics and access log) and adds the route that
+answers 404 and 405.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from server.web import (
     access,
     api,
     dashboard,
+    edge,
     health,
     history_views,
     metrics,
@@ -44,7 +48,6 @@ from server.web import (
 )
 from server.web.cors import preflight_routes
 from server.web.embed import routes as embed_routes
-from server.web.middleware import edge, response_headers
 from server.web.typedefs import (
     CACHE,
     DISPATCHER,
@@ -186,7 +189,7 @@ async def flush_access_log(_: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[edge], client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     access.setup_sessions(app, settings)
     app.cleanup_ctx.append(redis_ctx)
@@ -210,5 +213,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(history_views.routes)
     pages.setup(app)
     dashboard.setup(app)
-    app.on_response_prepare.append(response_headers)
+    edge.install(app)  # last: around every route above, and the route of last resort (404/405)
     return app

@@ -6,7 +6,7 @@ state-changing form puts it in a hidden input; every form post must send it
 back, compared in constant time, or it is refused with 403 before anything
 else happens. The JSON API does not use tokens: its unsafe calls made with the
 session cookie are refused when the browser says they come from another site
-(``Origin`` / ``Sec-Fetch-Site``, see ``server.web.middleware.refuse_cross_site``).
+(``Origin`` / ``Sec-Fetch-Site``, see ``server.web.edge.refuse_cross_site``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ refusals); with several web processes the client's multiprocess mode
 jobs by outcome, requests in flight, archive lag) is read at scrape time
 through :class:`server.ops.operations.Operations`.
 
-The same middleware writes the one log line per request: method, route
-template (never the raw path, which holds a request hash), status, time.
+The edge (``server.web.edge``) calls :func:`observe` once per request, which also writes
+the one log line per request: method, route template (never the raw path, which holds a
+request hash), status, time.
 """
 
 from __future__ import annotations
@@ -35,12 +36,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: routes not worth a latency series of their own
 _QUIET = frozenset({"/metrics", "/healthz", "/readyz"})
-
-
-def route_of(request: web.Request) -> str:
-    info = request.match_info
-    resource = info.route.resource if info.route is not None else None
-    return resource.canonical if resource is not None else "other"
 
 
 #: any other method (a client may send any token) is counted as "OTHER": series stay bounded
@@ -114,12 +109,11 @@ class _Batch:
 BATCH = _Batch()
 
 
-def observe(request: web.Request, status: int, elapsed: float) -> None:
-    """Count one answered request, time it, and write its access line (the edge calls this).
-    The figures reach prometheus_client within ``_Batch.FLUSH_AFTER`` seconds, and before
-    every scrape of this process."""
-    method = request.method
-    tally = _tally(method if method in _METHODS else "OTHER", route_of(request), status)
+def observe(method: str, route: str, status: int, elapsed: float) -> None:
+    """Count one answered request, time it, and write its access line (the edge calls this,
+    with the template of the route it wrapped). The figures reach prometheus_client within
+    ``_Batch.FLUSH_AFTER`` seconds, and before every scrape of this process."""
+    tally = _tally(method if method in _METHODS else "OTHER", route, status)
     BATCH.add(tally)
     tally.count += 1
     if tally.access_line is not None:

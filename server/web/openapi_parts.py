@@ -59,7 +59,7 @@ COMMON_ERRORS = {
     "413": error_response("Body over 64 KiB"),
     "503": error_response("Redis unavailable"),
 }
-# server.web.middleware.refuse_cross_site: a write made with the session cookie (no bearer token)
+# server.web.edge.refuse_cross_site: a write made with the session cookie (no bearer token)
 # that the browser says comes from another site.
 CROSS_SITE = {
     "403": error_response(

@@ -7,7 +7,7 @@ itself. Pages follow the API's access rule (``server.web.access``): whoever may 
 see a request gets the same friendly 404 as for one that never existed.
 
 :func:`setup` wires all of it into an app: templates, static files, routes and
-the error page the middleware renders for :class:`ApiError` on page paths.
+the error page the edge renders for :class:`ApiError` on page paths.
 """
 
 from __future__ import annotations

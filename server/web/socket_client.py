@@ -305,7 +305,7 @@ async def open_socket(request: web.Request, key: str) -> Client:
     ws = web.WebSocketResponse(
         heartbeat=None, autoping=False, compress=False, max_msg_size=MAX_FRAME, protocols=(SOCKET_PROTOCOL,)
     )
-    await ws.prepare(request)
+    await ws.prepare(request)  # the 101: no security headers (server.web.edge.add_headers)
     drop_http_state(request, ws)
     hub = request.app[HUB]
     client = Client(ws, key, send_timeout=hub.send_timeout, transport=request.transport, catch_up=hub.catch_up)

@@ -21,6 +21,7 @@ from aiohttp import web
 from server.domain.protocol import sse_event
 from server.live.frames import Frame, reply
 from server.web.access import caller
+from server.web.edge import add_headers
 from server.web.socket_client import Feed
 from server.web.sockets import since_of, start
 from server.web.typedefs import HEARTBEAT, HUB, SERVICE
@@ -91,6 +92,7 @@ async def request_stream(request: web.Request) -> web.StreamResponse:
         # Subscribed before the record is read, so nothing published in between is lost; the
         # stream is held (queued, unsent) until the resume's frames are in front.
         await hub.watch(stream)
+        add_headers(request, response)  # prepared here, so sent before the edge sees it
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         if not await start(request, stream, since, "sse"):
