@@ -7,7 +7,6 @@ pages and the API — are checked where they are used: ``test_trust``, ``test_pa
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -42,7 +41,7 @@ async def boom(request: web.Request) -> web.Response:
 
 
 async def slow(request: web.Request) -> web.Response:
-    raise asyncio.TimeoutError
+    raise TimeoutError
 
 
 async def ok(request: web.Request) -> web.Response:
@@ -90,7 +89,9 @@ async def test_unmatched_wrong_method_and_a_bug_are_answered_counted_and_logged(
     ("method", "path", "status"),
     [("GET", "/nope", 404), ("POST", "/api/ok/abc", 405), ("GET", "/api/boom", 500), ("GET", "/api/ok/a", 200)],
 )
-async def test_every_kind_of_answer_carries_the_security_headers(bare: Any, method: str, path: str, status: int) -> None:
+async def test_every_kind_of_answer_carries_the_security_headers(
+    bare: Any, method: str, path: str, status: int
+) -> None:
     resp = await bare.request(method, path, headers={"Accept": "text/html"})
     assert resp.status == status
     assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["Referrer-Policy"] == "no-referrer"
