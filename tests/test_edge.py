@@ -48,6 +48,10 @@ async def ok(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def nothing(request: web.Request) -> web.Response:
+    return None  # type: ignore[return-value]  # a bug the edge itself trips on (no .status)
+
+
 @pytest.fixture
 async def bare(aiohttp_client: Any) -> Any:
     """An app with three routes and the edge, and no error page (every error answers JSON)."""
@@ -55,14 +59,16 @@ async def bare(aiohttp_client: Any) -> Any:
     app.router.add_get("/api/boom", boom)
     app.router.add_get("/api/slow", slow)
     app.router.add_get("/api/ok/{hash}", ok)
+    app.router.add_get("/api/nothing", nothing)
     edge.install(app)
     return await aiohttp_client(app)
 
 
 async def test_unmatched_wrong_method_and_a_bug_are_answered_counted_and_logged(
-    bare: Any, capfd: pytest.CaptureFixture[str]
+    bare: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ACCESS.json_lines, ACCESS.enabled = True, True
+    monkeypatch.setattr(ACCESS, "json_lines", True)
+    monkeypatch.setattr(ACCESS, "enabled", True)
     resp = await bare.get("/api/nothing/here")
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
     resp = await bare.delete("/api/ok/abc")
@@ -87,7 +93,13 @@ async def test_unmatched_wrong_method_and_a_bug_are_answered_counted_and_logged(
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/nope", 404), ("POST", "/api/ok/abc", 405), ("GET", "/api/boom", 500), ("GET", "/api/ok/a", 200)],
+    [
+        ("GET", "/nope", 404),
+        ("POST", "/api/ok/abc", 405),
+        ("GET", "/api/boom", 500),
+        ("GET", "/api/nothing", 500),
+        ("GET", "/api/ok/a", 200),
+    ],
 )
 async def test_every_kind_of_answer_carries_the_security_headers(
     bare: Any, method: str, path: str, status: int
@@ -97,3 +109,20 @@ async def test_every_kind_of_answer_carries_the_security_headers(
     assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["Referrer-Policy"] == "no-referrer"
     if resp.content_type == "text/html":  # aiohttp's own 500 page, for a browser
         assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+
+
+async def test_a_route_added_after_the_edge_stops_the_app_from_starting() -> None:
+    """It would answer without the edge, or the route of last resort would answer for it
+    (a 405 naming the very method asked)."""
+    app = web.Application()
+    app.router.add_get("/api/ok/{hash}", ok)
+    edge.install(app)
+    app.router.add_get("/{name}.txt", ok)
+    runner = web.AppRunner(app)
+    with pytest.raises(RuntimeError, match=r"after edge\.install"):
+        await runner.setup()  # on_startup
+    await runner.cleanup()
+    twice = web.Application()
+    edge.install(twice)
+    with pytest.raises(RuntimeError, match="once per app"):
+        edge.install(twice)

@@ -131,9 +131,10 @@ async def test_readyz_follows_redis(make_client: Any, settings: Settings, tmp_pa
 
 
 async def test_access_lines_name_the_route_never_the_hash(
-    client: TestClient[Any, Any], capfd: pytest.CaptureFixture[str]
+    client: TestClient[Any, Any], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ACCESS.json_lines, ACCESS.enabled = True, True
+    monkeypatch.setattr(ACCESS, "json_lines", True)
+    monkeypatch.setattr(ACCESS, "enabled", True)
     resp = await client.post("/api/requests", json={"service": "vehicle-fines", "data": FINES})
     request_hash = (await resp.json())["hash"]
     assert (await client.get(f"/api/requests/{request_hash}")).status == 200

@@ -23,6 +23,11 @@ What the wrapper does for each request:
 
 Unmatched paths (404) and wrong methods (405) reach :func:`unmatched`, a catch-all route
 registered last, so they get the same answers, counts (route ``other``) and log lines.
+
+What aiohttp answers before any route runs does not pass the edge: a 417 for an unknown
+``Expect`` header, and a request target that is not a path (``OPTIONS *``). A static file's
+own 304, 206 or 404 is set while it is prepared, after the edge has counted it as 200 (as
+with the middleware before).
 """
 
 from __future__ import annotations
@@ -122,6 +127,10 @@ def refuse_cross_site(request: web.Request) -> None:
         raise Forbidden("Requests from other sites are refused.", code="cross_site")
 
 
+#: the mark of a handler behind the edge (checked at start-up)
+_EDGED = "__longrun_edge__"
+
+
 def wrap(handler: Handler, route: str) -> Edged:
     """``handler`` behind the edge; ``route`` names it in the metrics and the access log (its
     template, never the raw path, which holds a request hash)."""
@@ -152,9 +161,15 @@ def wrap(handler: Handler, route: str) -> Edged:
             status = exc.status
             add_headers(request, exc)
             raise
+        except Exception as exc:  # the edge's own step failed (the error page, the session's save)
+            response = _crashed(request, exc)
+            status = response.status
+            add_headers(request, response)
+            return response
         finally:
             metrics.observe(request.method, route, status, time.perf_counter() - started)
 
+    setattr(edged, _EDGED, True)
     return edged
 
 
@@ -163,7 +178,7 @@ async def _recover(request: web.Request, exc: Exception, route: str) -> web.Stre
     if isinstance(exc, ApiError):
         return await _answer(request, exc)
     if isinstance(exc, ConnectionResetError):
-        raise exc  # the client went away (redis-py wraps its own resets): nobody to answer
+        raise exc  # the client went away (redis-py wraps its own resets): no 503 for it, a bug's 500
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionError):
         log.warning("redis unavailable on %s %s: %s", request.method, route, exc.__class__.__name__)
         return await _answer(
@@ -236,22 +251,34 @@ async def unmatched(request: web.Request) -> web.StreamResponse:
     allowed: set[str] = set()
     for resource in request.app.router.resources():
         if resource is not own:
-            allowed |= (await resource.resolve(request))[1]
+            match, methods = await resource.resolve(request)
+            if match is None:  # one that matched was registered after this one: see install
+                allowed |= methods
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, allowed)
     raise web.HTTPNotFound()
 
 
+_INSTALLED: web.AppKey[bool] = web.AppKey("edge_installed", bool)
+
+
 def install(app: web.Application) -> None:
     """Put the edge around every route ``app`` has: called last by the app factory, after
-    every route is registered (a route added later would miss it, and would come after
-    the route of last resort).
+    every route is registered. A route added later would miss the edge and come after the
+    route of last resort, which would answer for it: at start-up (the router frozen by
+    then) :func:`_check` refuses to serve such an app.
 
     One loop over the router reaches every route, whoever registered it: the static files'
     routes too, which aiohttp makes itself and which no wrapper could be handed at
     registration. aiohttp has no public way to replace a route's handler, so ``_handler``
     is set, and checked: an aiohttp that renamed it fails here, at start-up, rather than
-    answering without the edge."""
+    answering without the edge (so does one without ``RequestHandler.handle_error``, which
+    :func:`_crashed` calls)."""
+    if app.get(_INSTALLED):
+        raise RuntimeError("the edge is installed once per app (twice would count every request twice)")
+    if not callable(getattr(web.RequestHandler, "handle_error", None)):
+        raise RuntimeError("aiohttp's RequestHandler.handle_error is gone: the edge cannot answer a crash")
+    app[_INSTALLED] = True
     app.router.add_route("*", UNMATCHED_PATH, unmatched)
     for route in app.router.routes():
         resource = route.resource
@@ -260,3 +287,15 @@ def install(app: web.Application) -> None:
         route._handler = edged
         if route.handler is not edged:
             raise RuntimeError(f"aiohttp's route kept its own handler: {route!r} would answer without the edge")
+    app.on_startup.append(_check)
+
+
+async def _check(app: web.Application) -> None:
+    """Every route is behind the edge and the route of last resort is the last one."""
+    resources = list(app.router.resources())
+    last = resources[-1] if resources else None
+    if last is None or not any(getattr(r.handler, "__wrapped__", None) is unmatched for r in last):
+        raise RuntimeError("a route was added after edge.install: the route of last resort would answer for it")
+    for route in app.router.routes():
+        if not getattr(route.handler, _EDGED, False):
+            raise RuntimeError(f"{route!r} was added after edge.install and would answer without the edge")
