@@ -392,7 +392,8 @@ class LongrunWorker(SimpleWorker):
             if not queue.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=interval):
                 continue
             try:
-                self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
+                # every interval: routine, so not at info (4 lines each 5 s filled `make run`'s output)
+                self.log.debug("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
                 options: dict[str, Any] = {"connection": queue.connection, "job_class": queue.job_class}
                 FinishedJobRegistry(queue.name, serializer=queue.serializer, **options).cleanup()
                 StartedJobRegistry(queue.name, serializer=queue.serializer, **options).cleanup(
