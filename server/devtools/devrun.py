@@ -157,9 +157,12 @@ def main() -> int:
     names = procfile_names(procfile, with_node)
     proc = subprocess.Popen([str(honcho), "start", "-f", str(procfile), "-d", str(ROOT), *names], env=env)
 
+    stopped: list[int] = []
+
     def stop(signum: int, _frame: object) -> None:
         # Ctrl-C in a terminal reaches honcho too; a plain `kill` reaches only us. Either
         # way honcho stops everything it started (once), then we stop the embedded servers.
+        stopped.append(signum)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
@@ -174,7 +177,10 @@ def main() -> int:
                 f"  Demo host app embedding Longrun (another origin): http://localhost:{host_port}/\n",
                 flush=True,
             )
-        return proc.wait()
+        code = proc.wait()
+        # Asked to stop: honcho's status is that of processes it ended with SIGTERM (143), which
+        # make would print as an error after a plain Ctrl-C.
+        return 0 if stopped else code
     finally:
         if embedded_redis is not None:
             embedded_redis.stop()
