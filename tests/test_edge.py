@@ -126,3 +126,24 @@ async def test_a_route_added_after_the_edge_stops_the_app_from_starting() -> Non
     edge.install(twice)
     with pytest.raises(RuntimeError, match="once per app"):
         edge.install(twice)
+
+
+async def test_a_static_file_is_counted_with_the_status_it_was_sent_with(
+    client: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A static file's status is known only once aiohttp prepares it (after the handler):
+    a cached copy's 304 and a missing file's 404 are logged and counted as such, not 200."""
+    monkeypatch.setattr(ACCESS, "json_lines", True)
+    monkeypatch.setattr(ACCESS, "enabled", True)
+    first = await client.get("/static/longrun-progress.js")
+    assert first.status == 200
+    cached = await client.get("/static/longrun-progress.js", headers={"If-None-Match": first.headers["ETag"]})
+    assert cached.status == 304 and cached.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await client.get("/static/no-such-file.js")).status == 404
+    ACCESS.flush()
+    lines = [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if '"longrun.access"' in line]
+    assert [(line["route"], line["status"]) for line in lines if line["route"] == "/static"] == [
+        ("/static", 200),
+        ("/static", 304),
+        ("/static", 404),
+    ]

@@ -25,9 +25,9 @@ Unmatched paths (404) and wrong methods (405) reach :func:`unmatched`, a catch-a
 registered last, so they get the same answers, counts (route ``other``) and log lines.
 
 What aiohttp answers before any route runs does not pass the edge: a 417 for an unknown
-``Expect`` header, and a request target that is not a path (``OPTIONS *``). A static file's
-own 304, 206 or 404 is set while it is prepared, after the edge has counted it as 200 (as
-with the middleware before).
+``Expect`` header, and a request target that is not a path (``OPTIONS *``). A static
+file's status (304, 206, 404) is set only while aiohttp prepares it, after the handler:
+it is counted then (:func:`_count_when_prepared`).
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ def wrap(handler: Handler, route: str) -> Edged:
     async def edged(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
+        counted_later = False
         try:
             try:
                 if request.method in _UNSAFE:
@@ -156,6 +157,8 @@ def wrap(handler: Handler, route: str) -> Edged:
             status = response.status
             if not response.prepared:  # a stream or a socket was sent already, see add_headers
                 add_headers(request, response)
+                if isinstance(response, web.FileResponse):
+                    counted_later = _count_when_prepared(response, request.method, route, started)
             return response
         except web.HTTPException as exc:  # an answer aiohttp sends as it is (a redirect, a 405 page)
             status = exc.status
@@ -167,10 +170,29 @@ def wrap(handler: Handler, route: str) -> Edged:
             add_headers(request, response)
             return response
         finally:
-            metrics.observe(request.method, route, status, time.perf_counter() - started)
+            if not counted_later:
+                metrics.observe(request.method, route, status, time.perf_counter() - started)
 
     setattr(edged, _EDGED, True)
     return edged
+
+
+def _count_when_prepared(response: web.FileResponse, method: str, route: str, started: float) -> bool:
+    """Count a static file once aiohttp has prepared it: only then is its status known (304
+    for a cached file, 206 for a range, 404 for a missing one; 200 until then)."""
+    prepare = response.prepare
+
+    async def prepare_and_count(request: web.BaseRequest) -> Any:
+        status = 500
+        try:
+            writer = await prepare(request)
+            status = response.status
+            return writer
+        finally:
+            metrics.observe(method, route, status, time.perf_counter() - started)
+
+    response.prepare = prepare_and_count  # type: ignore[method-assign]
+    return True
 
 
 async def _recover(request: web.Request, exc: Exception, route: str) -> web.StreamResponse:
