@@ -74,7 +74,9 @@ def store(redis: Redis, keys: Keys) -> RecordStore:
 
 
 @pytest.fixture
-def base_settings(redis_url: str, prefix: str) -> Settings:
+def base_settings(redis_url: str, prefix: str, redis: Redis) -> Settings:
+    # ``redis``: whatever the test does with this prefix (its app, workers, records) is
+    # deleted at its end, also when it never asks for the client itself.
     return Settings(
         secret_key=secrets.token_urlsafe(32),
         webhook_secrets=(new_webhook_secret(),),
@@ -106,7 +108,9 @@ def settings(base_settings: Settings, bot_server: TestServer) -> Settings:
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Any) -> Callable[[Settings], Any]:
+async def make_client(redis: Redis, aiohttp_client: Any) -> Callable[[Settings], Any]:
+    # ``redis`` first: set up before the app, so the app's last writes at its cleanup (the
+    # poll limiter's pending charges) come before the test's keys are deleted.
     async def make(s: Settings) -> TestClient[web.Request, web.Application]:
         client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(s))
         return client
@@ -164,7 +168,9 @@ def pg_full_settings(settings: Settings, database_url: str, pg_schema: str) -> S
 
 
 @pytest.fixture
-def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Processes]:
+def processes(redis: Redis, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Processes]:
+    # ``redis`` first: the processes stop before the test's keys are deleted (a worker or cron
+    # still running then wrote its queues and jobs back).
     procs = Processes(tmp_path)
     yield procs
     killed = procs.stop_all()
