@@ -32,8 +32,8 @@ def serve(settings: Settings) -> None:
 
     logs.configure(settings)
     app = create_app(settings)
+    app.on_startup.insert(0, _stop_on_first_signal)  # first: a stop during start-up too
     app.on_startup.append(_freeze_startup_objects)
-    app.on_startup.append(_stop_on_first_signal)
     app.cleanup_ctx.append(_collector_schedule)
     web.run_app(
         app,

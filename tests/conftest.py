@@ -108,9 +108,15 @@ def settings(base_settings: Settings, bot_server: TestServer) -> Settings:
 
 
 @pytest.fixture
-async def make_client(redis: Redis, aiohttp_client: Any) -> Callable[[Settings], Any]:
-    # ``redis`` first: set up before the app, so the app's last writes at its cleanup (the
-    # poll limiter's pending charges) come before the test's keys are deleted.
+def aiohttp_client(redis: Redis, aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's, set up after the cleaning ``redis`` fixture whatever a test's order of
+    arguments: its apps stop (the poll limiter's last charges written) before the test's keys
+    are deleted."""
+    return aiohttp_client
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any) -> Callable[[Settings], Any]:
     async def make(s: Settings) -> TestClient[web.Request, web.Application]:
         client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(s))
         return client

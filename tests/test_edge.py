@@ -54,7 +54,7 @@ async def nothing(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def bare(aiohttp_client: Any) -> Any:
-    """An app with three routes and the edge, and no error page (every error answers JSON)."""
+    """An app with four routes and the edge, and no error page (every error answers JSON)."""
     app = web.Application()
     app.router.add_get("/api/boom", boom)
     app.router.add_get("/api/slow", slow)

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,10 @@ from server.settings import new_app_key, new_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_DIR = ROOT / ".run"
+
+
+#: honcho's status when what it ran was ended by SIGINT or SIGTERM (negative: killed by it)
+STOPPED_BY_SIGNAL = frozenset({0, 130, 143, -2, -15})
 
 
 def dev_secrets() -> dict[str, str]:
@@ -157,12 +162,12 @@ def main() -> int:
     names = procfile_names(procfile, with_node)
     proc = subprocess.Popen([str(honcho), "start", "-f", str(procfile), "-d", str(ROOT), *names], env=env)
 
-    stopped: list[int] = []
+    stopping = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:
         # Ctrl-C in a terminal reaches honcho too; a plain `kill` reaches only us. Either
         # way honcho stops everything it started (once), then we stop the embedded servers.
-        stopped.append(signum)
+        stopping.set()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
@@ -178,9 +183,9 @@ def main() -> int:
                 flush=True,
             )
         code = proc.wait()
-        # Asked to stop: honcho's status is that of processes it ended with SIGTERM (143), which
-        # make would print as an error after a plain Ctrl-C.
-        return 0 if stopped else code
+        # Asked to stop, honcho answers with the status of processes it ended by a signal (143),
+        # which make would print as an error after a plain Ctrl-C; any other status is kept.
+        return 0 if stopping.is_set() and code in STOPPED_BY_SIGNAL else code
     finally:
         if embedded_redis is not None:
             embedded_redis.stop()

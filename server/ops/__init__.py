@@ -1,2 +1,1 @@
-"""Operational figures for the dashboard, metrics and alerts.
-"""
+"""Operational figures for the dashboard, metrics and alerts."""

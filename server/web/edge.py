@@ -46,15 +46,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from server.domain.errors import ApiError, Forbidden, NotFound, RateLimited, Unavailable
 from server.web import access, metrics
 from server.web.cors import cors_headers
+from server.web.typedefs import EDGE_INSTALLED, ERROR_PAGE
 
 log = logging.getLogger("longrun.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: a handler with the edge around it (a coroutine function, as aiohttp's routes hold them)
 Edged = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
-ErrorPage = Callable[[web.Request, ApiError], Awaitable[web.StreamResponse]]
 
-ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -281,9 +280,6 @@ async def unmatched(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
 
-_INSTALLED: web.AppKey[bool] = web.AppKey("edge_installed", bool)
-
-
 def install(app: web.Application) -> None:
     """Put the edge around every route ``app`` has: called last by the app factory, after
     every route is registered. A route added later would miss the edge and come after the
@@ -296,11 +292,11 @@ def install(app: web.Application) -> None:
     is set, and checked: an aiohttp that renamed it fails here, at start-up, rather than
     answering without the edge (so does one without ``RequestHandler.handle_error``, which
     :func:`_crashed` calls)."""
-    if app.get(_INSTALLED):
+    if app.get(EDGE_INSTALLED):
         raise RuntimeError("the edge is installed once per app (twice would count every request twice)")
     if not callable(getattr(web.RequestHandler, "handle_error", None)):
         raise RuntimeError("aiohttp's RequestHandler.handle_error is gone: the edge cannot answer a crash")
-    app[_INSTALLED] = True
+    app[EDGE_INSTALLED] = True
     app.router.add_route("*", UNMATCHED_PATH, unmatched)
     for route in app.router.routes():
         resource = route.resource

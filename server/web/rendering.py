@@ -20,8 +20,7 @@ from server.domain.errors import ApiError, RateLimited, ValidationFailed
 from server.domain.i18n import LANGS, RTL, pick_lang, ui
 from server.history import estimates
 from server.web import access
-from server.web.edge import ERROR_PAGE
-from server.web.typedefs import STORE
+from server.web.typedefs import ERROR_PAGE, STORE
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATES = ROOT / "templates"

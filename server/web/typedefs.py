@@ -7,11 +7,13 @@ database pool, RQ and the rest at import.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from server.domain.errors import ApiError
     from server.history.db import Database
     from server.infra.connections import AsyncClient
     from server.infra.webhooks import Verifier
@@ -40,3 +42,7 @@ LIMITS: web.AppKey[RateLimits] = web.AppKey("limits")
 SERVICE: web.AppKey[RequestService] = web.AppKey("service")
 #: every open browser socket and event stream, and their one heartbeat
 HEARTBEAT: web.AppKey[Heartbeat] = web.AppKey("heartbeat")
+#: the friendly page for an error on a page path (set by the pages; the API answers JSON)
+ERROR_PAGE: web.AppKey[Callable[[web.Request, ApiError], Awaitable[web.StreamResponse]]] = web.AppKey("error_page")
+#: set once the edge is around every route (server.web.edge.install)
+EDGE_INSTALLED: web.AppKey[bool] = web.AppKey("edge_installed", bool)
