@@ -299,8 +299,11 @@ async def test_form_to_result_with_a_wrong_then_right_code(
     values = await seen(page)
     assert values == sorted(values) and values[-1] >= 40, values
     # over the socket, every value the bot reported (at this speed: start and end of login
-    # and captcha, 2 20 20 45) on top of the first; polling sees at least one move
-    assert len(set(values)) >= (4 if transport == "socket" else 2), values
+    # and captcha, 2 20 20 45) after the page's first (the bot may have spoken before the page
+    # had loaded: the first was then 2 already); polling sees at least one move
+    assert len(set(values)) >= 2, values
+    if transport == "socket":
+        assert {v for v in (2, 20, 45) if v > values[0]} <= set(values), values
     bar = page.locator("#bar")
     await expect(bar).to_have_attribute("role", "progressbar")
     await expect(page.locator("#otp-input")).to_have_attribute("autocomplete", "one-time-code")
