@@ -61,7 +61,7 @@ async def all_pages(client: TestClient[Any, Any], query: str = "", limit: int = 
     raise AssertionError("pagination did not end")
 
 
-async def test_no_session_means_an_empty_history(pg_settings: Settings, aiohttp_client: Any) -> None:
+async def test_no_session_means_an_empty_history(aiohttp_client: Any, pg_settings: Settings) -> None:
     client = await client_for(aiohttp_client, pg_settings)
     resp = await client.get("/api/history")
     assert resp.status == 200
@@ -72,7 +72,7 @@ async def test_no_session_means_an_empty_history(pg_settings: Settings, aiohttp_
     assert page.status == 200 and "Nothing here yet." in await page.text()
 
 
-async def test_pages_newest_first_filtered_and_only_your_own(pg_settings: Settings, aiohttp_client: Any) -> None:
+async def test_pages_newest_first_filtered_and_only_your_own(aiohttp_client: Any, pg_settings: Settings) -> None:
     client = await client_for(aiohttp_client, pg_settings)
     uid = await session_user(client)
     now = time.time()
@@ -108,7 +108,7 @@ async def test_pages_newest_first_filtered_and_only_your_own(pg_settings: Settin
     assert (await (await stranger.get("/api/history")).json())["items"] == []
 
 
-async def test_pagination_is_stable_under_concurrent_inserts(pg_settings: Settings, aiohttp_client: Any) -> None:
+async def test_pagination_is_stable_under_concurrent_inserts(aiohttp_client: Any, pg_settings: Settings) -> None:
     client = await client_for(aiohttp_client, pg_settings)
     uid = await session_user(client)
     base = time.time() - 3600
@@ -171,7 +171,7 @@ def test_cursor_round_trip_is_exact_to_the_microsecond() -> None:
     assert Cursor.decode(cursor.encode()) == cursor
 
 
-async def test_history_pages_render_for_their_owner(pg_settings: Settings, aiohttp_client: Any) -> None:
+async def test_history_pages_render_for_their_owner(aiohttp_client: Any, pg_settings: Settings) -> None:
     client = await client_for(aiohttp_client, pg_settings)
     uid = await session_user(client)
     now = time.time()
@@ -208,7 +208,7 @@ async def test_history_without_an_archive_says_so(aiohttp_client: Any, base_sett
     assert (await client.get(f"/history/req_{'a' * 25}")).status == 404
 
 
-async def test_history_comes_back_when_postgres_does(pg_settings: Settings, aiohttp_client: Any) -> None:
+async def test_history_comes_back_when_postgres_does(aiohttp_client: Any, pg_settings: Settings) -> None:
     assert pg_settings.database_url
     proxy = TcpProxy(pg_settings.database_url)
     await proxy.start()

@@ -46,7 +46,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from server.domain.errors import ApiError, Forbidden, NotFound, RateLimited, Unavailable
 from server.web import access, metrics
 from server.web.cors import cors_headers
-from server.web.typedefs import EDGE_INSTALLED, ERROR_PAGE
+from server.web.typedefs import ERROR_PAGE
 
 log = logging.getLogger("longrun.web")
 
@@ -157,7 +157,8 @@ def wrap(handler: Handler, route: str) -> Edged:
             if not response.prepared:  # a stream or a socket was sent already, see add_headers
                 add_headers(request, response)
                 if isinstance(response, web.FileResponse):
-                    counted_later = _count_when_prepared(response, request.method, route, started)
+                    _count_when_prepared(response, request.method, route, started)
+                    counted_later = True
             return response
         except web.HTTPException as exc:  # an answer aiohttp sends as it is (a redirect, a 405 page)
             status = exc.status
@@ -176,7 +177,7 @@ def wrap(handler: Handler, route: str) -> Edged:
     return edged
 
 
-def _count_when_prepared(response: web.FileResponse, method: str, route: str, started: float) -> bool:
+def _count_when_prepared(response: web.FileResponse, method: str, route: str, started: float) -> None:
     """Count a static file once aiohttp has prepared it: only then is its status known (304
     for a cached file, 206 for a range, 404 for a missing one; 200 until then)."""
     prepare = response.prepare
@@ -191,7 +192,6 @@ def _count_when_prepared(response: web.FileResponse, method: str, route: str, st
             metrics.observe(method, route, status, time.perf_counter() - started)
 
     response.prepare = prepare_and_count  # type: ignore[method-assign]
-    return True
 
 
 async def _recover(request: web.Request, exc: Exception, route: str) -> web.StreamResponse:
@@ -292,11 +292,10 @@ def install(app: web.Application) -> None:
     is set, and checked: an aiohttp that renamed it fails here, at start-up, rather than
     answering without the edge (so does one without ``RequestHandler.handle_error``, which
     :func:`_crashed` calls)."""
-    if app.get(EDGE_INSTALLED):
+    if any(getattr(route.handler, _EDGED, False) for route in app.router.routes()):
         raise RuntimeError("the edge is installed once per app (twice would count every request twice)")
     if not callable(getattr(web.RequestHandler, "handle_error", None)):
         raise RuntimeError("aiohttp's RequestHandler.handle_error is gone: the edge cannot answer a crash")
-    app[EDGE_INSTALLED] = True
     app.router.add_route("*", UNMATCHED_PATH, unmatched)
     for route in app.router.routes():
         resource = route.resource
