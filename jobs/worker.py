@@ -242,19 +242,23 @@ class LongrunWorker(SimpleWorker):
 
         RQ WATCHes and reads the job's dependents first (a round trip each) and reads the
         concurrency limit before releasing the job's slot (one more): Longrun enqueues no job
-        that depends on another, and the job carries its limit. Jobs that keep a result or
-        repeat go RQ's way.
+        that depends on another, and the job carries its limit. RQ's ``Job.delete`` then reads
+        the job's stored status and every execution of it (four round trips outside the
+        transaction: HGET, ZREMRANGEBYSCORE, ZRANGE, HGETALL) to take them out of the started
+        registry, which ``cleanup_execution`` does in the same transaction anyway: here the job
+        ran and ended, so its keys go without being read (it has no result: its TTL is 0).
+        Jobs that keep a result, repeat or belong to a group go RQ's way.
         """
-        if job.repeats_left or job.get_result_ttl(self.default_result_ttl) != 0:
+        if job.repeats_left or job.group_id or job.get_result_ttl(self.default_result_ttl) != 0:
             super().handle_job_success(job, queue, started_job_registry, execution)
             return
         with self.connection.pipeline() as pipeline:
             self.increment_successful_job_count(pipeline=pipeline)
             if job.ended_at is not None and job.started_at is not None:
                 self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
-            job.cleanup(0, pipeline=pipeline, remove_from_queue=False)
-            job._status = JobStatus.FINISHED
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            pipeline.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key)
+            job._status = JobStatus.FINISHED
             pipeline.execute()
         if job.has_rate_limit:
             limit = RateLimitRegistry.from_job(job)

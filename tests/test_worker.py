@@ -8,8 +8,10 @@ import time
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from rq import Callback, Queue
+from rq import Callback, Queue, get_current_job
+from rq.defaults import RQ_KEY_PREFIX
 from rq.job import Job, JobStatus
+from rq.rate_limit import RateLimit, RateLimitRegistry
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 
@@ -71,6 +73,50 @@ def test_a_cleaning_lock_outlives_its_worker_by_one_interval_at_most(
         assert 0 < SEEN_LOCK_TTL[0] <= config.maintenance_interval
         assert sync.exists(high.registry_cleaning_key) == 0  # released once done
         assert Job.fetch(job.id, connection=sync).get_status() == JobStatus.FAILED
+    finally:
+        keys = list(sync.scan_iter(match=f"*{prefix}*"))
+        if keys:
+            sync.delete(*keys)
+        sync.close()
+
+
+#: the jobs finish_quietly ran, by id
+FINISHED: list[str] = []
+
+
+def finish_quietly() -> None:
+    """A job that succeeds (what the worker does after it is the test's subject)."""
+    job = get_current_job()
+    FINISHED.append(job.id if job else "?")
+
+
+def test_a_finished_job_leaves_nothing_of_itself_and_frees_its_slot(
+    base_settings: Settings, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The success path deletes the job without reading it back (RQ's Job.delete reads its
+    status and executions first): still nothing of the job is left, and its concurrency
+    slot goes to the job waiting for it, which then runs and leaves nothing either."""
+    monkeypatch.setattr(jobs.worker, "settings", lambda: base_settings)
+    sync = SyncRedis.from_url(redis_url)
+    try:
+        high = Queue(queue_names(prefix)[0], connection=sync)
+        limit = RateLimit(key=f"{prefix}service:test", concurrency=1)
+        first, second = (
+            high.enqueue(finish_quietly, job_id=f"{prefix}job-{n}", result_ttl=0, rate_limit=limit) for n in (1, 2)
+        )
+        registry = RateLimitRegistry.from_job(first)
+        assert registry.get_allowed_job_ids() == [first.id]
+        assert registry.get_rate_limited_job_ids() == [second.id]
+        worker = LongrunWorker([high], connection=sync, name=f"{prefix}worker")
+        FINISHED.clear()
+        assert worker.work(burst=True)
+        assert [first.id, second.id] == FINISHED  # the second was promoted by the first's release
+        for job in (first, second):
+            assert not sync.exists(job.key, job.execution_registry.key)
+            assert not [k for k in sync.scan_iter(match=f"*{job.id}*")], "a key of the finished job was left"
+        assert registry.get_allowed_job_ids() == [] and registry.get_rate_limited_job_ids() == []
+        assert StartedJobRegistry(high.name, connection=sync).get_job_ids() == []
+        assert not sync.smembers(f"{RQ_KEY_PREFIX}:worker:{worker.name}:executions")
     finally:
         keys = list(sync.scan_iter(match=f"*{prefix}*"))
         if keys:
