@@ -48,23 +48,18 @@ log = logging.getLogger("longrun.jobs")
 PhaseWork = Callable[[JobContext, str], Coroutine[Any, Any, None]]
 
 
-def phase(name: str) -> Callable[[PhaseWork], Callable[..., None]]:
+def phase(work: PhaseWork) -> Callable[..., None]:
     """The RQ job function of one phase: runs ``work(ctx, hash)`` for the request its job id
-    names, on the process's event loop, and counts it when it returns (failures are counted
-    in :func:`on_job_failure`)."""
+    names, on the process's event loop (the worker counts the job as it ends: successes in
+    ``LongrunWorker.handle_job_success``, failures in :func:`on_job_failure`)."""
 
-    def wrap(work: PhaseWork) -> Callable[..., None]:
-        @functools.wraps(work)
-        def job_function(*args: str) -> None:
-            job = get_current_job()
-            h = str(args[0]) if args else request_of(job, settings().key_prefix) if job else ""
-            run_job(lambda ctx: work(ctx, h))
-            if job is not None:
-                record_job(job.connection, Keys(settings().key_prefix), job, name, "ok")
+    @functools.wraps(work)
+    def job_function(*args: str) -> None:
+        job = get_current_job()
+        h = str(args[0]) if args else request_of(job, settings().key_prefix) if job else ""
+        run_job(lambda ctx: work(ctx, h))
 
-        return job_function
-
-    return wrap
+    return job_function
 
 
 def _attempt() -> tuple[int, int]:
@@ -136,7 +131,7 @@ def _run_key(h: str, rec: dict[str, Any]) -> str:
     return f"{h}:run" if not revived else f"{h}:run:{revived}"
 
 
-@phase("run")
+@phase
 async def run_request(ctx: JobContext, h: str) -> None:
     attempt, total = _attempt()
     loaded = await _load(ctx, h)
@@ -169,7 +164,7 @@ async def run_request(ctx: JobContext, h: str) -> None:
 # --------------------------------------------------------------------------- OTP
 
 
-@phase("otp")
+@phase
 async def check_otp(ctx: JobContext, h: str) -> None:
     loaded = await _load(ctx, h)
     if loaded is None:
@@ -191,7 +186,7 @@ async def check_otp(ctx: JobContext, h: str) -> None:
         del code, relayed
 
 
-@phase("input")
+@phase
 async def check_input(ctx: JobContext, h: str) -> None:
     loaded = await _load(ctx, h)
     if loaded is None:
@@ -265,7 +260,7 @@ def _prompt_of(rec: dict[str, Any], *, error: str | None = None) -> OtpPrompt:
     )
 
 
-@phase("resend")
+@phase
 async def resend_otp(ctx: JobContext, h: str) -> None:
     loaded = await _load(ctx, h)
     if loaded is None:
@@ -292,7 +287,7 @@ async def resend_otp(ctx: JobContext, h: str) -> None:
 # --------------------------------------------------------------------------- cancel
 
 
-@phase("cancel")
+@phase
 async def cancel_bot(ctx: JobContext, h: str) -> None:
     rec = await ctx.store.get(h)
     service = find_service(str((rec or {}).get("service_slug", "")))

@@ -57,10 +57,12 @@ from rq.worker_pool import WorkerPool
 from rq.worker_registration import clean_worker_registry
 
 from jobs.context import settings
+from jobs.stats import count_job, record_job
 from server.infra import logs
 from server.infra.connections import rq_connection
 from server.infra.logs import short
 from server.queue.dispatch import phase_of, queue_names, request_of
+from server.record import Keys
 
 log = logging.getLogger("longrun.worker")
 
@@ -247,12 +249,16 @@ class LongrunWorker(SimpleWorker):
         transaction: HGET, ZREMRANGEBYSCORE, ZRANGE, HGETALL) to take them out of the started
         registry, which ``cleanup_execution`` does in the same transaction anyway: here the job
         ran and ended, so its keys go without being read (it has no result: its TTL is 0).
-        Jobs that keep a result, repeat or belong to a group go RQ's way.
+        The job's counts for the dashboard go in the same transaction. Jobs that keep a
+        result, repeat or belong to a group go RQ's way.
         """
+        keys = Keys(settings().key_prefix)
         if job.repeats_left or job.group_id or job.get_result_ttl(self.default_result_ttl) != 0:
             super().handle_job_success(job, queue, started_job_registry, execution)
+            record_job(self.connection, keys, job, phase_of(job.id), "ok")
             return
         with self.connection.pipeline() as pipeline:
+            count_job(pipeline, keys, job, phase_of(job.id), "ok")
             self.increment_successful_job_count(pipeline=pipeline)
             if job.ended_at is not None and job.started_at is not None:
                 self.increment_total_working_time(job.ended_at - job.started_at, pipeline)

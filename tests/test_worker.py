@@ -18,6 +18,7 @@ from rq.scheduler import RQScheduler
 import jobs.worker
 from jobs.worker import SCHEDULER_LOCK_TTL, SCHEDULER_STALE_AFTER, LongrunWorker, reclaim_stale_scheduler_locks
 from server.queue.dispatch import queue_names
+from server.record import Keys
 from server.settings import Settings
 
 
@@ -94,15 +95,16 @@ def test_a_finished_job_leaves_nothing_of_itself_and_frees_its_slot(
     base_settings: Settings, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The success path deletes the job without reading it back (RQ's Job.delete reads its
-    status and executions first): still nothing of the job is left, and its concurrency
-    slot goes to the job waiting for it, which then runs and leaves nothing either."""
+    status and executions first) and counts it in the same transaction: still nothing of the
+    job is left, it is counted once, and its concurrency slot goes to the job waiting for it,
+    which then runs and leaves nothing either."""
     monkeypatch.setattr(jobs.worker, "settings", lambda: base_settings)
     sync = SyncRedis.from_url(redis_url)
     try:
         high = Queue(queue_names(prefix)[0], connection=sync)
         limit = RateLimit(key=f"{prefix}service:test", concurrency=1)
         first, second = (
-            high.enqueue(finish_quietly, job_id=f"{prefix}job-{n}", result_ttl=0, rate_limit=limit) for n in (1, 2)
+            high.enqueue(finish_quietly, job_id=f"{prefix}req{n}-run", result_ttl=0, rate_limit=limit) for n in (1, 2)
         )
         registry = RateLimitRegistry.from_job(first)
         assert registry.get_allowed_job_ids() == [first.id]
@@ -117,6 +119,8 @@ def test_a_finished_job_leaves_nothing_of_itself_and_frees_its_slot(
         assert registry.get_allowed_job_ids() == [] and registry.get_rate_limited_job_ids() == []
         assert StartedJobRegistry(high.name, connection=sync).get_job_ids() == []
         assert not sync.smembers(f"{RQ_KEY_PREFIX}:worker:{worker.name}:executions")
+        # counted for the dashboard in the same transaction
+        assert sync.hgetall(Keys(prefix).job_stats()) == {b"high|run|ok": b"2"}
     finally:
         keys = list(sync.scan_iter(match=f"*{prefix}*"))
         if keys:
