@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from redis import ConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from rq import SimpleWorker
 from rq.defaults import RQ_KEY_PREFIX
 from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.rate_limit import RateLimitRegistry, release_slot
+from rq.rate_limit import RELEASE_AND_ENQUEUE_SCRIPT, RateLimitRegistry
 from rq.registry import (
     DeferredJobRegistry,
     FailedJobRegistry,
@@ -51,7 +51,7 @@ from rq.registry import (
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.timeouts import BaseDeathPenalty
-from rq.utils import now
+from rq.utils import current_timestamp, now, utcformat
 from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import clean_worker_registry
@@ -180,6 +180,8 @@ class LongrunWorker(SimpleWorker):
         self._dequeuing = False
         self._cold = False
         os.register_at_fork(after_in_child=lambda: forget_inherited_sockets(self.connection.connection_pool))
+        #: RQ's slot release, sent in the transaction that ends a job (see handle_job_success)
+        self._release = self.connection.register_script(RELEASE_AND_ENQUEUE_SCRIPT)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat; its routine beats at most once a second.
@@ -240,17 +242,19 @@ class LongrunWorker(SimpleWorker):
     def handle_job_success(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
     ) -> None:
-        """RQ's success handling in one transaction and one script, for a job deleted on success.
+        """RQ's success handling in one transaction, the release of the job's concurrency slot
+        included, for a job deleted on success.
 
-        RQ WATCHes and reads the job's dependents first (a round trip each) and reads the
-        concurrency limit before releasing the job's slot (one more): Longrun enqueues no job
-        that depends on another, and the job carries its limit. RQ's ``Job.delete`` then reads
-        the job's stored status and every execution of it (four round trips outside the
-        transaction: HGET, ZREMRANGEBYSCORE, ZRANGE, HGETALL) to take them out of the started
-        registry, which ``cleanup_execution`` does in the same transaction anyway: here the job
-        ran and ended, so its keys go without being read (it has no result: its TTL is 0).
-        The job's counts for the dashboard go in the same transaction. Jobs that keep a
-        result, repeat or belong to a group go RQ's way.
+        RQ WATCHes and reads the job's dependents first (a round trip each), reads the
+        concurrency limit and releases the slot after its transaction (two more): Longrun
+        enqueues no job that depends on another, the job carries its limit, and RQ's release
+        script runs as well inside the transaction that ends the job, which also counts it for
+        the dashboard. RQ's ``Job.delete`` reads the job's stored status and every execution of
+        it (four round trips outside the transaction: HGET, ZREMRANGEBYSCORE, ZRANGE, HGETALL)
+        to take them out of the started registry, which ``cleanup_execution`` does in the same
+        transaction anyway: here the job ran and ended, so its keys go without being read (it
+        has no result: its TTL is 0). Jobs that keep a result, repeat or belong to a group go
+        RQ's way.
         """
         keys = Keys(settings().key_prefix)
         if job.repeats_left or job.group_id or job.get_result_ttl(self.default_result_ttl) != 0:
@@ -265,14 +269,36 @@ class LongrunWorker(SimpleWorker):
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             pipeline.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key)
             job._status = JobStatus.FINISHED
-            pipeline.execute()
-        if job.has_rate_limit:
-            limit = RateLimitRegistry.from_job(job)
-            limit.__dict__["concurrency"] = job.rate_limit_concurrency  # RQ's cached_property, read from Redis
-            limit.release_and_enqueue(job.id)
-        else:
-            release_slot(job)
+            release = self._release_args(job)
+            if release is not None:
+                pipeline.evalsha(self._release.sha, 2, *release)
+            replies = pipeline.execute(raise_on_error=False)
+        failed = [r for r in replies if isinstance(r, Exception) and not isinstance(r, NoScriptError)]
+        if failed:
+            raise failed[0]
+        if release is not None and isinstance(replies[-1], NoScriptError):
+            # The script was not in Redis yet (a Redis restarted meanwhile): sent again, with it.
+            self._release(keys=release[:2], args=release[2:])
         self.log.info("Successfully completed job %s on worker %s", job.id, self.name)
+
+    def _release_args(self, job: Job) -> list[Any] | None:
+        """The keys and arguments of RQ's script that releases a finished job's concurrency slot
+        and promotes the jobs waiting for it (``RateLimitRegistry.release_and_enqueue``, whose
+        own call is a round trip of its own and reads the limit back from Redis: the job
+        carries it), or None for a job without a limit."""
+        if not job.has_rate_limit:
+            return None
+        limit = RateLimitRegistry.from_job(job)
+        return [
+            limit.allowed_key,
+            limit.rate_limited_key,
+            job.rate_limit_concurrency,
+            current_timestamp(),
+            utcformat(now()),
+            Queue.redis_queue_namespace_prefix,
+            Job.redis_job_namespace_prefix,
+            job.id,
+        ]
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, once one of the threads is free (the slot is the job's from here on)."""

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from rq import Callback, Queue, get_current_job
 from rq.defaults import RQ_KEY_PREFIX
 from rq.job import Job, JobStatus
-from rq.rate_limit import RateLimit, RateLimitRegistry
+from rq.rate_limit import RELEASE_AND_ENQUEUE_SCRIPT, RateLimit, RateLimitRegistry
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 
@@ -91,13 +91,14 @@ def finish_quietly() -> None:
     FINISHED.append(job.id if job else "?")
 
 
+@pytest.mark.parametrize("script", ["loaded", "not loaded"])
 def test_a_finished_job_leaves_nothing_of_itself_and_frees_its_slot(
-    base_settings: Settings, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    base_settings: Settings, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch, script: str
 ) -> None:
     """The success path deletes the job without reading it back (RQ's Job.delete reads its
-    status and executions first) and counts it in the same transaction: still nothing of the
-    job is left, it is counted once, and its concurrency slot goes to the job waiting for it,
-    which then runs and leaves nothing either."""
+    status and executions first), counts it and releases its concurrency slot in the same
+    transaction: still nothing of the job is left, it is counted once, and its slot goes to
+    the job waiting for it, which then runs and leaves nothing either."""
     monkeypatch.setattr(jobs.worker, "settings", lambda: base_settings)
     sync = SyncRedis.from_url(redis_url)
     try:
@@ -110,6 +111,11 @@ def test_a_finished_job_leaves_nothing_of_itself_and_frees_its_slot(
         assert registry.get_allowed_job_ids() == [first.id]
         assert registry.get_rate_limited_job_ids() == [second.id]
         worker = LongrunWorker([high], connection=sync, name=f"{prefix}worker")
+        if script == "not loaded":
+            # the release script as Redis has never seen it (as after a restart): the first
+            # release falls back to loading it, the second finds it
+            worker._release = sync.register_script(f"{RELEASE_AND_ENQUEUE_SCRIPT}\n-- {prefix}")
+            assert sync.script_exists(worker._release.sha) == [False]
         FINISHED.clear()
         assert worker.work(burst=True)
         assert [first.id, second.id] == FINISHED  # the second was promoted by the first's release
