@@ -20,6 +20,13 @@ log = logging.getLogger("longrun.stats")
 
 #: what became of one run of a job
 OUTCOMES = ("ok", "retried", "failed")
+#: the module of the jobs counted: Longrun's phases, not the cron's upkeep
+PHASES_MODULE = "jobs.tasks."
+
+
+def is_counted(job: Job) -> bool:
+    """Whether the dashboard counts ``job``: one of a request's phases."""
+    return (job.func_name or "").startswith(PHASES_MODULE)
 
 
 def _seconds_between(a: datetime | None, b: datetime | None) -> float | None:

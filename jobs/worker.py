@@ -48,6 +48,7 @@ from rq.registry import (
     ReadyJobRegistry,
     StartedJobRegistry,
 )
+from rq.results import Result
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.timeouts import BaseDeathPenalty
@@ -57,7 +58,7 @@ from rq.worker_pool import WorkerPool
 from rq.worker_registration import clean_worker_registry
 
 from jobs.context import settings
-from jobs.stats import count_job, record_job
+from jobs.stats import count_job, is_counted
 from server.infra import logs
 from server.infra.connections import rq_connection
 from server.infra.logs import short
@@ -253,27 +254,38 @@ class LongrunWorker(SimpleWorker):
         it (four round trips outside the transaction: HGET, ZREMRANGEBYSCORE, ZRANGE, HGETALL)
         to take them out of the started registry, which ``cleanup_execution`` does in the same
         transaction anyway: here the job ran and ended, so its keys go without being read (it
-        has no result: its TTL is 0). Jobs that keep a result, repeat or belong to a group go
-        RQ's way.
+        has no result of its own: its TTL is 0). A failure of the counts alone is logged: the job
+        still succeeded. Jobs that keep a result, repeat or belong to a group (the cron's upkeep,
+        which is not counted) go RQ's way.
         """
-        keys = Keys(settings().key_prefix)
         if job.repeats_left or job.group_id or job.get_result_ttl(self.default_result_ttl) != 0:
             super().handle_job_success(job, queue, started_job_registry, execution)
-            record_job(self.connection, keys, job, phase_of(job.id), "ok")
             return
         with self.connection.pipeline() as pipeline:
-            count_job(pipeline, keys, job, phase_of(job.id), "ok")
+            if is_counted(job):
+                count_job(pipeline, Keys(settings().key_prefix), job, phase_of(job.id), "ok")
+            counts = len(pipeline.command_stack)
             self.increment_successful_job_count(pipeline=pipeline)
             if job.ended_at is not None and job.started_at is not None:
                 self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            pipeline.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key)
+            pipeline.delete(
+                job.key,
+                job.dependents_key,
+                job.dependencies_key,
+                job.execution_registry.key,
+                Result.get_key(job.id),  # type: ignore[no-untyped-call]  # a failed attempt's, retried by hand
+            )
             job._status = JobStatus.FINISHED
             release = self._release_args(job)
             if release is not None:
                 pipeline.evalsha(self._release.sha, 2, *release)
             replies = pipeline.execute(raise_on_error=False)
-        failed = [r for r in replies if isinstance(r, Exception) and not isinstance(r, NoScriptError)]
+        if any(isinstance(r, RedisError) for r in replies[:counts]):
+            log.warning(
+                "could not count the %s job of %s", phase_of(job.id), short(request_of(job, settings().key_prefix))
+            )
+        failed = [r for r in replies[counts:] if isinstance(r, Exception) and not isinstance(r, NoScriptError)]
         if failed:
             raise failed[0]
         if release is not None and isinstance(replies[-1], NoScriptError):
