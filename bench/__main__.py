@@ -85,7 +85,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "redis": Benchmark(redis_costs.run, {"calls": 2000, "records": 10_000}, {"calls": 100, "records": 200}),
     "throughput": Benchmark(
-        system.throughput, {"requests": 2000, "workers": (2, 8)}, {"requests": 20, "workers": (2,), "web": (1,)}
+        system.throughput,
+        {"requests": 2000, "workers": (2, 8)},
+        {"requests": 20, "workers": (2,), "web": (1,), "rounds": 1},
     ),
     "longwaits": Benchmark(
         system.longwaits,
