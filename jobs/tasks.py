@@ -141,8 +141,10 @@ async def run_request(ctx: JobContext, h: str) -> None:
     started = await ctx.life.start(h, service, attempt=attempt, max_attempts=total)
     if not started.applied:
         return
-    fresh = await ctx.store.get(h) or rec
-    left = _time_left(fresh, service)
+    # The record read before the start serves (no second read): the start sets a deadline
+    # only on a first attempt, the service's whole deadline from now (what _time_left gives
+    # for a record without one), and never touches the count of an operator's retries.
+    left = _time_left(rec, service)
     if left <= 0:
         await _timed_out(ctx, h, service)
         return
@@ -151,7 +153,7 @@ async def run_request(ctx: JobContext, h: str) -> None:
         ctx,
         h,
         service,
-        ctx.bot.run(service.slug, h, rec.get("request_data") or {}, idempotency_key=_run_key(h, fresh), timeout=left),
+        ctx.bot.run(service.slug, h, rec.get("request_data") or {}, idempotency_key=_run_key(h, rec), timeout=left),
     )
     if answer is None:
         return
