@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,14 @@ def pss(pid: int) -> int:
 # --------------------------------------------------------------------------- figures
 
 
+def best_of(
+    runs: Sequence[dict[str, Any]], *, complete: Callable[[dict[str, Any]], bool] | None = None
+) -> dict[str, Any]:
+    """The run to report of several runs of one measurement: the fastest (``requests_per_s``)
+    of those that did all their work (``complete``, when given)."""
+    return max(runs, key=lambda run: (complete is None or complete(run), run["requests_per_s"]))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -290,4 +298,3 @@ def machine() -> dict[str, Any]:
         "commit": commit,
         "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     }
-

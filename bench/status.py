@@ -40,6 +40,7 @@ from bench.common import (
     Result,
     Row,
     bench_settings,
+    best_of,
     isolated,
     raise_fd_limit,
 )
@@ -131,12 +132,11 @@ async def measure(
             await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             started.append(proc)
         urls[f"bare_{mode}"] = f"http://127.0.0.1:{port}{url_path}"
-    out: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
     for _ in range(rounds):
         for name, url in urls.items():
-            figures = await load(procs, url, header, duration=duration, connections=connections, warmup=warmup)
-            if name not in out or figures["requests_per_s"] > out[name]["requests_per_s"]:
-                out[name] = figures
+            runs[name].append(await load(procs, url, header, duration=duration, connections=connections, warmup=warmup))
+    out = {name: best_of(each) for name, each in runs.items()}
     for proc in started:
         procs.stop(proc)
     shutil.rmtree(work, ignore_errors=True)

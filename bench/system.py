@@ -46,6 +46,7 @@ from bench.common import (
     Result,
     Row,
     bench_settings,
+    best_of,
     cpu_seconds,
     isolated,
     pss,
@@ -270,7 +271,7 @@ async def throughput(
     more CPU per request in every process at once (the host's noise, not the code's: the same
     configuration runs at its usual cost minutes later), as the status benchmark's best of 2."""
     raise_fd_limit()
-    runs: dict[str, Any] = {}
+    rounds_of: dict[str, list[dict[str, Any]]] = {}
     plan = [(count, 1) for count in workers] + [(max(workers), n) for n in web if n > 1]
     for _ in range(rounds):
         for count, web_processes in plan:
@@ -290,12 +291,16 @@ async def throughput(
                 if spy is not None:
                     figures["profile"] = await spy
             key = f"workers_{count}" if web_processes == 1 else f"workers_{count}_web_{web_processes}"
-            best = runs.get(key)
-            rates = [*(best or {}).get("rounds_per_s", []), figures["requests_per_s"]]
-            if best is None or figures["requests_per_s"] > best["requests_per_s"]:
-                best = figures
-            runs[key] = {**best, "rounds_per_s": rates}
+            rounds_of.setdefault(key, []).append(figures)
+    runs = {
+        key: {**best_of(each, complete=all_completed), "rounds_per_s": [f["requests_per_s"] for f in each]}
+        for key, each in rounds_of.items()
+    }
     return Result("throughput", runs, [row for figures in runs.values() for row in throughput_rows(figures)])
+
+
+def all_completed(figures: dict[str, Any]) -> bool:
+    return bool(figures["statuses"].get("completed", 0) == figures["requests"])
 
 
 def throughput_rows(figures: dict[str, Any]) -> list[Row]:

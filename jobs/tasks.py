@@ -141,9 +141,12 @@ async def run_request(ctx: JobContext, h: str) -> None:
     started = await ctx.life.start(h, service, attempt=attempt, max_attempts=total)
     if not started.applied:
         return
-    # The record read before the start serves (no second read): the start sets a deadline
-    # only on a first attempt, the service's whole deadline from now (what _time_left gives
-    # for a record without one), and never touches the count of an operator's retries.
+    # The record read before the start serves unless it changed meanwhile (a code typed at
+    # that moment moves the deadline on by the time spent waiting): the start itself sets a
+    # deadline only on a first attempt, the service's whole deadline from now (what
+    # _time_left gives for a record without one), and never touches an operator's retries.
+    if started.previous_status != rec.get("status"):
+        rec = await ctx.store.get(h) or rec
     left = _time_left(rec, service)
     if left <= 0:
         await _timed_out(ctx, h, service)

@@ -58,7 +58,7 @@ from rq.worker_pool import WorkerPool
 from rq.worker_registration import clean_worker_registry
 
 from jobs.context import settings
-from jobs.stats import count_job, is_counted
+from jobs.stats import count_job, is_counted, record_job
 from server.infra import logs
 from server.infra.connections import rq_connection
 from server.infra.logs import short
@@ -255,11 +255,13 @@ class LongrunWorker(SimpleWorker):
         to take them out of the started registry, which ``cleanup_execution`` does in the same
         transaction anyway: here the job ran and ended, so its keys go without being read (it
         has no result of its own: its TTL is 0). A failure of the counts alone is logged: the job
-        still succeeded. Jobs that keep a result, repeat or belong to a group (the cron's upkeep,
-        which is not counted) go RQ's way.
+        still succeeded. Jobs that keep a result (the cron's upkeep, which is not counted), repeat
+        or belong to a group go RQ's way.
         """
         if job.repeats_left or job.group_id or job.get_result_ttl(self.default_result_ttl) != 0:
             super().handle_job_success(job, queue, started_job_registry, execution)
+            if is_counted(job):
+                record_job(self.connection, Keys(settings().key_prefix), job, phase_of(job.id), "ok")
             return
         with self.connection.pipeline() as pipeline:
             if is_counted(job):

@@ -86,4 +86,3 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("DATABASE_URL is not set: the archive is off (terminal records stay in the streams)")
         return asyncio.run(idle_without_database(settings))
     return asyncio.run(serve(settings, args.name, drain=args.drain))
-
