@@ -14,6 +14,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq.job import Job
 
+from server.queue.dispatch import phase_of
 from server.record import RUNTIME_SAMPLES, STATS_TTL, Keys
 
 log = logging.getLogger("longrun.stats")
@@ -39,9 +40,13 @@ def _seconds_between(a: datetime | None, b: datetime | None) -> float | None:
     return max(0.0, (b - a).total_seconds())
 
 
-def count_job(pipe: Pipeline, keys: Keys, job: Job, phase: str, outcome: str) -> None:
-    """Queue on ``pipe`` the counts of one finished run of a job (the worker's success
-    handling counts in its own transaction: no round trip of its own)."""
+def count_job(pipe: Pipeline, keys: Keys, job: Job, outcome: str) -> None:
+    """Queue on ``pipe`` the counts of one finished run of a job, under its phase (nothing for
+    a job that is not a request's phase: :func:`is_counted`). The worker's success handling
+    counts in its own transaction: no round trip of its own."""
+    if not is_counted(job):
+        return
+    phase = phase_of(job.id)
     queue = str(job.origin or "?")
     if keys.prefix and queue.startswith(keys.prefix):
         queue = queue[len(keys.prefix) :]
@@ -61,12 +66,12 @@ def count_job(pipe: Pipeline, keys: Keys, job: Job, phase: str, outcome: str) ->
         pipe.ltrim(keys.runtimes(queue), 0, RUNTIME_SAMPLES - 1)
 
 
-def record_job(connection: Redis, keys: Keys, job: Job, phase: str, outcome: str) -> None:
+def record_job(connection: Redis, keys: Keys, job: Job, outcome: str) -> None:
     """Count one finished run of a job in a round trip of its own (never fails the job:
     statistics are best-effort)."""
     try:
         with connection.pipeline(transaction=False) as pipe:
-            count_job(pipe, keys, job, phase, outcome)
+            count_job(pipe, keys, job, outcome)
             pipe.execute()
     except RedisError as exc:
         log.warning("could not record job statistics: %s", exc.__class__.__name__)

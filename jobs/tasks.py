@@ -339,7 +339,7 @@ def on_job_failure(
     )
     if exc_type is BotRetryableError and exc_value is not None and str(exc_value):
         text = reason("bot_gave_up_because", error=exc_value)
-    record_job(connection, Keys(settings().key_prefix), job, phase_of(job.id), "retried" if will_retry else "failed")
+    record_job(connection, Keys(settings().key_prefix), job, "retried" if will_retry else "failed")
     log.warning(
         "job %s for %s failed (%s); %s",
         phase_of(job.id),

@@ -58,7 +58,7 @@ from rq.worker_pool import WorkerPool
 from rq.worker_registration import clean_worker_registry
 
 from jobs.context import settings
-from jobs.stats import count_job, is_counted, record_job
+from jobs.stats import count_job, record_job
 from server.infra import logs
 from server.infra.connections import rq_connection
 from server.infra.logs import short
@@ -260,12 +260,10 @@ class LongrunWorker(SimpleWorker):
         """
         if job.repeats_left or job.group_id or job.get_result_ttl(self.default_result_ttl) != 0:
             super().handle_job_success(job, queue, started_job_registry, execution)
-            if is_counted(job):
-                record_job(self.connection, Keys(settings().key_prefix), job, phase_of(job.id), "ok")
+            record_job(self.connection, Keys(settings().key_prefix), job, "ok")
             return
         with self.connection.pipeline() as pipeline:
-            if is_counted(job):
-                count_job(pipeline, Keys(settings().key_prefix), job, phase_of(job.id), "ok")
+            count_job(pipeline, Keys(settings().key_prefix), job, "ok")
             counts = len(pipeline.command_stack)
             self.increment_successful_job_count(pipeline=pipeline)
             if job.ended_at is not None and job.started_at is not None:

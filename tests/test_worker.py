@@ -4,6 +4,7 @@ dead cleaner's in one maintenance interval."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from redis import Redis as SyncRedis
@@ -93,85 +94,80 @@ def finish_quietly() -> None:
     FINISHED.append(job.id if job else "?")
 
 
+@pytest.fixture
+def sync(redis_url: str, base_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncRedis]:
+    """A synchronous client, as RQ's, for a worker run in the test (on ``base_settings``, whose
+    ``redis`` fixture deletes the test's keys at its end)."""
+    monkeypatch.setattr(jobs.worker, "settings", lambda: base_settings)
+    client = SyncRedis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def limited_jobs(sync: SyncRedis, prefix: str, count: int) -> tuple[Queue, list[Job]]:
+    """``count`` run jobs of finish_quietly on the high queue, sharing one concurrency slot."""
+    high = Queue(queue_names(prefix)[0], connection=sync)
+    limit = RateLimit(key=f"{prefix}service:test", concurrency=1)
+    enqueued = [
+        high.enqueue(finish_quietly, job_id=f"{prefix}req{n}-run", result_ttl=0, rate_limit=limit)
+        for n in range(1, count + 1)
+    ]
+    return high, enqueued
+
+
 @pytest.mark.parametrize("script", ["loaded", "not loaded"])
 @pytest.mark.parametrize("counted", [True, False], ids=["a phase", "not a phase"])
 def test_a_finished_job_leaves_nothing_of_itself_and_frees_its_slot(
-    base_settings: Settings, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch, script: str, counted: bool
+    sync: SyncRedis, prefix: str, monkeypatch: pytest.MonkeyPatch, script: str, counted: bool
 ) -> None:
     """The success path deletes the job without reading it back (RQ's Job.delete reads its
     status and executions first), counts it and releases its concurrency slot in the same
     transaction: still nothing of the job is left, it is counted once, and its slot goes to
     the job waiting for it, which then runs and leaves nothing either."""
-    monkeypatch.setattr(jobs.worker, "settings", lambda: base_settings)
-    sync = SyncRedis.from_url(redis_url)
-    try:
-        high = Queue(queue_names(prefix)[0], connection=sync)
-        limit = RateLimit(key=f"{prefix}service:test", concurrency=1)
-        first, second = (
-            high.enqueue(finish_quietly, job_id=f"{prefix}req{n}-run", result_ttl=0, rate_limit=limit) for n in (1, 2)
-        )
-        # what an earlier, failed attempt left: its result, kept for days (an operator's retry
-        # runs the same job again)
-        sync.xadd(Result.get_key(first.id), {"type": "2", "exc_string": "the bot was down"})  # type: ignore[no-untyped-call]
-        registry = RateLimitRegistry.from_job(first)
-        assert registry.get_allowed_job_ids() == [first.id]
-        assert registry.get_rate_limited_job_ids() == [second.id]
-        worker = LongrunWorker([high], connection=sync, name=f"{prefix}worker")
-        if counted:  # counted as a request's phase is (jobs.tasks), which the cron's upkeep is not
-            monkeypatch.setattr(jobs.stats, "PHASES_MODULE", f"{__name__}.")
-        if script == "loaded":
-            sync.script_load(RELEASE_AND_ENQUEUE_SCRIPT)
-            assert sync.script_exists(worker._release.sha) == [True]
-        else:
-            # the release script as Redis has never seen it (as after a restart): the first
-            # release falls back to loading it, the second finds it
-            worker._release = sync.register_script(f"{RELEASE_AND_ENQUEUE_SCRIPT}\n-- {prefix}")
-            assert sync.script_exists(worker._release.sha) == [False]
-        FINISHED.clear()
-        assert worker.work(burst=True)
-        assert [first.id, second.id] == FINISHED  # the second was promoted by the first's release
-        for job in (first, second):
-            assert not sync.exists(job.key, job.execution_registry.key)
-            assert not [k for k in sync.scan_iter(match=f"*{job.id}*")], "a key of the finished job was left"
-        assert registry.get_allowed_job_ids() == [] and registry.get_rate_limited_job_ids() == []
-        assert StartedJobRegistry(high.name, connection=sync).get_job_ids() == []
-        assert not sync.smembers(f"{RQ_KEY_PREFIX}:worker:{worker.name}:executions")
-        # counted for the dashboard in the same transaction, once each
-        assert sync.hgetall(Keys(prefix).job_stats()) == ({b"high|run|ok": b"2"} if counted else {})
-    finally:
-        keys = list(sync.scan_iter(match=f"*{prefix}*"))
-        if keys:
-            sync.delete(*keys)
-        sync.close()
+    high, (first, second) = limited_jobs(sync, prefix, 2)
+    # what an earlier, failed attempt left: its result, kept for days (an operator's retry
+    # runs the same job again)
+    sync.xadd(Result.get_key(first.id), {"type": "2", "exc_string": "the bot was down"})  # type: ignore[no-untyped-call]
+    registry = RateLimitRegistry.from_job(first)
+    assert registry.get_allowed_job_ids() == [first.id]
+    assert registry.get_rate_limited_job_ids() == [second.id]
+    worker = LongrunWorker([high], connection=sync, name=f"{prefix}worker")
+    if counted:  # counted as a request's phase is (jobs.tasks), which the cron's upkeep is not
+        monkeypatch.setattr(jobs.stats, "PHASES_MODULE", f"{__name__}.")
+    if script == "loaded":
+        sync.script_load(RELEASE_AND_ENQUEUE_SCRIPT)
+        assert sync.script_exists(worker._release.sha) == [True]
+    else:
+        # the release script as Redis has never seen it (as after a restart): the first
+        # release falls back to loading it, the second finds it
+        worker._release = sync.register_script(f"{RELEASE_AND_ENQUEUE_SCRIPT}\n-- {prefix}")
+        assert sync.script_exists(worker._release.sha) == [False]
+    FINISHED.clear()
+    assert worker.work(burst=True)
+    assert [first.id, second.id] == FINISHED  # the second was promoted by the first's release
+    for job in (first, second):
+        assert not sync.exists(job.key, job.execution_registry.key)
+        assert not [k for k in sync.scan_iter(match=f"*{job.id}*")], "a key of the finished job was left"
+    assert registry.get_allowed_job_ids() == [] and registry.get_rate_limited_job_ids() == []
+    assert StartedJobRegistry(high.name, connection=sync).get_job_ids() == []
+    assert not sync.smembers(f"{RQ_KEY_PREFIX}:worker:{worker.name}:executions")
+    # counted for the dashboard in the same transaction, once each
+    assert sync.hgetall(Keys(prefix).job_stats()) == ({b"high|run|ok": b"2"} if counted else {})
 
 
 def test_a_job_whose_counts_cannot_be_written_still_succeeds(
-    base_settings: Settings,
-    redis_url: str,
-    prefix: str,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    sync: SyncRedis, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The counts share the transaction that ends the job; their failure is logged, and the job
     still ends as a success: deleted, its slot released."""
-    monkeypatch.setattr(jobs.worker, "settings", lambda: base_settings)
     monkeypatch.setattr(jobs.stats, "PHASES_MODULE", f"{__name__}.")
-    sync = SyncRedis.from_url(redis_url)
-    try:
-        sync.set(Keys(prefix).job_stats(), "not a hash")  # every HINCRBY on it fails (WRONGTYPE)
-        high = Queue(queue_names(prefix)[0], connection=sync)
-        limit = RateLimit(key=f"{prefix}service:test", concurrency=1)
-        job = high.enqueue(finish_quietly, job_id=f"{prefix}req-run", result_ttl=0, rate_limit=limit)
-        worker = LongrunWorker([high], connection=sync, name=f"{prefix}worker")
-        FINISHED.clear()
-        assert worker.work(burst=True)
-        assert [job.id] == FINISHED
-        assert not [k for k in sync.scan_iter(match=f"*{job.id}*")], "a key of the finished job was left"
-        assert RateLimitRegistry.from_job(job).get_allowed_job_ids() == []
-        assert "could not count the run job of req" in caplog.text
-        assert FailedJobRegistry(high.name, connection=sync).get_job_ids() == []
-    finally:
-        keys = list(sync.scan_iter(match=f"*{prefix}*"))
-        if keys:
-            sync.delete(*keys)
-        sync.close()
+    sync.set(Keys(prefix).job_stats(), "not a hash")  # every HINCRBY on it fails (WRONGTYPE)
+    high, [job] = limited_jobs(sync, prefix, 1)
+    worker = LongrunWorker([high], connection=sync, name=f"{prefix}worker")
+    FINISHED.clear()
+    assert worker.work(burst=True)
+    assert [job.id] == FINISHED
+    assert not [k for k in sync.scan_iter(match=f"*{job.id}*")], "a key of the finished job was left"
+    assert RateLimitRegistry.from_job(job).get_allowed_job_ids() == []
+    assert "could not count the run job of req" in caplog.text
+    assert FailedJobRegistry(high.name, connection=sync).get_job_ids() == []

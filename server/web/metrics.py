@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -31,8 +31,6 @@ from server.infra.deferred import DeferredCall
 from server.infra.logs import ACCESS
 from server.ops.figures import Snapshot as Figures
 from server.web.typedefs import OPS
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: routes not worth a latency series of their own
 _QUIET = frozenset({"/metrics", "/healthz", "/readyz"})
