@@ -48,7 +48,6 @@ from rq.registry import (
     ReadyJobRegistry,
     StartedJobRegistry,
 )
-from rq.results import Result
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.timeouts import BaseDeathPenalty
@@ -62,7 +61,7 @@ from jobs.stats import count_job, record_job
 from server.infra import logs
 from server.infra.connections import rq_connection
 from server.infra.logs import short
-from server.queue.dispatch import phase_of, queue_names, request_of
+from server.queue.dispatch import job_keys, phase_of, queue_names, request_of
 from server.record import Keys
 
 log = logging.getLogger("longrun.worker")
@@ -269,13 +268,7 @@ class LongrunWorker(SimpleWorker):
             if job.ended_at is not None and job.started_at is not None:
                 self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            pipeline.delete(
-                job.key,
-                job.dependents_key,
-                job.dependencies_key,
-                job.execution_registry.key,
-                Result.get_key(job.id),  # type: ignore[no-untyped-call]  # a failed attempt's, retried by hand
-            )
+            pipeline.delete(*job_keys(job))
             job._status = JobStatus.FINISHED
             release = self._release_args(job)
             if release is not None:

@@ -1,26 +1,31 @@
-"""The worker's liveness tweaks over RQ: a dead scheduler's locks are freed in seconds, a
-dead cleaner's in one maintenance interval."""
+"""The worker's tweaks over RQ: a dead scheduler's locks are freed in seconds, a dead
+cleaner's in one maintenance interval; a job that ends, or is withdrawn before it ran, leaves
+nothing of itself and frees its service's slot."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.client import Pipeline
 from rq import Callback, Queue, get_current_job
 from rq.defaults import RQ_KEY_PREFIX
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.rate_limit import RELEASE_AND_ENQUEUE_SCRIPT, RateLimit, RateLimitRegistry
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.scheduler import RQScheduler
 
 import jobs.stats
 import jobs.worker
 from jobs.worker import SCHEDULER_LOCK_TTL, SCHEDULER_STALE_AFTER, LongrunWorker, reclaim_stale_scheduler_locks
-from server.queue.dispatch import queue_names
+from server.queue.dispatch import queue_names, withdraw
 from server.record import Keys
 from server.settings import Settings
 
@@ -171,3 +176,78 @@ def test_a_job_whose_counts_cannot_be_written_still_succeeds(
     assert RateLimitRegistry.from_job(job).get_allowed_job_ids() == []
     assert "could not count the run job of req" in caplog.text
     assert FailedJobRegistry(high.name, connection=sync).get_job_ids() == []
+
+
+def test_a_withdrawn_job_leaves_nothing_and_its_slot_goes_to_the_next(sync: SyncRedis, prefix: str) -> None:
+    """A cancelled request's waiting run is deleted from wherever it waits: the queue (holding
+    its service's one slot), the line for that slot, the scheduled retries. Its slot goes to
+    the next in line, which runs. RQ's cancel kept each such job for ever."""
+    high, (first, second, third) = limited_jobs(sync, prefix, 3)
+    registry = RateLimitRegistry.from_job(first)
+    retry = high.enqueue_in(timedelta(minutes=5), finish_quietly, job_id=f"{prefix}req4-run", result_ttl=0)
+    assert [first.id] == high.get_job_ids() and registry.get_rate_limited_job_ids() == [second.id, third.id]
+    assert withdraw(sync, second.id) and withdraw(sync, retry.id)
+    assert registry.get_rate_limited_job_ids() == [third.id]
+    assert ScheduledJobRegistry(high.name, connection=sync).get_job_ids() == []
+    assert withdraw(sync, first.id)
+    assert registry.get_allowed_job_ids() == [third.id] == high.get_job_ids()  # promoted
+    assert not withdraw(sync, first.id)  # once
+    FINISHED.clear()
+    assert LongrunWorker([high], connection=sync, name=f"{prefix}worker").work(burst=True)
+    assert [third.id] == FINISHED
+    assert not [k for k in sync.scan_iter(match=f"*{prefix}req*")], "a key of a withdrawn job was left"
+    assert not sync.exists(CanceledJobRegistry(high.name, connection=sync).key)
+    assert registry.get_allowed_job_ids() == [] and registry.get_rate_limited_job_ids() == []
+
+
+class Interleaving(SyncRedis):
+    """A client on which, right after a transaction's read (in WATCH mode), the next thing in
+    ``meanwhile`` happens: what a worker does at that moment."""
+
+    meanwhile: list[Callable[[], object]]
+
+    def pipeline(self, transaction: bool = True, shard_hint: object = None) -> Pipeline:
+        client = self
+
+        class Interleaved(Pipeline):
+            def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+                reply = super().immediate_execute_command(*args, **options)
+                if args[0] == "HMGET" and client.meanwhile:
+                    client.meanwhile.pop(0)()
+                return reply
+
+        return Interleaved(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+@pytest.mark.parametrize("ends", [False, True], ids=["starts", "starts and ends"])
+def test_a_job_that_starts_while_it_is_withdrawn_is_left_to_its_worker(
+    sync: SyncRedis, redis_url: str, prefix: str, ends: bool
+) -> None:
+    """The person cancels as a worker takes the job (and, as the bot answers, finishes it): the
+    withdrawal sees the job move on, reads it again and leaves it to the worker, which ends it
+    as usual. RQ's cancel raised here (the CI run's 500) or left the job's status behind."""
+    high, [job] = limited_jobs(sync, prefix, 1)
+    worker = LongrunWorker([high], connection=sync, name=f"{prefix}worker")
+    FINISHED.clear()
+    started: list[tuple[Job, Queue, Execution]] = []
+
+    def take() -> None:
+        taken, queue = worker.dequeue_job_and_maintain_ttl(timeout=1)
+        started.append((taken, queue, worker.prepare_execution(taken)))
+        if ends:
+            worker.perform_job(*started[0])
+
+    canceller = Interleaving.from_url(redis_url)
+    canceller.meanwhile = [take]
+    try:
+        assert not withdraw(canceller, job.id)
+    finally:
+        canceller.close()
+    assert len(started) == 1 and not canceller.meanwhile
+    if not ends:
+        assert Job.fetch(job.id, connection=sync).get_status() == JobStatus.STARTED
+        worker.perform_job(*started[0])
+    assert [job.id] == FINISHED
+    assert not [k for k in sync.scan_iter(match=f"*{job.id}*")], "a key of the job was left"
+    assert not sync.exists(CanceledJobRegistry(high.name, connection=sync).key)
+    assert RateLimitRegistry.from_job(job).get_allowed_job_ids() == []

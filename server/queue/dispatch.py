@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Callback, Queue, Retry
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.rate_limit import RateLimit
+from rq.rate_limit import RateLimit, RateLimitRegistry
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
+from rq.results import Result
+from rq.utils import as_text
 
 from server.domain.catalog import PRIORITIES, Priority, Service
 from server.settings import Settings
@@ -50,6 +53,54 @@ def phase_of(job_id: str) -> str:
 def job_id(prefix: str, request_hash: str, phase: str) -> str:
     """``{prefix}{hash}-{phase}``: the prefix keeps each test's (or tenant's) jobs apart."""
     return f"{prefix}{request_hash}-{phase}"
+
+
+def job_keys(job: Job) -> list[str]:
+    """Every key RQ keeps of a job that has no result to keep: its hash, its dependency sets,
+    its executions and the results of earlier attempts (an operator's retry runs the same job
+    again). Deleted together once the job is done with, or withdrawn before it ran."""
+    return [
+        job.key,
+        job.dependents_key,
+        job.dependencies_key,
+        job.execution_registry.key,
+        Result.get_key(job.id),  # type: ignore[no-untyped-call]
+    ]
+
+
+def withdraw(connection: Redis, job_id: str) -> bool:
+    """Delete a job that has not started, from wherever it waits, in one transaction; False
+    when it has started (or ended, or never was). A slot of its service's concurrency that it
+    held goes to the next job waiting for one.
+
+    RQ's ``Job.cancel`` keeps a cancelled job (its hash, which never expires, and an entry in
+    the queue's cancelled registry, which nothing cleans) and reads the job step by step: a job
+    that starts and ends meanwhile (a person cancelling at the moment the bot answers) made it
+    raise, or left a hash of the job's status alone behind. Here the read is WATCHed: a job
+    that moves on meanwhile is read again.
+    """
+    job = Job(id=job_id, connection=connection)
+    read: dict[str, str] = {}  # the job's fields, as last read (a retried read replaces them)
+
+    def delete_if_waiting(pipe: Pipeline) -> None:
+        fields = ("status", "origin", "rate_limit_key")
+        read.clear()
+        read.update((f, as_text(v)) for f, v in zip(fields, pipe.hmget(job.key, fields), strict=True) if v)
+        if read.get("status") not in _CANCELLABLE or "origin" not in read:
+            read.clear()
+            return
+        pipe.multi()
+        pipe.lrem(Queue(read["origin"], connection=connection).key, 0, job_id)
+        for waiting in (ScheduledJobRegistry, DeferredJobRegistry):
+            pipe.zrem(waiting(read["origin"], connection=connection).key, job_id)
+        if "rate_limit_key" in read:
+            pipe.zrem(RateLimitRegistry(read["rate_limit_key"], connection).rate_limited_key, job_id)
+        pipe.delete(*job_keys(job))
+
+    connection.transaction(delete_if_waiting, job.key)
+    if "rate_limit_key" in read:
+        RateLimitRegistry(read["rate_limit_key"], connection).release_stale_and_enqueue(job_id)
+    return bool(read)
 
 
 def request_of(job: Job, prefix: str = "") -> str:
@@ -141,13 +192,8 @@ class Dispatcher:
         )
 
     def cancel(self, request_hash: str, *, tell_bot: bool) -> Job | None:
-        """Withdraw a queued run and, if the bot had started, tell it to stop."""
-        try:
-            job = Job.fetch(job_id(self.settings.key_prefix, request_hash, "run"), connection=self.connection)
-            if job.get_status() in _CANCELLABLE:
-                job.cancel()
-        except (NoSuchJobError, InvalidJobOperation):
-            pass  # no such job, or gone meanwhile: a phase's job is deleted the moment it succeeds
+        """Withdraw a waiting run and, if the bot had started, tell it to stop."""
+        withdraw(self.connection, job_id(self.settings.key_prefix, request_hash, "run"))
         if not tell_bot:
             return None
         return self._enqueue("high", "jobs.tasks.cancel_bot", request_hash, "cancel", job_timeout=60)
