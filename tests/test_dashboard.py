@@ -15,15 +15,22 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.rate_limit import RateLimitRegistry
+from rq.registry import FailedJobRegistry
 
 from bots.demo import create_bot_app
 from jobs.cron import check_interval
 from server.devtools.processes import Processes, free_port
+from server.queue.dispatch import job_id, queue_names
 from server.record import SHARDS, Keys
 from server.settings import Settings
 from server.web.app import PROCESS
-from tests.helpers import add_fault, outbox, wait_for, wait_status
+from server.web.typedefs import LIFECYCLE, OPS
+from tests.helpers import add_fault, outbox, record, wait_for, wait_status
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PASSWORD = "correct horse battery staple"
@@ -283,6 +290,59 @@ async def test_failed_jobs_deleted_and_retried_one_and_all_from_the_dashboard(
         assert await redis.exists(f"rq:job:{job}") == 0
         assert (await wait_status(redis, keys, h, "failed"))["status"] == "failed"
     assert "No failed jobs." in await (await client.get("/dashboard")).text()
+
+
+def failed_run(sync: SyncRedis, settings: Settings, h: str, *, abandoned: bool = False) -> str:
+    """Fail the queued run job of ``h`` as RQ fails one (its status, the failed registry, its
+    concurrency slot released); ``abandoned``: a dead worker's, whose execution RQ still lists
+    after the execution's own hash expired. The job's id."""
+    job = Job.fetch(job_id(settings.key_prefix, h, "run"), connection=sync)
+    Queue(job.origin, connection=sync).remove(job)
+    job.set_status(JobStatus.FAILED)
+    FailedJobRegistry(job.origin, connection=sync).add(job, ttl=600, exc_string="the bot was down")
+    RateLimitRegistry.from_job(job).release_stale_and_enqueue(job.id)
+    if abandoned:
+        sync.zadd(job.execution_registry.key, {"expired-execution": time.time() + 60})
+    return job.id
+
+
+async def test_operators_racing_for_a_failed_job_act_once_and_nothing_is_left_half_done(
+    client: TestClient[Any, Any], settings: Settings, redis: Redis, redis_url: str
+) -> None:
+    """Two operators retry the same failed job, or one retries it as another deletes it: one
+    of them acts, the other is told it is gone (no 500), and the request is either running
+    again with one fresh run job or still failed with none. A job a dead worker left (RQ lists
+    an execution already expired, which made RQ's own delete raise) is retried and deleted too."""
+    keys = Keys(settings.key_prefix)
+    ops, life = client.app[OPS], client.app[LIFECYCLE]  # type: ignore[index]
+    sync = SyncRedis.from_url(redis_url)
+    try:
+        hashes = [(await create(client, "vehicle-fines", FINES))["hash"] for _ in range(4)]
+        jobs = [failed_run(sync, settings, h, abandoned=n % 2 == 1) for n, h in enumerate(hashes)]
+        for h in hashes:
+            assert (await life.fail(h, "The service is not available right now")).applied
+        high = Queue(queue_names(settings.key_prefix)[0], connection=sync)
+
+        async def outcome(n: int) -> str:
+            rec = await record(redis, keys, hashes[n])
+            if rec["status"] == "pending":
+                assert high.get_job_ids().count(jobs[n]) == 1
+                assert Job.fetch(jobs[n], connection=sync).get_status() == JobStatus.QUEUED
+                return "retried"
+            assert rec["status"] == "failed" and not [k for k in sync.scan_iter(match=f"*{jobs[n]}*")]
+            return "deleted"
+
+        assert sorted(await asyncio.gather(ops.retry(jobs[0]), ops.retry(jobs[0]))) == [False, True]
+        assert await outcome(0) == "retried"
+        assert sorted(await asyncio.gather(ops.retry(jobs[1]), ops.retry(jobs[1]))) == [False, True]
+        assert await outcome(1) == "retried"
+        retried, deleted = await asyncio.gather(ops.retry(jobs[2]), ops.delete(jobs[2]))
+        assert retried != deleted and await outcome(2) == ("retried" if retried else "deleted")
+        assert await ops.delete(jobs[3]) and not await ops.delete(jobs[3]) and not await ops.retry(jobs[3])
+        assert await outcome(3) == "deleted"
+        assert all(FailedJobRegistry(q, connection=sync).get_job_ids() == [] for q in queue_names(keys.prefix))
+    finally:
+        sync.close()
 
 
 SLOW = 4.0  # bot speed: a fines job takes 19/4 s of the bot's time, a credit report 18/4 s to its code

@@ -17,6 +17,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 from rq import Queue, Worker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
@@ -24,9 +25,10 @@ from server.domain.catalog import PRIORITIES, find_service
 from server.history.backlog import archive_status
 from server.infra.connections import AsyncClient
 from server.ops.figures import FailedJob, QueueFigures, Snapshot, WorkerFigures, age, percentile
-from server.queue.dispatch import Dispatcher, phase_of, queue_names, request_of
+from server.queue.dispatch import Dispatcher, job_keys, phase_of, queue_names, request_of
 from server.record import SHARDS, Keys, RecordStore, text
 from server.requests.lifecycle import Lifecycle
+from server.requests.service import QUEUE_FAILED
 
 log = logging.getLogger("longrun.ops")
 
@@ -306,42 +308,51 @@ class Operations:
     def _failed_registries(self) -> list[FailedJobRegistry]:
         return [FailedJobRegistry(q.name, connection=self.sync) for q in self.queues.values()]
 
-    def _find_failed(self, job_id: str) -> FailedJobRegistry | None:
-        for registry in self._failed_registries():
-            if job_id in registry:
-                return registry
-        return None
+    def _take_failed(self, job_id: str) -> bool:
+        """Take a failed job off its list and delete it, unread; True for the one caller that
+        took it (two operators, or a retry beside a delete, race for the same job).
+
+        RQ's ``remove(..., delete_job=True)`` and ``requeue`` fetch the job and read its
+        executions one by one first: a job deleted meanwhile made them raise, and so did a job
+        a dead worker left, whose execution expires a minute after the job is failed."""
+        with self.sync.pipeline(transaction=False) as pipe:
+            for registry in self._failed_registries():
+                pipe.zrem(registry.key, job_id)
+            if not any(pipe.execute()):
+                return False
+        self.sync.delete(*job_keys(Job(id=job_id, connection=self.sync)))
+        return True
 
     async def retry(self, job_id: str) -> bool:
-        """Run a failed job's request again; the request (failed by then) goes back to pending.
-
-        A failed first phase is requeued as it was (same retry policy); any later phase (a
-        code check, a resend) cannot simply run again — the code is gone — so the request
-        starts over with a fresh first phase, and the failed job is dropped."""
-        registry = await asyncio.to_thread(self._find_failed, job_id)
-        if registry is None:
+        """Run a failed job's request again: the request (failed by then) goes back to pending
+        and starts over with a fresh first phase (a later phase, a code check or a resend,
+        cannot simply run again: the code is gone); the failed job is dropped. False when the
+        job is not on the list (retried or deleted meanwhile), its request has expired, or is
+        no longer failed (another of its failed jobs was retried first)."""
+        try:
+            job = await asyncio.to_thread(Job.fetch, job_id, connection=self.sync)
+        except NoSuchJobError:
             return False
-        job = await asyncio.to_thread(Job.fetch, job_id, connection=self.sync)
         h = request_of(job, self.dispatcher.settings.key_prefix)
         record = await self.store.get(h) if h else None
         service = find_service(str((record or {}).get("service_slug", "")))
         if record is None or service is None:
             return False  # the request has expired: nothing left to run
-        await self.lifecycle.revive(h)
-        if phase_of(job_id) == "run":
-            await asyncio.to_thread(registry.requeue, job_id)
-        else:
-            await asyncio.to_thread(registry.remove, job_id, None, True)
+        if not await asyncio.to_thread(self._take_failed, job_id):
+            return False
+        if (await self.lifecycle.revive(h)).outcome != "ok":
+            return False
+        try:
             await asyncio.to_thread(self.dispatcher.run, h, service)
+        except Exception:
+            await self.lifecycle.fail(h, QUEUE_FAILED)
+            raise
         log.info("operator retried the %s job of %s", phase_of(job_id), h[:12])
         return True
 
     async def delete(self, job_id: str) -> bool:
-        registry = await asyncio.to_thread(self._find_failed, job_id)
-        if registry is None:
-            return False
-        await asyncio.to_thread(registry.remove, job_id, None, True)
-        return True
+        """Drop a failed job (its request stays failed); False when it is not on the list."""
+        return await asyncio.to_thread(self._take_failed, job_id)
 
     async def retry_all(self) -> int:
         ids = await asyncio.to_thread(lambda: [i for r in self._failed_registries() for i in r.get_job_ids()])
