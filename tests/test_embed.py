@@ -19,9 +19,11 @@ from server.domain.errors import ConfigError, Unauthorized
 from server.domain.i18n import ui
 from server.history.db import migrate
 from server.record import Keys
+from server.record.keys import APP_INDEX_GRACE
 from server.requests.caller import app_user_id
 from server.requests.credentials import ViewerTokens, match_app_key
 from server.settings import Settings, new_app_key
+from server.web.typedefs import STORE
 from tests.archive_helpers import insert, row
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
@@ -150,6 +152,37 @@ async def test_an_app_creates_reads_lists_and_cancels_its_requests(
     await redis.delete(Keys(embed_settings.key_prefix).record(other["hash"]))
     listed = await (await app_client.get("/api/requests", headers=auth(SHOP))).json()
     assert [i["hash"] for i in listed["items"]] == [h]
+
+
+async def test_a_listing_while_a_request_is_created_keeps_it_and_drops_only_old_orphans(
+    app_client: Client, redis: Redis, embed_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request is listed under its app before its record is stored; a listing in between
+    (another web process, the app's backend polling) must not drop it for good. An entry whose
+    record never came (a create that died) goes once it is older than the grace."""
+    keys = Keys(embed_settings.key_prefix)
+    store = app_client.app[STORE]  # type: ignore[index]
+    store_record = store.create
+    meanwhile: list[list[str]] = []
+
+    async def listed_meanwhile(record: dict[str, Any]) -> Any:
+        listing = await (await app_client.get("/api/requests", headers=auth(SHOP))).json()
+        meanwhile.append([i["hash"] for i in listing["items"]])
+        return await store_record(record)
+
+    monkeypatch.setattr(store, "create", listed_meanwhile)
+    h = (await create(app_client))["hash"]
+    assert meanwhile == [[]]  # not shown before its record is there
+    listed = await (await app_client.get("/api/requests", headers=auth(SHOP))).json()
+    assert [i["hash"] for i in listed["items"]] == [h]
+
+    orphan = keys.new_hash()
+    old = (time.time() - APP_INDEX_GRACE - 1) * 1_000_000
+    await redis.zadd(keys.app_requests("shop"), {orphan: old})
+    listed = await (await app_client.get("/api/requests", headers=auth(SHOP))).json()
+    assert [i["hash"] for i in listed["items"]] == [h]
+    assert await redis.zscore(keys.app_requests("shop"), orphan) is None
+    assert await redis.zscore(keys.app_requests("shop"), h) is not None
 
 
 async def test_apps_are_isolated_from_each_other_and_from_sessions(app_client: Client) -> None:

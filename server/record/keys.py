@@ -30,6 +30,9 @@ ARCHIVE_GROUP = "archiver"
 #: An app's request index keeps entries this many record lifetimes (records outlive their
 #: creation by REQUEST_TTL after their last change; listing drops the ones already gone).
 APP_INDEX_LIFETIMES = 4
+#: Seconds an app's index entry waits for its record (the entry is added first) before a listing
+#: that finds no record drops it: a listing in between must not drop a request being created.
+APP_INDEX_GRACE = 60
 #: Seconds a learned estimate stays cached; the archiver refreshes it long before.
 ESTIMATE_TTL = 24 * 3600
 #: Changes a request's log keeps (the newest; DESIGN.md asks for at least 100): how far back a

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from server.infra.connections import AsyncClient, mget
-from server.record.keys import APP_INDEX_LIFETIMES, REQUEST_TTL, TRACKING_LIST_MAX, WEBHOOK_ID_TTL, Keys
+from server.record.keys import (
+    APP_INDEX_GRACE,
+    APP_INDEX_LIFETIMES,
+    REQUEST_TTL,
+    TRACKING_LIST_MAX,
+    WEBHOOK_ID_TTL,
+    Keys,
+)
 from server.record.lua import (
     ADOPT_TERMINAL_SCRIPT,
     CREATE_SCRIPT,
@@ -301,7 +309,8 @@ class RecordStore:
 
     async def index_app_request(self, app: str, user_id: str, h: str, created_us: int) -> None:
         """List a new request under its app and the app's user (before it is stored: an entry
-        whose record never came is dropped when listed). Entries older than a few record
+        whose record has not come ``APP_INDEX_GRACE`` seconds on is dropped when listed; a
+        listing sooner leaves it, the record may be on its way). Entries older than a few record
         lifetimes go on each add; the index expires when the app stops creating."""
         keep = self.ttl * APP_INDEX_LIFETIMES
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -320,6 +329,7 @@ class RecordStore:
         top = "+inf" if before is None else f"({before}"
         found: list[dict[str, Any]] = []
         cursor: int | None = None
+        settled = (time.time() - APP_INDEX_GRACE) * 1_000_000  # older entries' records were stored
         while True:
             page = cast(
                 "list[tuple[bytes, float]]",
@@ -327,7 +337,7 @@ class RecordStore:
             )
             hashes = [text(m) for m, _ in page]
             records = await self.get_many(hashes)
-            gone = [h for h, r in zip(hashes, records, strict=True) if r is None]
+            gone = [h for h, (_, score), r in zip(hashes, page, records, strict=True) if r is None and score < settled]
             if gone:
                 await self.redis.zrem(key, *gone)
             for (_, score), rec in zip(page, records, strict=True):
