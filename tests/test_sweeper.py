@@ -69,6 +69,29 @@ async def test_a_request_queued_too_long_is_given_up(
     assert rec["status"] == "failed" and rec["error"] == sweeper.NEVER_STARTED
 
 
+async def test_a_request_queued_too_long_that_starts_as_it_is_given_up_runs_on(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker starts the request between the sweeper's read (pending for six hours) and its
+    giving up: the request runs on, not failed as "never started" under the bot at work."""
+    keys = Keys(settings.key_prefix)
+    store, life = client.app[STORE], client.app[LIFECYCLE]  # type: ignore[index]
+    h = (await (await client.post("/api/requests", json={"service": "vehicle-fines", "data": FINES})).json())["hash"]
+    await store.update(h, {}, private={"created": 1.0})
+    await redis.zadd(keys.inflight(keys.shard(h)), {h: 0})
+    read = store.get
+
+    async def read_then_a_worker_starts_it(request_hash: str) -> dict[str, Any] | None:
+        rec = await read(request_hash)
+        if request_hash == h:
+            assert (await life.start(h, get_service("vehicle-fines"))).applied
+        return rec
+
+    monkeypatch.setattr(store, "get", read_then_a_worker_starts_it)
+    assert await sweep(client) == 0
+    assert (await record(redis, keys, h))["status"] == "processing"
+
+
 async def test_an_unanswered_prompt_fails_at_its_expiry_and_its_wait_is_not_work(
     client: TestClient[Any, Any], redis: Redis, settings: Settings
 ) -> None:

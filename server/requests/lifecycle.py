@@ -180,10 +180,13 @@ class Lifecycle:
         patch = {"status": Status.COMPLETED.value, "result_data": dict(result), "retrying": False}
         return await self.store.update(h, {**patch, **message("done")})
 
-    async def fail(self, h: str, error: str, *, sweep: bool = False) -> UpdateResult:
-        """Fail the request; with ``sweep`` only if it is really overdue (checked inside the script)."""
+    async def fail(
+        self, h: str, error: str, *, sweep: bool = False, expect: Sequence[str] | None = None
+    ) -> UpdateResult:
+        """Fail the request; with ``sweep`` only if it is really overdue, with ``expect`` only
+        from one of those statuses (both checked inside the script)."""
         patch = {"status": Status.FAILED.value, "error": error[:500], "retrying": False}
-        return await self.store.update(h, {**patch, **message("failed")}, sweep=sweep)
+        return await self.store.update(h, {**patch, **message("failed")}, sweep=sweep, expect=expect)
 
     async def cancel(self, h: str) -> UpdateResult:
         patch = {"status": Status.CANCELLED.value, "retrying": False}

@@ -74,7 +74,8 @@ async def _sweep_one(store: RecordStore, life: Lifecycle, dispatcher: Dispatcher
     if rec.get("status") == Status.PENDING.value:
         created = p.get("created")
         if isinstance(created, int | float) and time.time() - created > PENDING_MAX:
-            given_up = await life.fail(h, NEVER_STARTED)
+            # only if still waiting: a worker may have started it since it was read
+            given_up = await life.fail(h, NEVER_STARTED, expect=[Status.PENDING.value])
             return 1 if given_up.applied else 0
         await life.keepalive(h)
         return 0
