@@ -25,6 +25,7 @@ from rq.registry import FailedJobRegistry
 from bots.demo import create_bot_app
 from jobs.cron import check_interval
 from server.devtools.processes import Processes, free_port
+from server.ops.operations import SOCKETS_STALE
 from server.queue.dispatch import job_id, queue_names
 from server.record import SHARDS, Keys
 from server.settings import Settings
@@ -448,7 +449,7 @@ async def test_without_a_database_the_archive_is_shown_off(
 
 
 async def test_sockets_are_shown_per_web_process(
-    client: TestClient[Any, Any], settings: Settings, processes: Processes
+    client: TestClient[Any, Any], settings: Settings, processes: Processes, redis: Redis
 ) -> None:
     """This process (the test's app) and another web process, each holding its own sockets."""
     from tests.test_browser import WebServer
@@ -481,6 +482,11 @@ async def test_sockets_are_shown_per_web_process(
         await expect({PROCESS: 1, theirs: 1})
         await there.close()
         await expect({PROCESS: 1, theirs: 0})
+        # a process killed without a word: its last count is left, silent, and forgotten once read
+        killed = time.time() - SOCKETS_STALE - 1
+        await redis.hset(Keys(settings.key_prefix).socket_counts(), "gone:1", f"5 {killed:.0f}")
+        await expect({PROCESS: 1, theirs: 0})
+        assert await redis.hget(Keys(settings.key_prefix).socket_counts(), "gone:1") is None
     await here[1].close()
 
 

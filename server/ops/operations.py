@@ -262,12 +262,19 @@ class Operations:
         return [q.name for q in queues if q.alert]
 
     async def _sockets(self, now: float) -> dict[str, int]:
+        """Sockets per web process that reported lately; the counts of one silent for longer
+        (killed, or its last report outlived its stop) are deleted, else every restart left
+        one behind for ever."""
         raw = await self.redis.hgetall(self.keys.socket_counts())
-        out = {}
+        out, silent = {}, []
         for process, value in raw.items():
             count, _, at = text(value).partition(" ")
             if at and now - float(at) < SOCKETS_STALE:
                 out[text(process)] = int(count)
+            else:
+                silent.append(process)
+        if silent:
+            await self.redis.hdel(self.keys.socket_counts(), *silent)
         return out
 
     async def report_sockets(self, process: str, count: int) -> None:
