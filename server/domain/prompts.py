@@ -6,7 +6,9 @@ A prompt has an ``id``, a ``kind`` and per-kind fields:
 - ``captcha``: ``image`` (a ``data:image/png;base64,…`` URL, the PNG at most 64 KiB) and ``length``;
 - ``choice``: ``options``, 2 to 20 ``{"value", "label"}`` with distinct values;
 - ``confirm``: a yes or no;
-- ``text``: ``max_length`` and an optional ``pattern`` the whole answer must match;
+- ``text``: ``max_length`` and an optional ``pattern`` the whole answer must match, in RE2's
+  syntax (matched in linear time: a bot's pattern cannot make an answer take the process's
+  CPU; backreferences and lookarounds are refused);
 - ``code``: the one-time code, as ``otp`` has always been (it keeps status ``waiting_otp``).
 
 The one owner of both directions: :meth:`Prompt.parse` checks what a bot sends,
@@ -23,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+import re2
+
 from server.domain.errors import ProtocolError
 from server.domain.protocol import OtpPrompt, normalize_otp
 
@@ -36,6 +40,11 @@ DATA_URL_PREFIX = "data:image/png;base64,"
 #: a prompt's id (also the OpenAPI pattern of ``id`` in an answer)
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 ID_RE = re.compile(ID_PATTERN[1:-1])
+#: how a bot's answer pattern is compiled: errors are the bot's (answered, not logged by RE2),
+#: and a compiled pattern takes at most 1 MiB (RE2 caches 128 of them)
+PATTERN_OPTIONS = re2.Options()
+PATTERN_OPTIONS.log_errors = False
+PATTERN_OPTIONS.max_mem = 1 << 20
 MAX_OPTIONS = 20
 MAX_ANSWER = 500
 _PERSIAN = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
@@ -155,9 +164,11 @@ class Prompt:
             if pattern is not None:
                 pattern = _str(o, "pattern", 200)
                 try:
-                    re.compile(pattern)
-                except re.error:
-                    raise ProtocolError("input.pattern is not a valid regular expression") from None
+                    re2.compile(pattern, PATTERN_OPTIONS)
+                except re2.error:
+                    raise ProtocolError(
+                        "input.pattern must be a regular expression RE2 accepts, of modest size (no backreferences or lookarounds)"
+                    ) from None
             return cls(**common, max_length=_int(o, "max_length", 1, MAX_ANSWER, 100), pattern=pattern)
         if kind == "code":
             fields = {k: o[k] for k in ("length", "destination_hint") if k in o}
@@ -245,7 +256,7 @@ class Prompt:
         limit = self.max_length or MAX_ANSWER
         if not value or len(value) > limit:
             raise ProtocolError(f"the answer must be 1 to {limit} characters")
-        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+        if self.pattern is not None and not re2.fullmatch(self.pattern, value, PATTERN_OPTIONS):
             raise ProtocolError("the answer is not in the expected form")
         return value
 

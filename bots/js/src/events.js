@@ -166,6 +166,10 @@ export function inputPrompt(value) {
       } catch {
         throw new ReportError("input.pattern is not a valid regular expression");
       }
+      // The server matches answers with RE2 (linear time), which has neither of these.
+      if (/\(\?<?[=!]|\\[1-9]|\\k</.test(pattern)) {
+        throw new ReportError("input.pattern must be a regular expression RE2 accepts (no backreferences or lookarounds)");
+      }
       out.pattern = pattern;
     }
   } else if (kind === "code") {

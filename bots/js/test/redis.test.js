@@ -262,6 +262,8 @@ test("malformed prompts are refused before any I/O, as the server would refuse t
     [{ id: "cap", kind: "captcha", label: "Letters", image: "data:image/png;base64,R0lGODlhAQABAAAAACw=" }, /not a PNG/],
     [{ id: "cap", kind: "captcha", label: "Letters", image: "data:image/png;base64,!!!!" }, /not valid base64/],
     [{ id: "t", kind: "text", label: "Plate", pattern: "([" }, /not a valid regular expression/],
+    [{ id: "t", kind: "text", label: "Plate", pattern: "(?=[0-9])[0-9a-z]{3}" }, /RE2/],
+    [{ id: "t", kind: "text", label: "Plate", pattern: "(a)\\1" }, /RE2/],
     [{ id: "t", kind: "text", label: "Plate", max_length: 501 }, /input.max_length/],
     [{ ...CHOICE, attempts_left: -1 }, /input.attempts_left/],
   ]) {
