@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args
 import re2
 
 from server.domain.errors import ProtocolError
+from server.domain.i18n import ascii_digits
 from server.domain.protocol import OtpPrompt, normalize_otp
 
 Kind = Literal["captcha", "choice", "confirm", "text", "code"]
@@ -47,7 +48,6 @@ PATTERN_OPTIONS.log_errors = False
 PATTERN_OPTIONS.max_mem = 1 << 20
 MAX_OPTIONS = 20
 MAX_ANSWER = 500
-_PERSIAN = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _YES = frozenset({"yes", "true", "1", "y", "بله"})
 _NO = frozenset({"no", "false", "0", "n", "خیر"})
 
@@ -167,7 +167,8 @@ class Prompt:
                     re2.compile(pattern, PATTERN_OPTIONS)
                 except re2.error:
                     raise ProtocolError(
-                        "input.pattern must be a regular expression RE2 accepts, of modest size (no backreferences or lookarounds)"
+                        "input.pattern must be a regular expression RE2 accepts, of modest size"
+                        " (no backreferences or lookarounds)"
                     ) from None
             return cls(**common, max_length=_int(o, "max_length", 1, MAX_ANSWER, 100), pattern=pattern)
         if kind == "code":
@@ -247,7 +248,7 @@ class Prompt:
             if raw not in {opt.value for opt in self.options}:
                 raise ProtocolError("choose one of the options")
             return raw
-        value = raw.translate(_PERSIAN).strip()
+        value = ascii_digits(raw).strip()
         if self.kind == "captcha":
             value = value.replace(" ", "")
             if not 1 <= len(value) <= 32:
