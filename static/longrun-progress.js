@@ -239,10 +239,14 @@
       const max = Number.isInteger(prompt.max_length) ? prompt.max_length : 100;
       const input = h('input', { part: 'input', type: 'text', class: 'text', maxlength: String(max), 'aria-label': view.t('input_label'), required: '' });
       return inputForm(view, prompt, [h('div', { class: 'row' }, [input, submitButton(view)])], input, function () {
-        const value = input.value.trim();
+        // as the server reads it: Persian and Arabic digits as 0-9, trimmed
+        const value = input.value.replace(/[۰-۹٠-٩]/g, function (d) {
+          const i = FA_DIGITS.indexOf(d);
+          return String(i >= 0 ? i : '٠١٢٣٤٥٦٧٨٩'.indexOf(d));
+        }).trim();
         if (!value || value.length > max) return null;
         if (typeof prompt.pattern === 'string') {
-          try { if (!new RegExp('^(?:' + prompt.pattern + ')$').test(value)) return null; } catch (err) { /* the server checks */ }
+          try { if (!new RegExp('^(?:' + prompt.pattern + ')$', 'u').test(value)) return null; } catch (err) { /* the server checks */ }
         }
         return value;
       });
@@ -281,7 +285,14 @@
     box.form.addEventListener('submit', function (event) {
       event.preventDefault();
       const value = read();
-      if (value === null) { input.setAttribute('aria-invalid', 'true'); input.focus(); return; }
+      if (value === null) {
+        input.setAttribute('aria-invalid', 'true');
+        let note = box.form.querySelector('.error');
+        if (!note) note = box.form.appendChild(h('div', { class: 'error', role: 'alert' }));
+        note.textContent = view.t('err_input_invalid');
+        input.focus();
+        return;
+      }
       const submit = box.form.querySelector('button[type=submit]');
       submit.disabled = true;
       submit.textContent = view.t('sending');

@@ -37,9 +37,23 @@
   // ------------------------------------------------------------------ formatting
 
   const FA_DIGITS = '۰۱۲۳۴۵۶۷۸۹';
+  const AR_DIGITS = '٠١٢٣٤٥٦٧٨٩';
   function digits(value) {
     const s = String(value);
     return D.lang === 'fa' ? s.replace(/[0-9]/g, function (d) { return FA_DIGITS[d]; }) : s;
+  }
+  // What the person typed, as the server reads it: Persian and Arabic digits as 0-9, trimmed.
+  function typed(value) {
+    return String(value).replace(/[۰-۹٠-٩]/g, function (d) {
+      const i = FA_DIGITS.indexOf(d);
+      return String(i >= 0 ? i : AR_DIGITS.indexOf(d));
+    }).trim();
+  }
+  // A text prompt's pattern, checked on what the server will check (a pattern this browser
+  // cannot compile is left to the server).
+  function fitsPattern(pattern, value) {
+    if (typeof pattern !== 'string' || !pattern) return true;
+    try { return new RegExp('^(?:' + pattern + ')$', 'u').test(value); } catch (err) { return true; }
   }
   function fill(template, params, isolate) {
     return template.replace(/\{(\w+)\}/g, function (m, k) {
@@ -237,7 +251,7 @@
       box.appendChild(node('label', { for: 'prompt-input' }, t('input_label')));
       row.appendChild(node('input', {
         id: 'prompt-input', name: 'value', type: p.secret ? 'password' : 'text', class: 'text-input', dir: 'auto',
-        autocomplete: 'off', maxlength: p.max_length || 500, pattern: p.pattern || null, required: true,
+        autocomplete: 'off', maxlength: p.max_length || 500, required: true,
         'aria-describedby': described,
       }));
       row.appendChild(submit());
@@ -884,8 +898,16 @@
         field.focus();
         return;
       }
-      const value = button ? button.value : (field ? field.value : '');
       const p = promptOf(record);
+      let value = button ? button.value : (field ? field.value : '');
+      if (!button && p && p.kind === 'text') {
+        value = typed(value);  // a Persian keyboard's digits fit a pattern of 0-9, as on the server
+        if (!value || !fitsPattern(p.pattern, value)) {
+          promptError(t('err_input_invalid'));
+          field.focus();
+          return;
+        }
+      }
       promptError('');
       setPromptBusy(true);
       act('input', { id: el.promptId.value, value: p && p.kind === 'confirm' ? value === 'yes' : value });

@@ -480,8 +480,8 @@ async def a_text_or_a_yes_or_no(
     browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]], lang: str
 ) -> None:
     """The two kinds no demo bot asks, pushed while the bot is at work, built by the page as they
-    come, answered (a text refused by the page first, in English on a desktop; "no" in Persian on
-    a phone) and relayed to the bot's /run."""
+    come, answered (a text refused by the page first, then typed in Persian digits, in English on
+    a desktop; "no" in Persian on a phone) and relayed to the bot's /run."""
     life = Lifecycle(RecordStore(redis, Keys(settings.key_prefix)))
     text = {
         "id": "postcode",
@@ -516,7 +516,7 @@ async def a_text_or_a_yes_or_no(
         await page.click("#prompt-submit")
         await expect(page.locator("#prompt-error")).to_have_text("Check your answer and try again.")
         assert await page.get_attribute("#prompt-input", "aria-invalid") == "true"
-        await page.fill("#prompt-input", "1234567890")
+        await page.fill("#prompt-input", "۱۲۳۴۵۶۷۸۹۰")  # a Persian keyboard's digits fit [0-9], as on the server
         await page.click("#prompt-submit")
 
     async def relayed() -> bool:

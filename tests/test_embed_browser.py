@@ -21,11 +21,13 @@ from redis.asyncio import Redis
 
 from server.devtools.hostapp import DEMO_USER, HostConfig, create_host_app
 from server.devtools.processes import Processes, free_port
-from server.record import Keys, loads_record
+from server.domain.prompts import Prompt
+from server.record import Keys, RecordStore, loads_record
 from server.requests.caller import app_user_id
 from server.requests.credentials import ViewerTokens, digest
+from server.requests.lifecycle import Lifecycle
 from server.settings import Settings
-from tests.helpers import captcha_answer, outbox, wait_for, wait_status
+from tests.helpers import add_fault, bot_calls, captcha_answer, outbox, wait_for, wait_status
 from tests.test_browser import BOT_SPEED, DESKTOP, PHONE, WebServer, browser, shoot
 
 pytestmark = pytest.mark.browser
@@ -180,6 +182,26 @@ async def persian_on_a_phone_over_polling_then_cancel(browser: Browser, embeddin
     )
     assert box[0] < box[1]
     await shoot(page, "embed-code-prompt-fa-phone")
+
+    # A text the bot asks with a pattern of 0-9, answered on a Persian keyboard: a short one
+    # is refused in Persian, the full one fits (as on the server) and is relayed to the bot.
+    longrun = embedding.longrun.settings
+    await add_fault(longrun.bot_api_url, service="credit-score-rating", mode="stall", phase="any")
+    postcode = {"id": "postcode", "kind": "text", "label": "Postcode", "max_length": 10, "pattern": "[0-9]{10}"}
+    await Lifecycle(RecordStore(redis, Keys(longrun.key_prefix))).ask_input(h, Prompt.parse(postcode))
+    text = element.locator("form.prompt[data-kind=text]")
+    await expect(text).to_be_visible(timeout=15_000)
+    await text.locator("input").fill("۱۲۳")
+    await text.locator("button[type=submit]").click()
+    await expect(text.locator(".error")).to_have_text("پاسخ خود را بررسی کنید و دوباره تلاش کنید.")
+    await shoot(page, "embed-text-refused-fa-phone")
+    await text.locator("input").fill("۱۲۳۴۵۶۷۸۹۰")
+    await text.locator("button[type=submit]").click()
+
+    async def relayed() -> bool:
+        return any(":input:" in key for key in await bot_calls(longrun.bot_api_url, h))
+
+    await wait_for(relayed, what="the answer relayed to the bot's /run")
     await element.locator("button.danger").click()
     await expect(element.locator(".confirm")).to_contain_text("متوقف شود")
     await element.locator(".confirm button.danger").click()

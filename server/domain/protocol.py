@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from server.domain.errors import ProtocolError
+from server.domain.i18n import ascii_digits
 
 if TYPE_CHECKING:  # prompts builds on OtpPrompt and normalize_otp below; it is imported where parsed
     from server.domain.prompts import Prompt
@@ -21,7 +22,6 @@ if TYPE_CHECKING:  # prompts builds on OtpPrompt and normalize_otp below; it is 
 MAX_TEXT = 500
 MAX_RESULT_BYTES = 256 * 1024
 OTP_RE = re.compile(r"[0-9]{4,10}")
-_PERSIAN = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
@@ -85,7 +85,7 @@ def normalize_otp(raw: Any) -> str:
     """A one-time code as typed (Persian digits and spaces allowed) → ASCII digits, or ProtocolError."""
     if not isinstance(raw, str | int) or isinstance(raw, bool):
         raise ProtocolError("otp must be a string of digits")
-    code = str(raw).translate(_PERSIAN).replace(" ", "").replace("-", "")
+    code = ascii_digits(str(raw)).replace(" ", "").replace("-", "")
     if not OTP_RE.fullmatch(code):
         raise ProtocolError("otp must be 4 to 10 digits")
     return code
