@@ -76,6 +76,11 @@ async def test_credit_score_with_wrong_then_right_code(
     code = messages[0]["code"]
     wrong = "000000" if code != "000000" else "111111"
 
+    # a code of another length than the bot said is a typo: refused here, no attempt spent
+    short = await otp(client, h, code[:4])
+    assert short.status == 422 and (await short.json())["error"]["fields"] == {"otp": "the code has 6 digits"}
+    assert (await record(redis, keys, h))["otp_data"]["attempts_left"] == 3
+
     resp = await otp(client, h, wrong)
     assert resp.status == 202
     rejected = await wait_for(lambda: _waiting_with_error(redis, keys, h), what="the wrong code to be rejected")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +236,11 @@ class RequestService:
             code = normalize_otp(raw_code)
         except ProtocolError as exc:
             raise ValidationFailed("The code is not valid.", fields={"otp": str(exc)}) from None
+        # A code the bot said the length of: one of another length is a typo, not an attempt.
+        otp = record.get("otp_data") if record.get("status") == Status.WAITING_OTP.value else None
+        length = otp.get("length") if isinstance(otp, Mapping) else None
+        if isinstance(length, int) and not isinstance(length, bool) and len(code) != length:
+            raise ValidationFailed("The code is not valid.", fields={"otp": f"the code has {length} digits"})
         service = get_service(str(record.get("service_slug")))
         answer = await self.store.submit_otp(
             request_hash,
