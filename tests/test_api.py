@@ -14,9 +14,13 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from server.domain.catalog import get_service
+from server.domain.prompts import Prompt
 from server.infra.webhooks import HEADERS, sign
 from server.record import Keys
 from server.settings import Settings, new_webhook_secret
+from server.web.typedefs import LIFECYCLE, STORE
+from tests.helpers import record
 
 VALID = {"national_id": "0012345678", "mobile": "09121234567"}
 
@@ -170,6 +174,33 @@ async def test_actions_refused_in_the_wrong_state(client: TestClient[Any, Any]) 
     await error_of(await client.post(f"/api/requests/{h}/otp", json={}), 422)
     assert (await client.post(f"/api/local-requests/{h}/cancel")).status == 202
     await error_of(await client.post(f"/api/requests/{h}/cancel"), 409)
+
+
+async def test_an_answer_after_its_prompt_ran_out_is_refused_and_spends_no_attempt(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    """The bot said until when it waits for the code (or another answer): one typed after
+    that is refused (409 prompt_expired), the attempts left as they were, the request still
+    waiting for the sweeper to fail it as expired."""
+    store, life = client.app[STORE], client.app[LIFECYCLE]  # type: ignore[index]
+    service = get_service("credit-score-rating")
+    for prompt, path, body in (
+        ({"kind": "code", "length": 6}, "otp", {"otp": "123456"}),
+        ({"id": "pay", "kind": "confirm", "label": "Pay?"}, "input", {"id": "pay", "value": True}),
+    ):
+        h = (await create(client))["hash"]
+        await life.start(h, service)
+        assert (await life.ask_input(h, Prompt.parse(prompt), service)).applied
+        waiting = await record(redis, Keys(settings.key_prefix), h)
+        ran_out = time.time() - 1
+        await store.update(h, {}, private={"otp_exp" if path == "otp" else "input_exp": ran_out})
+        err = await error_of(await client.post(f"/api/requests/{h}/{path}", json=body), 409)
+        assert err["code"] == "prompt_expired"
+        now = await record(redis, Keys(settings.key_prefix), h)
+        assert now["status"] == waiting["status"] and now["status"].startswith("waiting_")
+        field = "otp_data" if path == "otp" else "input_request"
+        assert now[field]["attempts_left"] == waiting[field]["attempts_left"]
+        assert await redis.exists(Keys(settings.key_prefix).otp(h)) == 0  # nothing for a check job
 
 
 async def test_openapi_document(client: TestClient[Any, Any]) -> None:

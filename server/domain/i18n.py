@@ -254,6 +254,7 @@ UI: Mapping[str, Text] = {
         "تعداد تلاش‌ها از حد مجاز گذشت. لطفاً درخواست جدیدی ثبت کنید.",
     ),
     "err_input_invalid": Text("Check your answer and try again.", "پاسخ خود را بررسی کنید و دوباره تلاش کنید."),
+    "err_prompt_expired": Text("The time to answer has run out.", "مهلت پاسخ دادن تمام شده است."),
     "err_rate_limited": Text("Too many tries — wait a moment.", "تلاش‌ها زیاد بود؛ کمی صبر کنید."),
     "err_network": Text(
         "Could not reach the server. Check your connection and try again.",

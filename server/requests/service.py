@@ -299,6 +299,8 @@ class RequestService:
             raise Conflict(refusals.busy[1], code=refusals.busy[0])
         if outcome == "conflict":
             raise Conflict(refusals.conflict[1], code=refusals.conflict[0])
+        if outcome == "expired":
+            raise Conflict("The time to answer has run out.", code="prompt_expired")
 
     async def resend_otp(self, caller: Caller, request_hash: str) -> dict[str, Any]:
         """Ask the bot for a new code (at most every ``otp_resend_interval``, ``otp_max_resends`` times)."""

@@ -122,6 +122,7 @@ _FLASH_KEYS = frozenset(
         "err_not_waiting_for_input",
         "err_input_attempts_exhausted",
         "err_input_invalid",
+        "err_prompt_expired",
         "err_rate_limited",
     }
 )

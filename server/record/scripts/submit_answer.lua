@@ -8,7 +8,8 @@
 -- ARGV[7] message while the answer is checked, ARGV[8] hash, ARGV[9] heartbeat window,
 -- ARGV[10] the prompt's id ('' for the code), ARGV[11] shard channel
 -- Returns {'accepted', public, n} (enqueue the check) | {'early', public} (kept for when the
--- bot asks) | {'busy', public} | {'exhausted', public} | {'conflict', public} | {'missing'}
+-- bot asks) | {'busy', public} | {'exhausted', public} | {'conflict', public} | {'expired', public}
+-- (the prompt's time is up) | {'missing'}
 --!include _generated.lua
 --!include _prelude.lua
 local rec, p, cur = load_record(KEYS[1])
@@ -32,6 +33,15 @@ if cur ~= waiting and not early then return {'conflict', public(rec)} end
 local od = rec[field]
 if type(od) ~= 'table' then od = {} end
 if asking and od.id ~= prompt_id then return {'conflict', public(rec)} end
+-- The bot said until when it waits (the code's life, or the prompt's): an answer after it
+-- would come too late to the bot, and be counted as an attempt. The sweeper fails the request
+-- a grace later.
+if not early then
+  local exp = p.otp_exp
+  if asking then exp = p.input_exp end
+  exp = tonumber(exp)
+  if exp and now > exp then return {'expired', public(rec)} end
+end
 
 redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
 p[counter] = tries + 1
