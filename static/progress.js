@@ -291,10 +291,10 @@
       el.promptTitle.textContent = t('input_title_' + p.kind);
       buildFields(p);
     }
+    // The bot's question in its own words, whatever the page's language (as display.py says).
     const label = typeof p.label === 'string' ? p.label : '';
-    const readable = D.lang === 'en' || /[\u0600-\u06FF]/.test(label);
-    el.promptLabel.textContent = readable ? label : '';
-    show(el.promptLabel, readable && !!label);
+    el.promptLabel.textContent = label;
+    show(el.promptLabel, !!label);
     // A choice or a yes/no is not guessed at: its tries are not worth a line.
     const left = p.kind === 'captcha' || p.kind === 'text' ? p.attempts_left : null;
     el.promptAttempts.textContent = Number.isInteger(left) ? (left === 1 ? t('attempts_one') : t('attempts_other', { n: left })) : '';

@@ -503,8 +503,9 @@ async def a_text_or_a_yes_or_no(
     await expect(box).to_have_attribute("data-kind", prompt["kind"])
     await expect(box).to_be_visible()
     label = page.locator("#prompt-label")
-    if fa:  # the bot's English is not shown to a Persian reader; the title says what to do
-        await expect(label).to_be_hidden()
+    if fa:  # the title says what to do in Persian; the question is the bot's, left to right
+        await expect(label).to_have_text(prompt["label"])
+        assert await label.evaluate("(n) => getComputedStyle(n).direction") == "ltr"
         await expect(page.locator("#prompt-title")).to_have_text("برای ادامه تأیید کنید")
         await shoot(page, "prompt-confirm-fa-phone")
         await shoot(page, "prompt-confirm-fa-desktop", DESKTOP)

@@ -230,7 +230,10 @@ def input_view(record: Mapping[str, Any], lang: str) -> dict[str, Any] | None:
     error = ""
     if prompt.error or record.get("message_key") == "input_wrong":
         error = prompt.error if lang == "en" and prompt.error else ui("input_wrong", lang)
-    label = prompt.label if lang == "en" or _PERSIAN_LETTERS.search(prompt.label) else ""
+    # The bot's question as it asked it, in any language: a Persian reader who cannot read it
+    # still sees its numbers, and one who can knows what a yes or a choice agrees to (the
+    # options are the bot's words too). The page shows it left to right when it is English.
+    label = prompt.label
     return {
         "id": prompt.id,
         "kind": prompt.kind,
