@@ -67,6 +67,9 @@ async def test_metrics_move_with_the_workload(
     )
     assert [n for _, n in buckets] == sorted(n for _, n in buckets)  # cumulative
     assert value(after, "longrun_queue_depth", queue="high") == 3  # no worker yet
+    # no worker alive is a sample an alert can see, not a missing series
+    assert ("longrun_workers", (("state", "busy"),)) in after and value(after, "longrun_workers", state="idle") == 0
+    assert value(after, "longrun_redis_up") == 1
 
     async def waited() -> Metrics | None:
         m = await scrape(client)
@@ -97,6 +100,11 @@ async def test_metrics_move_with_the_workload(
     assert value(final, "longrun_ws_messages_relayed_total") > value(before, "longrun_ws_messages_relayed_total")
     assert value(final, "longrun_redis_memory_bytes") > 0
     await ws.close()
+    # a socket's lifetime is counted as an answer, never timed as an HTTP request's latency
+    closed = await scrape(client)
+    assert value(closed, "longrun_http_requests_total", method="GET", route="/ws/requests/{hash}", status="101") == 1
+    socket_timed = {"method": "GET", "route": "/ws/requests/{hash}"}
+    assert ("longrun_http_request_duration_seconds_count", tuple(sorted(socket_timed.items()))) not in closed
 
 
 async def test_rate_limit_refusals_are_counted(make_client: Any, settings: Settings) -> None:
@@ -119,6 +127,11 @@ async def test_readyz_follows_redis(make_client: Any, settings: Settings, tmp_pa
         down = await client.get("/readyz")
         assert down.status == 503 and (await down.json())["checks"]["redis"].startswith("down")
         assert (await client.get("/healthz")).status == 200
+        # this process's own figures still come, and say Redis's did not
+        without = await scrape(client)
+        assert value(without, "longrun_redis_up") == 0
+        assert value(without, "longrun_http_requests_total", method="GET", route="/readyz", status="503") == 1
+        assert ("longrun_queue_depth", (("queue", "high"),)) not in without
         own = EmbeddedRedis(own.directory, port=own.port)
         own.start()
 

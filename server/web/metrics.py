@@ -14,7 +14,9 @@ request hash), status, time.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
 from bisect import bisect_left
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
+from redis.exceptions import RedisError
 
 from server.infra.counters import HTTP_BUCKETS, HTTP_REQUESTS, HTTP_SECONDS, RATE_LIMITED
 from server.infra.deferred import DeferredCall
@@ -32,8 +35,15 @@ from server.infra.logs import ACCESS
 from server.ops.figures import Snapshot as Figures
 from server.web.typedefs import OPS
 
-#: routes not worth a latency series of their own
+log = logging.getLogger("longrun.metrics")
+
+#: seconds a scrape waits for the figures held in Redis
+SNAPSHOT_TIMEOUT = 2.0
+
+#: routes not worth a latency series or an access line of their own
 _QUIET = frozenset({"/metrics", "/healthz", "/readyz"})
+#: routes that answer with a stream (a WebSocket, an event stream)
+_STREAMS = ("/ws/", "/sse/")
 
 
 #: any other method (a client may send any token) is counted as "OTHER": series stay bounded
@@ -52,11 +62,15 @@ class _Tally:
     def __init__(self, method: str, route: str, status: int):
         self.route = route
         self.counted = HTTP_REQUESTS.labels(method, route, str(status))
-        self.timed = HTTP_SECONDS.labels(method, route) if route not in _QUIET else None
+        quiet = route in _QUIET
+        # A socket's or an event stream's "latency" is how long a person watched: not timed
+        streaming = status == 101 or route.startswith(_STREAMS)
+        self.timed = None if quiet or streaming else HTTP_SECONDS.labels(method, route)
         self.count = 0
         self.buckets = [0] * len(_BOUNDS)
         self.total = 0.0
-        self.access_line = ACCESS.template(method, route, status) if self.timed is not None else None
+        # the health checks are logged only when they fail (why a load balancer dropped us)
+        self.access_line = None if quiet and status < 500 else ACCESS.template(method, route, status)
 
 
 #: the histogram's upper bounds, +Inf last (``bisect_left`` finds the bucket ``observe`` would)
@@ -114,9 +128,10 @@ def observe(method: str, route: str, status: int, elapsed: float) -> None:
     tally = _tally(method if method in _METHODS else "OTHER", route, status)
     BATCH.add(tally)
     tally.count += 1
-    if tally.access_line is not None:
+    if tally.timed is not None:
         tally.buckets[bisect_left(_BOUNDS, elapsed)] += 1
         tally.total += elapsed
+    if tally.access_line is not None:
         ACCESS.write_line(tally.access_line, elapsed)
     if status == 429:
         RATE_LIMITED.labels(tally.route).inc()
@@ -165,7 +180,8 @@ def families(figures: Figures, archive: Mapping[str, Any]) -> list[GaugeMetricFa
     waiting = "Requests waiting for the person (the code or another answer)"
     gauge("longrun_otp_waiting", waiting, [], [([], figures.waiting_otp)])
     gauge("longrun_otp_longest_wait_seconds", "Longest wait for a code", [], [([], figures.longest_otp_wait or 0.0)])
-    states: dict[str, float] = {}
+    # every state, 0 when no worker is in it (an alert on no worker alive needs a sample)
+    states: dict[str, float] = dict.fromkeys(("busy", "idle", "started", "suspended"), 0)
     for w in figures.workers:
         states[w.state] = states.get(w.state, 0) + 1
     gauge("longrun_workers", "RQ workers by state", ["state"], [([s], n) for s, n in states.items()])
@@ -202,8 +218,20 @@ def render(extra: list[GaugeMetricFamily | CounterMetricFamily]) -> bytes:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
+    """This process's figures always; Redis's when it answers within ``SNAPSHOT_TIMEOUT``
+    (``longrun_redis_up`` says which): a Redis outage is when a process's own 503s and
+    reconnects matter most."""
     app = request.app
     BATCH.flush()
-    figures = await app[OPS].snapshot()
-    body = render(families(figures, figures.archive))
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    up = GaugeMetricFamily("longrun_redis_up", "Whether Redis answered this scrape's figures in time")
+    extra: list[GaugeMetricFamily | CounterMetricFamily] = [up]
+    try:
+        async with asyncio.timeout(SNAPSHOT_TIMEOUT):
+            figures = await app[OPS].snapshot()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("metrics without Redis's figures: %s", exc.__class__.__name__)
+        up.add_metric([], 0)
+    else:
+        up.add_metric([], 1)
+        extra += families(figures, figures.archive)
+    return web.Response(body=render(extra), headers={"Content-Type": CONTENT_TYPE_LATEST})
