@@ -78,7 +78,8 @@ async def test_credit_score_with_wrong_then_right_code(
 
     # a code of another length than the bot said is a typo: refused here, no attempt spent
     short = await otp(client, h, code[:4])
-    assert short.status == 422 and (await short.json())["error"]["fields"] == {"otp": "the code has 6 digits"}
+    assert short.status == 409
+    assert (await short.json())["error"] == {"code": "otp_wrong_length", "message": "The code has 6 digits."}
     assert (await record(redis, keys, h))["otp_data"]["attempts_left"] == 3
 
     resp = await otp(client, h, wrong)

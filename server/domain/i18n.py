@@ -245,6 +245,9 @@ UI: Mapping[str, Text] = {
     ),
     "err_already_finished": Text("This request has already finished.", "این درخواست قبلاً تمام شده است."),
     "err_otp_invalid": Text("Enter the digits of the code.", "رقم‌های کد را وارد کنید."),
+    "err_otp_wrong_length": Text(
+        "The code has a different number of digits: check it.", "تعداد رقم‌های کد درست نیست؛ آن را بررسی کنید."
+    ),
     "err_input_pending": Text(
         "Your answer is already being checked — one moment.", "پاسخ شما در حال بررسی است؛ لحظه‌ای صبر کنید."
     ),

@@ -236,11 +236,12 @@ class RequestService:
             code = normalize_otp(raw_code)
         except ProtocolError as exc:
             raise ValidationFailed("The code is not valid.", fields={"otp": str(exc)}) from None
-        # A code the bot said the length of: one of another length is a typo, not an attempt.
+        # A code the bot said the length of: one of another length is a typo, not an attempt
+        # (409: a well-formed code, but not one the request now waits for).
         otp = record.get("otp_data") if record.get("status") == Status.WAITING_OTP.value else None
         length = otp.get("length") if isinstance(otp, Mapping) else None
         if isinstance(length, int) and not isinstance(length, bool) and len(code) != length:
-            raise ValidationFailed("The code is not valid.", fields={"otp": f"the code has {length} digits"})
+            raise Conflict(f"The code has {length} digits.", code="otp_wrong_length")
         service = get_service(str(record.get("service_slug")))
         answer = await self.store.submit_otp(
             request_hash,

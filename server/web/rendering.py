@@ -118,6 +118,7 @@ _FLASH_KEYS = frozenset(
         "err_resend_exhausted",
         "err_already_finished",
         "err_otp_invalid",
+        "err_otp_wrong_length",
         "err_input_pending",
         "err_not_waiting_for_input",
         "err_input_attempts_exhausted",
