@@ -30,7 +30,7 @@ from server.queue.dispatch import job_id, queue_names
 from server.record import SHARDS, Keys
 from server.settings import Settings
 from server.web.app import PROCESS
-from server.web.typedefs import LIFECYCLE, OPS
+from server.web.typedefs import DISPATCHER, LIFECYCLE, OPS
 from tests.helpers import add_fault, outbox, record, wait_for, wait_status
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -293,15 +293,16 @@ async def test_failed_jobs_deleted_and_retried_one_and_all_from_the_dashboard(
     assert "No failed jobs." in await (await client.get("/dashboard")).text()
 
 
-def failed_run(sync: SyncRedis, settings: Settings, h: str, *, abandoned: bool = False) -> str:
-    """Fail the queued run job of ``h`` as RQ fails one (its status, the failed registry, its
-    concurrency slot released); ``abandoned``: a dead worker's, whose execution RQ still lists
-    after the execution's own hash expired. The job's id."""
-    job = Job.fetch(job_id(settings.key_prefix, h, "run"), connection=sync)
+def failed_run(sync: SyncRedis, settings: Settings, h: str, *, abandoned: bool = False, phase: str = "run") -> str:
+    """Fail the queued ``phase`` job of ``h`` as RQ fails one (its status, the failed registry,
+    a concurrency slot it held released); ``abandoned``: a dead worker's, whose execution RQ
+    still lists after the execution's own hash expired. The job's id."""
+    job = Job.fetch(job_id(settings.key_prefix, h, phase), connection=sync)
     Queue(job.origin, connection=sync).remove(job)
     job.set_status(JobStatus.FAILED)
     FailedJobRegistry(job.origin, connection=sync).add(job, ttl=600, exc_string="the bot was down")
-    RateLimitRegistry.from_job(job).release_stale_and_enqueue(job.id)
+    if job.rate_limit_key:
+        RateLimitRegistry.from_job(job).release_stale_and_enqueue(job.id)
     if abandoned:
         sync.zadd(job.execution_registry.key, {"expired-execution": time.time() + 60})
     return job.id
@@ -342,6 +343,21 @@ async def test_operators_racing_for_a_failed_job_act_once_and_nothing_is_left_ha
         assert await ops.delete(jobs[3]) and not await ops.delete(jobs[3]) and not await ops.retry(jobs[3])
         assert await outcome(3) == "deleted"
         assert all(FailedJobRegistry(q, connection=sync).get_job_ids() == [] for q in queue_names(keys.prefix))
+
+        # a failed job of a request that is not failed (running again) is not started over: it stays
+        h = (await create(client, "vehicle-fines", FINES))["hash"]
+        stale = failed_run(sync, settings, h)
+        assert not await ops.retry(stale) and stale in FailedJobRegistry(high.name, connection=sync)
+        assert await ops.delete(stale)
+        # a cancelled request's failed "tell the bot to stop" is run again
+        await client.post(f"/api/requests/{h}/cancel")
+        assert (await record(redis, keys, h))["status"] == "cancelled"
+        dispatcher = client.app[DISPATCHER]  # type: ignore[index]
+        await asyncio.to_thread(dispatcher.cancel, h, tell_bot=True)
+        told = failed_run(sync, settings, h, phase="cancel")
+        assert await ops.retry(told)
+        assert Job.fetch(told, connection=sync).get_status() == JobStatus.QUEUED and told in high.get_job_ids()
+        assert (await record(redis, keys, h))["status"] == "cancelled"
     finally:
         sync.close()
 

@@ -22,6 +22,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from server.domain.catalog import PRIORITIES, find_service
+from server.domain.status import Status
 from server.history.backlog import archive_status
 from server.infra.connections import AsyncClient
 from server.ops.figures import FailedJob, QueueFigures, Snapshot, WorkerFigures, age, percentile
@@ -333,9 +334,10 @@ class Operations:
     async def retry(self, job_id: str) -> bool:
         """Run a failed job's request again: the request (failed by then) goes back to pending
         and starts over with a fresh first phase (a later phase, a code check or a resend,
-        cannot simply run again: the code is gone); the failed job is dropped. False when the
-        job is not on the list (retried or deleted meanwhile), its request has expired, or is
-        no longer failed (another of its failed jobs was retried first)."""
+        cannot simply run again: the code is gone); the failed job is dropped. A failed job that
+        was to tell the bot to stop (a cancelled request's) is run again. False when the job is
+        not on the list (retried or deleted meanwhile), its request has expired, or is not
+        failed (another of its failed jobs was retried first; the job then stays listed)."""
         try:
             job = await asyncio.to_thread(Job.fetch, job_id, connection=self.sync)
         except NoSuchJobError:
@@ -345,6 +347,14 @@ class Operations:
         service = find_service(str((record or {}).get("service_slug", "")))
         if record is None or service is None:
             return False  # the request has expired: nothing left to run
+        if phase_of(job_id) == "cancel":  # the bot was never told to stop: tell it now
+            if not await asyncio.to_thread(self._take_failed, job_id):
+                return False
+            await asyncio.to_thread(self.dispatcher.cancel, h, tell_bot=True)
+            log.info("operator retried telling the bot to stop %s", h[:12])
+            return True
+        if record.get("status") != Status.FAILED.value:
+            return False  # running or finished otherwise: nothing to start over (it stays listed)
         if not await asyncio.to_thread(self._take_failed, job_id):
             return False
         if (await self.lifecycle.revive(h)).outcome != "ok":
