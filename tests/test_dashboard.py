@@ -25,6 +25,7 @@ from rq.registry import FailedJobRegistry
 from bots.demo import create_bot_app
 from jobs.cron import check_interval
 from server.devtools.processes import Processes, free_port
+from server.domain.catalog import get_service
 from server.ops.operations import SOCKETS_STALE
 from server.queue.dispatch import job_id, queue_names
 from server.record import SHARDS, Keys
@@ -291,6 +292,24 @@ async def test_failed_jobs_deleted_and_retried_one_and_all_from_the_dashboard(
         assert await redis.exists(f"rq:job:{job}") == 0
         assert (await wait_status(redis, keys, h, "failed"))["status"] == "failed"
     assert "No failed jobs." in await (await client.get("/dashboard")).text()
+
+
+async def test_jobs_held_back_by_their_services_concurrency_count_as_waiting(
+    client: TestClient[Any, Any], settings: Settings
+) -> None:
+    """Run jobs beyond a service's concurrency wait in RQ's line for a slot, not in the queue:
+    the queue's depth, its oldest wait (and so the alert) count them, with no worker alive."""
+    video = get_service("video-generation")
+    made = video.concurrency + 3
+    for n in range(made):
+        await create(client, "video-generation", {"prompt": f"a fox, take {n}", "duration_seconds": 5})
+    assert queue(await snapshot(client), video.priority)["depth"] == made
+
+    async def waited() -> dict[str, Any] | None:
+        line = queue(await snapshot(client), video.priority)
+        return line if (line["oldest_wait"] or 0) >= 2.0 else None  # (the line scores whole seconds)
+
+    await wait_for(waited, what="the oldest of them to have waited two seconds")
 
 
 def failed_run(sync: SyncRedis, settings: Settings, h: str, *, abandoned: bool = False, phase: str = "run") -> str:

@@ -101,10 +101,16 @@ async def test_metrics_move_with_the_workload(
     assert value(final, "longrun_redis_memory_bytes") > 0
     await ws.close()
     # a socket's lifetime is counted as an answer, never timed as an HTTP request's latency
-    closed = await scrape(client)
-    assert value(closed, "longrun_http_requests_total", method="GET", route="/ws/requests/{hash}", status="101") == 1
-    socket_timed = {"method": "GET", "route": "/ws/requests/{hash}"}
-    assert ("longrun_http_request_duration_seconds_count", tuple(sorted(socket_timed.items()))) not in closed
+    socket = {"method": "GET", "route": "/ws/requests/{hash}", "status": "101"}
+    total = "longrun_http_requests_total"
+
+    async def counted() -> Metrics | None:
+        m = await scrape(client)
+        return m if value(m, total, **socket) - value(before, total, **socket) == 1 else None
+
+    closed = await wait_for(counted, what="the closed socket to be counted")
+    socket_timed = (("method", "GET"), ("route", "/ws/requests/{hash}"))
+    assert ("longrun_http_request_duration_seconds_count", socket_timed) not in closed
 
 
 async def test_rate_limit_refusals_are_counted(make_client: Any, settings: Settings) -> None:

@@ -19,14 +19,15 @@ from redis import Redis as SyncRedis
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.rate_limit import RateLimitRegistry
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from server.domain.catalog import PRIORITIES, find_service
+from server.domain.catalog import PRIORITIES, SERVICES, find_service
 from server.domain.status import Status
 from server.history.backlog import archive_status
 from server.infra.connections import AsyncClient
 from server.ops.figures import FailedJob, QueueFigures, Snapshot, WorkerFigures, age, percentile
-from server.queue.dispatch import Dispatcher, job_keys, phase_of, queue_names, request_of
+from server.queue.dispatch import Dispatcher, job_keys, limit_key, phase_of, queue_names, request_of
 from server.record import SHARDS, Keys, RecordStore, text
 from server.requests.lifecycle import Lifecycle
 from server.requests.service import QUEUE_FAILED
@@ -66,6 +67,11 @@ class Operations:
         self.thresholds = {**WAIT_THRESHOLDS, **(thresholds or {})}
         names = queue_names(self.keys.prefix)
         self.queues = {p: Queue(n, connection=self.sync) for p, n in zip(PRIORITIES, names, strict=True)}
+        #: each service's line of run jobs waiting for a slot of its concurrency, by its queue
+        self._held_lines = [
+            (s.priority, RateLimitRegistry(limit_key(self.keys.prefix, s.slug), self.sync).rate_limited_key)
+            for s in SERVICES
+        ]
 
     # ------------------------------------------------------------------ snapshot
 
@@ -115,9 +121,24 @@ class Operations:
             pipe.hgetall(self.keys.minute_stats(minute))
             for priority in self.queues:
                 pipe.lrange(self.keys.runtimes(priority), 0, -1)
+            for _, key in self._held_lines:
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
             replies = await pipe.execute()
         this_minute = {text(k): float(v) for k, v in replies[5 * len(self.queues)].items()}
-        samples = replies[5 * len(self.queues) + 1 :]
+        samples = replies[5 * len(self.queues) + 1 : 6 * len(self.queues) + 1]
+        # Run jobs beyond their service's concurrency wait in its line, not in the queue: they
+        # wait all the same (the queue's depth and oldest wait count them; RQ's enqueued_at of
+        # a job let through later is its promotion, so the line's own score says since when).
+        held: dict[str, int] = dict.fromkeys(self.queues, 0)
+        held_since: dict[str, float] = {}
+        lines = replies[6 * len(self.queues) + 1 :]
+        for n, (priority, _) in enumerate(self._held_lines):
+            count, first = lines[2 * n], lines[2 * n + 1]
+            held[priority] += int(count)
+            if first:
+                since = float(first[0][1])
+                held_since[priority] = min(since, held_since.get(priority, since))
         oldest_ids = [text(replies[5 * i + 1]) for i in range(len(self.queues)) if replies[5 * i + 1]]
         enqueued = await self._enqueued_at(oldest_ids)
         out = []
@@ -125,11 +146,14 @@ class Operations:
             depth, first, scheduled, running, failed = replies[5 * i : 5 * i + 5]
             runtimes = [float(x) for x in samples[i]]
             oldest = age(enqueued.get(text(first)), stamp) if first else None
+            if priority in held_since:
+                line = max(0.0, now - held_since[priority])
+                oldest = line if oldest is None else max(oldest, line)
             threshold = self.thresholds.get(priority, 60.0)
             out.append(
                 QueueFigures(
                     name=priority,
-                    depth=int(depth),
+                    depth=int(depth) + held[priority],
                     # rounded up, so a wait that raised the alert never reads as the threshold itself
                     oldest_wait=None if oldest is None else math.ceil(oldest * 10) / 10,
                     scheduled=int(scheduled),

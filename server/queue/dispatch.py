@@ -55,6 +55,12 @@ def job_id(prefix: str, request_hash: str, phase: str) -> str:
     return f"{prefix}{request_hash}-{phase}"
 
 
+def limit_key(prefix: str, slug: str) -> str:
+    """The key of a service's concurrency limit (RQ's rate limit: its run jobs queued or running
+    at once); the jobs beyond it wait in that limit's own line, not in the queue."""
+    return f"{prefix}service:{slug}"
+
+
 def job_keys(job: Job) -> list[str]:
     """Every key RQ keeps of a job that has no result to keep: its hash, its dependency sets,
     its executions and the results of earlier attempts (an operator's retry runs the same job
@@ -170,7 +176,7 @@ class Dispatcher:
             job_timeout=service.limits(self.settings.time_scale).job_timeout,
             retry=self._retry(),
             rate_limit=RateLimit(
-                key=f"{self.settings.key_prefix}service:{service.slug}", concurrency=service.concurrency
+                key=limit_key(self.settings.key_prefix, service.slug), concurrency=service.concurrency
             ),
         )
 
