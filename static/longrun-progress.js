@@ -337,24 +337,34 @@
     let open = false;
     let closed = false;
     let silence = null;
-    let ping = null;
+    let pinger = null;
+    let ended = false;
     function expectSoon() {
-      clearTimeout(silence);
-      silence = setTimeout(function () { ws.close(); }, SILENCE_MS);
+      if (silence) return;  // the clock runs from the first ping or action unanswered
+      // Dead, not merely quiet: the browser may wait a minute for its close handshake on a
+      // path that carries nothing; the element falls back now (the late onclose is ignored).
+      silence = setTimeout(function () { ws.close(); ws.onclose(); }, SILENCE_MS);
     }
+    function ping() { ws.send('{"type":"ping"}'); expectSoon(); }
     ws.onopen = function () {
       open = true;
-      ping = setInterval(function () { if (ws.readyState === 1) { ws.send('{"type":"ping"}'); expectSoon(); } }, PING_MS);
+      // the pong says the socket is through, also when a resume has nothing to send
+      ping();
+      pinger = setInterval(function () { if (ws.readyState === 1) ping(); }, PING_MS);
     };
     ws.onmessage = function (event) {
       clearTimeout(silence);
+      silence = null;
       let frame;
       try { frame = JSON.parse(event.data); } catch (err) { return; }
       if (frame.type === 'snapshot' || frame.type === 'update') view.receive(frame.request, frame.type === 'snapshot', level);
+      else if (frame.type === 'pong') view.up(level);
       else if (frame.type === 'error') view.refused(frame.code, frame.message);
     };
     ws.onclose = function () {
-      clearInterval(ping);
+      if (ended) return;
+      ended = true;
+      clearInterval(pinger);
       clearTimeout(silence);
       if (!closed) view.down(level, open);
     };
@@ -365,7 +375,7 @@
         expectSoon();
         return true;
       },
-      close: function () { closed = true; clearInterval(ping); clearTimeout(silence); ws.close(); },
+      close: function () { closed = true; clearInterval(pinger); clearTimeout(silence); ws.close(); },
     };
   }
 
@@ -439,6 +449,8 @@
       if (resp.status === 404) { stopped = true; view.gone(); return; }
       if (resp.status === 401) { stopped = true; view.expired(); return; }
       if (!resp.ok || !resp.body) throw new Error('sse ' + resp.status);
+      delivered = true;
+      view.up(level);  // through, also when a resume has nothing to send
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
       let buffer = '';
@@ -570,7 +582,13 @@
 
     receive(record, fresh, level) {
       if (this.finished && !(record && record.status in TERMINAL)) return;
-      // A better transport delivered: the ones after it are not needed any more.
+      this.up(level);
+      this.apply(record, fresh);
+    }
+
+    // A transport got through (a record, a pong, a stream's answer): the ones after it are not
+    // needed any more.
+    up(level) {
       if (level < this.live || this.live < 0) {
         this.live = level;
         this.backoff[level] = 0;
@@ -581,7 +599,6 @@
         this.el.conn.dataset.transport = TRANSPORT_NAMES[level];
         this.setConn(TRANSPORT_NAMES[level] === 'polling' ? 'polling' : 'live');
       }
-      this.apply(record, fresh);
     }
 
     refused(code, message) {

@@ -26,7 +26,7 @@
   const POLL_FAST_MS = 1000;     // right after an action, while its answer is on its way
   const POLL_MAX_MS = 30000;     // backoff ceiling when polls fail
   const WS_MAX_MS = 30000;       // backoff ceiling for reconnecting the socket
-  const PING_MS = 25000;
+  const PING_MS = 2 * (D.heartbeat_ms || 12500);  // two of the server's heartbeats (25 s)
   const SILENCE_MS = 10000;      // no frame this long after a ping or an action: the socket is dead
   const STREAM_WAIT_MS = 8000;   // an event stream not open by then is given up for polling
   const TIMELINE_MAX = 100;      // entries kept (as many as the server's log of changes)
@@ -569,6 +569,7 @@
   let wsFailures = 0;
   let wsTimer = 0;
   let pingTimer = 0;
+  let streamSilence = 0;
   let silenceTimer = 0;
   let streamTimer = 0;
   let everLive = false;
@@ -594,8 +595,16 @@
   function resumeQuery() { return streamSeq > 0 ? '?since=' + streamSeq : ''; }
 
   function expectFrameSoon() {
-    clearTimeout(silenceTimer);
-    silenceTimer = setTimeout(function () { if (ws) ws.close(); }, SILENCE_MS);
+    if (silenceTimer) return;  // the clock runs from the first ping or action unanswered
+    silenceTimer = setTimeout(function () {
+      silenceTimer = 0;
+      // Dead, not merely quiet: the browser may wait a minute for its close handshake on a
+      // path that carries nothing; the page falls back now (the late onclose is ignored).
+      const sock = ws;
+      if (!sock) return;
+      sock.close();
+      sock.onclose();
+    }, SILENCE_MS);
   }
 
   // One round: the socket; if it never opens, the event stream; if that fails too, polling
@@ -624,6 +633,7 @@
     };
     sock.onmessage = function (event) {
       clearTimeout(silenceTimer);
+      silenceTimer = 0;
       let frame;
       try { frame = JSON.parse(event.data); } catch (err) { return; }
       if (!frame || typeof frame !== 'object') return;
@@ -643,6 +653,7 @@
       live = false;
       clearInterval(pingTimer);
       clearTimeout(silenceTimer);
+      silenceTimer = 0;
       if (finished) return;
       if (sending) { sending = null; resetOtpButton(); }
       if (!wasLive) { openStream(); return; }  // the socket does not get through: try the stream
@@ -663,9 +674,27 @@
     }
     es = source;
     const resuming = streamSeq > 0;
+    // The server sends a keepalive event every heartbeat: three missed, the stream is dead
+    // (an EventSource on a path that carries nothing would say "open" for many minutes).
+    function expectEventSoon() {
+      clearTimeout(streamSilence);
+      streamSilence = setTimeout(function () {
+        if (es !== source) return;
+        es = null;
+        source.close();
+        const wasLive = live;
+        live = false;
+        if (finished) return;
+        dropped(wasLive);
+        scheduleReconnect();
+      }, 3 * (D.heartbeat_ms || 12500) + 5000);
+    }
+    expectEventSoon();
+    source.addEventListener('keepalive', function () { if (es === source) expectEventSoon(); });
     function onRecord(kind) {
       return function (event) {
         if (es !== source) return;
+        expectEventSoon();
         let r;
         try { r = JSON.parse(event.data); } catch (err) { return; }
         goLive('sse');
@@ -795,6 +824,8 @@
     clearTimeout(wsTimer);
     clearInterval(pingTimer);
     clearTimeout(silenceTimer);
+    silenceTimer = 0;
+    clearTimeout(streamSilence);
     clearTimeout(streamTimer);
     if (ws) { const s = ws; ws = null; live = false; s.close(1000); }
     if (es) { const s = es; es = null; live = false; s.close(); }

@@ -715,6 +715,39 @@ async def test_the_page_falls_back_socket_stream_polling_and_comes_back_with_a_f
     assert await page.evaluate("sessionStorage.getItem('progressLoads')") == "1"  # never reloaded
 
 
+async def test_a_socket_that_goes_silent_without_closing_falls_back_to_polling(
+    browser: Browser, processes: Processes, redis: Redis, settings: Settings, stalled: list[tuple[str, str]]
+) -> None:
+    """The network path dies without a close (a router dropping idle connections, a phone
+    changing networks): the socket carries nothing either way and never says so. The page's
+    ping goes unanswered, and it falls back to polling at once, not when the browser gives up
+    on its close handshake a minute later, still saying "Live" meanwhile."""
+    port = free_port()
+    quick = settings.with_(port=port, public_url=f"http://127.0.0.1:{port}", socket_heartbeat=2.0)
+    processes.workers(quick)
+    web = WebServer(processes, quick)
+    await web.start()
+    await add_fault(quick.bot_api_url, service="vehicle-fines", mode="stall")
+    page = await new_page(browser, web)
+    dead = False
+
+    async def sockets(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        server.on_message(lambda message: None if dead else ws.send(message))
+        ws.on_message(lambda message: None if dead else server.send(message))
+
+    await page.route_web_socket(re.compile(r".*/ws/.*"), sockets)
+    await refuse_streams(page)  # so that what it falls back to is polling
+    h = await start_request(page, "vehicle-fines", FINES)
+    stalled.append(("vehicle-fines", h))
+    await expect(page.locator("#conn")).to_have_attribute("data-transport", "ws")
+    dead = True
+    await RecordStore(redis, Keys(quick.key_prefix)).update(h, {"progress": 45, "current_message": "Reading the fines"})
+    # a ping every two heartbeats (4 s), unanswered for 10 s: polling, and the change shows
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "polling", timeout=20_000)
+    await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "45", timeout=10_000)
+
+
 # --------------------------------------------------------------------------- calling the person back
 
 

@@ -123,7 +123,7 @@ async def test_an_event_stream_gets_keepalives_and_ends_when_its_browser_leaves(
     resp = await client.get(f"/sse/requests/{h}")
     assert resp.status == 200
     async with asyncio.timeout(10):
-        while (line := await resp.content.readline()) != b": keepalive\n":
+        while (line := await resp.content.readline()) != b"event: keepalive\n":
             assert line, "the stream ended"
     assert len(heartbeat.peers) == 1 and h in hub.watchers
     resp.close()  # the browser leaves: the next visit finds the connection gone

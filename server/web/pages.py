@@ -108,6 +108,8 @@ async def progress_page(request: web.Request) -> web.StreamResponse:
         "lang": lang,
         "ws_path": f"/ws/requests/{h}",
         "sse_path": f"/sse/requests/{h}",
+        # an event stream sends a keepalive this often: three missed, the page calls it dead
+        "heartbeat_ms": int(settings.socket_heartbeat * 1000),
         "api_url": f"/api/requests/{h}",
         "result_url": f"{progress_url(h)}/result",
         "server_now": int(time.time() * 1000),

@@ -7,8 +7,9 @@ reconnects sends ``Last-Event-ID`` (or, on a first connection, ``?since=``) and 
 missed from the request's log (``server.live.resume``), or a fresh snapshot when the log
 does not reach back. The stream is a hub watcher like a socket (:class:`EventStream`: the
 same bounded queue, written as events). The process's heartbeat (``server.web.heartbeat``)
-visits it every ``SOCKET_HEARTBEAT`` seconds: a comment line keeps proxies from timing it out,
-and a stream whose browser left is ended (no timer per stream). On shutdown every stream
+visits it every ``SOCKET_HEARTBEAT`` seconds: a ``keepalive`` event keeps proxies from timing it
+out and tells the page the stream is alive, and a stream whose browser left is ended (no timer
+per stream). On shutdown every stream
 ends, and the browser's ``EventSource`` reconnects (to another process) by itself.
 """
 
@@ -30,8 +31,10 @@ routes = web.RouteTableDef()
 
 #: milliseconds a browser waits before reconnecting a dropped stream (the ``retry:`` field)
 RETRY_MS = 2000
-#: the comment a stream gets at every heartbeat visit: one frame, its bytes encoded once
-_KEEPALIVE = reply(": keepalive\n\n")
+#: what a stream gets at every heartbeat visit: an event (a comment would keep proxies from
+#: timing the stream out too, but a page's EventSource never sees one, and the page must tell
+#: a quiet stream from a dead one); one frame, its bytes encoded once
+_KEEPALIVE = reply("event: keepalive\ndata: {}\n\n")
 
 
 class EventStream(Feed):
@@ -61,7 +64,7 @@ class EventStream(Feed):
         self.end()
 
     def beat(self) -> bool:
-        """The heartbeat's visit: a keepalive comment, or the end of a stream whose browser left."""
+        """The heartbeat's visit: a keepalive event, or the end of a stream whose browser left."""
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             self.end()
@@ -70,7 +73,7 @@ class EventStream(Feed):
         return False
 
     async def ping(self) -> None:
-        """Never asked (:meth:`beat` answers False): the keepalive comment is the stream's ping."""
+        """Never asked (:meth:`beat` answers False): the keepalive event is the stream's ping."""
 
 
 @routes.get("/sse/requests/{hash}")
