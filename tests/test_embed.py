@@ -4,6 +4,7 @@ EMBED_ORIGINS. Against a real Redis, the app in this process (no workers needed)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -376,6 +377,34 @@ async def test_sockets_from_embed_origins_need_their_own_credential(app_client: 
         with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
             await app_client.ws_connect(f"/ws/requests/{h}", headers=headers, protocols=protocols)
         assert exc.value.status == status
+
+
+async def test_a_socket_and_a_stream_end_when_their_viewer_token_runs_out(
+    make_client: Callable[[Settings], Any], embed_settings: Settings
+) -> None:
+    """A viewer token is checked when a socket or stream opens and again at every heartbeat
+    visit: once it runs out, the socket is told token_expired and closed, the stream ended
+    (and its reconnect refused), as a new connection would be; nothing streams past it."""
+    client = await make_client(embed_settings.with_(socket_heartbeat=0.5))
+    h = (await create(client))["hash"]
+    ttl = 60
+    soon, _ = ViewerTokens(embed_settings.secret_key, ttl).mint(h, now=time.time() - ttl + 2)
+    ws = await client.ws_connect(
+        f"/ws/requests/{h}", headers={"Origin": EMBED}, protocols=("longrun", f"bearer.{soon}")
+    )
+    assert (await ws.receive_json(timeout=5))["type"] == "snapshot"
+    stream = await client.get(f"/sse/requests/{h}", headers={"Authorization": f"Bearer {soon}", "Origin": EMBED})
+    assert stream.status == 200
+    async with asyncio.timeout(10):
+        frames = []
+        while (msg := await ws.receive()).type is aiohttp.WSMsgType.TEXT:
+            frames.append(orjson.loads(msg.data))
+        assert frames[-1]["type"] == "error" and frames[-1]["code"] == "token_expired", frames
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        while await stream.content.readline():
+            pass  # read to its end: the server ended it
+    again = await client.get(f"/sse/requests/{h}", headers={"Authorization": f"Bearer {soon}", "Origin": EMBED})
+    assert again.status == 401  # the element then asks its host page for a fresh token
 
 
 # --------------------------------------------------------------------------- the archive

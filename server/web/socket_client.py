@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from server.domain.errors import Forbidden
+from server.domain.protocol import error_frame
 from server.infra.counters import DELIVERY_LAG
 from server.live.frames import Frame
 from server.live.hub import SEND_TIMEOUT, CatchUp
@@ -83,6 +84,7 @@ class Feed:
         "pending",
         "send_timeout",
         "transport",
+        "until",
         "writer",
     )
 
@@ -93,8 +95,12 @@ class Feed:
         send_timeout: float = SEND_TIMEOUT,
         transport: asyncio.Transport | None = None,
         catch_up: CatchUp | None = None,
+        until: float | None = None,
     ):
         self.send_timeout = send_timeout
+        #: when the credential that opened it runs out (a viewer token's expiry, wall clock):
+        #: the heartbeat ends the connection then, as a new one would be refused
+        self.until = until
         #: reads the changes after a seq from the log (one function for the whole process)
         self.catch_up = catch_up
         #: live changes were left to the log: once the queue is written, they are read from it
@@ -111,6 +117,10 @@ class Feed:
         self.closed = False
         # Frames queue up but are not sent until the snapshot is in front of them.
         self.held = True
+
+    def ran_out(self) -> bool:
+        """Whether the credential that opened this connection has expired."""
+        return self.until is not None and time.time() >= self.until
 
     def offer(self, frame: Frame) -> None:
         """Queue a frame without waiting (called from the listener)."""
@@ -250,17 +260,21 @@ class Client(Feed):
         send_timeout: float = SEND_TIMEOUT,
         transport: asyncio.Transport | None = None,
         catch_up: CatchUp | None = None,
+        until: float | None = None,
     ):
-        super().__init__(request_hash, send_timeout=send_timeout, transport=transport, catch_up=catch_up)
+        super().__init__(request_hash, send_timeout=send_timeout, transport=transport, catch_up=catch_up, until=until)
         self.ws = ws
         #: heartbeat visits since the browser last sent anything (:func:`next_message` zeroes it)
         self.quiet = 0
 
     def beat(self) -> bool:
         """The heartbeat's visit: True when the browser has been quiet long enough to be
-        pinged; one that stayed quiet a whole period after its ping is dropped."""
+        pinged, or its credential has run out (:meth:`ping` then ends it); one that stayed
+        quiet a whole period after its ping is dropped."""
         if self.closed:
             return False
+        if self.ran_out():
+            return True
         self.quiet += 1
         if self.quiet >= DROP_AFTER:
             log.info("dropping a socket that stopped answering pings (%s)", self.hash[:12])
@@ -269,9 +283,16 @@ class Client(Feed):
         return self.quiet == PING_AFTER
 
     async def ping(self) -> None:
-        """A WebSocket ping, written at once (never waits: the sweep goes on to the next socket)."""
+        """A WebSocket ping, written at once (never waits: the sweep goes on to the next socket);
+        for a socket whose credential ran out, the ``token_expired`` error and the close."""
         transport = self.transport
         if transport is None or transport.is_closing():
+            return
+        if self.ran_out():
+            self.until = None
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(error_frame("token_expired", TOKEN_EXPIRED))
+            await _close(self.ws, WSCloseCode.POLICY_VIOLATION, "token expired")
             return
         if getattr(transport.get_protocol(), "writing_paused", False):
             # Its browser is behind on reading (the write would wait for it): ask at the next
@@ -296,7 +317,11 @@ def refuse_cross_site(request: web.Request) -> None:
         raise Forbidden("Sockets from other sites are refused.", code="bad_origin")
 
 
-async def open_socket(request: web.Request, key: str) -> Client:
+#: what a socket opened with a viewer token is told when the token runs out
+TOKEN_EXPIRED = "The viewer token has expired; ask the application for a new one."
+
+
+async def open_socket(request: web.Request, key: str, until: float | None = None) -> Client:
     """Upgrade ``request`` to a WebSocket and wrap it in a :class:`Client` for ``key``; the
     handler reads it with :func:`next_message` and ends with :func:`forget`."""
     # "longrun" is chosen when the page offers it beside its "bearer.<token>" (access.socket_token).
@@ -308,7 +333,9 @@ async def open_socket(request: web.Request, key: str) -> Client:
     await ws.prepare(request)  # the 101: no security headers (server.web.edge.add_headers)
     drop_http_state(request, ws)
     hub = request.app[HUB]
-    client = Client(ws, key, send_timeout=hub.send_timeout, transport=request.transport, catch_up=hub.catch_up)
+    client = Client(
+        ws, key, send_timeout=hub.send_timeout, transport=request.transport, catch_up=hub.catch_up, until=until
+    )
     request.app[HEARTBEAT].add(client)
     return client
 

@@ -67,8 +67,9 @@ async def request_socket(request: web.Request) -> web.StreamResponse:
     h = request.match_info["hash"]
     refuse_cross_site(request)
     since = since_of(request, request.query.get("since"))
-    await request.app[SERVICE].visible(await caller(request), h)
-    client = await open_socket(request, h)
+    who = await caller(request)
+    await request.app[SERVICE].visible(who, h)
+    client = await open_socket(request, h, until=who.viewer.expires_at if who.viewer is not None else None)
     ws = client.ws
     hub = request.app[HUB]
     try:

@@ -64,9 +64,10 @@ class EventStream(Feed):
         self.end()
 
     def beat(self) -> bool:
-        """The heartbeat's visit: a keepalive event, or the end of a stream whose browser left."""
+        """The heartbeat's visit: a keepalive event, or the end of a stream whose browser left
+        or whose viewer token ran out (its reconnect is then refused: 401 token_expired)."""
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.closed or transport is None or transport.is_closing() or self.ran_out():
             self.end()
         else:
             self.offer(_KEEPALIVE)
@@ -80,7 +81,8 @@ class EventStream(Feed):
 async def request_stream(request: web.Request) -> web.StreamResponse:
     h = request.match_info["hash"]
     since = since_of(request, request.headers.get("Last-Event-ID") or request.query.get("since"))
-    await request.app[SERVICE].visible(await caller(request), h)
+    who = await caller(request)
+    await request.app[SERVICE].visible(who, h)
     hub = request.app[HUB]
     heartbeat = request.app[HEARTBEAT]
     response = web.StreamResponse(
@@ -90,7 +92,14 @@ async def request_stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # a proxy (nginx) must not hold events back
         }
     )
-    stream = EventStream(response, h, send_timeout=hub.send_timeout, transport=request.transport, catch_up=hub.catch_up)
+    stream = EventStream(
+        response,
+        h,
+        send_timeout=hub.send_timeout,
+        transport=request.transport,
+        catch_up=hub.catch_up,
+        until=who.viewer.expires_at if who.viewer is not None else None,
+    )
     try:
         # Subscribed before the record is read, so nothing published in between is lost; the
         # stream is held (queued, unsent) until the resume's frames are in front.
