@@ -177,6 +177,10 @@ async def test_a_record_an_old_style_bot_rewrote_is_still_served_as_its_public_p
     fresh = await resume(store, h, None)
     public = {k: v for k, v in rec.items() if k != "_p"}
     assert fresh.outcome is Outcome.FRESH and orjson.loads(fresh.frames[0].payload) == public
+    # a page that had the last logged change (the same seq) gets the rewrite too, not nothing
+    behind = await resume(store, h, rec["seq"])
+    assert behind.outcome is Outcome.REPLAYED and [orjson.loads(f.payload) for f in behind.frames] == [public]
+    assert orjson.loads(behind.edge) == public
     # and the scripts take it from there, the log with them
     await store.update(h, {"progress": 20})
     await store.update(h, {"progress": 30})

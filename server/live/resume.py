@@ -87,5 +87,12 @@ async def resume(store: RecordStore, h: str, since: int | None) -> Resume:
         and current.seq >= 0
         and _contiguous(since, [f.seq for f in frames], current.seq)
     ):
-        return Resume(Outcome.REPLAYED, frames, current.seq, frames[-1].payload if frames else edge)
+        last = frames[-1].payload if frames else edge
+        if last and orjson.loads(last) != orjson.loads(current.payload):
+            # an old-style bot rewrote the record since its last logged change (GET, edit,
+            # SET: the same seq, no log entry): the receiver gets that state too
+            rewritten = frame_for(read.raw) if read.raw is not None else None
+            if rewritten is not None:
+                frames, last = [*frames, rewritten], rewritten.payload
+        return Resume(Outcome.REPLAYED, frames, current.seq, last)
     return Resume(Outcome.SNAPSHOT, [current], current.seq)
