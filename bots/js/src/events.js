@@ -166,9 +166,11 @@ export function inputPrompt(value) {
       } catch {
         throw new ReportError("input.pattern is not a valid regular expression");
       }
-      // The server matches answers with RE2 (linear time), which has neither of these.
-      if (/\(\?<?[=!]|\\[1-9]|\\k</.test(pattern)) {
-        throw new ReportError("input.pattern must be a regular expression RE2 accepts (no backreferences or lookarounds)");
+      // The server matches answers with RE2 (linear time), which has none of these: lookarounds,
+      // backreferences, JavaScript's empty classes ([] and [^]), counts over 1000.
+      const counts = [...pattern.matchAll(/\{(\d+)(?:,(\d*))?\}/g)].flatMap((m) => [m[1], m[2]]).filter(Boolean);
+      if (/\(\?<?[=!]|\\[1-9]|\\k<|(^|[^\\])\[\^?\]/.test(pattern) || counts.some((n) => Number(n) > 1000)) {
+        throw new ReportError("input.pattern must be a regular expression RE2 accepts (no lookarounds, backreferences, [] or [^], or counts over 1000)");
       }
       out.pattern = pattern;
     }

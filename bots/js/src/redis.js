@@ -50,7 +50,12 @@ export class RedisReporter {
   /** A reporter on its own connection, configured from the environment (REDIS_URL, KEY_PREFIX, ...). */
   static connect(options = {}) {
     const settings = { ...settingsFromEnv(), ...options };
-    const reporter = new RedisReporter(new Redis(settings.redisUrl, { lazyConnect: false }), settings);
+    // Bounded, as the Python SDK's client (connect 2 s, every command 5 s): a path that drops
+    // traffic silently makes a report fail (the bot can retry it), never hang for ever.
+    const redis = new Redis(settings.redisUrl, {
+      lazyConnect: false, connectTimeout: 2000, commandTimeout: 5000, maxRetriesPerRequest: 2,
+    });
+    const reporter = new RedisReporter(redis, settings);
     reporter.owned = true;
     return reporter;
   }

@@ -264,6 +264,8 @@ test("malformed prompts are refused before any I/O, as the server would refuse t
     [{ id: "t", kind: "text", label: "Plate", pattern: "([" }, /not a valid regular expression/],
     [{ id: "t", kind: "text", label: "Plate", pattern: "(?=[0-9])[0-9a-z]{3}" }, /RE2/],
     [{ id: "t", kind: "text", label: "Plate", pattern: "(a)\\1" }, /RE2/],
+    [{ id: "t", kind: "text", label: "Plate", pattern: "[^]{1,20}" }, /RE2/],
+    [{ id: "t", kind: "text", label: "Plate", pattern: "x{1001}" }, /RE2/],
     [{ id: "t", kind: "text", label: "Plate", max_length: 501 }, /input.max_length/],
     [{ ...CHOICE, attempts_left: -1 }, /input.attempts_left/],
   ]) {
@@ -324,5 +326,17 @@ test("the person's answer to a Node bot's question comes back to its /run throug
     assert.deepEqual(heard[1].input, { id: "vehicle", value: "bike" }); // relayed once, as given
   } finally {
     bot.close();
+  }
+});
+test("a Redis that stops answering makes a report fail in seconds, never hang", async () => {
+  // accepts the connection, then answers nothing (a path that drops traffic silently)
+  const silent = (await import("node:net")).createServer(() => {});
+  await new Promise((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  const reporter = RedisReporter.connect({ redisUrl: `redis://127.0.0.1:${silent.address().port}`, prefix: PREFIX });
+  try {
+    await assert.rejects(reporter.progress("req_silent", 10));
+  } finally {
+    reporter.redis.disconnect();
+    silent.close();
   }
 });
