@@ -32,9 +32,10 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from server.domain.errors import LongrunError
+from server.domain.errors import LongrunError, ProtocolError
 from server.domain.prompts import Prompt
 from server.domain.protocol import (
+    MAX_TEXT,
     BotEvent,
     CompletedEvent,
     FailedEvent,
@@ -42,7 +43,9 @@ from server.domain.protocol import (
     OtpPrompt,
     OtpRequiredEvent,
     ProgressEvent,
+    parse_bot_event,
 )
+from server.domain.status import Status
 from server.infra.connections import async_client, rq_connection
 from server.infra.webhooks import sign
 from server.queue.dispatch import Dispatcher
@@ -86,7 +89,9 @@ class _Calls:
         return await self.report(request_hash, CompletedEvent(dict(result)))
 
     async def failed(self, request_hash: str, error: str) -> bool:
-        return await self.report(request_hash, FailedEvent(error))
+        """The bot gave up; the person reads ``error`` (its first 500 characters, as the Node
+        SDK and the server keep: an error is never refused for its length)."""
+        return await self.report(request_hash, FailedEvent(str(error)[:MAX_TEXT]))
 
 
 class Answers:
@@ -137,6 +142,13 @@ class Answers:
         return True
 
 
+def _still_asking(event: BotEvent, status: Any) -> bool:
+    """False for a prompt the request does not wait for after all: asked once more after the
+    person's last attempt, it fails the request instead (a bot waiting for the answer would
+    wait in vain). A code typed early moves it on to processing at once: that one is asked."""
+    return not (isinstance(event, OtpRequiredEvent | InputRequiredEvent) and status == Status.FAILED.value)
+
+
 class RedisReporter(_Calls):
     """Reports through the record's Lua script; returns False when the update was ignored
     (the request already finished or expired)."""
@@ -160,8 +172,15 @@ class RedisReporter(_Calls):
             sync.close()
 
     async def report(self, request_hash: str, event: BotEvent) -> bool:
+        # Checked and normalized exactly as the server does an event over HTTP (the same
+        # bounds; an integer past JSON's exact range kept as its digits), since no server looks
+        # at what goes straight to Redis.
+        try:
+            event = parse_bot_event(event.serialize())
+        except ProtocolError as exc:
+            raise ReportError(f"the event is not valid: {exc}") from None
         result: UpdateResult = await self.lifecycle.apply_event(request_hash, event)
-        return result.applied
+        return result.applied and _still_asking(event, (result.record or {}).get("status"))
 
 
 class HttpReporter(_Calls):
@@ -186,7 +205,7 @@ class HttpReporter(_Calls):
         async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
             answer = await resp.json(content_type=None) if resp.content_length != 0 else {}
             if resp.status == 202:
-                return bool(answer.get("applied", True))
+                return bool(answer.get("applied", True)) and _still_asking(event, answer.get("status"))
             message = (
                 (answer.get("error") or {}).get("message", resp.reason) if isinstance(answer, dict) else resp.reason
             )

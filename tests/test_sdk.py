@@ -6,11 +6,13 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
-from bots.sdk import Answers, HttpReporter, RedisReporter
+from bots.sdk import Answers, HttpReporter, RedisReporter, ReportError
 from server.devtools.processes import Processes
+from server.domain.protocol import parse_bot_event
 from server.record import Keys, RecordStore, new_record, token_digest
 from server.settings import Settings
 from tests.helpers import captcha_answer, outbox, two_vehicle_national_id, wait_status
@@ -142,3 +144,49 @@ async def test_a_202_bot_awaits_the_answer_it_asked_for(base_settings: Settings,
         assert answers.deliver({"requestHash": h, "input": {"id": "pay", "value": True}})
         assert await asking is True
         assert not answers.deliver({"requestHash": h, "input": {"id": "pay", "value": True}})  # once
+
+
+async def test_the_redis_route_checks_and_normalizes_as_the_server_does_over_http(
+    base_settings: Settings, redis: Redis
+) -> None:
+    """Straight to Redis no server looks at an event: the SDK checks it as the event endpoint
+    would (the same bounds) and keeps an integer past JSON's exact range as its digits, so
+    both routes store the same thing; an error too long to show is cut, never refused."""
+    async with RedisReporter.connect(base_settings) as report:
+        store = report.lifecycle.store
+        h = await new_running(store)
+        with pytest.raises(ReportError, match="step"):
+            await report.progress(h, 20, step="s" * 100)
+        result = {"bill_id": 123456789012345, "fines": [{"amount": 1.5}]}
+        assert await report.completed(h, result)
+        rec = await store.get(h)
+        over_http = parse_bot_event({"type": "completed", "result": result})
+        assert (
+            rec is not None
+            and rec["result_data"] == over_http.result
+            and rec["result_data"]["bill_id"] != 123456789012340
+        )
+        other = await new_running(store)
+        assert await report.failed(other, "x" * 900)
+        rec = await store.get(other)
+        assert rec is not None and rec["status"] == "failed" and rec["error"] == "x" * 500
+
+
+async def test_asking_once_more_after_the_last_attempt_is_not_a_prompt_to_wait_for(
+    base_settings: Settings, redis: Redis
+) -> None:
+    """A prompt asked again after the person used every attempt fails the request instead: the
+    SDK says so (False; Answers.ask raises at once) rather than letting the bot wait for an
+    answer that cannot come."""
+    answers = Answers()
+    async with RedisReporter.connect(base_settings) as report:
+        store = report.lifecycle.store
+        h = await new_running(store)
+        await store.update(h, {}, private={"otp_tries": base_settings.otp_max_attempts})
+        assert not await report.otp_required(h, {"length": 6, "expires_in": 120, "error": "Wrong code"})
+        assert (await wait_status(redis, store.keys, h, "failed"))["status"] == "failed"
+        again = await new_running(store)
+        prompt = {"id": "pay", "kind": "confirm", "label": "Pay?"}
+        await store.update(again, {}, private={"input_id": "pay", "input_tries": base_settings.otp_max_attempts})
+        with pytest.raises(ReportError):
+            await asyncio.wait_for(answers.ask(report, again, prompt), 5)

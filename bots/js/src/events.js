@@ -63,11 +63,34 @@ export function otpRequiredEvent(otp) {
   return { type: "otp_required", otp: otpPrompt(otp) };
 }
 
+// protocol.py's _exact and _result: an integer past 10^14 is kept as its digits (the record's
+// Lua JSON keeps 14 significant digits: 123456789012345 came back as 123456789012340), nesting
+// and size bounded as the server bounds them.
+const EXACT_INTEGERS = 1e14;
+const MAX_DEPTH = 32;
+const MAX_RESULT_BYTES = 256 * 1024;
+
+function exact(value, depth = 0) {
+  if (depth > MAX_DEPTH) throw new ReportError(`result is nested deeper than ${MAX_DEPTH} levels`);
+  if (typeof value === "number" && Number.isInteger(value) && Math.abs(value) >= EXACT_INTEGERS) {
+    return BigInt(value).toString();
+  }
+  if (Array.isArray(value)) return value.map((v) => exact(v, depth + 1));
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, exact(v, depth + 1)]));
+  }
+  return value;
+}
+
 export function completedEvent(result) {
   if (typeof result !== "object" || result === null || Array.isArray(result)) {
     throw new ReportError("result must be a JSON object");
   }
-  return { type: "completed", result };
+  const kept = exact(result);
+  if (Buffer.byteLength(JSON.stringify(kept)) > MAX_RESULT_BYTES) {
+    throw new ReportError(`result is larger than ${MAX_RESULT_BYTES} bytes`);
+  }
+  return { type: "completed", result: kept };
 }
 
 export function failedEvent(error) {

@@ -70,7 +70,12 @@ export class HttpReporter {
         continue;
       }
       const answer = await resp.json().catch(() => ({}));
-      if (resp.status === 202) return answer?.applied ?? true;
+      if (resp.status === 202) {
+        const applied = answer?.applied ?? true;
+        // a prompt asked after the person's last attempt fails the request: not one to wait for
+        const asking = event.type === "otp_required" || event.type === "input_required";
+        return applied && !(asking && answer?.status === "failed");
+      }
       const code = answer?.error?.code;
       // Our earlier attempt got through and only its answer was lost.
       if (resp.status === 409 && code === "replayed_event" && attempt > 0) return true;

@@ -25,6 +25,13 @@ export function settingsFromEnv(env = process.env) {
   };
 }
 
+// A prompt asked again after the person's last attempt fails the request instead: it is not
+// one to wait for (the Python SDK's _still_asking). (A code typed early moves it on to
+// processing at once: that one is asked, and answered.)
+function stillAsking(result) {
+  return result.record?.status !== "failed";
+}
+
 export class RedisReporter {
   /**
    * @param {import("ioredis").Redis} redis a client on Longrun's Redis (not closed by close())
@@ -139,7 +146,7 @@ export class RedisReporter {
         },
       },
     );
-    return result.outcome === "ok";
+    return result.outcome === "ok" && stillAsking(result);
   }
 
   // The record shows the code's prompt twice, as the server writes it: `otp_data` as always and
@@ -171,7 +178,7 @@ export class RedisReporter {
       private: { code_prompt: promptId },
     });
     if (result.outcome === "ok" && result.otpReady) await this.#otpReady(h, Number(result.record?.seq ?? 0), slug);
-    return result.outcome === "ok";
+    return result.outcome === "ok" && stillAsking(result);
   }
 
   async completed(h, result) {

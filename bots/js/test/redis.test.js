@@ -340,3 +340,17 @@ test("a Redis that stops answering makes a report fail in seconds, never hang", 
     silent.close();
   }
 });
+
+test("a result is kept as the server keeps it, and a prompt after the last attempt is not waited for", async () => {
+  const h = await newRunning(redis);
+  assert.equal(await report.completed(h, { bill_id: 123456789012345, fines: [{ amount: 1.5 }] }), true);
+  const rec = await record(redis, h);
+  assert.deepEqual(rec.result_data, { bill_id: "123456789012345", fines: [{ amount: 1.5 }] }); // not ...340
+  await assert.rejects(report.completed(await newRunning(redis), { big: "x".repeat(300_000) }), /larger than/);
+  const asked = await newRunning(redis);
+  const stored = JSON.parse(await redis.get(keys.record(asked)));
+  stored._p.otp_tries = 3; // every attempt used
+  await redis.set(keys.record(asked), JSON.stringify(stored), "EX", 600);
+  assert.equal(await report.otpRequired(asked, { length: 6, expires_in: 120, error: "Wrong code" }), false);
+  assert.equal((await record(redis, asked)).status, "failed");
+});
