@@ -295,6 +295,29 @@ async def test_a_tampered_or_unsigned_event_is_401_and_changes_nothing(
     assert orjson.loads(await redis.get(keys.record(h)))["result_data"] == {"score": 700}
 
 
+async def test_a_signed_event_cannot_be_replayed_onto_another_request(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    """A signed body names no request: its id is bound to the request it was first sent for.
+    Replayed onto another one (sent to a made-up hash first, or refused for its state there)
+    it is refused, and nothing of the other request changes."""
+    secret = settings.signing_secret
+    first, second = (await create(client))["hash"], (await create(client))["hash"]
+    event = {"type": "progress", "progress": 70, "message": "Almost there"}
+    probe = await post_event(client, "req_" + "x" * 25, event, secret, event_id="evt-captured")
+    assert probe.status == 404
+    replay = await post_event(client, first, event, secret, event_id="evt-captured")
+    assert (await error_of(replay, 409))["code"] == "event_for_another_request"
+    done = {"type": "completed", "result": {"score": 640}}
+    refused = await post_event(client, first, done, secret, event_id="evt-refused")  # pending: cannot complete
+    assert (await error_of(refused, 409))["code"] == "state_conflict"
+    elsewhere = await post_event(client, second, done, secret, event_id="evt-refused")
+    assert (await error_of(elsewhere, 409))["code"] == "event_for_another_request"
+    for h in (first, second):
+        rec = await record(redis, Keys(settings.key_prefix), h)
+        assert rec["status"] == "pending" and rec["progress"] == 0
+
+
 async def test_an_event_refused_for_its_state_can_be_retried_with_the_same_id(
     client: TestClient[Any, Any], redis: Redis, settings: Settings
 ) -> None:

@@ -98,6 +98,7 @@ REVIVE_SCRIPT = load("revive")
 RELEASE_LOCK_SCRIPT = load("release_lock")
 RATE_LIMIT_SCRIPT = load("rate_limit")
 READ_LOG_SCRIPT = load("read_log")
+CLAIM_EVENT_SCRIPT = load("claim_event")
 
 
 if __name__ == "__main__":  # pragma: no cover - the generator, run by hand

@@ -19,6 +19,7 @@ from server.record.keys import (
 )
 from server.record.lua import (
     ADOPT_TERMINAL_SCRIPT,
+    CLAIM_EVENT_SCRIPT,
     CREATE_SCRIPT,
     RATE_LIMIT_SCRIPT,
     READ_LOG_SCRIPT,
@@ -92,6 +93,7 @@ class RecordStore:
         self._revive = redis.register_script(REVIVE_SCRIPT)
         self._adopt = redis.register_script(ADOPT_TERMINAL_SCRIPT)
         self._read_log = redis.register_script(READ_LOG_SCRIPT)
+        self._claim_event = redis.register_script(CLAIM_EVENT_SCRIPT)
 
     def _shard(self, h: str) -> str:
         return self.keys.shard_channel(h) if self.sharded else ""
@@ -351,13 +353,19 @@ class RecordStore:
                 return found, None
             top = f"({int(page[-1][1])}"
 
-    async def forget_event_id(self, event_id: str) -> None:
-        """Release an event id that was claimed but not applied (so a retry can apply it)."""
-        await self.redis.delete(self.keys.webhook_id(event_id))
+    async def claim_event_id(self, event_id: str, h: str) -> Literal["claimed", "replayed", "other"]:
+        """Claim a bot event's id for request ``h`` before applying it: ``replayed`` when it was
+        applied (or is being applied) already, ``other`` when it was sent for another request
+        (a signed body names no request: a captured event must not be replayed onto another
+        one). See claim_event.lua."""
+        answer = text(await self._claim_event(keys=[self.keys.webhook_id(event_id)], args=[h, WEBHOOK_ID_TTL]))
+        return cast('Literal["claimed", "replayed", "other"]', answer)
 
-    async def remember_event_id(self, event_id: str) -> bool:
-        """True the first time a bot event id is seen (within the signature window)."""
-        return bool(await self.redis.set(self.keys.webhook_id(event_id), b"1", nx=True, ex=WEBHOOK_ID_TTL))
+    async def settle_event_id(self, event_id: str, h: str, *, applied: bool) -> None:
+        """The claimed event was applied (``done``: never again) or refused (``free``: the same
+        request may retry it; it stays bound to it)."""
+        state = "done" if applied else "free"
+        await self.redis.set(self.keys.webhook_id(event_id), f"{h} {state}", ex=WEBHOOK_ID_TTL)
 
     async def revive(self, h: str, message: str = "Retried by an operator; waiting for a free worker…") -> ScriptAnswer:
         """failed → pending, for an operator's retry (see REVIVE_SCRIPT)."""

@@ -269,9 +269,9 @@ async def post_cancel(request: web.Request) -> web.Response:
 async def post_bot_event(request: web.Request) -> web.Response:
     """A bot reports progress or an outcome over HTTP, signed with the shared secret.
 
-    The raw body is verified before anything parses it; the event id is
-    remembered only once the event is known to be valid, so a refused call
-    changes nothing.
+    The raw body is verified before anything parses it; the event id is bound to the request
+    it was first sent for (a signed body names no request: a captured event cannot be replayed
+    onto another one) and applied once; a refused event may be retried with the same id.
     """
     h = request.match_info["hash"]
     raw = await request.read()
@@ -284,19 +284,23 @@ async def post_bot_event(request: web.Request) -> web.Response:
         raise ValidationFailed(f"The event is not valid: {exc}", fields={"event": str(exc)}) from None
     check_hash(h)
     store = request.app[STORE]
-    if await store.get_raw(h) is None:
-        raise NotFound()
-    if not await store.remember_event_id(event_id):
+    claim = await store.claim_event_id(event_id, h)
+    if claim == "other":
+        raise Conflict("This event id was sent for another request.", code="event_for_another_request")
+    if claim == "replayed":
         raise Conflict("This event id was already applied.", code="replayed_event")
     try:
+        if await store.get_raw(h) is None:
+            raise NotFound()
         result = await request.app[LIFECYCLE].apply_event(h, event)
         if result.outcome == "missing":
             raise NotFound()
         if result.outcome == "conflict":
             raise Conflict("The event does not fit the request's current state.", code="state_conflict")
     except BaseException:
-        # Not applied: the sender's retry (same webhook-id) must be able to succeed.
+        # Not applied: the sender's retry (same webhook-id, same request) must be able to succeed.
         with contextlib.suppress(Exception):
-            await store.forget_event_id(event_id)
+            await store.settle_event_id(event_id, h, applied=False)
         raise
+    await store.settle_event_id(event_id, h, applied=True)
     return json_response({"applied": result.applied, "status": (result.record or {}).get("status")}, status=202)
