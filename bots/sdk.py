@@ -202,14 +202,25 @@ class HttpReporter(_Calls):
         body = orjson.dumps(event.serialize())
         headers = {"Content-Type": "application/json", **sign(self.secret, body)}
         url = f"{self.base_url}/api/bot/requests/{request_hash}/events"
-        async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
-            answer = await resp.json(content_type=None) if resp.content_length != 0 else {}
-            if resp.status == 202:
-                return bool(answer.get("applied", True)) and _still_asking(event, answer.get("status"))
-            message = (
-                (answer.get("error") or {}).get("message", resp.reason) if isinstance(answer, dict) else resp.reason
-            )
-            raise ReportError(f"{resp.status}: {message}")
+        try:
+            async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
+                raw = await resp.read()
+                status, reason = resp.status, resp.reason
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ReportError(f"could not reach Longrun: {exc.__class__.__name__}: {exc}") from exc
+        try:
+            answer = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            answer = {}  # a proxy's error page: the status says it
+        answer = answer if isinstance(answer, dict) else {}
+        if status == 202:
+            return bool(answer.get("applied", True)) and _still_asking(event, answer.get("status"))
+        error: dict[str, Any] = answer["error"] if isinstance(answer.get("error"), dict) else {}
+        code = str(error.get("code") or "")
+        # Ignored, as over Redis: the request has expired (or never was), or has finished.
+        if (status, code) in ((404, "not_found"), (409, "state_conflict")):
+            return False
+        raise ReportError(f"{status}: {error.get('message') or reason}")
 
 
 @asynccontextmanager

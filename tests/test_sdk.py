@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
 from bots.sdk import Answers, HttpReporter, RedisReporter, ReportError
-from server.devtools.processes import Processes
+from server.devtools.processes import Processes, free_port
 from server.domain.protocol import parse_bot_event
 from server.record import Keys, RecordStore, new_record, token_digest
 from server.settings import Settings
@@ -190,3 +190,22 @@ async def test_asking_once_more_after_the_last_attempt_is_not_a_prompt_to_wait_f
         await store.update(again, {}, private={"input_id": "pay", "input_tries": base_settings.otp_max_attempts})
         with pytest.raises(ReportError):
             await asyncio.wait_for(answers.ask(report, again, prompt), 5)
+
+
+async def test_over_http_as_over_redis_an_ignored_event_is_false_and_errors_say_what(
+    make_client: Any, base_settings: Settings, redis: Redis
+) -> None:
+    """The same outcome on both routes: an expired (or unknown) request and a finished one are
+    False, not an exception; a server that cannot be reached, or answers with a proxy's page,
+    is a ReportError that says so (not a bare aiohttp or JSON error)."""
+    client = await make_client(base_settings)
+    store = RecordStore(redis, Keys(base_settings.key_prefix), ttl=base_settings.request_ttl)
+    async with aiohttp.ClientSession() as session:
+        report = HttpReporter(session, str(client.make_url("")).rstrip("/"), base_settings.signing_secret)
+        assert not await report.progress("req_" + "n" * 25, 10)
+        h = await new_running(store)
+        assert await report.completed(h, {"total": 0})
+        assert not await report.completed(h, {"total": 1})
+        nowhere = HttpReporter(session, f"http://127.0.0.1:{free_port()}", base_settings.signing_secret)
+        with pytest.raises(ReportError, match="could not reach Longrun"):
+            await nowhere.progress(h, 10)

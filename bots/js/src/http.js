@@ -79,6 +79,10 @@ export class HttpReporter {
       const code = answer?.error?.code;
       // Our earlier attempt got through and only its answer was lost.
       if (resp.status === 409 && code === "replayed_event" && attempt > 0) return true;
+      // Ignored, as over Redis: the request has expired (or never was), or has finished.
+      if ((resp.status === 404 && code === "not_found") || (resp.status === 409 && code === "state_conflict")) {
+        return false;
+      }
       const reason = answer?.error?.message ?? resp.statusText;
       lastError = new ReportError(`${resp.status}: ${reason}`, resp.status, code);
       if (resp.status !== 429 && resp.status < 500) throw lastError;

@@ -150,3 +150,11 @@ test("inputRequired sends one signed input_required event (checked before sendin
   }
   assert.equal(sent.length, 3); // nothing malformed left the process
 });
+
+test("over HTTP as over Redis, an expired or finished request is false, not an error", { skip }, async () => {
+  const report = new HttpReporter({ baseUrl: URL, secret: SECRET });
+  assert.equal(await report.progress("req_" + "n".repeat(25), 10), false); // expired (or never was)
+  const h = await newRunning(redis);
+  assert.equal(await report.completed(h, { total: 0 }), true);
+  assert.equal(await report.completed(h, { total: 1 }), false); // finished: ignored
+});
