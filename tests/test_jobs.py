@@ -15,8 +15,12 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from server.devtools.processes import Processes
+from server.domain.catalog import get_service
+from server.domain.prompts import Prompt
+from server.domain.protocol import Accepted
 from server.record import Keys, RecordStore
 from server.settings import Settings
+from server.web.typedefs import LIFECYCLE
 from tests.helpers import add_fault, bot_calls, outbox, record, wait_for, wait_status
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -279,3 +283,19 @@ async def test_an_old_style_update_reaches_an_open_socket(
                 break
     assert frame["request"]["progress"] == 70 and frame["request"]["seq"] > seen
     await ws.close()
+
+
+async def test_a_bots_202_read_after_its_first_prompt_leaves_the_prompt_as_it_is(
+    client: TestClient[Any, Any], redis: Redis, settings: Settings
+) -> None:
+    """A fast bot answers 202 and asks the person something before the worker has read that
+    202: "the service is working on it" must not be written over the question."""
+    life = client.app[LIFECYCLE]  # type: ignore[index]
+    service = get_service("credit-score-rating")
+    h = (await create(client, "credit-score-rating", CREDIT))["hash"]
+    await life.start(h, service)
+    await life.ask_input(h, Prompt.parse({"id": "pay", "kind": "confirm", "label": "Pay?"}), service)
+    asked = await record(redis, Keys(settings.key_prefix), h)
+    assert not (await life.apply_answer(h, Accepted(), service)).applied
+    now = await record(redis, Keys(settings.key_prefix), h)
+    assert now["status"] == "waiting_input" and now["message_key"] == asked["message_key"] == "input_confirm"

@@ -193,7 +193,10 @@ class Lifecycle:
         return await self.store.update(h, {**patch, **message("cancelled")})
 
     async def working(self, h: str) -> UpdateResult:
-        return await self.store.update(h, message("working"))
+        """The bot took the request and goes on by itself (it answered 202): said only while the
+        request is processing, never over a prompt the bot has asked meanwhile (a fast bot's
+        event may come before its 202 is read)."""
+        return await self.store.update(h, message("working"), expect=[Status.PROCESSING.value])
 
     async def revive(self, h: str) -> ScriptAnswer:
         """failed → pending, for an operator's retry of the request's failed job."""
