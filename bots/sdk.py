@@ -25,6 +25,7 @@ whose handler passes the body to :meth:`Answers.deliver`::
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -184,13 +185,30 @@ class RedisReporter(_Calls):
 
 
 class HttpReporter(_Calls):
-    """Reports over signed HTTP events to a Longrun server."""
+    """Reports over signed HTTP events to a Longrun server.
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, secret: str, *, timeout: float = 10.0):
+    As the Node SDK's: network errors, timeouts, 429 and 5xx are retried (``retries`` times,
+    ``backoff`` seconds doubling) under the same event id, so an event the server applied but
+    whose answer was lost is never applied twice (its retry is answered ``replayed_event``:
+    applied); other refusals raise :class:`ReportError`.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        secret: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.25,
+    ):
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.secret = secret
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.retries = retries
+        self.backoff = backoff
 
     @classmethod
     @asynccontextmanager
@@ -198,29 +216,47 @@ class HttpReporter(_Calls):
         async with aiohttp.ClientSession() as session:
             yield cls(session, settings.public_url, settings.signing_secret)
 
-    async def report(self, request_hash: str, event: BotEvent) -> bool:
+    async def report(self, request_hash: str, event: BotEvent, *, event_id: str | None = None) -> bool:
         body = orjson.dumps(event.serialize())
-        headers = {"Content-Type": "application/json", **sign(self.secret, body)}
         url = f"{self.base_url}/api/bot/requests/{request_hash}/events"
-        try:
-            async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
-                raw = await resp.read()
-                status, reason = resp.status, resp.reason
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ReportError(f"could not reach Longrun: {exc.__class__.__name__}: {exc}") from exc
-        try:
-            answer = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            answer = {}  # a proxy's error page: the status says it
-        answer = answer if isinstance(answer, dict) else {}
-        if status == 202:
-            return bool(answer.get("applied", True)) and _still_asking(event, answer.get("status"))
-        error: dict[str, Any] = answer["error"] if isinstance(answer.get("error"), dict) else {}
-        code = str(error.get("code") or "")
-        # Ignored, as over Redis: the request has expired (or never was), or has finished.
-        if (status, code) in ((404, "not_found"), (409, "state_conflict")):
-            return False
-        raise ReportError(f"{status}: {error.get('message') or reason}")
+        event_id = event_id or new_event_id()
+        last: ReportError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            # Signed afresh each time: the server refuses timestamps more than 5 minutes off.
+            headers = {"Content-Type": "application/json", **sign(self.secret, body, event_id=event_id)}
+            try:
+                async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
+                    raw = await resp.read()
+                    status, reason = resp.status, resp.reason
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = ReportError(f"could not reach Longrun: {exc.__class__.__name__}: {exc}")
+                continue
+            try:
+                answer = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                answer = {}  # a proxy's error page: the status says it
+            answer = answer if isinstance(answer, dict) else {}
+            if status == 202:
+                return bool(answer.get("applied", True)) and _still_asking(event, answer.get("status"))
+            error: dict[str, Any] = answer["error"] if isinstance(answer.get("error"), dict) else {}
+            code = str(error.get("code") or "")
+            if status == 409 and code == "replayed_event" and attempt:
+                return True  # our earlier attempt got through; only its answer was lost
+            # Ignored, as over Redis: the request has expired (or never was), or has finished.
+            if (status, code) in ((404, "not_found"), (409, "state_conflict")):
+                return False
+            last = ReportError(f"{status}: {error.get('message') or reason}")
+            if status != 429 and status < 500:
+                raise last
+        assert last is not None
+        raise last
+
+
+def new_event_id() -> str:
+    """A fresh event id: ``evt_`` and 128 random bits, URL-safe (as the Node SDK mints them)."""
+    return "evt_" + secrets.token_urlsafe(16)
 
 
 @asynccontextmanager

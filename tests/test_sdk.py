@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from bots.demo import create_bot_app
@@ -209,3 +210,40 @@ async def test_over_http_as_over_redis_an_ignored_event_is_false_and_errors_say_
         nowhere = HttpReporter(session, f"http://127.0.0.1:{free_port()}", base_settings.signing_secret)
         with pytest.raises(ReportError, match="could not reach Longrun"):
             await nowhere.progress(h, 10)
+
+
+async def test_an_event_whose_answer_was_lost_is_retried_under_its_id_and_applied_once(
+    aiohttp_server: Any, make_client: Any, base_settings: Settings, redis: Redis
+) -> None:
+    """Between the bot and Longrun a proxy applies the first delivery but loses its answer
+    (502): the HttpReporter sends the event again under the same id, Longrun recognises it as
+    applied, and the record moved once."""
+    client = await make_client(base_settings)
+    longrun = str(client.make_url("")).rstrip("/")
+    forwarded = 0
+
+    async def lossy(request: web.Request) -> web.Response:
+        nonlocal forwarded
+        forwarded += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith(("webhook-", "content-type"))}
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(longrun + request.path, data=await request.read(), headers=headers) as r,
+        ):
+            body, status = await r.read(), r.status
+        if forwarded == 1:
+            return web.Response(status=502, text="<html>bad gateway</html>")  # applied; the answer lost
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    proxy = web.Application()
+    proxy.router.add_post("/api/bot/requests/{hash}/events", lossy)
+    server = await aiohttp_server(proxy)
+    store = RecordStore(redis, Keys(base_settings.key_prefix), ttl=base_settings.request_ttl)
+    h = await new_running(store)
+    before = (await store.get(h) or {})["seq"]
+    async with aiohttp.ClientSession() as session:
+        report = HttpReporter(session, str(server.make_url("")).rstrip("/"), base_settings.signing_secret, backoff=0.01)
+        assert await report.progress(h, 40, step="search")
+    assert forwarded == 2
+    rec = await store.get(h)
+    assert rec is not None and rec["progress"] == 40 and rec["seq"] == before + 1
