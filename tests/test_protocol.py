@@ -74,6 +74,8 @@ def test_bad_bot_events_are_refused(raw: Any) -> None:
         (200, {"status": "otp_required", "otp": {"length": 5}}, NeedsOtp(OtpPrompt(length=5))),
         (200, {"status": "error", "error": "x", "retryable": True}, BotFailure("x", True)),
         (200, {"status": "error", "error": "x"}, BotFailure("x", False)),
+        # a long message is the bot's words, cut to what a record keeps, not an unreadable answer
+        (200, {"status": "error", "error": "y" * 900}, BotFailure("y" * 500, False)),
         (202, None, Accepted()),
         (202, {"status": "accepted"}, Accepted()),
     ],

@@ -262,8 +262,12 @@ def parse_bot_answer(http_status: int, body: Any) -> BotAnswer:
     if status == "input_required":
         return NeedsInput(_prompt(o.get("input")))
     if status == "error":
+        # The bot's own words, cut to what a record keeps (Lifecycle.fail does the same): a long
+        # message must not turn into "the service gave an answer we could not read".
+        error = o.get("error")
         return BotFailure(
-            _text(o.get("error"), "error", optional=False) or "The service reported an error.",
+            _text(error[:MAX_TEXT] if isinstance(error, str) else error, "error", optional=False)
+            or "The service reported an error.",
             retryable=bool(o.get("retryable", False)),
         )
     if status in ("accepted", "ok"):
