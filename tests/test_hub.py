@@ -544,6 +544,9 @@ async def test_a_socket_reopened_with_since_gets_every_missed_change_once_in_ord
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
         await client.ws_connect(f"/ws/requests/{h}?since=-1")
     assert err.value.status == 400
+    # and on the event stream, answered as the API answers (a client can read the code)
+    bad = await client.get(f"/sse/requests/{h}", headers={"Last-Event-ID": "abc"})
+    assert bad.status == 400 and (await bad.json())["error"]["code"] == "bad_since"
     resumes = {s.labels["outcome"]: s.value for m in RESUMES.collect() for s in m.samples if s.name.endswith("_total")}
     assert resumes.get("replayed", 0) >= 2 and resumes.get("not_recovered", 0) >= 2
 

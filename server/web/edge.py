@@ -75,7 +75,7 @@ _HTTP_CODES = {
 
 def wants_json(request: web.Request) -> bool:
     path = request.path
-    return path.startswith("/api/") or path.startswith("/ws/") or path in ("/metrics", "/healthz", "/readyz")
+    return path.startswith(("/api/", "/ws/", "/sse/")) or path in ("/metrics", "/healthz", "/readyz")
 
 
 def json_error(err: ApiError) -> web.Response:
