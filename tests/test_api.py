@@ -97,6 +97,15 @@ async def test_persian_digits_are_accepted(client: TestClient[Any, Any], redis: 
     body = await create(client, {"national_id": "۰۰۱۲۳۴۵۶۷۸", "mobile": "۰۹۱۲۱۲۳۴۵۶۷"})
     rec = orjson.loads(await redis.get(Keys(settings.key_prefix).record(body["hash"])))
     assert rec["request_data"] == VALID
+    # a plate typed on a Persian keyboard (its letter Persian too); a digit is not a letter
+    plate = {"plate": "۱۲ب۳۴۵-۶۷", "national_id": "0012345678"}
+    resp = await client.post("/api/requests", json={"service": "vehicle-fines", "data": plate})
+    assert resp.status == 201, await resp.text()
+    rec = orjson.loads(await redis.get(Keys(settings.key_prefix).record((await resp.json())["hash"])))
+    assert rec["request_data"]["plate"] == "12ب345-67"
+    wrong = {**plate, "plate": "12۳345-67"}
+    resp = await client.post("/api/requests", json={"service": "vehicle-fines", "data": wrong})
+    assert resp.status == 422
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2", b"\xff\xfe"])

@@ -65,6 +65,8 @@ class Field:
         value = raw.strip(BLANKS)
         if self.digits:
             value = ascii_digits(value).replace(" ", "").replace("-", "")
+        elif self.pattern:
+            value = ascii_digits(value)  # a plate typed on a Persian keyboard: its digits as 0-9
         if self.min_length is not None and len(value) < self.min_length:
             return None, field_error("min_length", lang, min=self.min_length)
         if len(value) > self.max_length:
@@ -109,7 +111,7 @@ class Field:
         if self.pattern and self.digits:
             core = _typed_digits(self.pattern)
         elif self.pattern:
-            core = self.pattern
+            core = self.pattern.replace("[0-9]", _ANY_DIGIT)  # Persian digits are taken as 0-9
         else:
             least = max(1, self.min_length or 1)
             core = _SOLID if least == 1 else rf"{_SOLID}[\s\S]{{{least - 2},}}{_SOLID}"
@@ -134,6 +136,9 @@ class Field:
             out["choices"] = [{"value": v, "label": t(lang)} for v, t in self.choices]
         return out
 
+
+#: a digit as a person may type it: ASCII, Persian or Arabic-Indic (ascii_digits maps them)
+_ANY_DIGIT = "[0-9\u06F0-\u06F9\u0660-\u0669]"
 
 _DIGIT_TOKEN = re.compile(r"\[0-9\](?:\{(\d+)\})?|(\d)")
 
@@ -310,7 +315,8 @@ SERVICES: tuple[Service, ...] = (
             Field(
                 "plate",
                 Text("Plate number", "شماره پلاک"),
-                pattern=r"[0-9]{2}[A-Za-z\u0600-\u06FF][0-9]{3}-?[0-9]{2}",
+                # the letter: Latin or Persian (the Arabic block without its two sets of digits)
+                pattern=r"[0-9]{2}[A-Za-z\u0600-\u065F\u066A-\u06EF\u06FA-\u06FF][0-9]{3}-?[0-9]{2}",
                 pattern_hint=Text("Write the plate like 12B345-67.", "پلاک را به شکل ۱۲ب۳۴۵-۶۷ بنویسید."),
                 max_length=20,
                 placeholder="12B345-67",
