@@ -748,6 +748,31 @@ async def test_a_socket_that_goes_silent_without_closing_falls_back_to_polling(
     await expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "45", timeout=10_000)
 
 
+async def test_a_wide_result_table_scrolls_inside_its_card_on_a_phone(
+    browser: Browser, web: WebServer, redis: Redis, settings: Settings, stalled: list[tuple[str, str]]
+) -> None:
+    """A result holding a wide table (a parcel's journey) on a 375 px phone, in Persian: the
+    table scrolls inside the card; the page never gets wider than the screen (shoot checks)."""
+    await add_fault(settings.bot_api_url, service="vehicle-fines", mode="stall")
+    page = await new_page(browser, web, locale="fa-IR", viewport=PHONE)
+    h = await start_request(page, "vehicle-fines", FINES)
+    stalled.append(("vehicle-fines", h))
+    journey = [
+        {
+            "at": f"2026-12-0{n}T0{n}:15:00Z",
+            "place": f"Sorting centre number {n}, Tehran",
+            "event": "Arrived and scanned",
+        }
+        for n in range(1, 6)
+    ]
+    await Lifecycle(RecordStore(redis, Keys(settings.key_prefix))).complete(
+        h, {"plate": "12B345-67", "journey": journey}
+    )
+    await page.wait_for_url(f"**/requests/{h}/result")
+    await expect(page.locator("table")).to_be_visible()
+    await shoot(page, "result-wide-table-fa-phone")
+
+
 # --------------------------------------------------------------------------- calling the person back
 
 
