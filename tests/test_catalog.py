@@ -44,6 +44,10 @@ def test_numbers() -> None:
             video.validate({"prompt": "boat", "duration_seconds": bad})
     with pytest.raises(ValidationFailed):
         video.validate("not an object")
+    # the bounds a Persian reader is told are in Persian digits
+    with pytest.raises(ValidationFailed) as refused:
+        video.validate({"prompt": "boat", "duration_seconds": 61}, "fa")
+    assert refused.value.fields["duration_seconds"] == "باید حداکثر ۶۰ باشد."
 
 
 # What a person may type, around and inside each kind of field: every blank that one notion of

@@ -82,6 +82,13 @@ async def test_catalog_lists_the_services_in_the_readers_language(client: TestCl
     assert '<html lang="fa" dir="rtl">' in fa and "گزارش رتبه اعتباری" in fa
 
 
+async def test_a_forms_example_is_in_the_readers_language(client: TestClient[Any, Any]) -> None:
+    fa = await text_of(await client.get("/services/video-generation", headers=FA), 200)
+    assert 'placeholder="قایقی کاغذی که از خیابانی بارانی می‌گذرد"' in fa and "A paper boat" not in fa
+    en = await text_of(await client.get("/services/video-generation"), 200)
+    assert 'placeholder="A paper boat crossing a rainy street"' in en
+
+
 async def test_language_switch_sets_a_cookie_and_stays_on_this_site(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/lang/fa?next=/services/vehicle-fines", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/services/vehicle-fines"

@@ -46,7 +46,8 @@ class Field:
     min_value: float | None = None
     max_value: float | None = None
     choices: tuple[tuple[str, Text], ...] = ()
-    placeholder: str = ""
+    #: an example of what to type: a Text when it is words (numbers and codes need none)
+    placeholder: str | Text = ""
     #: numeric input typed on a Persian keyboard is normalized to ASCII digits first
     digits: bool = False
     #: browser autofill hint
@@ -116,6 +117,10 @@ class Field:
             least = max(1, self.min_length or 1)
             core = _SOLID if least == 1 else rf"{_SOLID}[\s\S]{{{least - 2},}}{_SOLID}"
         return {"type": "string", "maxLength": self.max_length, "pattern": rf"^{_BLANK}*(?:{core}){_BLANK}*$"}
+
+    def example(self, lang: str = DEFAULT_LANG) -> str:
+        """The placeholder in ``lang``."""
+        return self.placeholder(lang) if isinstance(self.placeholder, Text) else self.placeholder
 
     def describe(self, lang: str = DEFAULT_LANG) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -351,7 +356,7 @@ SERVICES: tuple[Service, ...] = (
                 type="textarea",
                 min_length=3,
                 max_length=500,
-                placeholder="A paper boat crossing a rainy street",
+                placeholder=Text("A paper boat crossing a rainy street", "قایقی کاغذی که از خیابانی بارانی می‌گذرد"),
             ),
             Field(
                 "duration_seconds",

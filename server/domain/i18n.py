@@ -69,7 +69,7 @@ FIELD_ERRORS: Mapping[str, Text] = {
 
 def field_error(code: str, lang: str = DEFAULT_LANG, **params: object) -> str:
     template = FIELD_ERRORS[code](lang)
-    return template.format(**params)
+    return template.format(**{k: local_digits(v, lang) for k, v in params.items()})
 
 
 # --------------------------------------------------------------------------- pages
