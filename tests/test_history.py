@@ -16,8 +16,10 @@ import aiohttp_jinja2
 import pytest
 from aiohttp.test_utils import TestClient
 
+from server.domain.display import error_text
 from server.history.db import migrate
 from server.history.queries import Cursor
+from server.requests.sweeper import OVERDUE
 from server.settings import Settings
 from server.web import pages
 from server.web.app import create_app
@@ -176,7 +178,7 @@ async def test_history_pages_render_for_their_owner(aiohttp_client: Any, pg_sett
     uid = await session_user(client)
     now = time.time()
     done = row(uid, now, result_data={"total": 2, "report_url": "https://example.com/r.pdf"}, waited=12.0)
-    failed = row(uid, now - 5, status="failed")
+    failed = row(uid, now - 5, status="failed", error=OVERDUE)  # our own words
     await insert(pg_settings, [done, failed] + [row(uid, now - 100 - i) for i in range(25)])
 
     page = await client.get("/history")
@@ -199,6 +201,15 @@ async def test_history_pages_render_for_their_owner(aiohttp_client: Any, pg_sett
 
     fa = await (await client.get("/history", headers={"Accept-Language": "fa"})).text()
     assert 'dir="rtl"' in fa
+    # our own error, in the reader's language (the progress page says it so too)
+    failed_fa = await (await client.get(f"/history/{failed.hash}", headers={"Accept-Language": "fa"})).text()
+    assert failed.error and error_text(failed.error, "fa") in failed_fa and failed.error not in failed_fa
+
+    # a stale or mistyped link goes to the first page, not to an error page whose "try again"
+    # would send the same link again
+    for stale in ("cursor=abc", "limit=0", "status=maybe"):
+        resp = await client.get(f"/history?{stale}", allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/history", stale
 
 
 async def test_history_without_an_archive_says_so(aiohttp_client: Any, base_settings: Settings) -> None:

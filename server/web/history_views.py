@@ -22,7 +22,7 @@ import psycopg
 from aiohttp import web
 
 from server.domain.catalog import SERVICES, find_service
-from server.domain.display import about, result_rows
+from server.domain.display import about, error_text, result_rows
 from server.domain.errors import ConfigError, NotFound, ValidationFailed
 from server.domain.i18n import Text, local_digits, ui
 from server.history import queries as history
@@ -30,7 +30,7 @@ from server.history.db import DB_DOWN, Database, make_pool, migrate
 from server.history.queries import HistoryQuery
 from server.requests.caller import USER_REF_RE, app_user_id, check_hash
 from server.web import access
-from server.web.rendering import page_lang, render
+from server.web.rendering import page_lang, render, see_other
 from server.web.typedefs import DB, SETTINGS
 
 log = logging.getLogger("longrun.history")
@@ -158,14 +158,19 @@ def _row(item: dict[str, Any], lang: str) -> dict[str, Any]:
         "status_label": ui(f"status_{status}", lang),
         "finished": _when(item.get("finished_at"), lang),
         "took": about(float(duration), lang) if isinstance(duration, int | float) else "",
-        "error": item.get("error") or "",
+        "error": error_text(str(item.get("error") or ""), lang),  # ours in the reader's language
     }
 
 
 @routes.get("/history")
 async def history_page(request: web.Request) -> web.Response:
     lang = page_lang(request)
-    page, q, enabled = await _page(request)
+    try:
+        page, q, enabled = await _page(request)
+    except ValidationFailed:
+        # A link gone stale or mistyped (a cursor, a filter): the first page. An error page's
+        # "try again" would only send the same link again.
+        raise see_other("/history") from None
     filters = {k: v for k, v in (("service", q.service), ("status", q.status)) if v}
     context = {
         "s": {k: t(lang) for k, t in TEXT.items()},
