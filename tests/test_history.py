@@ -184,6 +184,9 @@ async def test_history_pages_render_for_their_owner(aiohttp_client: Any, pg_sett
     page = await client.get("/history")
     html = await page.text()
     assert page.status == 200 and page.content_type == "text/html"
+    # reachable from every page's header; its table scrolls inside the page on a phone
+    assert '<a class="topbar-link" href="/history">Your requests</a>' in html
+    assert '<div class="table-scroll">' in html and '<span class="sr-only">' in html
     assert f'href="/history/{done.hash}"' in html and f'href="/history/{failed.hash}"' in html
     assert "Older requests" in html and "cursor=" in html
     older = html.split('rel="next" href="')[1].split('"')[0].replace("&amp;", "&")

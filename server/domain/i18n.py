@@ -91,6 +91,7 @@ UI: Mapping[str, Text] = {
     # frame
     "tagline": Text("Long jobs, watched live.", "کارهای طولانی، زنده و لحظه‌به‌لحظه."),
     "language": Text("Language", "زبان"),
+    "nav_history": Text("Your requests", "درخواست‌های شما"),
     "skip": Text("Skip to content", "رفتن به محتوا"),
     "footer": Text(
         "Your details are used only for this request and kept for a short while.",
