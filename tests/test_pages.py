@@ -139,6 +139,9 @@ async def test_the_form_shows_server_side_errors_next_to_the_fields(
     assert re.search(r'id="e-mobile">\s*This field is required\.', page)
     assert 'value="12ab"' in page and 'aria-invalid="true"' in page
     assert "Please fix the fields marked below." in page
+    # the first field to fix takes the focus, the others do not
+    assert page.count("autofocus") == 1
+    assert re.search(r'<input id="f-national_id"[^>]*aria-invalid="true" autofocus', page)
 
     fa = await text_of(await client.post("/services/credit-score-rating", data=bad, headers=FA), 422)
     assert "کد ملی ۱۰ رقم است." in fa and "این فیلد الزامی است." in fa
