@@ -207,7 +207,7 @@ async def test_over_http_as_over_redis_an_ignored_event_is_false_and_errors_say_
         h = await new_running(store)
         assert await report.completed(h, {"total": 0})
         assert not await report.completed(h, {"total": 1})
-        nowhere = HttpReporter(session, f"http://127.0.0.1:{free_port()}", base_settings.signing_secret)
+        nowhere = HttpReporter(session, f"http://127.0.0.1:{free_port()}", base_settings.signing_secret, backoff=0.01)
         with pytest.raises(ReportError, match="could not reach Longrun"):
             await nowhere.progress(h, 10)
 
