@@ -25,7 +25,6 @@ whose handler passes the body to :meth:`Answers.deliver`::
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -48,7 +47,7 @@ from server.domain.protocol import (
 )
 from server.domain.status import Status
 from server.infra.connections import async_client, rq_connection
-from server.infra.webhooks import sign
+from server.infra.webhooks import new_event_id, sign
 from server.queue.dispatch import Dispatcher
 from server.record import Keys, RecordStore, UpdateResult
 from server.requests.lifecycle import Lifecycle
@@ -252,11 +251,6 @@ class HttpReporter(_Calls):
                 raise last
         assert last is not None
         raise last
-
-
-def new_event_id() -> str:
-    """A fresh event id: ``evt_`` and 128 random bits, URL-safe (as the Node SDK mints them)."""
-    return "evt_" + secrets.token_urlsafe(16)
 
 
 @asynccontextmanager

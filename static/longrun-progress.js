@@ -38,6 +38,14 @@
   const SSE_MAX_BUFFER = 1024 * 1024;
   const SILENCE_MS = 10000;
   const FA_DIGITS = '۰۱۲۳۴۵۶۷۸۹';
+  const AR_DIGITS = '٠١٢٣٤٥٦٧٨٩';
+  // What the person typed, as the server reads it: Persian and Arabic digits as 0-9.
+  function asciiDigits(value) {
+    return String(value).replace(/[۰-۹٠-٩]/g, function (d) {
+      const i = FA_DIGITS.indexOf(d);
+      return String(i >= 0 ? i : AR_DIGITS.indexOf(d));
+    });
+  }
   // The one text shown before the server's words arrive: i18n.py's "embed_unreachable".
   const UNREACHABLE = {
     en: 'Longrun cannot be reached. Retrying…',
@@ -208,7 +216,7 @@
       });
       form.addEventListener('submit', function (event) {
         event.preventDefault();
-        const code = input.value.replace(/[۰-۹]/g, function (d) { return String(FA_DIGITS.indexOf(d)); }).replace(/\s/g, '');
+        const code = asciiDigits(input.value).replace(/\s/g, '');
         if (!new RegExp('^[0-9]{' + length + '}$').test(code)) {
           input.setAttribute('aria-invalid', 'true');
           input.focus();
@@ -231,7 +239,7 @@
       });
       const picture = h('img', { class: 'captcha', part: 'captcha', src: image, width: '220', height: '80', alt: view.t('captcha_alt', { n: length === null ? '' : length }) });
       return inputForm(view, prompt, [picture, h('div', { class: 'row' }, [input, submitButton(view)])], input, function () {
-        const value = input.value.replace(/[۰-۹]/g, function (d) { return String(FA_DIGITS.indexOf(d)); }).replace(/\s/g, '');
+        const value = asciiDigits(input.value).replace(/\s/g, '');
         return value.length >= 1 && value.length <= 32 ? value : null;
       });
     },
@@ -239,11 +247,7 @@
       const max = Number.isInteger(prompt.max_length) ? prompt.max_length : 100;
       const input = h('input', { part: 'input', type: 'text', class: 'text', maxlength: String(max), 'aria-label': view.t('input_label'), required: '' });
       return inputForm(view, prompt, [h('div', { class: 'row' }, [input, submitButton(view)])], input, function () {
-        // as the server reads it: Persian and Arabic digits as 0-9, trimmed
-        const value = input.value.replace(/[۰-۹٠-٩]/g, function (d) {
-          const i = FA_DIGITS.indexOf(d);
-          return String(i >= 0 ? i : '٠١٢٣٤٥٦٧٨٩'.indexOf(d));
-        }).trim();
+        const value = asciiDigits(input.value).trim();
         if (!value || value.length > max) return null;
         if (typeof prompt.pattern === 'string') {
           try { if (!new RegExp('^(?:' + prompt.pattern + ')$', 'u').test(value)) return null; } catch (err) { /* the server checks */ }

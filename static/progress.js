@@ -26,7 +26,8 @@
   const POLL_FAST_MS = 1000;     // right after an action, while its answer is on its way
   const POLL_MAX_MS = 30000;     // backoff ceiling when polls fail
   const WS_MAX_MS = 30000;       // backoff ceiling for reconnecting the socket
-  const PING_MS = 2 * (D.heartbeat_ms || 12500);  // two of the server's heartbeats (25 s)
+  const HEARTBEAT_MS = D.heartbeat_ms || 12500;   // the server's visits to its sockets and streams
+  const PING_MS = 2 * HEARTBEAT_MS;
   const SILENCE_MS = 10000;      // no frame this long after a ping or an action: the socket is dead
   const STREAM_WAIT_MS = 8000;   // an event stream not open by then is given up for polling
   const TIMELINE_MAX = 100;      // entries kept (as many as the server's log of changes)
@@ -674,20 +675,22 @@
     }
     es = source;
     const resuming = streamSeq > 0;
+    // Given up until the next round (refused, never through, or gone silent).
+    function giveUp() {
+      clearTimeout(streamTimer);
+      es = null;
+      source.close();
+      const wasLive = live;
+      live = false;
+      if (finished) return;
+      dropped(wasLive);
+      scheduleReconnect();
+    }
     // The server sends a keepalive event every heartbeat: three missed, the stream is dead
     // (an EventSource on a path that carries nothing would say "open" for many minutes).
     function expectEventSoon() {
       clearTimeout(streamSilence);
-      streamSilence = setTimeout(function () {
-        if (es !== source) return;
-        es = null;
-        source.close();
-        const wasLive = live;
-        live = false;
-        if (finished) return;
-        dropped(wasLive);
-        scheduleReconnect();
-      }, 3 * (D.heartbeat_ms || 12500) + 5000);
+      streamSilence = setTimeout(function () { if (es === source) giveUp(); }, 3 * HEARTBEAT_MS + 5000);
     }
     expectEventSoon();
     source.addEventListener('keepalive', function () { if (es === source) expectEventSoon(); });
@@ -710,25 +713,16 @@
     };
     source.onerror = function () {
       if (es !== source) return;
-      const wasLive = live;
-      live = false;
-      if (finished) return;
-      if (source.readyState === 2 || !wasLive) {
-        // refused (an HTTP error) or never through: give it up until the next round
-        clearTimeout(streamTimer);
-        es = null;
-        source.close();
-        dropped(wasLive);
-        scheduleReconnect();
-      } else {
-        // the browser reconnects it by itself, with Last-Event-ID; poll meanwhile
-        dropped(true);
+      if (source.readyState === 2 || !live) {
+        giveUp();  // refused (an HTTP error) or never through
+        return;
       }
+      // the browser reconnects it by itself, with Last-Event-ID; poll meanwhile
+      live = false;
+      if (!finished) dropped(true);
     };
     clearTimeout(streamTimer);
-    streamTimer = setTimeout(function () {
-      if (es === source && !live) { es = null; source.close(); dropped(false); scheduleReconnect(); }
-    }, STREAM_WAIT_MS);
+    streamTimer = setTimeout(function () { if (es === source && !live) giveUp(); }, STREAM_WAIT_MS);
   }
 
   // The live connection is gone (or none got through): poll at once, so there is no gap. A

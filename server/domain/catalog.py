@@ -143,7 +143,7 @@ class Field:
 
 
 #: a digit as a person may type it: ASCII, Persian or Arabic-Indic (ascii_digits maps them)
-_ANY_DIGIT = "[0-9\u06F0-\u06F9\u0660-\u0669]"
+_ANY_DIGIT = f"[{''.join(_DIGIT_FORMS)}]"
 
 _DIGIT_TOKEN = re.compile(r"\[0-9\](?:\{(\d+)\})?|(\d)")
 
@@ -157,7 +157,7 @@ def _typed_digits(pattern: str) -> str:
         if token.start() != at:
             raise ValueError(f"a digits field's pattern may only hold digit tokens: {pattern!r}")
         at = token.end()
-        forms = f"[{_DIGIT_FORMS[int(token[2])]}]" if token[2] else f"[{''.join(_DIGIT_FORMS)}]"
+        forms = f"[{_DIGIT_FORMS[int(token[2])]}]" if token[2] else _ANY_DIGIT
         out.append(f"(?:{forms}{_SEPARATORS}){{{token[1]}}}" if token[1] else f"{forms}{_SEPARATORS}")
     if at != len(pattern):
         raise ValueError(f"a digits field's pattern may only hold digit tokens: {pattern!r}")

@@ -57,9 +57,14 @@ class Verifier:
         raise Unauthorized(f"Bad signature: {reason}", code="bad_signature")
 
 
+def new_event_id() -> str:
+    """A fresh event id: ``evt_`` and 128 random bits, URL-safe (as the Node SDK mints them)."""
+    return "evt_" + secrets.token_urlsafe(16)
+
+
 def sign(secret: str, body: bytes, *, event_id: str | None = None, timestamp: int | None = None) -> dict[str, str]:
     """Headers for a signed event (what the bot SDK sends)."""
-    event_id = event_id or "evt_" + secrets.token_urlsafe(16)
+    event_id = event_id or new_event_id()
     ts = int(time.time()) if timestamp is None else timestamp
     signature = Webhook(secret).sign(event_id, datetime.fromtimestamp(ts, tz=UTC), body.decode())
     return {"webhook-id": event_id, "webhook-timestamp": str(ts), "webhook-signature": signature}

@@ -88,11 +88,14 @@ async def resume(store: RecordStore, h: str, since: int | None) -> Resume:
         and _contiguous(since, [f.seq for f in frames], current.seq)
     ):
         last = frames[-1].payload if frames else edge
-        if last and orjson.loads(last) != orjson.loads(current.payload):
-            # an old-style bot rewrote the record since its last logged change (GET, edit,
-            # SET: the same seq, no log entry): the receiver gets that state too
-            rewritten = frame_for(read.raw) if read.raw is not None else None
-            if rewritten is not None:
-                frames, last = [*frames, rewritten], rewritten.payload
+        # an old-style bot rewrote the record since its last logged change (GET, edit, SET:
+        # the same seq, no log entry): the receiver gets that state too
+        if (
+            last
+            and orjson.loads(last) != orjson.loads(current.payload)
+            and read.raw is not None
+            and (rewritten := frame_for(read.raw)) is not None
+        ):
+            frames, last = [*frames, rewritten], rewritten.payload
         return Resume(Outcome.REPLAYED, frames, current.seq, last)
     return Resume(Outcome.SNAPSHOT, [current], current.seq)

@@ -30,7 +30,7 @@ from server.ops.figures import FailedJob, QueueFigures, Snapshot, WorkerFigures,
 from server.queue.dispatch import Dispatcher, job_keys, limit_key, phase_of, queue_names, request_of
 from server.record import SHARDS, Keys, RecordStore, text
 from server.requests.lifecycle import Lifecycle
-from server.requests.service import QUEUE_FAILED
+from server.requests.service import enqueue_run
 
 log = logging.getLogger("longrun.ops")
 
@@ -383,11 +383,7 @@ class Operations:
             return False
         if (await self.lifecycle.revive(h)).outcome != "ok":
             return False
-        try:
-            await asyncio.to_thread(self.dispatcher.run, h, service)
-        except Exception:
-            await self.lifecycle.fail(h, QUEUE_FAILED)
-            raise
+        await enqueue_run(self.lifecycle, self.dispatcher, h, service)
         log.info("operator retried the %s job of %s", phase_of(job_id), h[:12])
         return True
 

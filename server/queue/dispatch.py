@@ -87,25 +87,29 @@ def withdraw(connection: Redis, job_id: str) -> bool:
     """
     job = Job(id=job_id, connection=connection)
     read: dict[str, str] = {}  # the job's fields, as last read (a retried read replaces them)
+    limit: list[RateLimitRegistry] = []  # the job's concurrency limit, if it has one
 
     def delete_if_waiting(pipe: Pipeline) -> None:
         fields = ("status", "origin", "rate_limit_key")
         read.clear()
+        limit.clear()
         read.update((f, as_text(v)) for f, v in zip(fields, pipe.hmget(job.key, fields), strict=True) if v)
         if read.get("status") not in _CANCELLABLE or "origin" not in read:
             read.clear()
             return
+        if "rate_limit_key" in read:
+            limit.append(RateLimitRegistry(read["rate_limit_key"], connection))
         pipe.multi()
         pipe.lrem(Queue(read["origin"], connection=connection).key, 0, job_id)
         for waiting in (ScheduledJobRegistry, DeferredJobRegistry):
             pipe.zrem(waiting(read["origin"], connection=connection).key, job_id)
-        if "rate_limit_key" in read:
-            pipe.zrem(RateLimitRegistry(read["rate_limit_key"], connection).rate_limited_key, job_id)
+        for registry in limit:
+            registry.cancel(job_id, pipeline=pipe)  # out of the line for a slot
         pipe.delete(*job_keys(job))
 
     connection.transaction(delete_if_waiting, job.key)
-    if "rate_limit_key" in read:
-        RateLimitRegistry(read["rate_limit_key"], connection).release_stale_and_enqueue(job_id)
+    for registry in limit:  # a slot it held goes to the next in line
+        registry.release_stale_and_enqueue(job_id)
     return bool(read)
 
 

@@ -361,11 +361,9 @@ class RecordStore:
         answer = text(await self._claim_event(keys=[self.keys.webhook_id(event_id)], args=[h, WEBHOOK_ID_TTL]))
         return cast('Literal["claimed", "replayed", "other"]', answer)
 
-    async def settle_event_id(self, event_id: str, h: str, *, applied: bool) -> None:
-        """The claimed event was applied (``done``: never again) or refused (``free``: the same
-        request may retry it; it stays bound to it)."""
-        state = "done" if applied else "free"
-        await self.redis.set(self.keys.webhook_id(event_id), f"{h} {state}", ex=WEBHOOK_ID_TTL)
+    async def release_event_id(self, event_id: str, h: str) -> None:
+        """The claimed event was refused: the same request may retry it (the id stays bound to it)."""
+        await self.redis.set(self.keys.webhook_id(event_id), f"{h} free", ex=WEBHOOK_ID_TTL)
 
     async def revive(self, h: str, message: str = "Retried by an operator; waiting for a free worker…") -> ScriptAnswer:
         """failed → pending, for an operator's retry (see REVIVE_SCRIPT)."""

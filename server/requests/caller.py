@@ -44,6 +44,12 @@ class Caller:
     #: a person's browser holding a viewer token: reads and answers one request
     viewer: ViewerGrant | None = None
 
+    @property
+    def expires_at(self) -> float | None:
+        """When this caller's credential runs out (a viewer token's expiry), None when it does
+        not: a connection it opened ends then."""
+        return self.viewer.expires_at if self.viewer is not None else None
+
     def may_see(self, request_hash: str, owner: str | None, token_hash: str | None, app: str | None = None) -> bool:
         """The access rule, on what a record says about itself (its owner, its token's hash and
         the app that created it)."""

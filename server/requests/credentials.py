@@ -39,6 +39,10 @@ class AppKey:
     key_id: str
 
 
+#: what a viewer token's holder is told once it has run out (an answer, a socket's last frame)
+TOKEN_EXPIRED = "The viewer token has expired; ask the application for a new one."
+
+
 @dataclass(frozen=True, slots=True)
 class ViewerGrant:
     """What a valid viewer token allows."""
@@ -101,5 +105,5 @@ class ViewerTokens:
         except (ValueError, KeyError, TypeError):  # signed by us, so only an old format gets here
             raise Unauthorized("The viewer token is not valid.", code="bad_viewer_token") from None
         if grant.expires_at <= (now if now is not None else time.time()):
-            raise Unauthorized("The viewer token has expired; ask the application for a new one.", code="token_expired")
+            raise Unauthorized(TOKEN_EXPIRED, code="token_expired")
         return grant

@@ -85,6 +85,17 @@ INPUT_REFUSALS = Refusals(
 )
 
 
+async def enqueue_run(lifecycle: Lifecycle, dispatcher: Dispatcher, h: str, service: Service) -> None:
+    """Queue a request's first phase (a new request, or one an operator starts over); when
+    that fails the request fails with it (queue_failed), rather than wait for a job that
+    never comes."""
+    try:
+        await asyncio.to_thread(dispatcher.run, h, service)
+    except Exception:
+        await lifecycle.fail(h, QUEUE_FAILED)
+        raise
+
+
 @dataclass
 class RequestService:
     store: RecordStore
@@ -153,11 +164,7 @@ class RequestService:
         created = await self.store.create(record)
         if created is None:  # 2^-128: a clash of fresh random hashes
             raise Unavailable("Could not create the request; please try again.")
-        try:
-            await asyncio.to_thread(self.dispatcher.run, h, service)
-        except Exception:
-            await self.lifecycle.fail(h, QUEUE_FAILED)
-            raise
+        await enqueue_run(self.lifecycle, self.dispatcher, h, service)
         return created, token
 
     @staticmethod

@@ -290,8 +290,6 @@ async def post_bot_event(request: web.Request) -> web.Response:
     if claim == "replayed":
         raise Conflict("This event id was already applied.", code="replayed_event")
     try:
-        if await store.get_raw(h) is None:
-            raise NotFound()
         result = await request.app[LIFECYCLE].apply_event(h, event)
         if result.outcome == "missing":
             raise NotFound()
@@ -300,7 +298,6 @@ async def post_bot_event(request: web.Request) -> web.Response:
     except BaseException:
         # Not applied: the sender's retry (same webhook-id, same request) must be able to succeed.
         with contextlib.suppress(Exception):
-            await store.settle_event_id(event_id, h, applied=False)
+            await store.release_event_id(event_id, h)
         raise
-    await store.settle_event_id(event_id, h, applied=True)
     return json_response({"applied": result.applied, "status": (result.record or {}).get("status")}, status=202)

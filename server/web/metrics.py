@@ -64,7 +64,7 @@ class _Tally:
         self.counted = HTTP_REQUESTS.labels(method, route, str(status))
         quiet = route in _QUIET
         # A socket's or an event stream's "latency" is how long a person watched: not timed
-        streaming = status == 101 or route.startswith(_STREAMS)
+        streaming = route.startswith(_STREAMS)
         self.timed = None if quiet or streaming else HTTP_SECONDS.labels(method, route)
         self.count = 0
         self.buckets = [0] * len(_BOUNDS)

@@ -38,6 +38,7 @@ from server.infra.counters import DELIVERY_LAG
 from server.live.frames import Frame
 from server.live.hub import SEND_TIMEOUT, CatchUp
 from server.live.resume import Outcome
+from server.requests.credentials import TOKEN_EXPIRED
 from server.web.access import SOCKET_PROTOCOL, origin_allowed
 from server.web.heartbeat import DROP_AFTER, PING_AFTER, Heartbeat
 from server.web.typedefs import HEARTBEAT, HUB, SETTINGS
@@ -315,10 +316,6 @@ def refuse_cross_site(request: web.Request) -> None:
     """A socket opened from another site's page is refused (403 ``bad_origin``)."""
     if not origin_allowed(request):
         raise Forbidden("Sockets from other sites are refused.", code="bad_origin")
-
-
-#: what a socket opened with a viewer token is told when the token runs out
-TOKEN_EXPIRED = "The viewer token has expired; ask the application for a new one."
 
 
 async def open_socket(request: web.Request, key: str, until: float | None = None) -> Client:

@@ -69,7 +69,7 @@ async def request_socket(request: web.Request) -> web.StreamResponse:
     since = since_of(request, request.query.get("since"))
     who = await caller(request)
     await request.app[SERVICE].visible(who, h)
-    client = await open_socket(request, h, until=who.viewer.expires_at if who.viewer is not None else None)
+    client = await open_socket(request, h, until=who.expires_at)
     ws = client.ws
     hub = request.app[HUB]
     try:

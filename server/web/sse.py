@@ -98,7 +98,7 @@ async def request_stream(request: web.Request) -> web.StreamResponse:
         send_timeout=hub.send_timeout,
         transport=request.transport,
         catch_up=hub.catch_up,
-        until=who.viewer.expires_at if who.viewer is not None else None,
+        until=who.expires_at,
     )
     try:
         # Subscribed before the record is read, so nothing published in between is lost; the

@@ -82,6 +82,16 @@ function exact(value, depth = 0) {
   return value;
 }
 
+/**
+ * False for a prompt the request does not wait for after all (the Python SDK's _still_asking):
+ * asked again after the person's last attempt, it fails the request instead. (A code typed
+ * early moves it on to processing at once: that one is asked, and answered.)
+ * @param {string} type the event's type @param {string | undefined} status the record's after it
+ */
+export function stillAsking(type, status) {
+  return !((type === "otp_required" || type === "input_required") && status === "failed");
+}
+
 export function completedEvent(result) {
   if (typeof result !== "object" || result === null || Array.isArray(result)) {
     throw new ReportError("result must be a JSON object");

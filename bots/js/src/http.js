@@ -4,7 +4,9 @@
 // the server applied but whose answer was lost is never applied twice.
 import { randomBytes } from "node:crypto";
 import { Webhook } from "standardwebhooks";
-import { ReportError, completedEvent, failedEvent, inputRequiredEvent, otpRequiredEvent, progressEvent } from "./events.js";
+import {
+  ReportError, completedEvent, failedEvent, inputRequiredEvent, otpRequiredEvent, progressEvent, stillAsking,
+} from "./events.js";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -70,12 +72,7 @@ export class HttpReporter {
         continue;
       }
       const answer = await resp.json().catch(() => ({}));
-      if (resp.status === 202) {
-        const applied = answer?.applied ?? true;
-        // a prompt asked after the person's last attempt fails the request: not one to wait for
-        const asking = event.type === "otp_required" || event.type === "input_required";
-        return applied && !(asking && answer?.status === "failed");
-      }
+      if (resp.status === 202) return (answer?.applied ?? true) && stillAsking(event.type, answer?.status);
       const code = answer?.error?.code;
       // Our earlier attempt got through and only its answer was lost.
       if (resp.status === 409 && code === "replayed_event" && attempt > 0) return true;

@@ -3,7 +3,9 @@
 // trip; ioredis' defineCommand loads the script with EVAL when Redis answers NOSCRIPT.
 import Redis from "ioredis";
 import { CONTRACT, message } from "./contract.js";
-import { completedEvent, failedEvent, inputRequiredEvent, otpRequiredEvent, progressEvent } from "./events.js";
+import {
+  completedEvent, failedEvent, inputRequiredEvent, otpRequiredEvent, progressEvent, stillAsking,
+} from "./events.js";
 import { Keys } from "./keys.js";
 import { enqueueCheckOtp } from "./rq.js";
 import { loadScript } from "./scripts.js";
@@ -23,13 +25,6 @@ export function settingsFromEnv(env = process.env) {
     timeScale: num("TIME_SCALE", 1),
     rqPrefix: env.RQ_KEY_PREFIX || "rq",
   };
-}
-
-// A prompt asked again after the person's last attempt fails the request instead: it is not
-// one to wait for (the Python SDK's _still_asking). (A code typed early moves it on to
-// processing at once: that one is asked, and answered.)
-function stillAsking(result) {
-  return result.record?.status !== "failed";
 }
 
 export class RedisReporter {
@@ -146,7 +141,7 @@ export class RedisReporter {
         },
       },
     );
-    return result.outcome === "ok" && stillAsking(result);
+    return result.outcome === "ok" && stillAsking("input_required", result.record?.status);
   }
 
   // The record shows the code's prompt twice, as the server writes it: `otp_data` as always and
@@ -178,7 +173,7 @@ export class RedisReporter {
       private: { code_prompt: promptId },
     });
     if (result.outcome === "ok" && result.otpReady) await this.#otpReady(h, Number(result.record?.seq ?? 0), slug);
-    return result.outcome === "ok" && stillAsking(result);
+    return result.outcome === "ok" && stillAsking("otp_required", result.record?.status);
   }
 
   async completed(h, result) {

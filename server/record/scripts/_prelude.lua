@@ -123,10 +123,15 @@ end
 
 -- When the sweeper should look at a running request: the next heartbeat, the deadline,
 -- or the prompt's expiry (the code's or another's) while waiting for the person.
+-- When the bot stops waiting for the person's answer (the code's life, or the prompt's), if it said.
+local function prompt_exp(p, status)
+  if status == 'waiting_input' then return tonumber(p.input_exp) end
+  return tonumber(p.otp_exp)
+end
+
 local function due_at(p, status, now, default_window)
   if WAITING[status] then
-    local exp = p.otp_exp
-    if status == 'waiting_input' then exp = p.input_exp end
+    local exp = prompt_exp(p, status)
     if exp then return exp + OTP_EXPIRY_GRACE end
     return now + (tonumber(p.hbw) or default_window)
   end

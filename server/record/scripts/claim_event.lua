@@ -2,8 +2,8 @@
 -- (a signed body names no request: the id is bound to the first one it was sent for).
 -- KEYS[1] the event id's key
 -- ARGV[1] the request's hash, ARGV[2] TTL (s, the signature's window and more)
--- The key holds "<hash> <state>": claimed (being applied), done (applied) or free (refused:
--- the same request may retry it).
+-- The key holds "<hash> <state>": claimed (being applied or applied: never again) or free
+-- (refused: the same request may retry it).
 -- Returns 'claimed' | 'replayed' (applied, or being applied) | 'other' (bound to another request)
 local held = redis.call('GET', KEYS[1])
 if held then

@@ -37,9 +37,7 @@ if asking and od.id ~= prompt_id then return {'conflict', public(rec)} end
 -- would come too late to the bot, and be counted as an attempt. The sweeper fails the request
 -- a grace later.
 if not early then
-  local exp = p.otp_exp
-  if asking then exp = p.input_exp end
-  exp = tonumber(exp)
+  local exp = prompt_exp(p, waiting)
   if exp and now > exp then return {'expired', public(rec)} end
 end
 
