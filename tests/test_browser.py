@@ -765,9 +765,10 @@ async def test_a_wide_result_table_scrolls_inside_its_card_on_a_phone(
         }
         for n in range(1, 6)
     ]
-    await Lifecycle(RecordStore(redis, Keys(settings.key_prefix))).complete(
-        h, {"plate": "12B345-67", "journey": journey}
-    )
+    keys = Keys(settings.key_prefix)
+    await wait_status(redis, keys, h, "processing")  # started by the worker: a pending one cannot complete
+    done = await Lifecycle(RecordStore(redis, keys)).complete(h, {"plate": "12B345-67", "journey": journey})
+    assert done.applied
     await page.wait_for_url(f"**/requests/{h}/result")
     await expect(page.locator("table")).to_be_visible()
     await shoot(page, "result-wide-table-fa-phone")
